@@ -1,0 +1,11 @@
+"""minicompress: neural-network compression (quantization, pruning, distillation) in NumPy and Numba,
+checked against PyTorch.
+
+The top level mirrors `torch`: `tensor`, `Tensor`, `no_grad`, dtypes, constructors and `manual_seed`.
+"""
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .random import manual_seed, rand, randint, randn, randperm
+from .tensor import (Tensor, arange, as_dtype, bool_, cat, float32, float64, full, int8, int32, int64, maximum,
+                     minimum, ones, ones_like, stack, tensor, uint8, where, zeros, zeros_like)
+
+__version__ = "0.1.0"

@@ -1,0 +1,389 @@
+"""The `torch.nn.functional`-shaped API: same names, argument order and defaults.
+
+Each function validates its arguments (naming the one at fault) and then applies the matching
+op from `ops/`. Losses that are compositions (cross-entropy, MSE, KL) are written here from
+differentiable primitives, so their gradients need no code of their own.
+"""
+import math
+
+import numpy as np
+
+from . import random as _random
+from .autograd import Function
+from .ops import activation as act
+from .ops.attention import LinearAttention, ScaledDotProductAttention
+from .ops.conv import Conv2d
+from .ops.loss import NLLLoss
+from .ops.matmul import Linear
+from .ops.norm import BatchNorm, LayerNorm
+from .ops.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .tensor import Tensor, where
+
+__all__ = [
+    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "relu", "relu6", "hardtanh", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "dropout", "cross_entropy", "nll_loss", "mse_loss", "kl_div", "scaled_dot_product_attention",
+    "linear_attention", "pad",
+]
+
+
+# ----- validation helpers ----------------------------------------------------------------------
+
+def _check_tensor(x, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_ndim(x, name, ndims):
+    _check_tensor(x, name)
+    if x.ndim not in ndims:
+        expected = " or ".join(str(n) for n in ndims)
+        raise ValueError(f"{name} must have {expected} dimensions, got shape {x.shape}")
+
+
+def _pair(value, name, minimum=None):
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if minimum is not None and min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _window_fits(h, w, kernel, padding, dilation, name):
+    eff = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    if eff[0] > h + 2 * padding[0] or eff[1] > w + 2 * padding[1]:
+        raise ValueError(f"{name} {tuple(kernel)} (dilated {tuple(eff)}) is larger than the padded input "
+                         f"({h + 2 * padding[0]}, {w + 2 * padding[1]})")
+
+
+def _contiguous(x):
+    return x.contiguous()
+
+
+# ----- linear and convolution ------------------------------------------------------------------
+
+def linear(input, weight, bias=None):
+    """y = x W^T + b, with weight (out_features, in_features)."""
+    _check_tensor(input, "input")
+    _check_ndim(weight, "weight", (2,))
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input's last dimension ({input.shape[-1] if input.ndim else None}) must equal "
+                         f"weight's in_features ({weight.shape[1]})")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    return Linear.apply(input, weight, bias)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation over (N, C, H, W) (or unbatched (C, H, W)) with weight (O, C/groups, kh, kw)."""
+    _check_ndim(input, "input", (3, 4))
+    _check_ndim(weight, "weight", (4,))
+    if input.ndim == 3:
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    stride, dilation = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding={padding!r}: string padding is not supported; give ints")
+    padding = _pair(padding, "padding", 0)
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    channels, out_channels = input.shape[1], weight.shape[0]
+    if channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide both in_channels ({channels}) and out_channels ({out_channels})")
+    if weight.shape[1] * groups != channels:
+        raise ValueError(f"input has {channels} channels but weight of shape {weight.shape} with groups={groups} "
+                         f"expects {weight.shape[1] * groups}")
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    _window_fits(input.shape[2], input.shape[3], weight.shape[2:], padding, dilation, "kernel size")
+    return Conv2d.apply(_contiguous(input), _contiguous(weight), bias, stride=stride, padding=padding,
+                        dilation=dilation, groups=int(groups))
+
+
+# ----- pooling ---------------------------------------------------------------------------------
+
+def _pool_args(input, kernel_size, stride, padding, dilation=1):
+    _check_ndim(input, "input", (4,))
+    kernel = _pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None or stride == [] else _pair(stride, "stride", 1)
+    padding = _pair(padding, "padding", 0)
+    dilation = _pair(dilation, "dilation", 1)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"padding {padding} must be at most half of kernel_size {kernel}")
+    _window_fits(input.shape[2], input.shape[3], kernel, padding, dilation, "kernel_size")
+    return kernel, stride, padding, dilation
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    if input.ndim == 3:
+        out = max_pool2d(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode)
+        return out.squeeze(0)
+    kernel, stride, padding, dilation = _pool_args(input, kernel_size, stride, padding, dilation)
+    if return_indices:
+        raise ValueError("return_indices=True is not supported")
+    return MaxPool2d.apply(_contiguous(input), kernel, stride, padding, dilation, bool(ceil_mode))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    if input.ndim == 3:
+        out = avg_pool2d(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                         divisor_override)
+        return out.squeeze(0)
+    kernel, stride, padding, _ = _pool_args(input, kernel_size, stride, padding)
+    if divisor_override is not None and divisor_override <= 0:
+        raise ValueError(f"divisor_override must be positive, got {divisor_override}")
+    return AvgPool2d.apply(_contiguous(input), kernel, stride, padding, bool(ceil_mode),
+                           bool(count_include_pad), divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    _check_ndim(input, "input", (3, 4))
+    if input.ndim == 3:
+        return adaptive_avg_pool2d(input.unsqueeze(0), output_size).squeeze(0)
+    size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    size = tuple(input.shape[2 + i] if s is None else int(s) for i, s in enumerate(size))
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"output_size must be a positive int or pair, got {output_size!r}")
+    return AdaptiveAvgPool2d.apply(_contiguous(input), size)
+
+
+# ----- normalization ---------------------------------------------------------------------------
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    _check_ndim(input, "input", (2, 3, 4, 5))
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and t.shape != (channels,):
+            raise ValueError(f"{name} must have shape ({channels},) to match input channels, got {t.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("running_mean and running_var are required when training=False")
+    return BatchNorm.apply(input, running_mean, running_var, weight, bias, training=bool(training),
+                           momentum=momentum if momentum is not None else 0.1, eps=eps)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    _check_tensor(input, "input")
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(shape):] != shape:
+        raise ValueError(f"normalized_shape {shape} does not match the trailing dims of input {input.shape}")
+    return LayerNorm.apply(input, shape, weight, bias, eps=eps)
+
+
+# ----- activations -----------------------------------------------------------------------------
+
+def relu(input, inplace=False):
+    return act.ReLU.apply(input)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    return act.Hardtanh.apply(input, min_val=min_val, max_val=max_val)
+
+
+def relu6(input, inplace=False):
+    return act.Hardtanh.apply(input, min_val=0.0, max_val=6.0)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return act.LeakyReLU.apply(input, negative_slope=negative_slope)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    return act.ELU.apply(input, alpha=alpha)
+
+
+def gelu(input, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return act.GELU.apply(input, approximate=approximate)
+
+
+def sigmoid(input):
+    return act.Sigmoid.apply(input)
+
+
+def tanh(input):
+    return act.Tanh.apply(input)
+
+
+def _dim(input, dim, name="dim"):
+    if dim is None:
+        dim = 0 if input.ndim in (0, 1, 3) else 1  # torch's legacy implicit choice
+    if not -max(input.ndim, 1) <= dim < max(input.ndim, 1):
+        raise ValueError(f"{name}={dim} is out of range for a tensor with {input.ndim} dimensions")
+    return dim
+
+
+def softmax(input, dim=None, dtype=None):
+    x = input.to(dtype) if dtype is not None else input
+    return act.Softmax.apply(x, dim=_dim(x, dim))
+
+
+def log_softmax(input, dim=None, dtype=None):
+    x = input.to(dtype) if dtype is not None else input
+    return act.LogSoftmax.apply(x, dim=_dim(x, dim))
+
+
+class _Dropout(Function):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
+
+    @staticmethod
+    def forward(ctx, x, keep):
+        ctx.save_for_backward(keep)
+        return x * keep
+
+    @staticmethod
+    def backward(ctx, g):
+        (keep,) = ctx.saved
+        return g * keep, None
+
+
+def _keep_mask(shape, p, dtype):
+    return ((_random.default_generator().random(shape) >= p) / (1 - p)).astype(dtype)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    return _Dropout.apply(input, _keep_mask(input.shape, p, input.dtype))
+
+
+# ----- losses ----------------------------------------------------------------------------------
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction={reduction!r} is not one of 'none', 'mean', 'sum'")
+
+
+def _check_class_target(input, target):
+    _check_tensor(input, "input")
+    _check_tensor(target, "target")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    expected = (input.shape[0],) + input.shape[2:] if input.ndim >= 2 else ()
+    if input.ndim < 2 or target.shape != expected:
+        raise ValueError(f"target shape {target.shape} does not match input shape {input.shape} "
+                         f"(expected {expected})")
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    _check_class_target(input, target)
+    return NLLLoss.apply(input, target.data, None if weight is None else weight.data,
+                         ignore_index=ignore_index, reduction=reduction)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """log_softmax over dim 1 followed by nll_loss; class-index targets, optional label smoothing."""
+    _check_class_target(input, target)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    logp = log_softmax(input, dim=1)
+    loss = nll_loss(logp, target, weight, ignore_index, reduction)
+    if label_smoothing == 0.0:
+        return loss
+    if weight is not None:
+        raise ValueError("label_smoothing together with weight is not supported")
+    classes = input.shape[1]
+    valid = Tensor._wrap((target.data != ignore_index).astype(input.dtype))
+    smooth = -(logp.sum(dim=1)) * valid
+    if reduction == "mean":
+        smooth = smooth.sum() / valid.data.sum()
+    else:
+        smooth = _reduce(smooth, reduction)
+    return loss * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+
+
+def mse_loss(input, target, reduction="mean"):
+    if input.shape != target.shape:
+        raise ValueError(f"input shape {input.shape} and target shape {target.shape} must match")
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """KL divergence with input given as log-probabilities, as torch:
+    pointwise target * (log target - input) (0 where target == 0), or exp(t) (t - input) with log_target.
+    'batchmean' divides the sum by the batch size (the mathematically correct KL)."""
+    if input.shape != target.shape:
+        raise ValueError(f"input shape {input.shape} and target shape {target.shape} must match")
+    if log_target:
+        pointwise = target.exp() * (target - input)
+    else:
+        positive = target.data > 0
+        safe_log = where(positive, target, 1.0).log()
+        pointwise = where(positive, target * (safe_log - input), 0.0 * input)
+    if reduction == "batchmean":
+        return pointwise.sum() / (input.shape[0] if input.ndim else 1)
+    return _reduce(pointwise, reduction)
+
+
+# ----- attention -------------------------------------------------------------------------------
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(q k^T / sqrt(E) + mask) v on (..., L, E) inputs, as torch's math path.
+
+    A boolean `attn_mask` keeps positions that are True; a float mask is added to the scores.
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_ndim(t, name, (2, 3, 4, 5))
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"query and key must share the embedding dim, got {query.shape[-1]} and {key.shape[-1]}")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"key and value must share the sequence length, got {key.shape[-2]} and {value.shape[-2]}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    L, S = query.shape[-2], key.shape[-2]
+    bias = None
+    if is_causal:
+        if attn_mask is not None:
+            raise ValueError("attn_mask and is_causal=True cannot both be given")
+        bias = np.where(np.tril(np.ones((L, S), dtype=bool)), 0.0, -np.inf).astype(query.dtype)
+    elif attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+        bias = np.where(mask, 0.0, -np.inf).astype(query.dtype) if mask.dtype == bool else mask.astype(query.dtype)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    keep = None
+    if dropout_p > 0.0:
+        keep = _keep_mask(query.shape[:-1] + (S,), dropout_p, query.dtype)
+    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    q, k, v = (t.expand(batch + t.shape[-2:]) if t.shape[:-2] != batch else t for t in (query, key, value))
+    return ScaledDotProductAttention.apply(_contiguous(q), _contiguous(k), _contiguous(v), bias,
+                                           scale=scale, keep=keep)
+
+
+def linear_attention(q, k, v):
+    """Linear attention with the elu(x) + 1 feature map (Katharopoulos et al., 2020), non-causal:
+
+        out_i = phi(q_i) (sum_j phi(k_j)^T v_j) / (phi(q_i) . sum_j phi(k_j)),
+
+    computed as phi(q) (phi(k)^T v), so time and memory grow linearly with sequence length.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_ndim(t, name, (2, 3, 4, 5))
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share the feature dim, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must share the sequence length, got {k.shape[-2]} and {v.shape[-2]}")
+    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        raise ValueError(f"q, k, v must share the batch dims, got {q.shape}, {k.shape}, {v.shape}")
+    return LinearAttention.apply(_contiguous(q), _contiguous(k), _contiguous(v))
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    from .ops.movement import Pad
+    if mode != "constant":
+        raise ValueError(f"mode={mode!r}: only 'constant' padding is supported")
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad must have an even length of at most 2 * ndim, got {pad}")
+    return Pad.apply(input, tuple(pad), value=value)

@@ -1,0 +1,1 @@
+"""Numba kernels, each beside its readable NumPy reference twin (`*_reference`)."""

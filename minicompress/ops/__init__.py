@@ -1,0 +1,1 @@
+"""Differentiable ops: Function classes pairing a forward with its backward."""

@@ -1,0 +1,61 @@
+"""Attention Functions over the Numba kernels in `kernels/attention.py`.
+
+Softmax attention:  out = dropout(softmax(q k^T * scale + bias)) v        time and memory O(L S)
+Linear attention:   out_i = phi(q_i) (sum_j phi(k_j)^T v_j) / (phi(q_i) . sum_j phi(k_j)),
+                    phi(x) = elu(x) + 1                                    time and memory O(L + S)
+"""
+import numpy as np
+
+from ..autograd import Function
+from ..kernels import attention as kernels
+
+
+def _flatten_batch(a):
+    return np.ascontiguousarray(a.reshape((-1,) + a.shape[-2:]))
+
+
+class ScaledDotProductAttention(Function):
+    """Inputs (..., L, E), (..., S, E), (..., S, Ev); `bias` is (..., L, S) additive (-inf masks)
+    or None; `keep` is the dropout keep-mask already divided by (1 - p), or None."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias=None, scale=1.0, keep=None):
+        lead = q.shape[:-2]
+        q3, k3, v3 = _flatten_batch(q), _flatten_batch(k), _flatten_batch(v)
+        b3 = None if bias is None else _flatten_batch(np.broadcast_to(bias, lead + bias.shape[-2:]).astype(q.dtype))
+        out, probs = kernels.sdpa_forward(q3, k3, v3, b3, scale)
+        dropped = None
+        if keep is not None:
+            dropped = (probs * keep.reshape(probs.shape)).astype(q.dtype)
+            out = np.matmul(dropped, v3)
+        ctx.save_for_backward(q3, k3, v3, probs, dropped)
+        ctx.scale, ctx.shapes = scale, (q.shape, k.shape, v.shape)
+        return out.reshape(lead + out.shape[-2:])
+
+    @staticmethod
+    def backward(ctx, g):
+        q3, k3, v3, probs, dropped = ctx.saved
+        g3 = _flatten_batch(g)
+        dq, dk, dv = kernels.sdpa_backward(g3, q3, k3, v3, probs, ctx.scale, dropped_probs=dropped)
+        qs, ks, vs = ctx.shapes
+        return dq.reshape(qs), dk.reshape(ks), dv.reshape(vs), None
+
+
+class LinearAttention(Function):
+    """Non-causal linear attention with the elu + 1 feature map on (..., L, E) inputs."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        lead = q.shape[:-2]
+        q3, k3, v3 = _flatten_batch(q), _flatten_batch(k), _flatten_batch(v)
+        ctx.save_for_backward(q3, k3, v3)
+        ctx.shapes = (q.shape, k.shape, v.shape)
+        out = kernels.linear_attention_forward(q3, k3, v3)
+        return out.reshape(lead + out.shape[-2:])
+
+    @staticmethod
+    def backward(ctx, g):
+        q3, k3, v3 = ctx.saved
+        dq, dk, dv = kernels.linear_attention_backward(_flatten_batch(g), q3, k3, v3)
+        qs, ks, vs = ctx.shapes
+        return dq.reshape(qs), dk.reshape(ks), dv.reshape(vs)

@@ -1,0 +1,93 @@
+"""Batch normalization and layer normalization, forward and backward.
+
+Both normalise x_hat = (x - mean) / sqrt(var + eps) (biased variance) and apply y = x_hat * w + b.
+With N the number of values each statistic covers, the input gradient is
+
+    dx = (1 / sqrt(var + eps)) * (dxhat - mean(dxhat) - x_hat * mean(dxhat * x_hat)),  dxhat = g * w.
+"""
+import numpy as np
+
+from ..autograd import Function
+
+
+def _normalized_backward(g_hat, x_hat, inv_std, axes):
+    return inv_std * (g_hat - g_hat.mean(axis=axes, keepdims=True)
+                      - x_hat * (g_hat * x_hat).mean(axis=axes, keepdims=True))
+
+
+class BatchNorm(Function):
+    """torch.nn.functional.batch_norm over dim 1 of (N, C, ...).
+
+    Training: batch statistics, and the running buffers updated in place with
+    running = (1 - momentum) * running + momentum * batch (unbiased variance), as torch.
+    Evaluation: the running statistics, which are constants for the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, running_mean, running_var, weight=None, bias=None,
+                training=False, momentum=0.1, eps=1e-5):
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if training:
+            count = x.size // x.shape[1]
+            if count <= 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {x.shape}")
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+            if running_var is not None:
+                running_var *= 1 - momentum
+                running_var += momentum * var * count / (count - 1)
+        else:
+            mean, var = running_mean, running_var
+        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
+        x_hat = (x - mean.reshape(shape).astype(x.dtype)) * inv_std
+        w = np.ones(x.shape[1], x.dtype) if weight is None else weight
+        out = x_hat * w.reshape(shape)
+        if bias is not None:
+            out = out + bias.reshape(shape)
+        ctx.save_for_backward(x_hat, inv_std, w.reshape(shape))
+        ctx.axes, ctx.training = axes, training
+        return out.astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x_hat, inv_std, w = ctx.saved
+        g_hat = g * w
+        if ctx.training:
+            dx = _normalized_backward(g_hat, x_hat, inv_std, ctx.axes)
+        else:
+            dx = g_hat * inv_std
+        dw = (g * x_hat).sum(axis=ctx.axes) if ctx.needs_input_grad[3] else None
+        db = g.sum(axis=ctx.axes) if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4] else None
+        return dx, None, None, dw, db
+
+
+class LayerNorm(Function):
+    """torch.nn.functional.layer_norm over the trailing `len(normalized_shape)` dims."""
+
+    @staticmethod
+    def forward(ctx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        x_hat = (x - mean) * inv_std
+        out = x_hat if weight is None else x_hat * weight
+        if bias is not None:
+            out = out + bias
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.axes = axes
+        return out.astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x_hat, inv_std, weight = ctx.saved
+        g_hat = g if weight is None else g * weight
+        dx = _normalized_backward(g_hat, x_hat, inv_std, ctx.axes)
+        lead = tuple(range(g.ndim - len(ctx.axes)))
+        dw = (g * x_hat).sum(axis=lead) if weight is not None else None
+        db = g.sum(axis=lead) if len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3] else None
+        return dx, None, dw, db

@@ -1,0 +1,145 @@
+"""minicompress.functional against torch.nn.functional: activations, softmax family, linear,
+normalization and losses, forward and gradients."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minicompress as mc
+import minicompress.functional as F
+from harness import check_op
+from strategies import FLOATS, arrays, positive, shapes
+
+ACTIVATIONS = {
+    "relu": (F.relu, TF.relu),
+    "relu6": (F.relu6, TF.relu6),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.2), lambda x: TF.leaky_relu(x, 0.2)),
+    "elu": (lambda x: F.elu(x, 0.7), lambda x: TF.elu(x, 0.7)),
+    "gelu": (F.gelu, TF.gelu),
+    "gelu_tanh": (lambda x: F.gelu(x, "tanh"), lambda x: TF.gelu(x, approximate="tanh")),
+    "sigmoid": (F.sigmoid, torch.sigmoid),
+    "tanh": (F.tanh, torch.tanh),
+    "hardtanh": (F.hardtanh, TF.hardtanh),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(data=st.data(), dtype=FLOATS)
+def test_activations(name, data, dtype):
+    x = data.draw(arrays(data.draw(shapes()), dtype, -8, 8))
+    check_op(*ACTIVATIONS[name], [x])
+
+
+@given(data=st.data(), dtype=FLOATS)
+def test_softmax_and_log_softmax(data, dtype):
+    shape = data.draw(shapes(min_dims=1, max_dims=3))
+    x = data.draw(arrays(shape, dtype, -20, 20))
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    check_op(lambda t: F.softmax(t, dim), lambda t: TF.softmax(t, dim), [x])
+    check_op(lambda t: F.log_softmax(t, dim), lambda t: TF.log_softmax(t, dim), [x])
+
+
+@given(data=st.data(), bias=st.booleans(), dtype=FLOATS)
+def test_linear(data, bias, dtype):
+    n, i, o = (data.draw(st.integers(1, 6)) for _ in range(3))
+    lead = data.draw(st.sampled_from([(n,), (2, n)]))
+    inputs = [data.draw(arrays(lead + (i,), dtype)), data.draw(arrays((o, i), dtype))]
+    if bias:
+        inputs.append(data.draw(arrays((o,), dtype)))
+    check_op(F.linear, TF.linear, inputs)
+
+
+@given(data=st.data(), training=st.booleans(), dtype=FLOATS)
+def test_batch_norm_forward_backward_and_running_stats(data, training, dtype):
+    shape = data.draw(st.sampled_from([(4, 3), (3, 2, 5), (2, 3, 4, 4)]))
+    # A spread along the batch keeps each channel's variance away from 0: for a constant channel
+    # (x - mean) is pure rounding noise amplified by 1/sqrt(eps) ~ 316, and no tolerance is honest.
+    x = data.draw(arrays(shape, dtype)) + np.linspace(-1, 1, shape[0], dtype=dtype).reshape((-1,) + (1,) * (len(shape) - 1))
+    c = shape[1]
+    weight, bias = data.draw(arrays((c,), dtype, 0.5, 2)), data.draw(arrays((c,), dtype))
+    mean0, var0 = data.draw(arrays((c,), dtype)), data.draw(positive((c,), dtype))
+    rm, rv = mc.Tensor(mean0.copy()), mc.Tensor(var0.copy())
+    trm, trv = torch.from_numpy(mean0.copy()), torch.from_numpy(var0.copy())
+    # float32 batch statistics are sums of up to 32 terms: 1e-4 relative holds with margin.
+    check_op(lambda a, w, b: F.batch_norm(a, rm, rv, w, b, training, 0.1, 1e-5),
+             lambda a, w, b: TF.batch_norm(a, trm, trv, w, b, training, 0.1, 1e-5),
+             [x, weight, bias], grad_atol=1e-4 if dtype == np.float32 else None)
+    np.testing.assert_allclose(rm.numpy(), trm.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@given(data=st.data(), dtype=FLOATS)
+def test_layer_norm(data, dtype):
+    x = data.draw(arrays((3, 4, 5), dtype))
+    w, b = data.draw(arrays((4, 5), dtype)), data.draw(arrays((4, 5), dtype))
+    check_op(lambda a, ww, bb: F.layer_norm(a, (4, 5), ww, bb), lambda a, ww, bb: TF.layer_norm(a, (4, 5), ww, bb),
+             [x, w, b], grad_atol=1e-4 if dtype == np.float32 else None)
+
+
+@given(data=st.data(), reduction=st.sampled_from(["mean", "sum", "none"]), smoothing=st.sampled_from([0.0, 0.1]))
+def test_cross_entropy_and_nll(data, reduction, smoothing):
+    n, c = data.draw(st.integers(1, 6)), data.draw(st.integers(2, 5))
+    logits = data.draw(arrays((n, c), np.float64, -5, 5))
+    target = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)), dtype=np.int64)
+    t_mc, t_th = mc.tensor(target), torch.from_numpy(target)
+    check_op(lambda x: F.cross_entropy(x, t_mc, reduction=reduction, label_smoothing=smoothing),
+             lambda x: TF.cross_entropy(x, t_th, reduction=reduction, label_smoothing=smoothing), [logits])
+    weight = np.linspace(0.5, 2.0, c)
+    check_op(lambda x: F.nll_loss(x, t_mc, weight=mc.tensor(weight), reduction=reduction, ignore_index=0),
+             lambda x: TF.nll_loss(x, t_th, weight=torch.from_numpy(weight), reduction=reduction, ignore_index=0),
+             [logits]) if reduction != "mean" or (target != 0).any() else None
+
+
+def test_cross_entropy_on_spatial_targets():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 3, 4, 5))
+    target = rng.integers(0, 3, (2, 4, 5))
+    check_op(lambda x: F.cross_entropy(x, mc.tensor(target)),
+             lambda x: TF.cross_entropy(x, torch.from_numpy(target)), [logits])
+
+
+@given(data=st.data(), reduction=st.sampled_from(["mean", "sum", "none", "batchmean"]), log_target=st.booleans())
+def test_kl_div(data, reduction, log_target):
+    x = data.draw(arrays((3, 4), np.float64, -4, 0))
+    t = data.draw(arrays((3, 4), np.float64, -4, 0) if log_target else arrays((3, 4), np.float64, 0.01, 1))
+    fns = (lambda a, b: F.kl_div(a, b, reduction=reduction, log_target=log_target),
+           lambda a, b: TF.kl_div(a, b, reduction=reduction, log_target=log_target))
+    check_op(*fns, [x, t])
+    if not log_target:  # zero targets contribute 0 (torch's xlogy); d/dtarget is infinite there, so not compared
+        t[0] = 0.0
+        check_op(*fns, [x, t], nondiff=(1,))
+
+
+@given(x=arrays((3, 4), np.float64), y=arrays((3, 4), np.float64), reduction=st.sampled_from(["mean", "sum", "none"]))
+def test_mse_loss(x, y, reduction):
+    check_op(lambda a, b: F.mse_loss(a, b, reduction), lambda a, b: TF.mse_loss(a, b, reduction=reduction), [x, y])
+
+
+def test_dropout_keeps_expectation_and_masks_gradient():
+    mc.manual_seed(0)
+    x = mc.ones(1000, 100, requires_grad=True)
+    y = F.dropout(x, p=0.3, training=True)
+    kept = y.data != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y.data[kept], 1 / 0.7, rtol=1e-6)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.data != 0, kept)
+    assert F.dropout(x, 0.3, training=False) is x
+
+
+def test_bad_input_raises_with_argument_name():
+    x = mc.randn(2, 3)
+    with pytest.raises(ValueError, match="in_features"):
+        F.linear(x, mc.randn(4, 5))
+    with pytest.raises(ValueError, match="target"):
+        F.cross_entropy(x, mc.tensor(np.array([0, 1, 2])))
+    with pytest.raises(ValueError, match="class index"):
+        F.cross_entropy(x, mc.tensor(np.array([0, 7])))
+    with pytest.raises(ValueError, match="running_mean"):
+        F.batch_norm(mc.randn(2, 3), mc.zeros(4), mc.ones(4))
+    with pytest.raises(ValueError, match="dropout probability"):
+        F.dropout(x, p=1.5)
+    with pytest.raises(ValueError, match="reduction"):
+        F.mse_loss(x, x, reduction="avg")
