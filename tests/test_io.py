@@ -1,0 +1,110 @@
+"""Model files: round trips with bit-identical outputs, atomic writes, and clear errors for bad files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import minicompress as mc
+from minicompress import io, nn
+
+
+def _model():
+    mc.manual_seed(0)
+    model = nn.create_mobile_classifier(10, 1)
+    model.train()
+    with mc.no_grad():
+        model(mc.rand(8, 1, 8, 8))  # move the batch-norm statistics away from their defaults
+    return model.eval()
+
+
+def test_float_model_round_trips_bit_identical(tmp_path):
+    model = _model()
+    path = tmp_path / "model.npz"
+    io.save(model, path)
+    loaded = io.load(path)
+    x = mc.rand(4, 1, 8, 8)
+    with mc.no_grad():
+        np.testing.assert_array_equal(model(x).data, loaded(x).data)
+    assert type(loaded) is type(model)
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    assert not loaded.training
+
+
+def test_file_is_plain_data_read_without_pickle(tmp_path):
+    path = tmp_path / "model.npz"
+    io.save(_model(), path)
+    with np.load(path, allow_pickle=False) as archive:
+        header = json.loads(bytes(archive["__format__.json"]).decode())
+        assert header["format"] == "minicompress" and header["version"] == io.FORMAT_VERSION
+        assert all(archive[k].dtype != object for k in archive.files)
+
+
+def test_failed_save_leaves_old_file_intact(tmp_path):
+    path = tmp_path / "model.npz"
+    io.save(nn.Linear(2, 2), path)
+    before = path.read_bytes()
+
+    class NotALayer(nn.Module):  # defined outside minicompress: refused
+        def forward(self, x):
+            return x
+    with pytest.raises(TypeError, match="not a minicompress layer"):
+        io.save(nn.Sequential(nn.Linear(2, 2), NotALayer()), path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.npz"
+    io.save(_model(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(io.ModelFileError, match="truncated or corrupted"):
+        io.load(path)
+
+
+def test_corrupted_array_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.npz"
+    io.save(nn.Linear(64, 64), path)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(16)
+    path.write_bytes(bytes(data))
+    with pytest.raises(io.ModelFileError):
+        io.load(path)
+
+
+def _rewrite_header(path, edit):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(bytes(arrays["__format__.json"]).decode())
+    edit(header)
+    arrays["__format__.json"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h.update(version=99), "format version 99"),
+    (lambda h: h["model"].update({"class": "os.system"}), "unknown layer type"),
+    (lambda h: h["model"]["parameters"]["weight"].update(array="a999"), "missing"),
+    (lambda h: h.update(format="other"), "not a minicompress model file"),
+])
+def test_tampered_header_is_refused(tmp_path, edit, message):
+    path = tmp_path / "model.npz"
+    io.save(nn.Linear(3, 2), path)
+    _rewrite_header(path, edit)
+    with pytest.raises(io.ModelFileError, match=message):
+        io.load(path)
+
+
+def test_not_a_model_file(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(io.ModelFileError, match="not a minicompress model file"):
+        io.load(path)
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(io.ModelFileError):
+        io.load(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError):
+        io.load(tmp_path / "missing.npz")
