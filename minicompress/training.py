@@ -1,0 +1,71 @@
+"""The small training and evaluation loops that tutorials, compression steps and the pipeline share.
+
+    train_loader, test_loader = digits_loaders()
+    model = nn.create_mobile_classifier()
+    fit(model, train_loader, epochs=15)
+    print(accuracy(model, test_loader))
+"""
+import numpy as np
+
+from . import functional as F
+from .autograd import no_grad
+from .data import DataLoader, TensorDataset, train_test_split_digits
+from .optim import Adam
+
+
+def digits_loaders(batch_size=64, test_fraction=0.2, seed=0):
+    """(train_loader, test_loader) over the bundled digits: a seeded, stratified split."""
+    x_train, y_train, x_test, y_test = train_test_split_digits(test_fraction=test_fraction, seed=seed)
+    train = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True, seed=seed)
+    test = DataLoader(TensorDataset(x_test, y_test), batch_size=256)
+    return train, test
+
+
+def train_epoch(model, loader, optimizer, loss_fn=F.cross_entropy):
+    """One pass over `loader`; returns (mean loss, accuracy) over the samples seen."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.data.argmax(1) == y.data).sum())
+        seen += len(y)
+    return total_loss / seen, correct / seen
+
+
+def fit(model, loader, epochs, optimizer=None, lr=1e-2, loss_fn=F.cross_entropy, log=None):
+    """Train for `epochs` passes (Adam(lr) unless an optimizer is given); returns per-epoch history."""
+    optimizer = optimizer or Adam(model.parameters(), lr=lr)
+    history = []
+    for epoch in range(epochs):
+        loss, acc = train_epoch(model, loader, optimizer, loss_fn)
+        history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc})
+        if log is not None:
+            log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  train accuracy {acc:.4f}")
+    return history
+
+
+def predict(model, loader):
+    """Concatenated logits of `model` over `loader` (eval mode, no graph)."""
+    model.eval()
+    with no_grad():
+        return np.concatenate([model(x).data for x, _ in loader])
+
+
+def accuracy(model, loader):
+    """Fraction of samples whose arg-max logit is the label."""
+    model.eval()
+    correct = seen = 0
+    with no_grad():
+        for x, y in loader:
+            correct += int((model(x).data.argmax(1) == y.data).sum())
+            seen += len(y)
+    return correct / seen
+
+
+def parameter_count(model):
+    return int(sum(p.data.size for p in model.parameters()))
