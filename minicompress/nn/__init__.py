@@ -9,3 +9,4 @@ from .loss import CrossEntropyLoss, KLDivLoss, MSELoss, NLLLoss
 from .mobilenet import (DepthwiseSeparableConv2d, MobileClassifier, MobileNetBlock, create_mobile_classifier,
                         make_divisible)
 from .module import Module, Parameter, RemovableHandle
+from .rnn import GRU, LSTM, GRUCell, LSTMCell
