@@ -1,0 +1,491 @@
+"""2-D convolution kernels: a general grouped convolution by im2col + BLAS matmul, and a direct depthwise
+convolution, each beside its NumPy reference twin.
+
+Shapes and formula (torch.nn.functional.conv2d with zero padding and no bias; the caller adds the bias):
+
+    x (N, C, H, W), weight (O, C // groups, kh, kw)  ->  out (N, O, Ho, Wo)
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1          (Wo likewise)
+    out[n, o, p, q] = sum_{c', i, j} weight[o, c', i, j] * x_pad[n, g * Cg + c', p * sh + i * dh, q * sw + j * dw]
+
+where group g = o // Og owns input channels [g * Cg, (g + 1) * Cg) and output channels [g * Og, (g + 1) * Og).
+
+im2col lays every window out as one column of a matrix `cols` (C * kh * kw, N * Ho * Wo), row (c, i, j),
+column (n, p, q), so that the convolution and both of its gradients are matmuls, per group g:
+
+    out_g        = W_g @ cols_g          W_g = the weights of group g as (Og, Cg * kh * kw)
+    grad_cols_g  = W_g.T @ grad_g        grad_g = grad_out of group g laid out as (Og, N * Ho * Wo)
+    grad_W_g     = grad_g @ cols_g.T
+
+and col2im, the adjoint of im2col, adds every entry of grad_cols back onto the pixel it was read from.
+
+Depthwise (groups == C, weight (m * C, 1, kh, kw), channel multiplier m): output channel o reads input
+channel o // m only, torch's ordering. Every output plane depends on one input plane, so a direct loop over
+planes beats building a C * kh * kw-row matrix for what are C tiny dot products.
+
+The Numba kernels here run on one thread. BLAS already uses every core for the matmuls, and on a small
+machine a Numba parallel region next to a threaded BLAS call makes each wait on the other's spinning
+threads (several times slower than either alone), so the threads are left to BLAS.
+
+The public entry points (`conv2d_forward`, `conv2d_backward_input`, `conv2d_backward_weight`) pick the kernel;
+kernels assume validated, C-contiguous input of one floating dtype, and return that dtype. The NumPy twins
+are `im2col_reference`, `col2im_reference`, `conv2d_*_reference` (the grouped einsum, right for every case)
+and `depthwise_conv2d_*_reference`.
+"""
+import numpy as np
+from numba import njit
+from numpy.lib.stride_tricks import sliding_window_view
+
+# The samples of one im2col chunk are chosen so that `cols` stays under this many elements (16 MB in
+# float32): big enough for BLAS to run at full speed, small enough that a large batch does not
+# allocate N times that.
+COLS_MAX_ELEMENTS = 1 << 22
+
+
+def _conv_output_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+conv_output_size = njit(cache=True)(_conv_output_size)
+
+
+def _valid_range(offset, stride, size, n_out):
+    """The output indices q in [lo, hi) whose input index q * stride + offset lies inside [0, size);
+    outside it the tap reads zero padding."""
+    lo = 0 if offset >= 0 else (stride - 1 - offset) // stride
+    hi = min((size - 1 - offset) // stride + 1, n_out) if size > offset else 0
+    return min(lo, hi), hi
+
+
+valid_range = njit(cache=True)(_valid_range)
+
+
+def _windows(x, kernel_size, stride, padding, dilation):
+    """View (..., Ho, Wo, kh, kw) of zero-padded x (..., H, W): entry [..., p, q, i, j] is
+    x_pad[..., p * sh + i * dh, q * sw + j * dw]. Every reference below is built on it."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)])
+    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    return sliding_window_view(padded, span, axis=(-2, -1))[..., ::sh, ::sw, ::dh, ::dw]
+
+
+def _unwindow(grad_windows, input_shape, stride, padding, dilation):
+    """Adjoint of `_windows`: add every tap of grad_windows (..., Ho, Wo, kh, kw) onto the pixel it was
+    read from, then drop the padding. Returns (..., H, W)."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    *lead, height, width = input_shape
+    out_h, out_w, kh, kw = grad_windows.shape[-4:]
+    grad = np.zeros((*lead, height + 2 * ph, width + 2 * pw), dtype=grad_windows.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw)
+            grad[..., rows, cols] += grad_windows[..., i, j]
+    return np.ascontiguousarray(grad[..., ph:ph + height, pw:pw + width])
+
+
+# --------------------------------------------------------------------------------------------------
+# im2col / col2im
+#
+# The inner loops run over row views indexed from 0, which Numba compiles to vector loads and stores
+# when the views are contiguous (stride 1); indexing the 4-D array at a computed offset instead costs a
+# negative-index check per element and does not vectorise.
+
+
+def _copy_into(dst, src):
+    """dst[k] = src[k] for every k of dst."""
+    for k in range(dst.size):
+        dst[k] = src[k]
+
+
+copy_into = njit(cache=True, inline="always")(_copy_into)
+
+
+def _add_into(dst, src):
+    """dst[k] += src[k] for every k of src."""
+    for k in range(src.size):
+        dst[k] += src[k]
+
+
+add_into = njit(cache=True, inline="always")(_add_into)
+
+
+def _im2col(x, kernel_size, stride, padding, dilation):
+    """x (N, C, H, W) -> cols (C * kh * kw, N * Ho * Wo) with
+    cols[(c, i, j), (n, p, q)] = x_pad[n, c, p * sh + i * dh, q * sw + j * dw]."""
+    n_batch, channels, height, width = x.shape
+    (kh, kw), (sh, sw) = kernel_size, stride
+    out_h = conv_output_size(height, kh, sh, padding[0], dilation[0])
+    out_w = conv_output_size(width, kw, sw, padding[1], dilation[1])
+    plane = out_h * out_w
+    cols = np.zeros((channels * kh * kw, n_batch * plane), dtype=x.dtype)
+    for row in range(channels * kh * kw):
+        c, i, j = row // (kh * kw), row // kw % kh, row % kw
+        off_h, off_w = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
+        h_lo, h_hi = valid_range(off_h, sh, height, out_h)
+        w_lo, w_hi = valid_range(off_w, sw, width, out_w)
+        first = w_lo * sw + off_w
+        for n in range(n_batch):
+            for p in range(h_lo, h_hi):
+                start = n * plane + p * out_w
+                image_row = x[n, c, p * sh + off_h]
+                if sw == 1:
+                    copy_into(cols[row, start + w_lo:start + w_hi], image_row[first:])
+                else:
+                    copy_into(cols[row, start + w_lo:start + w_hi], image_row[first::sw])
+    return cols
+
+
+im2col = njit(cache=True)(_im2col)
+
+
+def im2col_reference(x, kernel_size, stride, padding, dilation):
+    windows = _windows(x, kernel_size, stride, padding, dilation)          # (N, C, Ho, Wo, kh, kw)
+    n_batch, channels, out_h, out_w, kh, kw = windows.shape
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(channels * kh * kw, n_batch * out_h * out_w)
+
+
+def _col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+    """Adjoint of im2col: cols (C * kh * kw, N * Ho * Wo) -> (N, C, H, W), every entry added onto the
+    pixel it was read from; entries that read padding are dropped."""
+    n_batch, channels, height, width = input_shape
+    (kh, kw), (sh, sw) = kernel_size, stride
+    out_h = conv_output_size(height, kh, sh, padding[0], dilation[0])
+    out_w = conv_output_size(width, kw, sw, padding[1], dilation[1])
+    plane = out_h * out_w
+    x = np.zeros((n_batch, channels, height, width), dtype=cols.dtype)
+    for row in range(channels * kh * kw):
+        c, i, j = row // (kh * kw), row // kw % kh, row % kw
+        off_h, off_w = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
+        h_lo, h_hi = valid_range(off_h, sh, height, out_h)
+        w_lo, w_hi = valid_range(off_w, sw, width, out_w)
+        first = w_lo * sw + off_w
+        for n in range(n_batch):
+            for p in range(h_lo, h_hi):
+                start = n * plane + p * out_w
+                image_row = x[n, c, p * sh + off_h]
+                if sw == 1:
+                    add_into(image_row[first:], cols[row, start + w_lo:start + w_hi])
+                else:
+                    add_into(image_row[first::sw], cols[row, start + w_lo:start + w_hi])
+    return x
+
+
+col2im = njit(cache=True)(_col2im)
+
+
+def col2im_reference(cols, input_shape, kernel_size, stride, padding, dilation):
+    n_batch, channels, height, width = input_shape
+    kh, kw = kernel_size
+    out_h = _conv_output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = _conv_output_size(width, kw, stride[1], padding[1], dilation[1])
+    windows = cols.reshape(channels, kh, kw, n_batch, out_h, out_w).transpose(3, 0, 4, 5, 1, 2)
+    return _unwindow(windows, input_shape, stride, padding, dilation)
+
+
+# --------------------------------------------------------------------------------------------------
+# General grouped convolution: im2col, then one batched BLAS matmul over the groups per chunk of samples
+
+
+def _sample_chunks(n_batch, cols_per_sample):
+    step = max(1, COLS_MAX_ELEMENTS // max(1, cols_per_sample))
+    return [(start, min(start + step, n_batch)) for start in range(0, n_batch, step)]
+
+
+def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups):
+    """out_g = W_g @ cols_g for every group g at once (np.matmul batches over the group axis)."""
+    n_batch, channels, height, width = x.shape
+    out_channels, group_in, kh, kw = weight.shape
+    out_h = _conv_output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = _conv_output_size(width, kw, stride[1], padding[1], dilation[1])
+    plane = out_h * out_w
+    w = weight.reshape(groups, out_channels // groups, group_in * kh * kw)
+    out = np.empty((n_batch, out_channels, plane), dtype=x.dtype)
+    for start, stop in _sample_chunks(n_batch, channels * kh * kw * plane):
+        cols = im2col(x[start:stop], (kh, kw), stride, padding, dilation)
+        out_g = np.matmul(w, cols.reshape(groups, -1, cols.shape[1]))            # (G, Og, n * L)
+        out[start:stop] = out_g.reshape(out_channels, stop - start, plane).swapaxes(0, 1)
+    return out.reshape(n_batch, out_channels, out_h, out_w)
+
+
+def _grad_by_group(grad_out, start, stop, groups):
+    """grad_out[start:stop] (n, O, Ho, Wo) as (G, Og, n * Ho * Wo), the column order of im2col."""
+    chunk = grad_out[start:stop].reshape(stop - start, grad_out.shape[1], -1)
+    return np.ascontiguousarray(chunk.swapaxes(0, 1)).reshape(groups, grad_out.shape[1] // groups, -1)
+
+
+def grouped_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, groups):
+    """grad_cols_g = W_g.T @ grad_g, folded back onto the image by col2im."""
+    n_batch, channels, height, width = input_shape
+    out_channels, group_in, kh, kw = weight.shape
+    w_t = weight.reshape(groups, out_channels // groups, group_in * kh * kw).transpose(0, 2, 1)
+    grad_x = np.empty((n_batch, channels, height, width), dtype=grad_out.dtype)
+    for start, stop in _sample_chunks(n_batch, channels * kh * kw * grad_out.shape[2] * grad_out.shape[3]):
+        grad_cols = np.matmul(w_t, _grad_by_group(grad_out, start, stop, groups))   # (G, Cg * kh * kw, n * L)
+        grad_x[start:stop] = col2im(grad_cols.reshape(channels * kh * kw, -1), (stop - start, channels, height, width),
+                                    (kh, kw), stride, padding, dilation)
+    return grad_x
+
+
+def grouped_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation, groups):
+    """grad_W_g = grad_g @ cols_g.T, summed over the chunks of samples."""
+    n_batch, channels = x.shape[:2]
+    out_channels, group_in, kh, kw = weight_shape
+    grad_w = np.zeros((groups, out_channels // groups, group_in * kh * kw), dtype=x.dtype)
+    for start, stop in _sample_chunks(n_batch, channels * kh * kw * grad_out.shape[2] * grad_out.shape[3]):
+        cols = im2col(x[start:stop], (kh, kw), stride, padding, dilation)
+        cols_t = cols.reshape(groups, -1, cols.shape[1]).transpose(0, 2, 1)       # (G, n * L, Cg * kh * kw)
+        grad_w += np.matmul(_grad_by_group(grad_out, start, stop, groups), cols_t)
+    return grad_w.reshape(weight_shape)
+
+
+def conv2d_forward_reference(x, weight, stride, padding, dilation, groups):
+    """The grouped convolution as one einsum over the windows; covers every case, depthwise included."""
+    n_batch, channels = x.shape[:2]
+    out_channels, group_in, kh, kw = weight.shape
+    windows = _windows(x, (kh, kw), stride, padding, dilation)              # (N, C, Ho, Wo, kh, kw)
+    windows = windows.reshape(n_batch, groups, group_in, *windows.shape[2:])
+    w = weight.reshape(groups, out_channels // groups, group_in, kh, kw)
+    out = np.einsum("ngcpqij,gocij->ngopq", windows, w)
+    return out.reshape(n_batch, out_channels, *out.shape[-2:])
+
+
+def conv2d_backward_input_reference(grad_out, weight, input_shape, stride, padding, dilation, groups):
+    n_batch, out_channels, out_h, out_w = grad_out.shape
+    _, group_in, kh, kw = weight.shape
+    grad = grad_out.reshape(n_batch, groups, out_channels // groups, out_h, out_w)
+    w = weight.reshape(groups, out_channels // groups, group_in, kh, kw)
+    grad_windows = np.einsum("ngopq,gocij->ngcpqij", grad, w)
+    grad_windows = grad_windows.reshape(n_batch, groups * group_in, out_h, out_w, kh, kw)
+    return _unwindow(grad_windows, input_shape, stride, padding, dilation)
+
+
+def conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding, dilation, groups):
+    n_batch, out_channels, out_h, out_w = grad_out.shape
+    _, group_in, kh, kw = weight_shape
+    windows = _windows(x, (kh, kw), stride, padding, dilation)
+    windows = windows.reshape(n_batch, groups, group_in, *windows.shape[2:])
+    grad = grad_out.reshape(n_batch, groups, out_channels // groups, out_h, out_w)
+    return np.einsum("ngcpqij,ngopq->gocij", windows, grad).reshape(weight_shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# Depthwise convolution: a direct loop over planes
+#
+# Each input plane is first copied into a zero-bordered flat buffer with row pitch Wp = W + 2 * pw. With
+# stride 1, output (p, q) read through tap (i, j) is buffer[(p + i * dh) * Wp + q + j * dw], so if the
+# output is also laid out with pitch Wp, one tap is a single contiguous axpy over all Ho * Wp positions:
+#     acc[k] += weight[o, 0, i, j] * buffer[k + i * dh * Wp + j * dw]
+# (the Wp - Wo extra positions per row are computed and thrown away; the buffer carries (kw - 1) * dw
+# slack elements so that the last of them stays in bounds). Long loops vectorise; 9 short rows do not.
+# Other strides index the buffer as a 2-D grid through a strided view.
+
+
+def _axpy(y, a, x):
+    for k in range(y.size):
+        y[k] += a * x[k]
+
+
+axpy = njit(cache=True, inline="always")(_axpy)
+
+
+def _dot(x, y):
+    total = x.dtype.type(0)
+    for k in range(x.size):
+        total += x[k] * y[k]
+    return total
+
+
+# Reassociation lets the sum run in vector lanes; it changes the result only by rounding.
+dot = njit(cache=True, fastmath={"reassoc"})(_dot)
+
+
+def _pad_into(buffer, plane, padding, pitch):
+    """Copy plane (H, W) into the interior of the flat zero-bordered buffer (row pitch `pitch`)."""
+    height, width = plane.shape
+    for h in range(height):
+        start = (h + padding[0]) * pitch + padding[1]
+        buffer[start:start + width] = plane[h]
+
+
+pad_into = njit(cache=True)(_pad_into)
+
+
+def _depthwise_conv2d_forward(x, weight, stride, padding, dilation):
+    """out[n, o] = sum_{i, j} weight[o, 0, i, j] * x_pad[n, o // m, p * sh + i * dh, q * sw + j * dw]."""
+    n_batch, channels, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out_h = conv_output_size(height, kh, sh, padding[0], dh)
+    out_w = conv_output_size(width, kw, sw, padding[1], dw)
+    pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
+    buffer = np.zeros(padded_h * pitch + (kw - 1) * dw, dtype=x.dtype)
+    grid = buffer[:padded_h * pitch].reshape(padded_h, pitch)
+    acc = np.empty(out_h * pitch, dtype=x.dtype)
+    out = np.zeros((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
+    for task in range(n_batch * out_channels):
+        n, o = task // out_channels, task % out_channels
+        pad_into(buffer, x[n, o // (out_channels // channels)], padding, pitch)
+        plane = out[n, o]
+        if sh == 1 and sw == 1:
+            acc[:] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    shift = i * dh * pitch + j * dw
+                    axpy(acc, weight[o, 0, i, j], buffer[shift:shift + acc.size])
+            for p in range(out_h):
+                plane[p] = acc[p * pitch:p * pitch + out_w]
+            continue
+        for i in range(kh):
+            for j in range(kw):
+                a, taps = weight[o, 0, i, j], grid[i * dh::sh, j * dw::sw]
+                for p in range(out_h):
+                    for q in range(out_w):
+                        plane[p, q] += a * taps[p, q]
+    return out
+
+
+depthwise_conv2d_forward = njit(cache=True)(_depthwise_conv2d_forward)
+
+
+def depthwise_conv2d_forward_reference(x, weight, stride, padding, dilation):
+    n_batch, channels = x.shape[:2]
+    out_channels, _, kh, kw = weight.shape
+    windows = _windows(x, (kh, kw), stride, padding, dilation)              # (N, C, Ho, Wo, kh, kw)
+    w = weight.reshape(channels, out_channels // channels, kh, kw)         # o = c * m + k
+    out = np.einsum("ncpqij,ckij->nckpq", windows, w)
+    return out.reshape(n_batch, out_channels, *out.shape[-2:])
+
+
+def _depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation):
+    """grad_x[n, c] collects weight[o, 0, i, j] * grad_out[n, o, p, q] from its m output channels
+    o = c * m + k, each onto the pixel (p * sh + i * dh, q * sw + j * dw) of the padded plane."""
+    n_batch, channels, height, width = input_shape
+    out_channels, _, kh, kw = weight.shape
+    multiplier = out_channels // channels
+    (sh, sw), (dh, dw) = stride, dilation
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
+    buffer = np.zeros(padded_h * pitch + (kw - 1) * dw, dtype=grad_out.dtype)
+    grid = buffer[:padded_h * pitch].reshape(padded_h, pitch)
+    pitched = np.zeros(out_h * pitch, dtype=grad_out.dtype)      # columns past Wo stay zero
+    grad_x = np.empty((n_batch, channels, height, width), dtype=grad_out.dtype)
+    for task in range(n_batch * channels):
+        n, c = task // channels, task % channels
+        buffer[:] = 0
+        for o in range(c * multiplier, (c + 1) * multiplier):
+            grad = grad_out[n, o]
+            if sh == 1 and sw == 1:
+                for p in range(out_h):
+                    pitched[p * pitch:p * pitch + out_w] = grad[p]
+                for i in range(kh):
+                    for j in range(kw):
+                        shift = i * dh * pitch + j * dw
+                        axpy(buffer[shift:shift + pitched.size], weight[o, 0, i, j], pitched)
+                continue
+            for i in range(kh):
+                for j in range(kw):
+                    a, taps = weight[o, 0, i, j], grid[i * dh::sh, j * dw::sw]
+                    for p in range(out_h):
+                        for q in range(out_w):
+                            taps[p, q] += a * grad[p, q]
+        grad_x[n, c] = grid[padding[0]:padding[0] + height, padding[1]:padding[1] + width]
+    return grad_x
+
+
+depthwise_conv2d_backward_input = njit(cache=True)(_depthwise_conv2d_backward_input)
+
+
+def depthwise_conv2d_backward_input_reference(grad_out, weight, input_shape, stride, padding, dilation):
+    n_batch, out_channels, out_h, out_w = grad_out.shape
+    channels = input_shape[1]
+    kh, kw = weight.shape[2:]
+    grad = grad_out.reshape(n_batch, channels, out_channels // channels, out_h, out_w)
+    w = weight.reshape(channels, out_channels // channels, kh, kw)
+    grad_windows = np.einsum("nckpq,ckij->ncpqij", grad, w)
+    return _unwindow(grad_windows, input_shape, stride, padding, dilation)
+
+
+def _depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation):
+    """grad_w[o, 0, i, j] = sum_{n, p, q} grad_out[n, o, p, q] * x_pad[n, o // m, p * sh + i * dh, q * sw + j * dw]."""
+    n_batch, channels, height, width = x.shape
+    out_channels, _, kh, kw = weight_shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
+    buffer = np.zeros(padded_h * pitch + (kw - 1) * dw, dtype=x.dtype)
+    grid = buffer[:padded_h * pitch].reshape(padded_h, pitch)
+    pitched = np.zeros(out_h * pitch, dtype=x.dtype)             # columns past Wo stay zero
+    grad_w = np.zeros(weight_shape, dtype=x.dtype)
+    for task in range(n_batch * out_channels):
+        n, o = task // out_channels, task % out_channels
+        pad_into(buffer, x[n, o // (out_channels // channels)], padding, pitch)
+        grad = grad_out[n, o]
+        if sh == 1 and sw == 1:
+            for p in range(out_h):
+                pitched[p * pitch:p * pitch + out_w] = grad[p]
+            for i in range(kh):
+                for j in range(kw):
+                    shift = i * dh * pitch + j * dw
+                    grad_w[o, 0, i, j] += dot(pitched, buffer[shift:shift + pitched.size])
+            continue
+        for i in range(kh):
+            for j in range(kw):
+                taps, total = grid[i * dh::sh, j * dw::sw], x.dtype.type(0)
+                for p in range(out_h):
+                    for q in range(out_w):
+                        total += grad[p, q] * taps[p, q]
+                grad_w[o, 0, i, j] += total
+    return grad_w
+
+
+depthwise_conv2d_backward_weight = njit(cache=True)(_depthwise_conv2d_backward_weight)
+
+
+def depthwise_conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding, dilation):
+    n_batch, out_channels, out_h, out_w = grad_out.shape
+    channels = x.shape[1]
+    kh, kw = weight_shape[2:]
+    windows = _windows(x, (kh, kw), stride, padding, dilation)
+    grad = grad_out.reshape(n_batch, channels, out_channels // channels, out_h, out_w)
+    return np.einsum("ncpqij,nckpq->ckij", windows, grad).reshape(weight_shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _int_pairs(stride, padding, dilation):
+    """Plain-int tuples, so that every call reuses the same compiled specialisation."""
+    return tuple((int(pair[0]), int(pair[1])) for pair in (stride, padding, dilation))
+
+
+def is_depthwise(in_channels, weight_shape, groups):
+    """True when every group is one input channel: groups == C_in and weight is (m * C_in, 1, kh, kw)."""
+    return groups == in_channels and weight_shape[1] == 1
+
+
+def conv2d_forward(x, weight, stride, padding, dilation, groups):
+    """x (N, C, H, W), weight (O, C // groups, kh, kw) -> (N, O, Ho, Wo): torch.nn.functional.conv2d
+    without bias. stride, padding and dilation are (int, int)."""
+    stride, padding, dilation = _int_pairs(stride, padding, dilation)
+    if is_depthwise(x.shape[1], weight.shape, groups):
+        return depthwise_conv2d_forward(x, weight, stride, padding, dilation)
+    return grouped_conv2d_forward(x, weight, stride, padding, dilation, int(groups))
+
+
+def conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, groups):
+    """dL/dx of shape input_shape from grad_out = dL/dout (N, O, Ho, Wo): torch.nn.grad.conv2d_input."""
+    stride, padding, dilation = _int_pairs(stride, padding, dilation)
+    input_shape = tuple(int(s) for s in input_shape)
+    if is_depthwise(input_shape[1], weight.shape, groups):
+        return depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation)
+    return grouped_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, int(groups))
+
+
+def conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation, groups):
+    """dL/dweight of shape weight_shape from grad_out = dL/dout (N, O, Ho, Wo): torch.nn.grad.conv2d_weight."""
+    stride, padding, dilation = _int_pairs(stride, padding, dilation)
+    weight_shape = tuple(int(s) for s in weight_shape)
+    if is_depthwise(x.shape[1], weight_shape, groups):
+        return depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation)
+    return grouped_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation, int(groups))

@@ -1,0 +1,170 @@
+"""The conv2d kernels against their NumPy twins and torch: torch.nn.functional.conv2d for the forward
+pass, torch autograd for the input and weight gradients, unfold / fold for im2col / col2im.
+
+Shapes, strides, paddings, dilations and groups are drawn by hypothesis; values are standard normal from
+a drawn seed, and the upstream gradient is random so a mis-routed backward cannot pass by accident.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minicompress.kernels import conv as K
+
+# float64 agrees with torch to rounding. float32: the project default; every sum here has at most a few
+# hundred terms of standard-normal products, whose rounding stays well inside it.
+TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+@st.composite
+def geometry(draw):
+    """kernel_size, stride, padding, dilation and an input size (H, W) giving at least one output pixel."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + 8))
+                 for k, p, d in zip(kernel, padding, dilation))
+    return kernel, stride, padding, dilation, size
+
+
+@st.composite
+def grouped_problems(draw):
+    """A general grouped convolution: (x_shape, weight_shape, stride, padding, dilation, groups, seed)."""
+    kernel, stride, padding, dilation, size = draw(geometry())
+    groups, group_in, group_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    x_shape, w_shape = (draw(st.integers(1, 3)), groups * group_in, *size), (groups * group_out, group_in, *kernel)
+    return x_shape, w_shape, stride, padding, dilation, groups, draw(st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def depthwise_problems(draw):
+    """groups == C_in, weight (multiplier * C_in, 1, kh, kw)."""
+    kernel, stride, padding, dilation, size = draw(geometry())
+    channels, multiplier = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    x_shape, w_shape = (draw(st.integers(1, 3)), channels, *size), (multiplier * channels, 1, *kernel)
+    return x_shape, w_shape, stride, padding, dilation, channels, draw(st.integers(0, 2**32 - 1))
+
+
+def make_inputs(problem, dtype):
+    x_shape, w_shape, stride, padding, dilation, groups, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(w_shape).astype(dtype)
+    return rng, x, weight, (stride, padding, dilation, groups)
+
+
+def torch_conv(x, weight, upstream, stride, padding, dilation, groups):
+    """(out, grad_x, grad_weight) from torch.nn.functional.conv2d and autograd."""
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    wt = torch.from_numpy(weight.copy()).requires_grad_()
+    out = F.conv2d(xt, wt, None, stride, padding, dilation, groups)
+    if upstream is None:
+        return out.detach().numpy()
+    out.backward(torch.from_numpy(upstream))
+    return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
+def assert_close(actual, expected, name):
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[expected.dtype.type], err_msg=name)
+
+
+def check_against_torch(problem, dtype, forward, backward_input, backward_weight,
+                        forward_ref, backward_input_ref, backward_weight_ref, with_groups=True):
+    """kernel == reference == torch for the forward pass and both gradients."""
+    rng, x, weight, (stride, padding, dilation, groups) = make_inputs(problem, dtype)
+    args = (stride, padding, dilation, groups) if with_groups else (stride, padding, dilation)
+    expected_out = torch_conv(x, weight, None, stride, padding, dilation, groups)
+    upstream = rng.standard_normal(expected_out.shape).astype(dtype)
+    expected_out, expected_gx, expected_gw = torch_conv(x, weight, upstream, stride, padding, dilation, groups)
+
+    assert_close(forward(x, weight, *args), expected_out, "forward")
+    assert_close(forward_ref(x, weight, *args), expected_out, "forward reference")
+    assert_close(backward_input(upstream, weight, x.shape, *args), expected_gx, "grad input")
+    assert_close(backward_input_ref(upstream, weight, x.shape, *args), expected_gx, "grad input reference")
+    assert_close(backward_weight(upstream, x, weight.shape, *args), expected_gw, "grad weight")
+    assert_close(backward_weight_ref(upstream, x, weight.shape, *args), expected_gw, "grad weight reference")
+
+
+@settings(max_examples=25, deadline=None)
+@given(grouped_problems(), DTYPES)
+def test_grouped_kernels_match_reference_and_torch(problem, dtype):
+    check_against_torch(problem, dtype, K.grouped_conv2d_forward, K.grouped_conv2d_backward_input,
+                        K.grouped_conv2d_backward_weight, K.conv2d_forward_reference,
+                        K.conv2d_backward_input_reference, K.conv2d_backward_weight_reference)
+
+
+@settings(max_examples=25, deadline=None)
+@given(depthwise_problems(), DTYPES)
+def test_depthwise_kernels_match_reference_and_torch(problem, dtype):
+    check_against_torch(problem, dtype, K.depthwise_conv2d_forward, K.depthwise_conv2d_backward_input,
+                        K.depthwise_conv2d_backward_weight, K.depthwise_conv2d_forward_reference,
+                        K.depthwise_conv2d_backward_input_reference, K.depthwise_conv2d_backward_weight_reference,
+                        with_groups=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.one_of(grouped_problems(), depthwise_problems()), DTYPES)
+def test_public_entry_points_match_torch(problem, dtype):
+    check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                        K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                        K.conv2d_backward_weight_reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_depthwise_with_channel_multiplier(multiplier, stride, dtype):
+    """MobileNet's depthwise 3x3 (padding 1): the entry points take the depthwise path and match torch,
+    whose output channel o reads input channel o // multiplier."""
+    problem = ((2, 3, 9, 8), (3 * multiplier, 1, 3, 3), stride, (1, 1), (1, 1), 3, 0)
+    assert K.is_depthwise(3, problem[1], 3)
+    check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                        K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                        K.conv2d_backward_weight_reference)
+    check_against_torch(problem, dtype, K.depthwise_conv2d_forward, K.depthwise_conv2d_backward_input,
+                        K.depthwise_conv2d_backward_weight, K.depthwise_conv2d_forward_reference,
+                        K.depthwise_conv2d_backward_input_reference, K.depthwise_conv2d_backward_weight_reference,
+                        with_groups=False)
+
+
+def test_is_depthwise_needs_one_input_channel_per_group():
+    assert K.is_depthwise(4, (8, 1, 3, 3), 4)
+    assert not K.is_depthwise(4, (8, 2, 3, 3), 2)
+    assert not K.is_depthwise(4, (8, 4, 3, 3), 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(grouped_problems(), DTYPES)
+def test_im2col_col2im_match_unfold_and_fold(problem, dtype):
+    rng, x, weight, (stride, padding, dilation, _) = make_inputs(problem, dtype)
+    kernel = weight.shape[2:]
+    n_batch, channels = x.shape[:2]
+    xt = torch.from_numpy(x)
+    unfolded = F.unfold(xt, kernel, dilation, padding, stride).numpy()          # (N, C * kh * kw, L)
+    expected_cols = unfolded.transpose(1, 0, 2).reshape(channels * kernel[0] * kernel[1], -1)
+    assert_close(K.im2col(x, kernel, stride, padding, dilation), expected_cols, "im2col")
+    assert_close(K.im2col_reference(x, kernel, stride, padding, dilation), expected_cols, "im2col reference")
+
+    cols = rng.standard_normal(expected_cols.shape).astype(dtype)
+    blocks = torch.from_numpy(np.ascontiguousarray(cols.reshape(-1, n_batch, unfolded.shape[2]).transpose(1, 0, 2)))
+    expected_image = F.fold(blocks, x.shape[2:], kernel, dilation, padding, stride).numpy()
+    assert_close(K.col2im(cols, x.shape, kernel, stride, padding, dilation), expected_image, "col2im")
+    assert_close(K.col2im_reference(cols, x.shape, kernel, stride, padding, dilation), expected_image,
+                 "col2im reference")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batches_larger_than_one_chunk(monkeypatch, dtype):
+    """With the im2col budget below one sample, every sample is its own chunk; results must not change."""
+    problem = ((5, 4, 7, 6), (6, 2, 3, 2), (1, 2), (1, 0), (2, 1), 2, 7)
+    monkeypatch.setattr(K, "COLS_MAX_ELEMENTS", 10)
+    assert len(K._sample_chunks(5, 4 * 3 * 2 * 3 * 5)) == 5
+    check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                        K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                        K.conv2d_backward_weight_reference)
