@@ -10,7 +10,7 @@ import numpy as np
 from . import functional as F
 from .autograd import no_grad
 from .data import DataLoader, TensorDataset, train_test_split_digits
-from .optim import Adam
+from .optim import Adam, CosineAnnealingLR
 
 
 def digits_loaders(batch_size=64, test_fraction=0.2, seed=0):
@@ -37,12 +37,18 @@ def train_epoch(model, loader, optimizer, loss_fn=F.cross_entropy):
     return total_loss / seen, correct / seen
 
 
-def fit(model, loader, epochs, optimizer=None, lr=1e-2, loss_fn=F.cross_entropy, log=None):
-    """Train for `epochs` passes (Adam(lr) unless an optimizer is given); returns per-epoch history."""
+def fit(model, loader, epochs, optimizer=None, lr=1e-2, loss_fn=F.cross_entropy, log=None, cosine=True):
+    """Train for `epochs` passes (Adam(lr) unless an optimizer is given), the learning rate annealed
+    to zero over the run with a cosine schedule unless `cosine=False`; returns per-epoch history."""
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     optimizer = optimizer or Adam(model.parameters(), lr=lr)
+    schedule = CosineAnnealingLR(optimizer, T_max=epochs) if cosine and epochs else None
     history = []
     for epoch in range(epochs):
         loss, acc = train_epoch(model, loader, optimizer, loss_fn)
+        if schedule is not None:
+            schedule.step()
         history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc})
         if log is not None:
             log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  train accuracy {acc:.4f}")
