@@ -1,0 +1,37 @@
+"""Quantization, as `torch.ao.quantization`: int8 arithmetic, observers, fake quantization, eager-mode
+static post-training quantization (fuse -> prepare -> calibrate -> convert), quantization-aware
+training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quantization.
+
+    dtypes, qparams, affine, histogram    the array-level arithmetic (torch's kernels bit for bit)
+    qtensor                               QTensor and quantize_per_tensor / quantize_per_channel / dequantize
+    observer, fake_quantize, qconfig      what records ranges and how a model is told which to use
+    fuse, prepare, modules, qat           the module-level flow
+    size                                  how many bytes a model needs, and the before / after comparison
+    dynamic                               quantize_dynamic (weights int8 ahead of time, activations on the fly)
+"""
+from . import dtypes, qparams
+from .dtypes import (per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric,
+                     per_tensor_affine, per_tensor_symmetric, qint8, qint32, quint8)
+from .fake_quantize import (FakeQuantize, default_fake_quant, default_per_channel_weight_fake_quant,
+                            default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
+                            enable_observer, fake_quantize_per_channel_affine, fake_quantize_per_tensor_affine)
+from .fuse import (ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU, find_fusable_patterns, fuse_conv_bn_eval,
+                   fuse_conv_bn_weights, fuse_mobile_classifier, fuse_modules, fuse_modules_qat)
+from .observer import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
+                       MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver, PlaceholderObserver)
+from .prepare import (DEFAULT_QAT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, convert, prepare,
+                      prepare_qat, propagate_qconfig_)
+from .qat import freeze_bn_stats, update_bn_stats
+from .qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_qconfig, default_qat_qconfig,
+                      default_qconfig, get_default_qat_qconfig, get_default_qconfig)
+from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
+from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
+from .stubs import DeQuantStub, QuantStub
+
+
+def quantize_dynamic(model, *args, **kwargs):
+    """`torch.ao.quantization.quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None,
+    inplace=False)`; defined in `minicompress.quant.dynamic`, imported on first use."""
+    from .dynamic import quantize_dynamic as _quantize_dynamic
+
+    return _quantize_dynamic(model, *args, **kwargs)

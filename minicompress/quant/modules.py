@@ -1,0 +1,322 @@
+"""Quantized modules: what `convert` puts in place of float layers, as `torch.ao.nn.quantized`.
+
+Each takes and returns QTensors and runs on integers (the kernels in `minicompress.kernels`):
+activations are quint8 per tensor, weights qint8 (per output channel by default), the bias is
+quantized to int32 in the accumulator's scale x_scale * w_scale[c] at call time (the input's scale is
+the previous layer's output scale, fixed after convert), and the int32 accumulator is requantized to
+the layer's own output (scale, zero_point), which its observer chose during calibration.
+
+    Quantize                        float Tensor -> quint8 QTensor (replaces QuantStub)
+    DeQuantize                      QTensor -> float Tensor (replaces DeQuantStub)
+    Linear, LinearReLU              kernels.qlinear.quantized_linear
+    Conv2d, ConvReLU2d              kernels.qconv.quantized_conv2d (depthwise when groups == channels)
+    QuantizedAdd                    kernels.qelementwise.quantized_add (replaces nn.Add)
+    ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout
+                                    keep the input's (scale, zero_point) and work on the levels directly
+
+`from_float(mod)` builds each from a prepared (observed) float or QAT module: the output qparams from
+`mod.activation_post_process`, the weight qparams from a weight observer run over the (BN-folded) weight.
+"""
+import numpy as np
+
+from .. import functional as F
+from ..kernels.qconv import quantized_conv2d
+from ..kernels.qelementwise import quantized_add, quantized_relu, quantized_relu6
+from ..kernels.qlinear import quantize_bias, quantized_linear
+from ..nn.module import Module
+from ..tensor import Tensor
+from . import dtypes as qd
+from . import fuse, qat
+from .qtensor import QTensor, quantize_per_channel, quantize_per_tensor
+
+
+def _output_qparams(mod):
+    """(scale, zero_point) of the observer on `mod`'s output, as Python numbers."""
+    observer = getattr(mod, "activation_post_process", None)
+    if observer is None:
+        raise ValueError(f"{type(mod).__name__} has no activation_post_process; run prepare() and calibrate first")
+    scale, zero_point = observer.calculate_qparams()
+    return float(scale[0]), int(zero_point[0])
+
+
+def quantize_weight(weight, observer):
+    """The qint8 QTensor of float32 `weight` with the qparams of `observer` (which has already seen it):
+    per channel along the observer's ch_axis, or per tensor."""
+    scale, zero_point = observer.calculate_qparams()
+    if observer.dtype is not qd.qint8:
+        raise ValueError(f"weights must be observed as qint8 (the integer kernels' weight type); the qconfig's "
+                         f"weight observer uses {observer.dtype!r}")
+    if observer.qscheme.per_channel:
+        return quantize_per_channel(weight, scale.astype(np.float64), zero_point, observer.ch_axis, qd.qint8)
+    return quantize_per_tensor(weight, float(scale[0]), int(zero_point[0]), qd.qint8)
+
+
+def _check_input(x, name):
+    if not isinstance(x, QTensor):
+        raise TypeError(f"{name} expects a QTensor (quantize the input first, e.g. with Quantize); got "
+                        f"{type(x).__name__}")
+    if x.dtype is not qd.quint8 or x.is_per_channel():
+        raise ValueError(f"{name} expects a per-tensor quint8 QTensor; got {x!r}")
+    return x
+
+
+def _weight_qparams(weight):
+    if weight.is_per_channel():
+        return weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+    return np.array([weight.q_scale()]), np.array([weight.q_zero_point()])
+
+
+class QuantizedModule(Module):
+    """Base of the modules below: output `scale` and `zero_point` as plain attributes."""
+
+    def extra_repr(self):
+        return f"scale={getattr(self, 'scale', None)}, zero_point={getattr(self, 'zero_point', None)}"
+
+
+class Quantize(QuantizedModule):
+    """float32 Tensor -> QTensor with fixed (scale, zero_point) (torch.ao.nn.quantized.Quantize)."""
+
+    def __init__(self, scale, zero_point, dtype=qd.quint8):
+        super().__init__()
+        self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), qd.check_dtype(dtype)
+
+    def forward(self, x):
+        return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
+
+    @classmethod
+    def from_float(cls, mod):
+        scale, zero_point = _output_qparams(mod)
+        return cls(scale, zero_point, mod.activation_post_process.dtype)
+
+
+class DeQuantize(QuantizedModule):
+    """QTensor -> float32 Tensor (torch.ao.nn.quantized.DeQuantize)."""
+
+    def forward(self, x):
+        return x.dequantize()
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls()
+
+    def extra_repr(self):
+        return ""
+
+
+class Linear(QuantizedModule):
+    """y = requantize(sum_k (x - x_zp)(W - w_zp) + bias_q) on quint8 x and qint8 W (torch.ao.nn.quantized.Linear)."""
+
+    _relu = False
+
+    def __init__(self, weight, bias, scale, zero_point):
+        super().__init__()
+        if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
+            raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
+        self._weight, self.bias = weight, None if bias is None else np.asarray(bias, np.float32)
+        self.scale, self.zero_point = float(scale), int(zero_point)
+        self.out_features, self.in_features = weight.shape
+
+    def weight(self):
+        return self._weight
+
+    def forward(self, x):
+        x = _check_input(x, type(self).__name__)
+        w_scales, w_zps = _weight_qparams(self._weight)
+        bias_q = None if self.bias is None else quantize_bias(self.bias, x.q_scale(), w_scales)
+        levels = quantized_linear(x.int_repr(), x.q_scale(), x.q_zero_point(), self._weight.int_repr(), w_scales,
+                                  w_zps, bias_q, self.scale, self.zero_point, relu=self._relu)
+        return QTensor.per_tensor(levels, self.scale, self.zero_point)
+
+    @classmethod
+    def from_float(cls, mod):
+        scale, zero_point = _output_qparams(mod)
+        if isinstance(mod, qat.Linear):
+            weight_observer, linear = mod.weight_fake_quant, mod
+        else:
+            weight_observer = mod.qconfig.weight()
+            linear = mod[0] if isinstance(mod, fuse.LinearReLU) else mod
+        weight_observer(linear.weight.detach())
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(quantize_weight(linear.weight.data, weight_observer), bias, scale, zero_point)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
+
+
+class LinearReLU(Linear):
+    """Linear with the ReLU folded into the requantization clamp (torch.ao.nn.intrinsic.quantized.LinearReLU)."""
+
+    _relu = True
+
+
+class Conv2d(QuantizedModule):
+    """Integer 2-D convolution, depthwise when groups == in_channels (torch.ao.nn.quantized.Conv2d)."""
+
+    _relu = False
+
+    def __init__(self, weight, bias, scale, zero_point, stride=1, padding=0, dilation=1, groups=1):
+        super().__init__()
+        if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 4:
+            raise TypeError(f"weight must be a 4-D qint8 QTensor, got {weight!r}")
+        self._weight, self.bias = weight, None if bias is None else np.asarray(bias, np.float32)
+        self.scale, self.zero_point = float(scale), int(zero_point)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.out_channels = weight.shape[0]
+        self.in_channels = weight.shape[1] * groups
+        self.kernel_size = weight.shape[2:]
+
+    def weight(self):
+        return self._weight
+
+    def forward(self, x):
+        x = _check_input(x, type(self).__name__)
+        w_scales, w_zps = _weight_qparams(self._weight)
+        bias_q = None if self.bias is None else quantize_bias(self.bias, x.q_scale(), w_scales)
+        levels = quantized_conv2d(x.int_repr(), x.q_scale(), x.q_zero_point(), self._weight.int_repr(), w_scales,
+                                  w_zps, bias_q, self.scale, self.zero_point, self.stride, self.padding,
+                                  self.dilation, self.groups, relu=self._relu)
+        return QTensor.per_tensor(levels, self.scale, self.zero_point)
+
+    @classmethod
+    def from_float(cls, mod):
+        scale, zero_point = _output_qparams(mod)
+        if isinstance(mod, qat.ConvBn2d):
+            weight, bias = mod.folded_weight_bias()
+            weight_observer, conv = mod.weight_fake_quant, mod
+        elif isinstance(mod, qat.Conv2d):
+            weight_observer, conv = mod.weight_fake_quant, mod
+            weight, bias = mod.weight.data, None if mod.bias is None else mod.bias.data
+        else:
+            weight_observer = mod.qconfig.weight()
+            conv = mod[0] if isinstance(mod, fuse.ConvReLU2d) else mod
+            weight, bias = conv.weight.data, None if conv.bias is None else conv.bias.data
+        weight_observer(Tensor(weight))
+        return cls(quantize_weight(weight, weight_observer), bias, scale, zero_point, conv.stride, conv.padding,
+                   conv.dilation, conv.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, " + super().extra_repr())
+
+
+class ConvReLU2d(Conv2d):
+    """Conv2d with the ReLU folded into the requantization clamp (torch.ao.nn.intrinsic.quantized.ConvReLU2d)."""
+
+    _relu = True
+
+
+class QuantizedAdd(QuantizedModule):
+    """a + b on QTensors, requantized to the add's observed (scale, zero_point); replaces `nn.Add`
+    (torch's `QFunctional.add`)."""
+
+    def __init__(self, scale, zero_point):
+        super().__init__()
+        self.scale, self.zero_point = float(scale), int(zero_point)
+
+    def forward(self, a, b):
+        a, b = _check_input(a, "QuantizedAdd"), _check_input(b, "QuantizedAdd")
+        levels = quantized_add(a.int_repr(), a.q_scale(), a.q_zero_point(), b.int_repr(), b.q_scale(),
+                               b.q_zero_point(), self.scale, self.zero_point)
+        return QTensor.per_tensor(levels, self.scale, self.zero_point)
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls(*_output_qparams(mod))
+
+
+class _SameQParams(Module):
+    """A layer whose output keeps the input's (scale, zero_point): it maps levels to levels."""
+
+    def forward(self, x):
+        x = _check_input(x, type(self).__name__)
+        return QTensor.per_tensor(self._levels(x), x.q_scale(), x.q_zero_point())
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls(mod)
+
+
+class ReLU(_SameQParams):
+    """max(q, zero_point): the quantized max(x, 0)."""
+
+    def __init__(self, mod=None):
+        super().__init__()
+
+    def _levels(self, x):
+        return quantized_relu(x.int_repr(), x.q_zero_point())
+
+
+class ReLU6(_SameQParams):
+    """clamp(q, zero_point, q(6.0)) (torch.ao.nn.quantized.ReLU6)."""
+
+    def __init__(self, mod=None):
+        super().__init__()
+
+    def _levels(self, x):
+        return quantized_relu6(x.int_repr(), x.q_scale(), x.q_zero_point())
+
+
+def _pooled_levels(x, pool):
+    """Run a float pooling function on the centred levels (q - zero_point) and round back:
+    max pooling is exact; averages round half to even, which can differ from torch's float32
+    requantization by one step at an exact tie."""
+    centred = Tensor._wrap(x.int_repr().astype(np.float32) - np.float32(x.q_zero_point()))
+    pooled = pool(centred).data
+    return np.clip(np.rint(pooled) + x.q_zero_point(), 0, 255).astype(np.uint8)
+
+
+class MaxPool2d(_SameQParams):
+    def __init__(self, mod):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = mod.kernel_size, mod.stride, mod.padding
+        self.dilation, self.ceil_mode = mod.dilation, mod.ceil_mode
+
+    def _levels(self, x):
+        return _pooled_levels(x, lambda t: F.max_pool2d(t, self.kernel_size, self.stride, self.padding,
+                                                        self.dilation, self.ceil_mode))
+
+
+class AvgPool2d(_SameQParams):
+    def __init__(self, mod):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = mod.kernel_size, mod.stride, mod.padding
+        self.ceil_mode, self.count_include_pad = mod.ceil_mode, mod.count_include_pad
+        self.divisor_override = mod.divisor_override
+
+    def _levels(self, x):
+        return _pooled_levels(x, lambda t: F.avg_pool2d(t, self.kernel_size, self.stride, self.padding,
+                                                        self.ceil_mode, self.count_include_pad,
+                                                        self.divisor_override))
+
+
+class AdaptiveAvgPool2d(_SameQParams):
+    def __init__(self, mod):
+        super().__init__()
+        self.output_size = mod.output_size
+
+    def _levels(self, x):
+        return _pooled_levels(x, lambda t: F.adaptive_avg_pool2d(t, self.output_size))
+
+
+class Flatten(Module):
+    def __init__(self, mod):
+        super().__init__()
+        self.start_dim, self.end_dim = mod.start_dim, mod.end_dim
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls(mod)
+
+
+class Dropout(Module):
+    """Identity: dropout does nothing at inference."""
+
+    def forward(self, x):
+        return x
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls()
