@@ -27,14 +27,24 @@ def distinct_weights(shape, seed):
     return (magnitudes * rng.choice([-1, 1], size)).reshape(shape).astype(np.float32)
 
 
-def twins(kind, shape, seed):
+def distinct_channels(shape, dim, seed):
+    """Weights whose channels along `dim` have clearly distinct L_n norms for every n: channel c's
+    entries have magnitudes within 1% of 2**rank(c), random signs."""
+    rng = np.random.default_rng(seed)
+    ranks = rng.permutation(shape[dim]).astype(np.float32)
+    bases = (2.0 ** ranks).reshape([-1 if d == dim % len(shape) else 1 for d in range(len(shape))])
+    jitter = 1 + 0.01 * rng.random(shape)
+    return (bases * jitter * rng.choice([-1, 1], shape)).astype(np.float32)
+
+
+def twins(kind, shape, seed, weight=None):
     """A minicompress layer and its torch twin with the same (tie-free) weight and bias."""
     if kind == "linear":
         mine, theirs = nn.Linear(shape[1], shape[0]), torch.nn.Linear(shape[1], shape[0])
     else:
         mine = nn.Conv2d(shape[1], shape[0], shape[2], padding=1)
         theirs = torch.nn.Conv2d(shape[1], shape[0], shape[2], padding=1)
-    weight = distinct_weights(shape, seed)
+    weight = distinct_weights(shape, seed) if weight is None else weight
     mine.weight.data[...] = weight
     with torch.no_grad():
         theirs.weight.copy_(torch.from_numpy(weight))
@@ -71,8 +81,8 @@ def test_l1_unstructured_mask_and_reparametrization_match_torch(layer, amount, s
 def test_ln_structured_mask_matches_torch(layer, seed, data):
     kind, shape = layer
     shape = conv_shape(kind, shape)
-    mine, theirs = twins(kind, shape, seed)
     dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    mine, theirs = twins(kind, shape, seed, distinct_channels(shape, dim, seed))
     n = data.draw(st.sampled_from([1, 2, float("inf")]))
     amount = data.draw(st.one_of(st.floats(0.0, 1.0), st.integers(0, shape[dim])))
     P.ln_structured(mine, "weight", amount=amount, n=n, dim=dim)
@@ -84,6 +94,10 @@ def test_ln_structured_mask_matches_torch(layer, seed, data):
 @given(st.integers(0, 2**16), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
 def test_composition_of_two_prunings_matches_torch(seed, first, second):
     mine, theirs = twins("conv", (4, 3, 3, 3), seed)
+    # the structured step ranks channels by the norm of what survives: keep those norms apart
+    mine.weight.data[...] *= (10.0 ** np.arange(4, dtype=np.float32)).reshape(4, 1, 1, 1)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(mine.weight.data))
     P.l1_unstructured(mine, "weight", amount=first)
     tprune.l1_unstructured(theirs, "weight", amount=first)
     P.ln_structured(mine, "weight", amount=second, n=2, dim=0)
