@@ -1,0 +1,262 @@
+"""shrink: channel-pruned layers become smaller dense layers.
+
+After `ln_structured(conv, "weight", amount, n=2, dim=0)` (and `strip_pruning`) a pruned output
+channel of a Conv2d or Linear is a slice of zeros: it computes nothing, yet costs as much as before.
+`shrink(model)` returns a copy in which those channels are gone:
+
+    - the pruned output channels of the Conv2d / Linear (weight rows, bias entries);
+    - the matching entries of whatever acts on each channel separately downstream: BatchNorm
+      (weight, bias, running statistics), activations, pooling, dropout, quant stubs, Flatten after
+      a global pool, and a depthwise Conv2d, which loses the same channels and passes the removal on;
+    - the matching input channels (weight columns) of the next Conv2d / Linear, which ends the chain.
+
+How the layer order is found: the forward is traced once on `example_input` with a forward hook on
+every leaf module, recording which tensor each call reads and writes. Tensors are then grouped:
+the input and output of a per-channel layer (BatchNorm, ReLU, depthwise conv, ...) are one group,
+and so are both inputs and the output of a residual `nn.Add`, whose channels must line up. A channel
+of a group can be removed only if EVERY Conv2d / Linear writing into the group has pruned it (the
+residual case keeps the channels that either branch needs); a group touching anything else (the
+model's input or output, a layer of unknown kind, a grouped conv that is not depthwise) keeps all
+its channels. Each group keeps at least one channel. A tensor computed outside a module (an
+operator in a forward method) cannot be followed, and raises an error naming the layer.
+
+Exactness: a removed channel is zero when its conv writes it, but a BatchNorm after it in eval mode
+turns zero into the constant beta - gamma * running_mean / sqrt(running_var + eps), which then
+flows on. Removing it equals the masked model exactly when that constant is zero (as for a freshly
+initialized BatchNorm, or when BN is trained with the masks in place and beta stays 0); otherwise
+`shrink` warns with the size of the constants dropped, and a short fine-tune recovers the accuracy.
+"""
+import copy
+import warnings
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..nn.activation import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, LeakyReLU, MaxPool2d, ReLU, ReLU6,
+                             Sigmoid, Tanh)
+from ..nn.layers import Add, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Linear
+from ..nn.module import Module, Parameter
+from ..quant.stubs import DeQuantStub, QuantStub
+from ..tensor import Tensor
+from .gradual import strip_pruning
+
+PER_CHANNEL = (BatchNorm1d, BatchNorm2d, ReLU, ReLU6, LeakyReLU, ELU, GELU, Sigmoid, Tanh, Dropout,
+               MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Identity, QuantStub, DeQuantStub)
+
+
+def _is_dense(m):
+    return isinstance(m, Linear) or (isinstance(m, Conv2d) and m.groups == 1)
+
+
+def _is_depthwise(m):
+    return isinstance(m, Conv2d) and m.groups == m.in_channels == m.out_channels and m.groups > 1
+
+
+def _trace(model, example_input):
+    """[(name, module, [input tensors], output tensor)] of every leaf-module call, in call order."""
+    calls, handles = [], []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None and module is not model:
+            def hook(mod, args, output, name=name):
+                calls.append((name, mod, [a for a in args if isinstance(a, Tensor)], output))
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            output = model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return calls, output
+
+
+def _default_input(model):
+    for m in model.modules():
+        if isinstance(m, Conv2d):
+            return Tensor(np.zeros((1, m.in_channels, 8, 8), np.float32))
+        if isinstance(m, Linear):
+            return Tensor(np.zeros((1, m.in_features), np.float32))
+    raise ValueError("model has no Conv2d or Linear layer to shrink")
+
+
+class _Groups:
+    """Union-find over traced tensors (by id); each root carries the channel count, whether the group
+    must keep everything, and the AND of the pruned-channel masks of the layers writing into it."""
+
+    def __init__(self):
+        self.parent, self.width, self.fixed, self.pruned = {}, {}, {}, {}
+
+    def add(self, t):
+        key = id(t)
+        if key not in self.parent:
+            width = t.shape[1] if t.ndim in (2, 4) else None
+            self.parent[key], self.width[key] = key, width
+            self.fixed[key], self.pruned[key] = width is None, None
+        return key
+
+    def find(self, t):
+        key = self.add(t) if isinstance(t, Tensor) else t
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def union(self, a, b, where):
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.width[ra] != self.width[rb]:
+            raise ValueError(f"cannot shrink: {where} ties tensors of {self.width[ra]} and {self.width[rb]} channels")
+        self.parent[rb] = ra
+        self.fixed[ra] = self.fixed[ra] or self.fixed[rb]
+        self.pruned[ra] = self._and(self.pruned[ra], self.pruned[rb])
+
+    @staticmethod
+    def _and(a, b):
+        return b if a is None else a if b is None else a & b
+
+    def fix(self, t):
+        self.fixed[self.find(t)] = True
+
+    def source(self, t, pruned):
+        root = self.find(t)
+        self.pruned[root] = self._and(self.pruned[root], pruned)
+
+    def keep(self, t):
+        """Boolean mask of the channels the group of t keeps (at least one)."""
+        root = self.find(t)
+        if self.width[root] is None:
+            return None
+        if self.fixed[root] or self.pruned[root] is None:
+            return np.ones(self.width[root], bool)
+        keep = ~self.pruned[root]
+        if not keep.any():
+            keep[0] = True
+        return keep
+
+
+def _pruned_outputs(module):
+    """Output channels of a dense layer whose weight slice (and bias entry) are all zero."""
+    w = module.weight.data.reshape(module.weight.shape[0], -1)
+    dead = ~np.any(w != 0, axis=1)
+    if module.bias is not None:
+        dead &= module.bias.data == 0
+    return dead
+
+
+def _build_groups(calls, example_input, output):
+    groups = _Groups()
+    produced = {id(example_input)} | {id(out) for _, _, _, out in calls}
+    consumed = set()
+    groups.fix(example_input)
+    groups.fix(output)
+    for name, module, inputs, out in calls:
+        for t in inputs:
+            if id(t) not in produced:
+                raise ValueError(f"cannot shrink: the input of layer {name!r} is computed outside a module; "
+                                 "express that operation as a module (e.g. nn.Add) or shrink by hand")
+            consumed.add(id(t))
+        where = f"layer {name!r} ({type(module).__name__})"
+        if _is_dense(module):
+            groups.source(out, _pruned_outputs(module))
+            groups.add(inputs[0])
+        elif _is_depthwise(module) or isinstance(module, PER_CHANNEL) or isinstance(module, Add):
+            for t in inputs:
+                groups.union(out, t, where)
+        elif isinstance(module, Flatten) and inputs[0].ndim in (2, 4) and int(np.prod(inputs[0].shape[2:])) == 1 \
+                and out.ndim == 2:
+            groups.union(out, inputs[0], where)
+        else:
+            for t in inputs + [out]:
+                groups.fix(t)
+    for name, module, _, out in calls:
+        if id(out) not in consumed and out is not output:
+            raise ValueError(f"cannot shrink: the output of layer {name!r} is used outside a module "
+                             "(an operator in a forward method), so its channels cannot be followed")
+    return groups
+
+
+def _slice_parameter(module, key, index, axis=0):
+    value = module._parameters.get(key) if key in module._parameters else None
+    if value is not None:
+        module._parameters[key] = Parameter(np.ascontiguousarray(np.take(value.data, index, axis=axis)),
+                                            requires_grad=value.requires_grad)
+
+
+def _apply(calls, groups):
+    done, dropped = {}, []
+    for name, module, inputs, out in calls:
+        if not (_is_dense(module) or _is_depthwise(module) or isinstance(module, (BatchNorm1d, BatchNorm2d))):
+            continue
+        keep_in, keep_out = groups.keep(inputs[0]), groups.keep(out)
+        signature = (keep_in.tobytes(), keep_out.tobytes())
+        if id(module) in done:
+            if done[id(module)] != signature:
+                raise ValueError(f"cannot shrink: layer {name!r} is called twice with different channels")
+            continue
+        done[id(module)] = signature
+        rows, cols = np.flatnonzero(keep_out), np.flatnonzero(keep_in)
+        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+            removed = ~keep_in
+            if removed.any() and module.running_mean is not None:
+                gamma = module.weight.data if module.weight is not None else 1.0
+                beta = module.bias.data if module.bias is not None else 0.0
+                constant = beta - gamma * module.running_mean.data / np.sqrt(module.running_var.data + module.eps)
+                if np.any(constant[removed] != 0):
+                    dropped.append((name, float(np.max(np.abs(constant[removed])))))
+            for key in ("weight", "bias"):
+                _slice_parameter(module, key, rows)
+            for key in ("running_mean", "running_var"):
+                if module._buffers.get(key) is not None:
+                    module._buffers[key] = Tensor(np.ascontiguousarray(module._buffers[key].data[rows]))
+            module.num_features = len(rows)
+            continue
+        _slice_parameter(module, "weight", rows)
+        _slice_parameter(module, "bias", rows)
+        if isinstance(module, Linear):
+            _slice_parameter(module, "weight", cols, axis=1)
+            module.in_features, module.out_features = len(cols), len(rows)
+        elif _is_depthwise(module):
+            module.in_channels = module.out_channels = module.groups = len(rows)
+        else:
+            _slice_parameter(module, "weight", cols, axis=1)
+            module.in_channels, module.out_channels = len(cols), len(rows)
+    return dropped
+
+
+def shrink(model, example_input=None):
+    """A copy of `model` with channel-pruned Conv2d / Linear layers cut down to dense layers of the
+    channels that remain (see the module docstring for what is removed and how it is found).
+
+    Pruning reparametrizations are made permanent in the copy first (`strip_pruning`); `model`
+    itself is not modified.
+
+    Args:
+        model: a Module, typically after `ln_structured(..., n=2, dim=0)` on its convolutions.
+        example_input: a Tensor the model accepts, to trace the forward; by default zeros of shape
+            (1, in_channels, 8, 8) for a first Conv2d (the digits' size) or (1, in_features) for a
+            first Linear.
+
+    Returns:
+        the shrunk copy; in eval mode its outputs equal those of the masked model (see Exactness).
+
+    Raises:
+        ValueError: naming the layer, when the forward uses a tensor that no module produced.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a minicompress.nn.Module, got {type(model).__name__}")
+    model = strip_pruning(copy.deepcopy(model))
+    if example_input is None:
+        example_input = _default_input(model)
+    elif not isinstance(example_input, Tensor):
+        example_input = Tensor(np.asarray(example_input, np.float32))
+    calls, output = _trace(model, example_input)
+    groups = _build_groups(calls, example_input, output)
+    dropped = _apply(calls, groups)
+    if dropped:
+        worst = ", ".join(f"{name} (|constant| up to {value:.3g})" for name, value in dropped)
+        warnings.warn(f"shrink removed channels that BatchNorm turns into nonzero constants: {worst}; "
+                      "outputs differ from the masked model by their contribution", stacklevel=2)
+    return model

@@ -1,0 +1,85 @@
+"""shrink: channel-pruned models become smaller dense models whose outputs equal the masked model's
+(eval mode), on the mobile classifier with 30% L2 channel pruning of every non-depthwise conv, on a
+plain MLP, with residual additions, and a clear error where the forward cannot be followed.
+The reference is the masked model itself, run by the reparametrization (weight_orig * weight_mask)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minicompress as mc
+import minicompress.nn as nn
+import minicompress.prune as P
+from minicompress.training import parameter_count
+
+
+def channel_pruned_classifier(amount, seed):
+    mc.manual_seed(seed)
+    model = nn.create_mobile_classifier()
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            P.ln_structured(module, "weight", amount=amount, n=2, dim=0)
+    # a few training-mode passes give BatchNorm non-trivial running statistics
+    model.train()
+    for _ in range(2):
+        model(mc.randn(16, 1, 8, 8))
+    return model.eval()
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 1000))
+def test_shrunk_mobile_classifier_equals_the_masked_model(seed):
+    masked = channel_pruned_classifier(0.3, seed)
+    x = mc.randn(4, 1, 8, 8)
+    expected = masked(x).data
+    shrunk = P.shrink(masked)
+    np.testing.assert_allclose(shrunk.eval()(x).data, expected, rtol=1e-4, atol=1e-5)
+    assert parameter_count(shrunk) < 0.9 * parameter_count(masked)
+    assert not P.is_pruned(shrunk) and P.is_pruned(masked)
+    assert shrunk.stem[0].out_channels == shrunk.stem[1].num_features == 11  # 16 - round(0.3 * 16)
+    assert shrunk.blocks[0].conv.depthwise.groups == 11
+    # block 1 adds its input to its output: the channels both residual branches pruned go, others stay
+    kept = shrunk.blocks[1].conv.pointwise.out_channels
+    assert kept == shrunk.blocks[0].conv.pointwise.out_channels == shrunk.blocks[1].conv.depthwise.in_channels
+    assert shrunk.classifier.in_features == shrunk.blocks[3].conv.pointwise.out_channels
+
+
+def test_shrunk_mlp_equals_the_masked_model_and_keeps_the_output_width():
+    mc.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3))
+    for layer in (model[0], model[2], model[4]):
+        P.ln_structured(layer, "weight", amount=0.5, n=1, dim=0)
+    x = mc.randn(5, 6)
+    shrunk = P.shrink(model, example_input=x)
+    np.testing.assert_allclose(shrunk(x).data, model(x).data, rtol=1e-4, atol=1e-5)
+    # biases are not pruned, so channels with a nonzero bias stay; the output layer keeps its width
+    assert shrunk[4].out_features == 3
+    layer = nn.Linear(4, 6)
+    layer.bias.data[...] = 0
+    P.ln_structured(layer, "weight", amount=3, n=2, dim=0)
+    assert P.shrink(nn.Sequential(layer, nn.ReLU(), nn.Linear(6, 2)))[0].out_features == 3
+
+
+class OperatorInForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.second(self.first(x) * 2)
+
+
+def test_a_tensor_computed_outside_a_module_is_named_in_the_error():
+    model = OperatorInForward()
+    P.ln_structured(model.first, "weight", amount=2, n=2, dim=0)
+    with pytest.raises(ValueError, match="'second'.*outside a module"):
+        P.shrink(model)
+    with pytest.raises(TypeError, match="model must be"):
+        P.shrink("model")
+
+
+def test_batchnorm_constants_of_removed_channels_are_reported():
+    masked = channel_pruned_classifier(0.3, 0)
+    masked.stem[1].bias.data[...] = 0.5
+    with pytest.warns(UserWarning, match="stem.1"):
+        P.shrink(masked)
