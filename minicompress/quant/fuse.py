@@ -70,9 +70,9 @@ def fuse_conv_bn_weights(weight, bias, running_mean, running_var, eps, gamma, be
     bias = np.zeros(weight.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32)
     gamma = np.ones_like(running_mean) if gamma is None else gamma
     beta = np.zeros_like(running_mean) if beta is None else beta
-    factor = (gamma / np.sqrt(running_var + np.float32(eps))).astype(np.float32)
-    fused_weight = weight * factor.reshape((-1,) + (1,) * (weight.ndim - 1))
-    fused_bias = (bias - running_mean) * factor + beta
+    rsqrt = (np.float32(1) / np.sqrt(running_var + np.float32(eps))).astype(np.float32)
+    fused_weight = weight * (gamma * rsqrt).reshape((-1,) + (1,) * (weight.ndim - 1))
+    fused_bias = (bias - running_mean) * rsqrt * gamma + beta          # torch's order of float32 operations
     return fused_weight.astype(np.float32), fused_bias.astype(np.float32)
 
 
