@@ -88,3 +88,45 @@ def test_bad_arguments():
         P.GradualPruner([(model[0], "kernel")], schedule)
     with pytest.raises(ValueError, match="sparsity"):
         P.GradualPruner(model, schedule).prune_to(1.5)
+
+
+# ----- sensitivity analysis -------------------------------------------------------------------
+
+def test_sensitivity_leaves_the_model_bit_identical_and_prints_a_table():
+    model = small_model()
+    P.l1_unstructured(model[3], "weight", amount=0.2)
+    x = mc.randn(4, 1, 6, 6)
+    state = {k: v.data.copy() for k, v in model.state_dict().items()}
+    objects = {k: id(v) for k, v in list(model.named_parameters()) + list(model.named_buffers())}
+    hooks = [list(m._forward_pre_hooks.items()) for m in model.modules()]
+    before = model(x).data
+
+    def evaluate(m):
+        return float(np.abs(m(x).data).sum())
+
+    result = P.sensitivity_analysis(model, evaluate, ratios=[0.0, 0.5, 0.9])
+    assert list(result) == ["0", "3"] and list(result["0"]) == [0.0, 0.5, 0.9]
+    assert result["0"][0.0] == result.baseline == evaluate(model)
+    assert result["0"][0.9] != result.baseline
+    assert list(model.state_dict()) == list(state)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.data, state[k])
+    assert objects == {k: id(v) for k, v in list(model.named_parameters()) + list(model.named_buffers())}
+    assert hooks == [list(m._forward_pre_hooks.items()) for m in model.modules()]
+    assert model[3].weight_orig is model[3]._parameters["weight_orig"]
+    np.testing.assert_array_equal(model(x).data, before)
+    table = str(result)
+    assert "baseline" in table and "90%" in table and len(table.splitlines()) == 5
+
+
+def test_sensitivity_measures_one_layer_at_a_time():
+    model = small_model()
+    x = mc.randn(4, 1, 6, 6)
+    seen = []
+    P.sensitivity_analysis(model, lambda m: seen.append((P.is_pruned(m[0]), P.is_pruned(m[3]))) or 0.0,
+                           ratios=[0.5], layers=["3"], method="ln_structured")
+    assert seen == [(False, False), (False, True)]
+    with pytest.raises(ValueError, match="'1'"):
+        P.sensitivity_analysis(model, lambda m: 0.0, [0.5], layers=["1"])
+    with pytest.raises(ValueError, match="ratios"):
+        P.sensitivity_analysis(model, lambda m: 0.0, [1.5])

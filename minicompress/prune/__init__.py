@@ -19,6 +19,7 @@ from .methods import (BasePruningMethod, CustomFromMask, Identity, L1Unstructure
 from .reparam import PruningReparam, is_pruned, remove
 from .schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from .gradual import GradualPruner, prunable_parameters, strip_pruning
+from .sensitivity import SensitivityResult, sensitivity_analysis
 from .shrink import shrink
 from .sparse import CSRMatrix
 
