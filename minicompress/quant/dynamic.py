@@ -1,0 +1,297 @@
+"""Dynamic quantization, as `torch.ao.quantization.quantize_dynamic`: int8 weights chosen once, activations
+quantized batch by batch while the model runs, float in and float out.
+
+    qmodel = quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=qint8)
+
+No calibration data is needed: each call of a dynamic layer looks at its own input. This mirrors
+`torch.ops.quantized.linear_dynamic` on the x86 / fbgemm engine, step by step:
+
+    1. x_min, x_max = min(x), max(x) over the whole input (every row of the batch)
+    2. (x_scale, x_zp) = choose_quantization_params(x_min, x_max, 0, 255, reduce_range=True)
+       -- fbgemm's rule (below), not the observers' `calculate_qparams`; reduce_range halves the range
+       to [0, 127], because fbgemm's AVX2 kernel adds pairs of uint8 x int8 products in int16 with
+       saturation (vpmaddubsw): 2 * 127 * 128 < 2**15 is exact, 2 * 255 * 128 is not
+    3. xq = quantize_per_tensor(x, x_scale, x_zp, quint8)                         (affine.py)
+       -- clamped to quint8's full [0, 255] (fbgemm quantizes with precision 8), so with reduce_range
+       the ends of the range can round one level past [0, 127]
+    4. acc = sum_k (xq - x_zp) * (wq - w_zp)       exact int32                     (kernels.qlinear.qgemm)
+    5. y = fma(float32(acc), float32(x_scale * w_scale), bias)      fbgemm's ReQuantizeForFloat (AVX2): one
+       fused multiply-add in float32, so one rounding; without bias the float32 product
+
+fbgemm's `ChooseQuantizationParams` (torch's quant_utils.h, identical) for the observed [min, max]:
+
+    min, max   = min(min, 0), max(max, 0)                           0.0 stays exactly representable
+    scale      = (max - min) / (qmax - qmin)                        in float64
+                 -> 0.1 when float32(scale) is 0 or has an infinite reciprocal
+                 -> 6.1e-5 when below that (min and max stretched by the same factor)
+    zero_point = qmin - min / scale  or  qmax - max / scale         whichever adds smaller terms,
+                 rounded half to even and clamped to [qmin, qmax]   (float64 scale, before float32)
+    the scale used from then on is float32(scale)
+
+The weight is quantized ahead of time by the qconfig's weight observer: `default_dynamic_qconfig`'s
+MinMaxObserver(qint8, per_tensor_symmetric), i.e. scale = max|W| / 127.5 and zero point 0.
+LSTM and GRU are in `dynamic_rnn.py`: the same `linear_dynamic` for their two projections.
+"""
+import copy
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..kernels.qelementwise import check_accumulator_range, check_weight_qparams, requantize_multiplier
+from ..kernels.qlinear import qgemm
+from ..nn import layers as nn_layers
+from ..nn import rnn as nn_rnn
+from ..nn.module import Module
+from ..tensor import Tensor
+from . import dtypes as qd
+from .affine import fma_float32, quantize_per_tensor
+from .modules import quantize_weight
+from .prepare import _swap, propagate_qconfig_
+from .qconfig import QConfig, default_dynamic_qconfig
+from .qtensor import QTensor
+
+SMALL_SCALE_THRESHOLD = float(np.float32(6.1e-5))   # fbgemm / quant_utils.h, a float32 constant
+
+
+# --------------------------------------------------------------------------------------------------
+# The arithmetic of one dynamic linear layer
+
+
+def choose_quantization_params(min_val, max_val, qmin=0, qmax=255, reduce_range=False):
+    """(scale, zero_point) for inputs in [min_val, max_val], as fbgemm's `ChooseQuantizationParams`.
+
+    See the module docstring for the formula. `reduce_range` halves qmin and qmax (C++ integer division,
+    rounding towards zero). Returns (float32 scale, int zero_point).
+
+    >>> choose_quantization_params(-1.0, 3.0, reduce_range=True)
+    (0.031496063, 32)
+    """
+    if reduce_range:
+        qmin, qmax = int(qmin / 2), int(qmax / 2)
+    lo, hi = np.float32(min_val), np.float32(max_val)
+    if not lo <= hi:
+        raise ValueError(f"min_val={min_val} must not exceed max_val={max_val} (and neither may be NaN)")
+    lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
+    scale = (float(hi) - float(lo)) / (qmax - qmin)
+    with np.errstate(divide="ignore", over="ignore"):
+        if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
+            scale = 0.1
+    if scale < SMALL_SCALE_THRESHOLD:
+        original = np.float32(scale)
+        scale = SMALL_SCALE_THRESHOLD
+        if lo == 0:
+            hi = np.float32(SMALL_SCALE_THRESHOLD * (qmax - qmin))
+        elif hi == 0:
+            lo = np.float32(-SMALL_SCALE_THRESHOLD * (qmax - qmin))
+        else:
+            amplifier = np.float32(SMALL_SCALE_THRESHOLD) / original
+            lo, hi = lo * amplifier, hi * amplifier
+    from_min, from_max = qmin - float(lo) / scale, qmax - float(hi) / scale
+    from_min_error = abs(qmin) - abs(float(lo) / scale)
+    from_max_error = abs(qmax) - abs(float(hi) / scale)
+    initial = from_min if from_min_error < from_max_error else from_max
+    zero_point = qmin if initial < qmin else qmax if initial > qmax else int(np.rint(initial))
+    return np.float32(scale), zero_point
+
+
+def quantize_input(x, reduce_range=True):
+    """float32 x (any shape) -> (uint8 levels, float32 scale, int zero_point): steps 1-3 of the module
+    docstring, one (scale, zero_point) for the whole array."""
+    if x.size == 0:
+        scale, zero_point = choose_quantization_params(0.0, 0.0, reduce_range=reduce_range)
+    else:
+        scale, zero_point = choose_quantization_params(x.min(), x.max(), reduce_range=reduce_range)
+    return quantize_per_tensor(x, scale, zero_point, qd.quint8), scale, zero_point
+
+
+def linear_dynamic(x, weight, bias=None, reduce_range=True):
+    """y = x W^T + b with W int8 and x quantized on the fly, as `torch.ops.quantized.linear_dynamic`.
+
+    Args:
+        x: float32 array (*, in_features); NaN or infinite values are an error (no range to quantize).
+        weight: qint8 QTensor (out_features, in_features), per tensor or per output channel.
+        bias: float32 array (out_features,) or None; added in float after the integer product.
+        reduce_range: quantize x to 7 bits [0, 127] (torch's x86 / fbgemm choice, see the module docstring).
+
+    Returns:
+        float32 array (*, out_features).
+    """
+    out_features, in_features = weight.shape
+    if not np.isfinite(x).all():
+        raise ValueError("linear_dynamic: the input contains NaN or infinite values, which have no quantized range")
+    rows = np.ascontiguousarray(x.reshape(-1, in_features))
+    if weight.is_per_channel():
+        w_scales, w_zps = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+    else:
+        w_scales, w_zps = np.array([weight.q_scale()]), np.array([weight.q_zero_point()])
+    w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_features)
+    check_accumulator_range(in_features, None)
+    xq, x_scale, x_zp = quantize_input(rows, reduce_range)
+    if rows.shape[0] == 0 or in_features == 0:
+        acc = np.zeros((rows.shape[0], out_features), np.int32)
+    else:
+        acc = qgemm(xq, x_zp, weight.int_repr(), w_zps, np.zeros(out_features, np.int32))
+    multiplier = requantize_multiplier(x_scale, w_scales, 1.0)
+    if bias is None:
+        out = acc.astype(np.float32) * multiplier
+    else:
+        out = fma_float32(acc.astype(np.float32), multiplier, np.asarray(bias, np.float32))
+    return out.reshape(*x.shape[:-1], out_features)
+
+
+# --------------------------------------------------------------------------------------------------
+# The module
+
+
+def weight_observer_for(mod):
+    """A fresh weight observer from `mod.qconfig` (default_dynamic_qconfig's when there is none),
+    checked to produce qint8."""
+    qconfig = getattr(mod, "qconfig", None) or default_dynamic_qconfig
+    observer = qconfig.weight()
+    if observer.dtype is not qd.qint8:
+        raise ValueError(f"dynamic quantization needs a qint8 weight observer; {type(mod).__name__}'s qconfig "
+                         f"weight observer produces {observer.dtype!r}")
+    return observer
+
+
+def check_float_input(x, name, in_features):
+    """x must be a float32 Tensor whose last dimension is `in_features`; returns its array."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{name}: input must be float32 (it is quantized on the fly), got {x.dtype}")
+    if x.ndim < 1 or x.shape[-1] != in_features:
+        raise ValueError(f"{name}: input must have shape (*, {in_features}), got {x.shape}")
+    return x.data
+
+
+class DynamicQuantizedLinear(Module):
+    """Linear with an int8 weight and inputs quantized per call, as `torch.ao.nn.quantized.dynamic.Linear`.
+
+    forward(x) with x float32 (*, in_features) -> float32 (*, out_features); inference only (no gradient).
+    `weight()` returns the qint8 QTensor, `bias()` the float32 bias array (or None), as torch.
+
+    >>> qlinear = DynamicQuantizedLinear.from_float(nn.Linear(4, 3))
+    >>> qlinear(mc.randn(2, 4)).shape
+    (2, 3)
+    """
+
+    def __init__(self, weight, bias=None):
+        super().__init__()
+        if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
+            raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
+        self.out_features, self.in_features = weight.shape
+        if bias is not None:
+            bias = np.asarray(bias.data if isinstance(bias, Tensor) else bias, np.float32)
+            if bias.shape != (self.out_features,):
+                raise ValueError(f"bias must have shape ({self.out_features},), got {bias.shape}")
+            bias = Tensor(bias)
+        self._weight = weight
+        self.register_buffer("_bias", bias)
+
+    def weight(self):
+        return self._weight
+
+    def bias(self):
+        return None if self._bias is None else self._bias.data
+
+    def forward(self, x):
+        x = check_float_input(x, type(self).__name__, self.in_features)
+        return Tensor._wrap(linear_dynamic(x, self._weight, self.bias()))
+
+    @classmethod
+    def from_float(cls, mod):
+        """Quantize a float nn.Linear's weight with its qconfig's weight observer (torch's from_float)."""
+        if not isinstance(mod, nn_layers.Linear):
+            raise TypeError(f"{cls.__name__}.from_float expects an nn.Linear, got {type(mod).__name__}")
+        observer = weight_observer_for(mod)
+        with no_grad():
+            observer(mod.weight.detach())
+        bias = None if mod.bias is None else mod.bias.data.copy()
+        return cls(quantize_weight(mod.weight.data, observer), bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
+                f"qscheme={self._weight.qscheme()!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# quantize_dynamic
+
+
+def default_dynamic_quant_module_mappings():
+    """float type -> dynamic type, as `torch.ao.quantization.get_default_dynamic_quant_module_mappings`."""
+    from .dynamic_rnn import DynamicQuantizedGRU, DynamicQuantizedLSTM
+
+    return {nn_layers.Linear: DynamicQuantizedLinear, nn_rnn.LSTM: DynamicQuantizedLSTM,
+            nn_rnn.GRU: DynamicQuantizedGRU}
+
+
+def _check_dtype(dtype):
+    try:
+        checked = qd.check_dtype(dtype)
+    except (TypeError, ValueError):
+        checked = None
+    if checked is not qd.qint8:
+        raise ValueError(f"dtype={dtype!r} is not supported: dynamic quantization here is qint8 only "
+                         f"(torch's float16 / quint4x2 variants are not implemented)")
+
+
+def _qconfig_dict(model, qconfig_spec, mapping):
+    """qconfig_spec (None, a set of types / names, or a dict to QConfig) as a dict, every entry checked."""
+    if qconfig_spec is None:
+        qconfig_spec = set(mapping)
+    if isinstance(qconfig_spec, (set, frozenset, list, tuple)):
+        qconfig_spec = dict.fromkeys(qconfig_spec, default_dynamic_qconfig)
+    if not isinstance(qconfig_spec, dict):
+        raise TypeError(f"qconfig_spec must be None, a set of module types / names, or a dict mapping them to a "
+                        f"QConfig; got {type(qconfig_spec).__name__}")
+    names = {name for name, _ in model.named_modules()}
+    for key, qconfig in qconfig_spec.items():
+        if isinstance(key, str):
+            if key not in names:
+                raise ValueError(f"qconfig_spec names {key!r}, which is not a submodule of the model")
+        elif isinstance(key, type) and issubclass(key, Module):
+            if key not in mapping:
+                raise ValueError(f"qconfig_spec entry {key.__name__} has no dynamically quantized version; "
+                                 f"expected one of {sorted(t.__name__ for t in mapping)} or a submodule name")
+        else:
+            raise TypeError(f"qconfig_spec entry {key!r} must be a Module subclass or a submodule name (str)")
+        if qconfig is not None and not isinstance(qconfig, QConfig):
+            raise TypeError(f"qconfig_spec[{key!r}] must be a QConfig or None, got {type(qconfig).__name__}")
+    return qconfig_spec
+
+
+def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inplace=False):
+    """Replace layers with dynamically quantized ones, as `torch.ao.quantization.quantize_dynamic`.
+
+    Args:
+        model: a Module. Its children are swapped recursively; the root itself is not (as torch).
+        qconfig_spec: which layers to quantize: None (every nn.Linear, nn.LSTM and nn.GRU), a set of
+            module types and / or dotted submodule names (each with `default_dynamic_qconfig`), or a dict
+            mapping them to a QConfig (None excludes a submodule). Children inherit their parent's qconfig.
+        dtype: qint8 (the only dtype implemented).
+        mapping: float type -> dynamic type; default `default_dynamic_quant_module_mappings()`.
+        inplace: modify `model` itself; otherwise a deep copy is quantized and `model` is left untouched.
+
+    Returns:
+        The quantized model, in eval mode.
+    Raises:
+        ValueError: an unsupported dtype, a type without a dynamic version, or an unknown submodule name.
+        TypeError: a model that is not a Module, or a malformed qconfig_spec.
+
+    >>> qmodel = quantize_dynamic(model, {nn.Linear}, dtype=qint8)
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a Module, got {type(model).__name__}")
+    _check_dtype(dtype)
+    mapping = default_dynamic_quant_module_mappings() if mapping is None else mapping
+    qconfig_dict = _qconfig_dict(model, qconfig_spec, mapping)
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    propagate_qconfig_(model, qconfig_dict)
+    _swap(model, mapping, prefix="", check_observed=False)
+    for module in model.modules():
+        module.__dict__.pop("qconfig", None)
+    return model
