@@ -1,5 +1,6 @@
-"""shrink: channel-pruned models become smaller dense models whose outputs equal the masked model's
-(eval mode), on the mobile classifier with 30% L2 channel pruning of every non-depthwise conv, on a
+"""shrink, sparse inference and the sparsity report.
+
+shrink: channel-pruned models become smaller dense models whose outputs equal the masked model's (eval mode), on the mobile classifier with 30% L2 channel pruning of every non-depthwise conv, on a
 plain MLP, with residual additions, and a clear error where the forward cannot be followed.
 The reference is the masked model itself, run by the reparametrization (weight_orig * weight_mask)."""
 import numpy as np
@@ -83,3 +84,64 @@ def test_batchnorm_constants_of_removed_channels_are_reported():
     masked.stem[1].bias.data[...] = 0.5
     with pytest.warns(UserWarning, match="stem.1"):
         P.shrink(masked)
+
+
+# ----- sparse inference and the sparsity report -----------------------------------------------
+
+def globally_pruned_classifier(amount):
+    mc.manual_seed(3)
+    model = nn.create_mobile_classifier().eval()
+    P.global_unstructured(P.prunable_parameters(model), pruning_method=P.L1Unstructured, amount=amount)
+    return model
+
+
+def test_sparse_layers_match_torch_on_the_same_pruned_weights():
+    import torch
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 5)).astype(np.float32) * (rng.random((6, 5)) > 0.7)
+    b = rng.standard_normal(6).astype(np.float32)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    layer = P.SparseLinear(w, b)
+    assert layer.nnz == np.count_nonzero(w)
+    np.testing.assert_allclose(layer(mc.tensor(x)).data, TF.linear(*map(torch.from_numpy, (x, w, b))).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    wc = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * (rng.random((4, 3, 3, 3)) > 0.8)
+    xc = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    conv = P.SparseConv2d(wc, None, stride=2, padding=1)
+    expected = TF.conv2d(torch.from_numpy(xc), torch.from_numpy(wc), stride=2, padding=1).numpy()
+    np.testing.assert_allclose(conv(mc.tensor(xc)).data, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_to_sparse_converts_the_sparse_layers_only_and_keeps_outputs(tmp_path):
+    from minicompress.io import load, save
+    model = globally_pruned_classifier(0.8)
+    x = mc.randn(3, 1, 8, 8)
+    expected = model(x).data
+    converted = P.to_sparse(model, min_sparsity=0.6)
+    assert P.is_pruned(model)  # the original is untouched
+    kinds = {name: type(m).__name__ for name, m in converted.named_modules()}
+    report = P.sparsity_report(model)
+    for row in report.layers:
+        if row.kind == "Conv2d" and "depthwise" not in row.name or row.kind == "Linear":
+            assert kinds[row.name].startswith("Sparse") == (row.sparsity >= 0.6)
+    np.testing.assert_allclose(converted(x).data, expected, rtol=1e-4, atol=1e-5)
+    save(converted, tmp_path / "sparse.npz")
+    np.testing.assert_allclose(load(tmp_path / "sparse.npz")(x).data, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sparsity_report_counts_zeros_and_bytes():
+    model = globally_pruned_classifier(0.5)
+    report = P.sparsity_report(model)
+    weights = [m.weight.data for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert report.entries == sum(w.size for w in weights)
+    assert report.zeros == round(0.5 * report.entries)
+    assert report.dense_bytes == 4 * report.entries
+    row = report.layers[-1]
+    assert (row.name, row.shape) == ("classifier", (10, 64))
+    nnz = row.entries - row.zeros
+    assert row.csr_bytes == 8 * nnz + 4 * 11
+    text = str(report)
+    assert "classifier" in text and "total" in text and f"{report.parameters:,}" in text
+    sparse_report = P.sparsity_report(P.to_sparse(model, 0.0))
+    assert sparse_report.zeros == report.zeros and sparse_report.csr_bytes == report.csr_bytes

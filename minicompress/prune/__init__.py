@@ -21,7 +21,9 @@ from .schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from .gradual import GradualPruner, prunable_parameters, strip_pruning
 from .sensitivity import SensitivityResult, sensitivity_analysis
 from .shrink import shrink
+from .report import LayerSparsity, SparsityReport, sparsity_report
 from .sparse import CSRMatrix
+from .sparse_modules import SparseConv2d, SparseLinear, to_sparse
 
 SERIALIZABLE_HOOKS = (PruningReparam,)
 
