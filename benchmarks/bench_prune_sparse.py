@@ -118,8 +118,8 @@ def main():
     print(f"{THREADS} threads, {ESTIMATOR} of interleaved calls; float32 CSR costs 8 bytes per nonzero "
           "(value + int32 column), so it is smaller than dense above 50% sparsity")
     with torch.no_grad():
-        run("Linear 1024 -> 1024, batch 64", linear_case(rng), rounds=60)
-        run("Conv2d 64 -> 64, 3x3, padding 1, input 1x64x56x56", conv_case(rng), rounds=30)
+        run("Linear 1024 -> 1024, batch 64", linear_case(rng), rounds=100)
+        run("Conv2d 64 -> 64, 3x3, padding 1, input 1x64x56x56", conv_case(rng), rounds=60)
 
 
 if __name__ == "__main__":
