@@ -9,3 +9,9 @@ from .tensor import (Tensor, arange, as_dtype, bool_, cat, float32, float64, ful
                      minimum, ones, ones_like, stack, tensor, uint8, where, zeros, zeros_like)
 
 __version__ = "0.1.0"
+
+# Quantized dtypes and qschemes live at the top level, as in torch.
+from .quant.dtypes import (per_channel_affine, per_channel_symmetric, per_tensor_affine, per_tensor_symmetric,
+                           qint8, qint32, quint8)
+
+from .io import load, save  # noqa: E402  (model files need the layer classes above)

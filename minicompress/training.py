@@ -74,4 +74,12 @@ def accuracy(model, loader):
 
 
 def parameter_count(model):
-    return int(sum(p.data.size for p in model.parameters()))
+    """Trainable weights and biases; for quantized layers, their integer weights and float bias."""
+    count = sum(p.data.size for p in model.parameters())
+    for module in model.modules():
+        weight = getattr(module, "_weight", None)
+        if weight is not None and hasattr(weight, "int_repr"):
+            count += int(np.prod(weight.shape))
+            bias = getattr(module, "bias", None)
+            count += 0 if bias is None or module._parameters.get("bias") is not None else np.asarray(bias).size
+    return int(count)
