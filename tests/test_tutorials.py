@@ -19,3 +19,11 @@ def test_tutorial_04_distills_a_teacher_into_the_mobile_classifier():
     assert set(accuracies) == {"teacher", "alone", "distilled", "feature_distilled"}
     assert accuracies["teacher"] >= 0.9  # about 0.98 after two epochs
     assert min(accuracies["alone"], accuracies["distilled"], accuracies["feature_distilled"]) >= 0.8  # about 0.95
+
+
+def test_tutorial_02_quantizes_the_classifier_to_a_quarter_of_its_size():
+    results = load_tutorial("02_quantization.py")["main"](epochs=3, qat_epochs=1)
+    float_result, static = results["float32"], results["static int8"]
+    assert float_result["bytes"] / static["bytes"] >= 3.5
+    assert static["accuracy"] >= float_result["accuracy"] - 0.02
+    assert results["QAT int8"]["bytes"] == static["bytes"]
