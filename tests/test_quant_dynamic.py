@@ -27,10 +27,12 @@ from strategies import arrays
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
-# Measured on 2000 random LSTM / GRU configurations: at most 2.4e-7 of the output range (float32
-# rounding in the gate nonlinearities, whose order differs from torch's fused C++ cell). The int8
-# projections themselves are bit-exact (test_linear_*), so the quantization ranges agree exactly.
-RNN_RELATIVE_BOUND = 1e-6
+# Measured on 600 random LSTM / GRU configurations (the sizes the tests draw): usually at most 6e-7 of
+# the output range, from last-bit differences between NumPy's and torch's sigmoid / tanh. In 3 of 300 LSTM
+# configurations such a difference moved a hidden state across a rounding boundary of its 7-bit
+# quantization, one level, which propagates: worst 7.4e-4. With torch's sigmoid / tanh in the cell the
+# outputs are bit-identical (test_rnn_projections_are_bit_exact_with_torch_cell_math).
+RNN_RELATIVE_BOUND = 1e-3
 
 
 def _torch_quantize_dynamic(model, spec):
@@ -208,6 +210,42 @@ def test_rnn_matches_torch(kind, config, length, batch, with_hx, seed):
     assert got_out.shape == tuple(expected_out.shape)
 
 
+def _torch_lstm_cell(gates_x, gates_h, c):
+    """torch's quantized LSTM cell (RNN.cpp LSTMCell) on arrays, op for op and in place on the same
+    strided views (which decides how torch's vectorised sigmoid / tanh split the elements)."""
+    gates = torch.from_numpy(gates_h.data.copy()).add_(torch.from_numpy(gates_x.data))
+    i, f, g, o = gates.unsafe_chunk(4, 1)
+    i, f, g, o = i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+    c_next = (f * torch.from_numpy(c.data)).add_(i * g)
+    return mc.tensor((o * c_next.tanh()).numpy()), mc.tensor(c_next.numpy())
+
+
+def _torch_gru_cell(gates_x, gates_h, h):
+    """torch's quantized GRU cell (RNN.cpp GRUCell), likewise: h' = (h - n) * z + n."""
+    x_r, x_z, x_n = torch.from_numpy(gates_x.data.copy()).unsafe_chunk(3, 1)
+    h_r, h_z, h_n = torch.from_numpy(gates_h.data.copy()).unsafe_chunk(3, 1)
+    r, z = h_r.add_(x_r).sigmoid_(), h_z.add_(x_z).sigmoid_()
+    n = x_n.add(h_n.mul_(r)).tanh_()
+    return mc.tensor((torch.from_numpy(h.data) - n).mul_(z).add_(n).numpy())
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@settings(max_examples=10, deadline=None)
+@given(config=rnn_configs(), length=st.integers(1, 6), batch=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_rnn_projections_are_bit_exact_with_torch_cell_math(kind, config, length, batch, seed):
+    # Everything quantized (weights, per-call activation qparams over the right rows, integer GEMM, the fused
+    # float output) matches torch bit for bit; only the cell's sigmoid / tanh differ in the last bit.
+    ours, theirs = _rnn_twins(kind, config, seed)
+    ours_q = quantize_dynamic(ours, {getattr(nn, kind)})[0]
+    theirs_q = _torch_quantize_dynamic(theirs, {getattr(torch.nn, kind)})[0]
+    x = torch.randn(*((batch, length) if config["batch_first"] else (length, batch)), config["input_size"]) * 2
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.rnn, "lstm_cell", _torch_lstm_cell)
+        patch.setattr(nn.rnn, "gru_cell", _torch_gru_cell)
+        got_out, _ = ours_q(mc.tensor(x.numpy()))
+    np.testing.assert_array_equal(got_out.numpy(), theirs_q(x)[0].detach().numpy())
+
+
 def test_rnn_input_projection_is_quantized_over_the_whole_sequence():
     # A single huge time step widens the input range of every step (torch projects W_ih x for the whole
     # sequence at once); quantizing step by step would resolve the small steps far more finely.
@@ -216,7 +254,8 @@ def test_rnn_input_projection_is_quantized_over_the_whole_sequence():
     x[2] *= 1e4
     expected = _torch_quantize_dynamic(theirs, {torch.nn.LSTM})(x)[0].detach().numpy()
     got = quantize_dynamic(ours, {nn.LSTM})(mc.tensor(x.numpy()))[0].numpy()
-    assert _relative_error(got, expected) <= RNN_RELATIVE_BOUND
+    # measured 2.3e-8; quantizing the input step by step instead gives 2.8e-3
+    assert _relative_error(got, expected) <= 1e-6
 
 
 def test_rnn_without_bias_and_unbatched_input_run():

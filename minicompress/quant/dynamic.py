@@ -63,8 +63,9 @@ def choose_quantization_params(min_val, max_val, qmin=0, qmax=255, reduce_range=
     See the module docstring for the formula. `reduce_range` halves qmin and qmax (C++ integer division,
     rounding towards zero). Returns (float32 scale, int zero_point).
 
-    >>> choose_quantization_params(-1.0, 3.0, reduce_range=True)
-    (0.031496063, 32)
+    >>> scale, zero_point = choose_quantization_params(-1.0, 3.0, reduce_range=True)   # [0, 127]
+    >>> float(scale), zero_point                                                    # 4 / 127
+    (0.031496062874794006, 32)
     """
     if reduce_range:
         qmin, qmax = int(qmin / 2), int(qmax / 2)
