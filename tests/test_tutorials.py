@@ -27,3 +27,11 @@ def test_tutorial_02_quantizes_the_classifier_to_a_quarter_of_its_size():
     assert float_result["bytes"] / static["bytes"] >= 3.5
     assert static["accuracy"] >= float_result["accuracy"] - 0.02
     assert results["QAT int8"]["bytes"] == static["bytes"]
+
+
+def test_tutorial_03_prunes_shrinks_and_runs_sparse():
+    results = load_tutorial("03_pruning.py")["main"](epochs=4, finetune_epochs=2)
+    assert results["gradual 50%"] >= results["float"] - 0.02
+    assert results["shrunk"] >= results["float"] - 0.05
+    assert abs(results["sparse"] - results["gradual 50%"]) <= 1 / 300  # same weights, CSR sums in another order
+    assert len(results["sensitivity"]) == 10
