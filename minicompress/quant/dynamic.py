@@ -30,7 +30,7 @@ fbgemm's `ChooseQuantizationParams` (torch's quant_utils.h, identical) for the o
 
 The weight is quantized ahead of time by the qconfig's weight observer: `default_dynamic_qconfig`'s
 MinMaxObserver(qint8, per_tensor_symmetric), i.e. scale = max|W| / 127.5 and zero point 0.
-LSTM and GRU are in `dynamic_rnn.py`: the same `linear_dynamic` for their two projections.
+LSTM, GRU and their cells are in `dynamic_rnn.py`: the same `linear_dynamic` for their two projections.
 """
 import copy
 
@@ -222,10 +222,12 @@ class DynamicQuantizedLinear(Module):
 
 def default_dynamic_quant_module_mappings():
     """float type -> dynamic type, as `torch.ao.quantization.get_default_dynamic_quant_module_mappings`."""
-    from .dynamic_rnn import DynamicQuantizedGRU, DynamicQuantizedLSTM
+    from .dynamic_rnn import (DynamicQuantizedGRU, DynamicQuantizedGRUCell, DynamicQuantizedLSTM,
+                              DynamicQuantizedLSTMCell)
 
     return {nn_layers.Linear: DynamicQuantizedLinear, nn_rnn.LSTM: DynamicQuantizedLSTM,
-            nn_rnn.GRU: DynamicQuantizedGRU}
+            nn_rnn.GRU: DynamicQuantizedGRU, nn_rnn.LSTMCell: DynamicQuantizedLSTMCell,
+            nn_rnn.GRUCell: DynamicQuantizedGRUCell}
 
 
 def _check_dtype(dtype):
@@ -268,8 +270,8 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inp
 
     Args:
         model: a Module. Its children are swapped recursively; the root itself is not (as torch).
-        qconfig_spec: which layers to quantize: None (every nn.Linear, nn.LSTM and nn.GRU), a set of
-            module types and / or dotted submodule names (each with `default_dynamic_qconfig`), or a dict
+        qconfig_spec: which layers to quantize: None (every nn.Linear, LSTM, GRU, LSTMCell and GRUCell), a
+            set of module types and / or dotted submodule names (each with `default_dynamic_qconfig`), or a dict
             mapping them to a QConfig (None excludes a submodule). Children inherit their parent's qconfig.
         dtype: qint8 (the only dtype implemented).
         mapping: float type -> dynamic type; default `default_dynamic_quant_module_mappings()`.
