@@ -20,6 +20,10 @@ def _trained():
 
 
 def trained_digits_classifier():
-    """(a fresh copy of the trained float model, train loader, test loader, its test accuracy)."""
-    model, train_loader, test_loader, float_accuracy = _trained()
+    """(a fresh copy of the trained float model, fresh train and test loaders, its test accuracy).
+
+    Fresh loaders: a shuffling loader's order depends on how often it was iterated, and the calibration
+    batches and QAT data order must not depend on which tests ran before."""
+    model, _, _, float_accuracy = _trained()
+    train_loader, test_loader = digits_loaders(batch_size=128, seed=0)
     return copy.deepcopy(model), train_loader, test_loader, float_accuracy
