@@ -74,10 +74,10 @@ def main(write=False):
             qx = quant.quantize_per_tensor(mc.tensor(x), x_scale, x_zp, "quint8")
             t_qx = torch.quantize_per_tensor(torch.from_numpy(x), x_scale, x_zp, torch.quint8)
             xf, t_xf = mc.tensor(x), torch.from_numpy(x)
-            t_int8 = median_seconds(lambda: ours(qx), repeat=10)
-            t_torch_int8 = median_seconds(lambda: theirs(t_qx), repeat=10)
-            t_float = median_seconds(lambda: ours_float(xf), repeat=10)
-            t_torch_float = median_seconds(lambda: theirs_float(t_xf), repeat=10)
+            t_int8 = median_seconds(lambda: ours(qx), repeat=25)
+            t_torch_int8 = median_seconds(lambda: theirs(t_qx), repeat=25)
+            t_float = median_seconds(lambda: ours_float(xf), repeat=25)
+            t_torch_float = median_seconds(lambda: theirs_float(t_xf), repeat=25)
             rows.append([name, f"{t_int8 * 1e3:.2f}", f"{t_float * 1e3:.2f}", f"{t_torch_int8 * 1e3:.2f}",
                          f"{t_torch_float * 1e3:.2f}", f"{t_int8 / t_float:.2f}", f"{t_int8 / t_torch_int8:.2f}"])
     headers = ["case", "mc int8 ms", "mc float32 ms", "torch int8 ms", "torch float32 ms", "mc int8 / mc float32",
@@ -95,7 +95,8 @@ def write_results(rows, headers):
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     section = (f"{HEADING}\n\n`{COMMAND}` (threads={THREADS}, torch {torch.__version__}, x86 engine, "
-               f"{platform.machine()})\n\n" + "\n".join(lines) + "\n")
+               f"{platform.machine()}). Measured on a shared 2-core machine under load: "
+               f"repeated runs differed by up to 3x, in the ratios too; treat them as rough.\n\n" + "\n".join(lines) + "\n")
     path = Path(__file__).resolve().parent / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(HEADING) + r".*?(?=^## |\Z)", re.S | re.M)
