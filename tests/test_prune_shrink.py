@@ -3,6 +3,8 @@
 shrink: channel-pruned models become smaller dense models whose outputs equal the masked model's (eval mode), on the mobile classifier with 30% L2 channel pruning of every non-depthwise conv, on a
 plain MLP, with residual additions, and a clear error where the forward cannot be followed.
 The reference is the masked model itself, run by the reparametrization (weight_orig * weight_mask)."""
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -81,8 +83,8 @@ def test_a_tensor_computed_outside_a_module_is_named_in_the_error():
 
 def test_batchnorm_constants_of_removed_channels_are_reported():
     masked = channel_pruned_classifier(0.3, 0)
-    masked.stem[1].bias.data[...] = 0.5
-    with pytest.warns(UserWarning, match="stem.1"):
+    masked.stem[1].bias.data[...] = 0.5  # spread unevenly by the padded depthwise conv that follows
+    with pytest.warns(UserWarning, match="blocks.0.conv.pointwise"):
         P.shrink(masked)
 
 
@@ -145,3 +147,36 @@ def test_sparsity_report_counts_zeros_and_bytes():
     assert "classifier" in text and "total" in text and f"{report.parameters:,}" in text
     sparse_report = P.sparsity_report(P.to_sparse(model, 0.0))
     assert sparse_report.zeros == report.zeros and sparse_report.csr_bytes == report.csr_bytes
+
+
+def random_batchnorm(bn, rng):
+    n = bn.num_features
+    bn.weight.data[...] = rng.uniform(0.5, 1.5, n)
+    bn.bias.data[...] = rng.uniform(-0.5, 0.5, n)
+    bn.running_mean.data[...] = rng.uniform(-0.5, 0.5, n)
+    bn.running_var.data[...] = rng.uniform(0.5, 1.5, n)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_batchnorm_constants_of_removed_channels_fold_into_the_next_bias(kind):
+    rng = np.random.default_rng(0)
+    mc.manual_seed(0)
+    if kind == "linear":
+        model = nn.Sequential(nn.Linear(5, 8, bias=False), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+        x = mc.randn(4, 5)
+    else:
+        model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                              nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+        x = mc.randn(2, 2, 6, 6)
+        random_batchnorm(model[4], rng)
+    random_batchnorm(model[1], rng)
+    P.ln_structured(model[0], "weight", amount=3, n=2, dim=0)
+    if kind == "conv":
+        P.ln_structured(model[3], "weight", amount=2, n=2, dim=0)
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shrunk = P.shrink(model, example_input=x)
+    assert shrunk[1].num_features == 5
+    np.testing.assert_allclose(shrunk(x).data, model(x).data, rtol=1e-4, atol=1e-5)

@@ -67,7 +67,8 @@ def main(epochs=4, finetune_epochs=2, seed=0):
 
     # 4. L2 channel pruning of every full convolution, then shrink: the zero channels are cut out of the
     #    conv, its BatchNorm, the depthwise conv that follows and the next layer's inputs. BatchNorm
-    #    turns a pruned channel into a constant that shrink drops (it warns), so fine-tune after.
+    #    turns a pruned channel into a constant: shrink folds it into the next layer's bias where it is
+    #    uniform and warns where a padded conv spreads it unevenly; the fine-tune below recovers that.
     channels = copy.deepcopy(model)
     for module in channels.modules():
         if isinstance(module, nn.Conv2d) and module.groups == 1:

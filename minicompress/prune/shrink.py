@@ -20,11 +20,14 @@ model's input or output, a layer of unknown kind, a grouped conv that is not dep
 its channels. Each group keeps at least one channel. A tensor computed outside a module (an
 operator in a forward method) cannot be followed, and raises an error naming the layer.
 
-Exactness: a removed channel is zero when its conv writes it, but a BatchNorm after it in eval mode
-turns zero into the constant beta - gamma * running_mean / sqrt(running_var + eps), which then
-flows on. Removing it equals the masked model exactly when that constant is zero (as for a freshly
-initialized BatchNorm, or when BN is trained with the masks in place and beta stays 0); otherwise
-`shrink` warns with the size of the constants dropped, and a short fine-tune recovers the accuracy.
+Exactness: a removed channel is zero where its conv writes it, but a BatchNorm after it (eval mode)
+turns zero into the constant beta - gamma * running_mean / sqrt(running_var + eps), which flows on.
+`shrink` follows that constant: each layer between the producer and the next Conv2d / Linear is run
+once on an input holding the constant (`_removed_constants`). Where it reaches the consumer uniform
+over space (always for a Linear after global pooling; for a conv without padding), its contribution
+W[:, removed] @ constants is added to the consumer's bias (created if absent), so the outputs still
+equal the masked model's. A nonzero constant that a padded conv (a depthwise 3x3, say) spreads
+unevenly cannot be folded: `shrink` drops it and warns, naming the layer; a short fine-tune recovers.
 """
 import copy
 import warnings
@@ -185,7 +188,55 @@ def _slice_parameter(module, key, index, axis=0):
                                             requires_grad=value.requires_grad)
 
 
-def _apply(calls, groups):
+def _removed_constants(calls, groups, example_input):
+    """{id(tensor): per-channel value of the removed channels (NaN where not uniform over space)}.
+
+    A removed channel leaves its dense producer as zeros; every per-channel layer after it is run on
+    an input filled with the channel's current constant (other channels zero) and the output read
+    back, so BatchNorm, activations, pooling and depthwise convs are applied exactly as in forward."""
+    constants = {}
+
+    def uniform(array):
+        flat = array.reshape(array.shape[0], array.shape[1], -1)[0]
+        values = flat[:, 0].astype(np.float64)
+        values[~np.all(flat == flat[:, :1], axis=1)] = np.nan
+        return values
+
+    for name, module, inputs, out in calls:
+        if _is_dense(module):
+            constants[id(out)] = np.zeros(out.shape[1])
+        elif isinstance(module, Add) and all(id(t) in constants for t in inputs):
+            constants[id(out)] = sum(constants[id(t)] for t in inputs)
+        elif (_is_depthwise(module) or isinstance(module, PER_CHANNEL + (Flatten,))) and id(inputs[0]) in constants:
+            value = np.nan_to_num(constants[id(inputs[0])], nan=0.0)
+            shape = (1,) + tuple(inputs[0].shape[1:])
+            filled = np.broadcast_to(value.reshape((-1,) + (1,) * (len(shape) - 2)), shape).astype(np.float32)
+            with no_grad():
+                result = uniform(module(Tensor(np.ascontiguousarray(filled))).data)
+            result[np.isnan(constants[id(inputs[0])])] = np.nan
+            constants[id(out)] = result
+    return constants
+
+
+def _fold(module, removed, values):
+    """Add the removed input channels' constant contribution to `module`'s bias; False if the
+    contribution is not uniform over space (it is then left out)."""
+    if not np.any(values[removed] != 0):
+        return True
+    if np.any(np.isnan(values[removed])):
+        return False
+    weight = module.weight.data
+    if isinstance(module, Conv2d):
+        if module.padding != (0, 0):
+            return False
+        weight = weight.sum(axis=(2, 3))
+    shift = (weight[:, removed].astype(np.float64) @ values[removed]).astype(weight.dtype)
+    bias = np.zeros(weight.shape[0], weight.dtype) if module.bias is None else module.bias.data
+    module.bias = Parameter(bias + shift)
+    return True
+
+
+def _apply(calls, groups, constants):
     done, dropped = {}, []
     for name, module, inputs, out in calls:
         if not (_is_dense(module) or _is_depthwise(module) or isinstance(module, (BatchNorm1d, BatchNorm2d))):
@@ -199,13 +250,6 @@ def _apply(calls, groups):
         done[id(module)] = signature
         rows, cols = np.flatnonzero(keep_out), np.flatnonzero(keep_in)
         if isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            removed = ~keep_in
-            if removed.any() and module.running_mean is not None:
-                gamma = module.weight.data if module.weight is not None else 1.0
-                beta = module.bias.data if module.bias is not None else 0.0
-                constant = beta - gamma * module.running_mean.data / np.sqrt(module.running_var.data + module.eps)
-                if np.any(constant[removed] != 0):
-                    dropped.append((name, float(np.max(np.abs(constant[removed])))))
             for key in ("weight", "bias"):
                 _slice_parameter(module, key, rows)
             for key in ("running_mean", "running_var"):
@@ -213,6 +257,11 @@ def _apply(calls, groups):
                     module._buffers[key] = Tensor(np.ascontiguousarray(module._buffers[key].data[rows]))
             module.num_features = len(rows)
             continue
+        if _is_dense(module) and not keep_in.all():
+            values = constants.get(id(inputs[0]))
+            if values is None or not _fold(module, ~keep_in, values):
+                finite = np.nan_to_num(values[~keep_in], nan=np.inf) if values is not None else [np.inf]
+                dropped.append((name, float(np.max(np.abs(finite)))))
         _slice_parameter(module, "weight", rows)
         _slice_parameter(module, "bias", rows)
         if isinstance(module, Linear):
@@ -254,9 +303,16 @@ def shrink(model, example_input=None):
         example_input = Tensor(np.asarray(example_input, np.float32))
     calls, output = _trace(model, example_input)
     groups = _build_groups(calls, example_input, output)
-    dropped = _apply(calls, groups)
+    was_training = model.training
+    model.eval()
+    try:
+        constants = _removed_constants(calls, groups, example_input)
+    finally:
+        model.train(was_training)
+    dropped = _apply(calls, groups, constants)
     if dropped:
-        worst = ", ".join(f"{name} (|constant| up to {value:.3g})" for name, value in dropped)
-        warnings.warn(f"shrink removed channels that BatchNorm turns into nonzero constants: {worst}; "
-                      "outputs differ from the masked model by their contribution", stacklevel=2)
+        worst = ", ".join(f"{name}" for name, _ in dropped)
+        warnings.warn(f"shrink dropped removed channels that reach these layers as nonzero values not uniform "
+                      f"over space (a BatchNorm constant spread by a padded conv), so they could not be folded "
+                      f"into a bias: {worst}; outputs differ from the masked model there", stacklevel=2)
     return model
