@@ -1,7 +1,5 @@
 """Quantization-aware training on the digits classifier: fuse_modules_qat -> prepare_qat -> a few epochs
 from the float weights -> convert, compared with static post-training quantization of the same model."""
-import numpy as np
-import pytest
 
 import minicompress as mc
 from minicompress import nn, quant

@@ -28,7 +28,6 @@ from ..nn.layers import BatchNorm2d
 from ..nn.layers import Conv2d as FloatConv2d
 from ..nn.layers import Linear as FloatLinear
 from . import fuse
-from .fake_quantize import disable_observer, enable_observer  # noqa: F401  (re-exported helpers)
 
 
 def _check_qconfig(mod, cls):
