@@ -173,3 +173,16 @@ def test_flow_gives_torchs_weights_qparams_and_outputs(backend):
     steps = np.abs(out - t_out) / ours.fc.scale
     print(f"{backend}: {np.mean(np.isclose(steps, 0)):.2%} of outputs equal to torch, max {steps.max():.2f} steps")
     assert steps.max() <= 1 + 1e-3
+
+
+def test_model_size_bytes_counts_what_inference_needs():
+    """Hand-counted: float Linear(64, 10) = (640 + 10) * 4 bytes; quantized = 640 int8 weights, 10 float32
+    scales (symmetric weights: zero points all 0, not stored), 10 int32 biases, 8 bytes of output qparams,
+    and 8 bytes for Quantize's (scale, zero_point)."""
+    model = nn.Sequential(quant.QuantStub(), nn.Linear(64, 10), quant.DeQuantStub())
+    assert quant.model_size_bytes(model) == (640 + 10) * 4
+    model.qconfig = quant.get_default_qconfig("x86")
+    prepared = quant.prepare(model)
+    assert quant.model_size_bytes(prepared) == (640 + 10) * 4       # observers are not counted
+    prepared(mc.randn(4, 64))
+    assert quant.model_size_bytes(quant.convert(prepared)) == 640 + 10 * 4 + 10 * 4 + 8 + 8
