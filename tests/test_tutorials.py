@@ -21,6 +21,13 @@ def test_tutorial_04_distills_a_teacher_into_the_mobile_classifier():
     assert min(accuracies["alone"], accuracies["distilled"], accuracies["feature_distilled"]) >= 0.8  # about 0.95
 
 
+def test_tutorial_05_deploys_the_int8_file_without_torch(tmp_path):
+    report, deployed = load_tutorial("05_edge_deployment.py")["main"](epochs=4, finetune_epochs=1, out=str(tmp_path))
+    assert "nothing heavy" in deployed
+    accuracy = float(deployed.split("test accuracy ")[1].split()[0])
+    assert accuracy == report.row("int8").accuracy
+
+
 def test_tutorial_02_quantizes_the_classifier_to_a_quarter_of_its_size():
     results = load_tutorial("02_quantization.py")["main"](epochs=3, qat_epochs=1)
     float_result, static = results["float32"], results["static int8"]
