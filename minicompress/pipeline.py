@@ -154,7 +154,7 @@ def quantize_model(model, mode, train_loader, calibration_batches=8, qat_epochs=
 
 
 def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=True, quantize="static",
-             epochs=15, teacher_epochs=None, finetune_epochs=3, temperature=4.0, alpha=0.7, lr=1e-2,
+             epochs=15, teacher_epochs=None, finetune_epochs=5, temperature=4.0, alpha=0.7, lr=1e-2,
              calibration_batches=8, qat_epochs=2, progress=True, log=print, latency_repeat=20):
     """Run the whole job on copies of `student` and `teacher` and return a `Report`.
 
@@ -205,7 +205,7 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
         record("pruned", current)
     if quantize != "none":
         say(f"quantizing to int8 ({quantize})")
-        current = quantize_model(current, quantize, train_loader, calibration_batches, qat_epochs, lr / 10)
+        current = quantize_model(current, quantize, train_loader, calibration_batches, qat_epochs, lr / 100)
         record("int8", current)
 
     base_teacher, base_student = report.row("teacher"), report.row("student")
