@@ -1,0 +1,396 @@
+"""Attention kernels: softmax (scaled dot-product) attention and linear attention, forward and backward,
+each beside its NumPy reference twin. Arrays are 3-D with every leading (batch, head) dim flattened into B.
+
+Scaled dot-product attention (torch.nn.functional.scaled_dot_product_attention, math path):
+
+    q (B, L, E), k (B, S, E), v (B, S, Ev), bias (B, L, S) or None
+    scores = q k^T * scale + bias                      (B, L, S)
+    probs  = softmax(scores) along S                   (B, L, S)
+    out    = probs v                                   (B, L, Ev)
+
+The bias already holds -inf where a position is masked; the caller turns boolean masks and is_causal into
+it. A row that is masked everywhere gives probs 0 and out 0, not NaN: torch's math path uses
+`torch._safe_softmax`, which zeroes rows whose scores are all -inf (torch/_decomp/decompositions.py).
+
+Dropout is applied by the caller on probs: out = dropped v with dropped = probs * keep / (1 - p). With
+W = dropped (or W = probs without dropout) and G = dL/dout, the gradients are
+
+    dv = W^T G                 dW = G v^T
+    dscores = W * dW - probs * rowsum(W * dW)          (softmax backward; W * dW = probs * dL/dprobs)
+    dq = scale * dscores k     dk = scale * dscores^T q
+
+W * dW equals probs * dL/dprobs because dropped = probs * mask, so the mask never has to be recovered.
+Every step is an (L, S)-sized matmul or elementwise pass: time and memory O(L S) per batch entry.
+
+Linear attention (Katharopoulos et al., 2020, "Transformers are RNNs"), non-causal, phi(x) = elu(x) + 1:
+
+    out_i = phi(q_i) (sum_j phi(k_j)^T v_j) / (phi(q_i) . sum_j phi(k_j))
+          = (Q KV)_i / (Q z)_i     Q = phi(q) (L, E), K = phi(k) (S, E), KV = K^T v (E, Ev), z = K^T 1 (E)
+
+Grouping the product as Q (K^T v) never forms the (L, S) matrix: time O((L + S) E Ev), memory
+O((L + S)(E + Ev)). With num = Q KV, den = Q z, out = num / den and G = dL/dout:
+
+    dnum = G / den                     dden = -rowsum(dnum * num) / den
+    dQ   = dnum KV^T + dden z^T        dKV  = Q^T dnum          dz = Q^T dden
+    dK   = v dKV^T + 1 dz^T            dv   = K dKV
+    dq   = dQ * phi'(q)                dk   = dK * phi'(k)      phi'(x) = 1 if x > 0 else exp(x)
+
+The public entry points (`sdpa_forward`, `sdpa_backward`, `linear_attention_forward`,
+`linear_attention_backward`) validate and make the arrays C-contiguous; the kernels (`sdpa_forward_kernel`,
+...) assume that and run in parallel over B, one batch entry per task: each task writes only its own slices
+of the outputs and allocates its own scratch arrays, so nothing races.
+
+The matmuls are plain loops (`matmul_into`, `matmul_tn_into`) rather than BLAS `np.dot`. BLAS called inside
+`prange` runs its own thread pool inside Numba's (OpenBLAS warns "Detect OpenMP Loop" on every call), and BLAS
+called between parallel loops leaves its threads spinning on the cores the next loop needs; on two cores both
+cost more than the 1.5x or so that BLAS gains per core on these (E = 64) shapes.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+# --------------------------------------------------------------------------------------------------
+# Matmuls on 2-D C-contiguous blocks
+
+
+def _matmul_into(a, b, out):
+    """out = a @ b for a (m, k), b (k, n), out (m, n). Row i of out accumulates rows of b scaled by a[i, p]
+    (loop order i, p, j), so the inner loop runs over contiguous memory and vectorises."""
+    for i in range(a.shape[0]):
+        row = out[i]
+        row[:] = 0
+        for p in range(a.shape[1]):
+            x, src = a[i, p], b[p]
+            for j in range(row.shape[0]):
+                row[j] += x * src[j]
+
+
+matmul_into = njit(cache=True)(_matmul_into)
+
+
+def _matmul_tn_into(a, b, out):
+    """out = a.T @ b for a (k, m), b (k, n), out (m, n), without forming a.T: each row p of a and b adds
+    the outer product a[p]^T b[p] (loop order p, i, j)."""
+    out[:] = 0
+    for p in range(a.shape[0]):
+        src = b[p]
+        for i in range(a.shape[1]):
+            x, row = a[p, i], out[i]
+            for j in range(row.shape[0]):
+                row[j] += x * src[j]
+
+
+matmul_tn_into = njit(cache=True)(_matmul_tn_into)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scaled dot-product attention
+
+
+def _softmax_rows(scores, bias, b, scale):
+    """In place on scores (L, S) = q[b] k[b]^T: row i -> softmax(row * scale + bias[b, i]) (no bias if None);
+    a row that is all -inf -> zeros, as torch._safe_softmax. The row maximum is subtracted before exp so
+    nothing overflows; exp runs in the input's precision, the row sum in float64."""
+    for i in range(scores.shape[0]):
+        row = scores[i]
+        for j in range(row.shape[0]):
+            x = row[j] * scale
+            if bias is not None:
+                x += bias[b, i, j]
+            row[j] = x
+        top = row.max()
+        if top == -np.inf:
+            row[:] = 0
+            continue
+        total = 0.0
+        for j in range(row.shape[0]):
+            row[j] = math.exp(row[j] - top)
+            total += row[j]
+        inv = 1.0 / total
+        for j in range(row.shape[0]):
+            row[j] *= inv
+
+
+softmax_rows = njit(cache=True)(_softmax_rows)
+
+
+def _sdpa_forward(q, k, v, bias, scale):
+    n_batch, length, _ = q.shape
+    out = np.empty((n_batch, length, v.shape[2]), dtype=q.dtype)
+    probs = np.empty((n_batch, length, k.shape[1]), dtype=q.dtype)
+    for b in prange(n_batch):
+        matmul_into(q[b], np.ascontiguousarray(k[b].T), probs[b])
+        softmax_rows(probs[b], bias, b, scale)
+        matmul_into(probs[b], v[b], out[b])
+    return out, probs
+
+
+sdpa_forward_kernel = njit(cache=True, parallel=True)(_sdpa_forward)
+
+
+def _safe_softmax_reference(scores):
+    top = scores.max(axis=-1, keepdims=True)
+    masked = np.isneginf(top)
+    e = np.exp(scores - np.where(masked, 0, top))
+    return e / np.where(masked, 1, e.sum(axis=-1, keepdims=True))
+
+
+def sdpa_forward_reference(q, k, v, attn_bias, scale):
+    scores = q @ k.transpose(0, 2, 1) * scale
+    if attn_bias is not None:
+        scores = scores + attn_bias
+    probs = _safe_softmax_reference(scores).astype(q.dtype)
+    return probs @ v, probs
+
+
+def _softmax_backward_rows(dweights, weights, probs, scale):
+    """In place on dweights (L, S) = dL/dW: -> dL/dscores = scale * (W * dW - probs * rowsum(W * dW))."""
+    for i in range(dweights.shape[0]):
+        row, w, p = dweights[i], weights[i], probs[i]
+        total = 0.0
+        for j in range(row.shape[0]):
+            row[j] *= w[j]
+            total += row[j]
+        for j in range(row.shape[0]):
+            row[j] = (row[j] - p[j] * total) * scale
+
+
+softmax_backward_rows = njit(cache=True)(_softmax_backward_rows)
+
+
+def _sdpa_backward(grad_out, q, k, v, probs, weights, scale):
+    """`weights` is what multiplied v in the forward pass: the dropped probs, or probs itself."""
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    for b in prange(q.shape[0]):
+        matmul_tn_into(weights[b], grad_out[b], dv[b])
+        dscores = np.empty_like(probs[b])
+        matmul_into(grad_out[b], np.ascontiguousarray(v[b].T), dscores)
+        softmax_backward_rows(dscores, weights[b], probs[b], scale)
+        matmul_into(dscores, k[b], dq[b])
+        matmul_tn_into(dscores, q[b], dk[b])
+    return dq, dk, dv
+
+
+sdpa_backward_kernel = njit(cache=True, parallel=True)(_sdpa_backward)
+
+
+def sdpa_backward_reference(grad_out, q, k, v, probs, scale, dropped_probs=None):
+    w = probs if dropped_probs is None else dropped_probs
+    dv = w.transpose(0, 2, 1) @ grad_out
+    t = w * (grad_out @ v.transpose(0, 2, 1))
+    dscores = (t - probs * t.sum(axis=-1, keepdims=True)) * scale
+    return dscores @ k, dscores.transpose(0, 2, 1) @ q, dv
+
+
+# --------------------------------------------------------------------------------------------------
+# Linear attention
+
+
+def _phi(x):
+    """elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise: positive, so the normaliser never vanishes."""
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for e in range(x.shape[1]):
+            out[i, e] = x[i, e] + 1 if x[i, e] > 0 else math.exp(x[i, e])
+    return out
+
+
+phi = njit(cache=True)(_phi)
+
+
+def _linear_attention_forward(q, k, v):
+    n_batch, length, features = q.shape
+    out = np.empty((n_batch, length, v.shape[2]), dtype=q.dtype)
+    for b in prange(n_batch):
+        fq, fk = phi(q[b]), phi(k[b])
+        kv = np.empty((features, v.shape[2]), dtype=q.dtype)
+        matmul_tn_into(fk, v[b], kv)
+        z = fk.sum(axis=0)
+        num = out[b]
+        matmul_into(fq, kv, num)
+        for i in range(length):
+            num[i] *= 1.0 / np.dot(fq[i], z)
+    return out
+
+
+linear_attention_forward_kernel = njit(cache=True, parallel=True)(_linear_attention_forward)
+
+
+def _phi_reference(x):
+    return np.maximum(x, 0) + np.exp(np.minimum(x, 0))
+
+
+def _phi_grad_reference(x):
+    return np.where(x > 0, 1, np.exp(np.minimum(x, 0)))
+
+
+def linear_attention_forward_reference(q, k, v):
+    fq, fk = _phi_reference(q), _phi_reference(k)
+    kv = np.einsum("bse,bsf->bef", fk, v)
+    num = np.einsum("ble,bef->blf", fq, kv)
+    den = np.einsum("ble,be->bl", fq, fk.sum(axis=1))
+    return num / den[..., None]
+
+
+def _add_outer_times_phi_grad(grad, col, row, x):
+    """In place: grad[i, e] = (grad[i, e] + col[i] * row[e]) * phi'(x[i, e]), the rank-one term of dQ (or dK)
+    followed by the chain rule through phi."""
+    for i in range(grad.shape[0]):
+        for e in range(grad.shape[1]):
+            t = grad[i, e] + col[i] * row[e]
+            grad[i, e] = t if x[i, e] > 0 else t * math.exp(x[i, e])
+
+
+add_outer_times_phi_grad = njit(cache=True)(_add_outer_times_phi_grad)
+
+
+def _linear_attention_backward(grad_out, q, k, v):
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    length, features, v_features = q.shape[1], q.shape[2], v.shape[2]
+    for b in prange(q.shape[0]):
+        fq, fk, g = phi(q[b]), phi(k[b]), grad_out[b]
+        kv = np.empty((features, v_features), dtype=q.dtype)
+        matmul_tn_into(fk, v[b], kv)
+        z = fk.sum(axis=0)
+        num = np.empty((length, v_features), dtype=q.dtype)
+        matmul_into(fq, kv, num)
+        dnum, dden = np.empty_like(num), np.empty(length, dtype=q.dtype)
+        for i in range(length):
+            inv = 1.0 / np.dot(fq[i], z)
+            dnum[i] = g[i] * inv
+            dden[i] = -np.dot(dnum[i], num[i]) * inv
+        dkv = np.empty_like(kv)
+        matmul_tn_into(fq, dnum, dkv)
+        dz = np.dot(dden, fq)
+        matmul_into(dnum, np.ascontiguousarray(kv.T), dq[b])
+        add_outer_times_phi_grad(dq[b], dden, z, q[b])
+        matmul_into(v[b], np.ascontiguousarray(dkv.T), dk[b])
+        add_outer_times_phi_grad(dk[b], np.ones(k.shape[1], dtype=k.dtype), dz, k[b])
+        matmul_into(fk, dkv, dv[b])
+    return dq, dk, dv
+
+
+linear_attention_backward_kernel = njit(cache=True, parallel=True)(_linear_attention_backward)
+
+
+def linear_attention_backward_reference(grad_out, q, k, v):
+    fq, fk = _phi_reference(q), _phi_reference(k)
+    kv, z = np.einsum("bse,bsf->bef", fk, v), fk.sum(axis=1)
+    num, den = np.einsum("ble,bef->blf", fq, kv), np.einsum("ble,be->bl", fq, z)
+    dnum = grad_out / den[..., None]
+    dden = -np.einsum("blf,blf->bl", dnum, num) / den
+    dfq = np.einsum("blf,bef->ble", dnum, kv) + dden[..., None] * z[:, None, :]
+    dkv, dz = np.einsum("ble,blf->bef", fq, dnum), np.einsum("ble,bl->be", fq, dden)
+    dfk = np.einsum("bsf,bef->bse", v, dkv) + dz[:, None, :]
+    dv = np.einsum("bse,bef->bsf", fk, dkv)
+    return dfq * _phi_grad_reference(q), dfk * _phi_grad_reference(k), dv
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _validate(dtype=None, **arrays):
+    """Check that every array is a 3-D float32/float64 ndarray with no empty dim, all of one dtype.
+    Returns the arrays made C-contiguous, in the order given."""
+    checked = []
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
+        if a.ndim != 3 or 0 in a.shape:
+            raise ValueError(f"{name} must be 3-D (B, length, features) with no empty dim, got shape {a.shape}")
+        dtype = a.dtype if dtype is None else dtype
+        if a.dtype != dtype:
+            raise TypeError(f"{name} has dtype {a.dtype}, expected {dtype} like the other inputs")
+        checked.append(np.ascontiguousarray(a))
+    return checked
+
+
+def _check_shape(name, a, expected, meaning):
+    if a.shape != expected:
+        raise ValueError(f"{name} must have shape {meaning} = {expected}, got {a.shape}")
+
+
+def _check_qkv(q, k, v):
+    q, k, v = _validate(q=q, k=k, v=v)
+    (n_batch, _, features), size = q.shape, k.shape[1]
+    _check_shape("k", k, (n_batch, size, features), "(B, S, E) with B, E from q")
+    _check_shape("v", v, (n_batch, size, v.shape[2]), "(B, S, Ev) with B from q, S from k")
+    return q, k, v
+
+
+def _check_scale(scale):
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)
+
+
+def sdpa_forward(q, k, v, attn_bias, scale):
+    """Softmax attention, torch.nn.functional.scaled_dot_product_attention without dropout.
+
+    Args:
+        q (B, L, E), k (B, S, E), v (B, S, Ev): float32 or float64, one dtype.
+        attn_bias: None or (B, L, S) of q's dtype, added to the scores; -inf masks a position.
+        scale: multiplies q k^T (torch's default is 1 / sqrt(E); the caller decides).
+    Returns:
+        out (B, L, Ev) = probs v, and probs (B, L, S) = softmax(q k^T * scale + attn_bias), which
+        `sdpa_backward` needs. A fully masked row has probs 0 and out 0, as torch.
+    Raises:
+        TypeError / ValueError naming the argument on a wrong type, dtype or shape.
+
+    Example: out, probs = sdpa_forward(q, k, v, None, 1 / math.sqrt(q.shape[-1]))
+    """
+    q, k, v = _check_qkv(q, k, v)
+    scale = _check_scale(scale)
+    if attn_bias is not None:
+        (attn_bias,) = _validate(q.dtype, attn_bias=attn_bias)
+        _check_shape("attn_bias", attn_bias, (q.shape[0], q.shape[1], k.shape[1]), "(B, L, S)")
+    return sdpa_forward_kernel(q, k, v, attn_bias, scale)
+
+
+def sdpa_backward(grad_out, q, k, v, probs, scale, dropped_probs=None):
+    """Gradients (dq, dk, dv) of softmax attention, from grad_out = dL/dout (B, L, Ev).
+
+    `probs` (B, L, S) is the softmax returned by `sdpa_forward`. With dropout, the caller computes
+    out = dropped_probs v itself, dropped_probs = probs * keep / (1 - p), and passes both: dv and the
+    gradient through v use dropped_probs, the softmax backward uses probs. Without dropout leave
+    dropped_probs None. q, k, v, scale are the forward's. Shapes of the results are those of q, k, v.
+    """
+    q, k, v = _check_qkv(q, k, v)
+    scale = _check_scale(scale)
+    n_batch, length, size = q.shape[0], q.shape[1], k.shape[1]
+    grad_out, probs = _validate(q.dtype, grad_out=grad_out, probs=probs)
+    _check_shape("grad_out", grad_out, (n_batch, length, v.shape[2]), "(B, L, Ev)")
+    _check_shape("probs", probs, (n_batch, length, size), "(B, L, S)")
+    weights = probs
+    if dropped_probs is not None:
+        (weights,) = _validate(q.dtype, dropped_probs=dropped_probs)
+        _check_shape("dropped_probs", weights, probs.shape, "(B, L, S) like probs")
+    return sdpa_backward_kernel(grad_out, q, k, v, probs, weights, scale)
+
+
+def linear_attention_forward(q, k, v):
+    """Non-causal linear attention with phi(x) = elu(x) + 1, in O((L + S) E Ev) time and memory:
+
+        out[b, i] = phi(q_i) (sum_j phi(k_j)^T v_j) / (phi(q_i) . sum_j phi(k_j))
+
+    Args: q (B, L, E), k (B, S, E), v (B, S, Ev), float32 or float64, one dtype. Returns out (B, L, Ev).
+    Nothing is saved: the backward recomputes phi and the (E, Ev) sums, which costs as much as one forward.
+    """
+    q, k, v = _check_qkv(q, k, v)
+    return linear_attention_forward_kernel(q, k, v)
+
+
+def linear_attention_backward(grad_out, q, k, v):
+    """Gradients (dq, dk, dv) of `linear_attention_forward` from grad_out = dL/dout (B, L, Ev),
+    linear in L and S like the forward."""
+    q, k, v = _check_qkv(q, k, v)
+    (grad_out,) = _validate(q.dtype, grad_out=grad_out)
+    _check_shape("grad_out", grad_out, (q.shape[0], q.shape[1], v.shape[2]), "(B, L, Ev)")
+    return linear_attention_backward_kernel(grad_out, q, k, v)
