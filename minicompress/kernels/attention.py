@@ -36,14 +36,14 @@ O((L + S)(E + Ev)). With num = Q KV, den = Q z, out = num / den and G = dL/dout:
     dq   = dQ * phi'(q)                dk   = dK * phi'(k)      phi'(x) = 1 if x > 0 else exp(x)
 
 The public entry points (`sdpa_forward`, `sdpa_backward`, `linear_attention_forward`,
-`linear_attention_backward`) validate and make the arrays C-contiguous; the kernels (`sdpa_forward_kernel`,
-...) assume that and run in parallel over B, one batch entry per task: each task writes only its own slices
-of the outputs and allocates its own scratch arrays, so nothing races.
+`linear_attention_backward`) validate and make the arrays C-contiguous; the kernels run in parallel over B,
+one batch entry per task: each task writes only its own slices of the outputs and allocates its own scratch
+arrays, so nothing races.
 
-The matmuls are plain loops (`matmul_into`, `matmul_tn_into`) rather than BLAS `np.dot`. BLAS called inside
-`prange` runs its own thread pool inside Numba's (OpenBLAS warns "Detect OpenMP Loop" on every call), and BLAS
-called between parallel loops leaves its threads spinning on the cores the next loop needs; on two cores both
-cost more than the 1.5x or so that BLAS gains per core on these (E = 64) shapes.
+Softmax attention's two (L x S)-sized matmuls go to BLAS (`np.matmul`, between the parallel loops, never
+inside `prange`: BLAS inside a Numba thread runs a thread pool inside a thread pool); at N = 1024, E = 64 that
+measured 100 ms with the loop matmuls below and about 3x less with BLAS. Linear attention's matmuls are small
+(E x Ev) and stay as plain loops (`matmul_into`, `matmul_tn_into`) inside its kernels.
 """
 import math
 
@@ -116,18 +116,18 @@ def _softmax_rows(scores, bias, b, scale):
 softmax_rows = njit(cache=True)(_softmax_rows)
 
 
-def _sdpa_forward(q, k, v, bias, scale):
-    n_batch, length, _ = q.shape
-    out = np.empty((n_batch, length, v.shape[2]), dtype=q.dtype)
-    probs = np.empty((n_batch, length, k.shape[1]), dtype=q.dtype)
-    for b in prange(n_batch):
-        matmul_into(q[b], np.ascontiguousarray(k[b].T), probs[b])
-        softmax_rows(probs[b], bias, b, scale)
-        matmul_into(probs[b], v[b], out[b])
-    return out, probs
+def _softmax_batched(scores, bias, scale):
+    """In place on scores (B, L, S): every row through `softmax_rows`, batches in parallel."""
+    for b in prange(scores.shape[0]):
+        softmax_rows(scores[b], bias, b, scale)
 
 
-sdpa_forward_kernel = njit(cache=True, parallel=True)(_sdpa_forward)
+softmax_batched = njit(cache=True, parallel=True)(_softmax_batched)
+
+
+def _softmax_backward_batched(dweights, weights, probs, scale):
+    for b in prange(dweights.shape[0]):
+        softmax_backward_rows(dweights[b], weights[b], probs[b], scale)
 
 
 def _safe_softmax_reference(scores):
@@ -158,22 +158,7 @@ def _softmax_backward_rows(dweights, weights, probs, scale):
 
 
 softmax_backward_rows = njit(cache=True)(_softmax_backward_rows)
-
-
-def _sdpa_backward(grad_out, q, k, v, probs, weights, scale):
-    """`weights` is what multiplied v in the forward pass: the dropped probs, or probs itself."""
-    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    for b in prange(q.shape[0]):
-        matmul_tn_into(weights[b], grad_out[b], dv[b])
-        dscores = np.empty_like(probs[b])
-        matmul_into(grad_out[b], np.ascontiguousarray(v[b].T), dscores)
-        softmax_backward_rows(dscores, weights[b], probs[b], scale)
-        matmul_into(dscores, k[b], dq[b])
-        matmul_tn_into(dscores, q[b], dk[b])
-    return dq, dk, dv
-
-
-sdpa_backward_kernel = njit(cache=True, parallel=True)(_sdpa_backward)
+softmax_backward_batched = njit(cache=True, parallel=True)(_softmax_backward_batched)
 
 
 def sdpa_backward_reference(grad_out, q, k, v, probs, scale, dropped_probs=None):
@@ -351,7 +336,11 @@ def sdpa_forward(q, k, v, attn_bias, scale):
     if attn_bias is not None:
         (attn_bias,) = _validate(q.dtype, attn_bias=attn_bias)
         _check_shape("attn_bias", attn_bias, (q.shape[0], q.shape[1], k.shape[1]), "(B, L, S)")
-    return sdpa_forward_kernel(q, k, v, attn_bias, scale)
+    # The two (L x S)-sized matmuls go to BLAS (np.matmul), which beats any loop Numba compiles; the
+    # softmax between them is the Numba kernel.
+    probs = np.matmul(q, k.transpose(0, 2, 1))
+    softmax_batched(probs, attn_bias, scale)
+    return np.matmul(probs, v), probs
 
 
 def sdpa_backward(grad_out, q, k, v, probs, scale, dropped_probs=None):
@@ -372,7 +361,10 @@ def sdpa_backward(grad_out, q, k, v, probs, scale, dropped_probs=None):
     if dropped_probs is not None:
         (weights,) = _validate(q.dtype, dropped_probs=dropped_probs)
         _check_shape("dropped_probs", weights, probs.shape, "(B, L, S) like probs")
-    return sdpa_backward_kernel(grad_out, q, k, v, probs, weights, scale)
+    dv = np.matmul(weights.transpose(0, 2, 1), grad_out)
+    dscores = np.matmul(grad_out, v.transpose(0, 2, 1))
+    softmax_backward_batched(dscores, weights, probs, scale)
+    return np.matmul(dscores, k), np.matmul(dscores.transpose(0, 2, 1), q), dv
 
 
 def linear_attention_forward(q, k, v):
