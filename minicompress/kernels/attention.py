@@ -125,11 +125,6 @@ def _softmax_batched(scores, bias, scale):
 softmax_batched = njit(cache=True, parallel=True)(_softmax_batched)
 
 
-def _softmax_backward_batched(dweights, weights, probs, scale):
-    for b in prange(dweights.shape[0]):
-        softmax_backward_rows(dweights[b], weights[b], probs[b], scale)
-
-
 def _safe_softmax_reference(scores):
     top = scores.max(axis=-1, keepdims=True)
     masked = np.isneginf(top)
@@ -158,6 +153,14 @@ def _softmax_backward_rows(dweights, weights, probs, scale):
 
 
 softmax_backward_rows = njit(cache=True)(_softmax_backward_rows)
+
+
+def _softmax_backward_batched(dweights, weights, probs, scale):
+    """In place on dweights (B, L, S): every batch entry through `softmax_backward_rows`, in parallel."""
+    for b in prange(dweights.shape[0]):
+        softmax_backward_rows(dweights[b], weights[b], probs[b], scale)
+
+
 softmax_backward_batched = njit(cache=True, parallel=True)(_softmax_backward_batched)
 
 
@@ -196,7 +199,10 @@ def _linear_attention_forward(q, k, v):
         num = out[b]
         matmul_into(fq, kv, num)
         for i in range(length):
-            num[i] *= 1.0 / np.dot(fq[i], z)
+            den = 0.0
+            for e in range(features):
+                den += fq[i, e] * z[e]
+            num[i] *= 1.0 / den
     return out
 
 
@@ -243,12 +249,18 @@ def _linear_attention_backward(grad_out, q, k, v):
         matmul_into(fq, kv, num)
         dnum, dden = np.empty_like(num), np.empty(length, dtype=q.dtype)
         for i in range(length):
-            inv = 1.0 / np.dot(fq[i], z)
-            dnum[i] = g[i] * inv
-            dden[i] = -np.dot(dnum[i], num[i]) * inv
+            den = 0.0
+            for e in range(features):
+                den += fq[i, e] * z[e]
+            total = 0.0
+            for c in range(v_features):
+                dnum[i, c] = g[i, c] / den
+                total += dnum[i, c] * num[i, c]
+            dden[i] = -total / den
         dkv = np.empty_like(kv)
         matmul_tn_into(fq, dnum, dkv)
-        dz = np.dot(dden, fq)
+        dz = np.empty_like(z)
+        matmul_tn_into(fq, dden.reshape(length, 1), dz.reshape(features, 1))
         matmul_into(dnum, np.ascontiguousarray(kv.T), dq[b])
         add_outer_times_phi_grad(dq[b], dden, z, q[b])
         matmul_into(v[b], np.ascontiguousarray(dkv.T), dk[b])
