@@ -87,6 +87,21 @@ def _hook_classes():
     return found
 
 
+def _data_classes():
+    """Plain-data value classes stored as their attributes (a quantized tensor: levels, scales, zero
+    points, axis, qscheme), rebuilt without calling their constructor."""
+    from .prune.sparse import CSRMatrix
+    from .quant.qtensor import QTensor
+    return {f"{c.__module__}.{c.__qualname__}": c for c in (QTensor, CSRMatrix)}
+
+
+def _state(obj):
+    """An object's attributes, whether it keeps them in __dict__ or __slots__."""
+    if hasattr(obj, "__dict__"):
+        return dict(vars(obj))
+    return {name: getattr(obj, name) for name in type(obj).__slots__ if hasattr(obj, name)}
+
+
 def _constants():
     """dtype and qscheme constants stored by name."""
     try:
@@ -103,6 +118,7 @@ class _Writer:
     def __init__(self):
         self.arrays = {}
         self.constants = {id(v): k for k, v in _constants().items()}
+        self.data_classes = _data_classes()
 
     def array(self, array):
         key = f"a{len(self.arrays)}"
@@ -129,6 +145,9 @@ class _Writer:
             return {"__dict__": {k: self.value(v, f"{where}.{k}") for k, v in value.items()}}
         if isinstance(value, set):
             return {"__set__": [self.value(v, where) for v in sorted(value, key=str)]}
+        if _class_name(value) in self.data_classes:
+            return {"__object__": {"class": _class_name(value),
+                                   "state": {k: self.value(v, f"{where}.{k}") for k, v in _state(value).items()}}}
         raise TypeError(f"cannot save {where}: a {type(value).__name__} is not model data")
 
     def module(self, module, where):
@@ -187,6 +206,7 @@ class _Reader:
         self.modules = _module_classes()
         self.hooks = _hook_classes()
         self.constants = _constants()
+        self.data_classes = _data_classes()
 
     def array(self, key, where):
         if not isinstance(key, str) or key not in self.archive.files:
@@ -219,6 +239,11 @@ class _Reader:
                 return tuple(items) if tag == "__tuple__" else set(items) if tag == "__set__" else items
             if tag == "__dict__" and isinstance(body, dict):
                 return {k: self.value(v, f"{where}.{k}") for k, v in body.items()}
+            if tag == "__object__" and isinstance(body, dict) and body.get("class") in self.data_classes:
+                obj = object.__new__(self.data_classes[body["class"]])
+                for key, item in body.get("state", {}).items():
+                    object.__setattr__(obj, key, self.value(item, f"{where}.{key}"))
+                return obj
         raise ModelFileError(f"{where}: unrecognised value {str(value)[:80]!r}")
 
     def module(self, node, where):

@@ -108,3 +108,34 @@ def test_not_a_model_file(tmp_path):
         io.load(tmp_path / "text.npz")
     with pytest.raises(FileNotFoundError):
         io.load(tmp_path / "missing.npz")
+
+
+def _assert_same_outputs(model, loaded, shape=(4, 1, 8, 8)):
+    x = mc.tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
+    with mc.no_grad():
+        np.testing.assert_array_equal(model(x).data, loaded(x).data)
+
+
+def test_pruned_masked_and_sparse_models_round_trip(tmp_path):
+    from minicompress import prune
+    model = _model()
+    prune.ln_structured(model.stem[0], "weight", amount=0.3, n=2, dim=0)
+    prune.l1_unstructured(model.classifier, "weight", amount=0.5)
+    io.save(model, tmp_path / "masked.npz")
+    loaded = io.load(tmp_path / "masked.npz")
+    _assert_same_outputs(model, loaded)
+    assert prune.is_pruned(loaded) and "weight_orig" in dict(loaded.classifier.named_parameters())
+    prune.strip_pruning(model)
+    sparse = prune.to_sparse(model, min_sparsity=0.4)
+    io.save(sparse, tmp_path / "sparse.npz")
+    _assert_same_outputs(sparse, io.load(tmp_path / "sparse.npz"))
+
+
+def test_quantized_model_round_trips(tmp_path):
+    import itertools
+    from minicompress.quant.size import quantize_static
+    from minicompress.training import digits_loaders
+    train, _ = digits_loaders()
+    quantized = quantize_static(_model(), itertools.islice(train, 2))
+    io.save(quantized, tmp_path / "int8.npz")
+    _assert_same_outputs(quantized, io.load(tmp_path / "int8.npz"))
