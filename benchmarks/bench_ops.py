@@ -4,13 +4,14 @@
 
 Prints a Markdown table with the ratio minicompress / torch (below 1 means minicompress is faster).
 """
+from timing import THREADS, median_seconds, print_table, set_threads  # first: it sets thread environment
+
 import numpy as np
 import torch
 import torch.nn.functional as TF
 
 import minicompress as mc
 import minicompress.functional as F
-from timing import THREADS, median_seconds, print_table, set_threads
 
 
 def cases():

@@ -5,6 +5,11 @@ import statistics
 import time
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+# Idle OpenMP threads (torch's) spin by default and steal the two cores from BLAS and Numba threads
+# between calls, which made torch's and our timings swing by 10x; passive waiting removes that.
+# It must be set before torch is imported: import this module first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(THREADS))
 
 
 def set_threads(threads=THREADS):
