@@ -1,7 +1,11 @@
 """Test settings: hypothesis profiles sized for CI (2 cores), torch limited to the same threads."""
 import os
 
-import torch
+# torch's idle OpenMP threads spin by default and take the 2 cores from Numba's and BLAS's threads
+# between calls; passive waiting keeps the suite's run time steady. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", deadline=None, max_examples=25,
