@@ -24,7 +24,8 @@ planes beats building a C * kh * kw-row matrix for what are C tiny dot products.
 
 The Numba kernels here run on one thread. BLAS already uses every core for the matmuls, and on a small
 machine a Numba parallel region next to a threaded BLAS call makes each wait on the other's spinning
-threads (several times slower than either alone), so the threads are left to BLAS.
+threads (several times slower than either alone), and the depthwise loop, bound by memory traffic, gained
+little from a second thread anyway; so the threads are left to BLAS.
 
 The public entry points (`conv2d_forward`, `conv2d_backward_input`, `conv2d_backward_weight`) pick the kernel;
 kernels assume validated, C-contiguous input of one floating dtype, and return that dtype. The NumPy twins
@@ -88,7 +89,8 @@ def _unwindow(grad_windows, input_shape, stride, padding, dilation):
 #
 # The inner loops run over row views indexed from 0, which Numba compiles to vector loads and stores
 # when the views are contiguous (stride 1); indexing the 4-D array at a computed offset instead costs a
-# negative-index check per element and does not vectorise.
+# negative-index check per element and does not vectorise, and slice assignment (`a[i:j] = b`) goes
+# through Numba's generic broadcasting copy, several times slower on rows this short. Hence the helpers.
 
 
 def _copy_into(dst, src):
@@ -304,7 +306,7 @@ def _pad_into(buffer, plane, padding, pitch):
     height, width = plane.shape
     for h in range(height):
         start = (h + padding[0]) * pitch + padding[1]
-        buffer[start:start + width] = plane[h]
+        copy_into(buffer[start:start + width], plane[h])
 
 
 pad_into = njit(cache=True)(_pad_into)
@@ -333,7 +335,7 @@ def _depthwise_conv2d_forward(x, weight, stride, padding, dilation):
                     shift = i * dh * pitch + j * dw
                     axpy(acc, weight[o, 0, i, j], buffer[shift:shift + acc.size])
             for p in range(out_h):
-                plane[p] = acc[p * pitch:p * pitch + out_w]
+                copy_into(plane[p], acc[p * pitch:])
             continue
         for i in range(kh):
             for j in range(kw):
@@ -376,7 +378,7 @@ def _depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride, padd
             grad = grad_out[n, o]
             if sh == 1 and sw == 1:
                 for p in range(out_h):
-                    pitched[p * pitch:p * pitch + out_w] = grad[p]
+                    copy_into(pitched[p * pitch:p * pitch + out_w], grad[p])
                 for i in range(kh):
                     for j in range(kw):
                         shift = i * dh * pitch + j * dw
@@ -388,7 +390,8 @@ def _depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride, padd
                     for p in range(out_h):
                         for q in range(out_w):
                             taps[p, q] += a * grad[p, q]
-        grad_x[n, c] = grid[padding[0]:padding[0] + height, padding[1]:padding[1] + width]
+        for h in range(height):
+            copy_into(grad_x[n, c, h], buffer[(h + padding[0]) * pitch + padding[1]:])
     return grad_x
 
 
@@ -422,7 +425,7 @@ def _depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding
         grad = grad_out[n, o]
         if sh == 1 and sw == 1:
             for p in range(out_h):
-                pitched[p * pitch:p * pitch + out_w] = grad[p]
+                copy_into(pitched[p * pitch:p * pitch + out_w], grad[p])
             for i in range(kh):
                 for j in range(kw):
                     shift = i * dh * pitch + j * dw
