@@ -1,8 +1,8 @@
 """The tutorials run as written (with shorter training where they take parameters)."""
 import runpy
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 
