@@ -5,6 +5,7 @@ import os
 # between calls; passive waiting keeps the suite's run time steady. Set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings
 
@@ -14,3 +15,12 @@ settings.register_profile("dev", deadline=None, max_examples=10,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def x86_engine():
+    """torch's quantized engine set to 'x86' (the engine minicompress's integer kernels mirror), restored after."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    yield
+    torch.backends.quantized.engine = previous

@@ -16,11 +16,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def x86_engine():
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "x86"
-    yield
-    torch.backends.quantized.engine = previous
+def _engine(x86_engine):
+    """Every test here compares with torch's x86 quantized engine."""
 
 
 def calibration_batches(train_loader, count=6):

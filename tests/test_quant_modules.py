@@ -33,11 +33,8 @@ TORCH_QSCHEME = {"per_tensor_affine": torch.per_tensor_affine, "per_tensor_symme
 
 
 @pytest.fixture(autouse=True, scope="module")
-def x86_engine():
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "x86"
-    yield
-    torch.backends.quantized.engine = previous
+def _engine(x86_engine):
+    """Every test here compares with torch's x86 quantized engine."""
 
 
 def assert_qparams_equal(ours, theirs):
