@@ -98,7 +98,7 @@ class Function:
 
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         record = _grad_enabled and any(needs)
-        ctx = Context(needs)
+        ctx = Context(needs if record else (False,) * len(needs))  # forward may skip what backward needs
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw, **kwargs)
         result = Tensor._wrap(out, requires_grad=record)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import minicompress as mc
 import minicompress.functional as F
-from harness import check_op
+from harness import TOLERANCE, check_op
 from minicompress.kernels import attention as K
 from strategies import FLOATS, arrays
 
@@ -53,6 +53,20 @@ def test_sdpa_with_masks_and_scale(inputs, data, scale):
     additive = data.draw(arrays((L, S), q.dtype))
     check_op(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mc.tensor(additive)),
              lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.from_numpy(additive)), inputs)
+
+
+@given(inputs=qkv(), data=st.data())
+def test_sdpa_under_no_grad_matches_torch(inputs, data):
+    """Under no_grad the forward keeps no probabilities and works a block of queries at a time."""
+    q, k, v = inputs
+    keep = data.draw(arrays((q.shape[-2], k.shape[-2]), np.float32)) > -1.5
+    keep[:, 0] = True
+    with mc.no_grad():
+        out = F.scaled_dot_product_attention(*(mc.tensor(a) for a in inputs), attn_mask=mc.tensor(keep))
+    expected = TF.scaled_dot_product_attention(*(torch.from_numpy(a) for a in inputs),
+                                               attn_mask=torch.from_numpy(keep))
+    assert out.dtype == q.dtype and not out.requires_grad
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), **TOLERANCE[q.dtype.type])
 
 
 @given(inputs=qkv())

@@ -91,13 +91,47 @@ def test_sdpa_matches_reference_and_torch(dtype, mask, data):
     out_torch, grads_torch = torch_out_and_grads(
         lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch_mask, is_causal=causal, scale=scale),
         (q, k, v), g)
+    with pytest.MonkeyPatch.context() as patch:  # blocks of 1, 2 or 3 queries: full and partial blocks
+        patch.setattr(K, "QUERY_BLOCK", data.draw(st.integers(1, 3), label="query block"))
+        out_blocked, no_probs = K.sdpa_forward(q, k, v, bias, scale, need_probs=False)
 
+    assert no_probs is None and out_blocked.dtype == dtype
+    np.testing.assert_allclose(out_blocked, out_torch, **TOLERANCE[dtype], err_msg="forward-only out vs torch")
+    np.testing.assert_allclose(out_blocked, out, **TWIN_TOLERANCE[dtype], err_msg="forward-only out vs full")
     assert out.dtype == probs.dtype == dtype and probs.shape == (q.shape[0], q.shape[1], k.shape[1])
     np.testing.assert_allclose(out, out_ref, **TWIN_TOLERANCE[dtype], err_msg="out vs reference")
     np.testing.assert_allclose(probs, probs_ref, **TWIN_TOLERANCE[dtype], err_msg="probs vs reference")
     np.testing.assert_allclose(out, out_torch, **TOLERANCE[dtype], err_msg="out vs torch")
     assert_all_close(grads, grads_ref, TWIN_TOLERANCE[dtype], "vs reference")
     assert_all_close(grads, grads_torch, TOLERANCE[dtype], "vs torch")
+
+
+def assert_within_one_ulp_of_exp(x, got):
+    """got == exp(x) to within one float32 ulp of the exact value (float64 exp, rounding error ~1e-16), and
+    0 where x < -87, where the exact value is below 1.7e-38."""
+    exact = np.exp(x.astype(np.float64))
+    normal = x >= -87
+    error = np.abs(got[normal].astype(np.float64) - exact[normal])
+    assert np.all(error <= np.spacing(exact[normal].astype(np.float32))), f"worst error {error.max()}"
+    assert np.all(got[~normal] == 0) and np.all(exact[~normal] < 1.7e-38)
+
+
+@settings(max_examples=50, deadline=None)
+@given(x=arrays((64,), np.float32, low=-100.0, high=0.0), masked=st.integers(0, 64))
+def test_float32_exp_is_within_one_ulp(x, masked):
+    """The softmax's float32 exp (polynomial plus exponent bits, not libm): one ulp everywhere on [-87, 0],
+    0 below and at -inf, as torch's softmax gives for masked scores."""
+    x[:masked] = -np.inf
+    got = x.copy()
+    K.exp_nonpositive_float32(got, np.empty(x.shape, np.int32))
+    assert_within_one_ulp_of_exp(x, got)
+
+
+def test_float32_exp_on_a_dense_grid():
+    x = np.linspace(-90, 0, 2_000_001, dtype=np.float32)
+    got = x.copy()
+    K.exp_nonpositive_float32(got, np.empty(x.shape, np.int32))
+    assert_within_one_ulp_of_exp(x, got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -23,6 +23,9 @@ class ScaledDotProductAttention(Function):
         lead = q.shape[:-2]
         q3, k3, v3 = _flatten_batch(q), _flatten_batch(k), _flatten_batch(v)
         b3 = None if bias is None else _flatten_batch(np.broadcast_to(bias, lead + bias.shape[-2:]).astype(q.dtype))
+        if keep is None and not any(ctx.needs_input_grad):  # no backward follows: no probs to keep
+            out, _ = kernels.sdpa_forward(q3, k3, v3, b3, scale, need_probs=False)
+            return out.reshape(lead + out.shape[-2:])
         out, probs = kernels.sdpa_forward(q3, k3, v3, b3, scale)
         dropped = None
         if keep is not None:
