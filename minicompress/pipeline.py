@@ -100,7 +100,8 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
     """Prune `model` in place, fine-tune with the masks in place, make the masks permanent, and for
     structured pruning `shrink` to smaller dense layers and fine-tune once more. Returns the model.
 
-    Structured: L2 (n=2) channel pruning along dim 0 of every conv-bn unit; the batch norm's weight
+    Structured: L2 (n=2) channel pruning along dim 0 of every conv-bn unit, one shared ranking for the
+    convs whose outputs a residual addition ties (`tied_output_groups`); the batch norm's weight
     and bias get the same channel mask, so a pruned channel is exactly zero after it (otherwise the
     batch norm turns it into a constant that `shrink` cannot remove). The depthwise conv that reads
     a pruned channel loses it through `shrink`; its own batch norm's constant for that channel is
@@ -112,11 +113,22 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
     if amount == 0:
         return model
     if structured:
-        for conv, bn in conv_bn_pairs(model):
-            P.ln_structured(conv, "weight", amount=amount, n=2, dim=0)
-            keep = conv.weight_mask.data.reshape(conv.out_channels, -1).any(axis=1).astype(np.float32)
-            P.custom_from_mask(bn, "weight", keep)
-            P.custom_from_mask(bn, "bias", keep)
+        batch_norm_after = {id(conv): bn for conv, bn in conv_bn_pairs(model)}
+        for tied in P.tied_output_groups(model):
+            convs = [conv for conv in tied if id(conv) in batch_norm_after]
+            if not convs:
+                continue
+            # Convs whose outputs a residual add sums rank their channels together (summed squared L2
+            # norms), so they prune the same channels and `shrink` can remove all of them.
+            joint = sum((conv.weight.data.reshape(conv.out_channels, -1).astype(np.float64) ** 2).sum(1)
+                        for conv in convs)
+            for conv in convs:
+                scores = np.broadcast_to(joint.reshape((-1,) + (1,) * (conv.weight.ndim - 1)), conv.weight.shape)
+                P.ln_structured(conv, "weight", amount=amount, n=2, dim=0, importance_scores=scores)
+                keep = conv.weight_mask.data.reshape(conv.out_channels, -1).any(axis=1).astype(np.float32)
+                bn = batch_norm_after[id(conv)]
+                P.custom_from_mask(bn, "weight", keep)
+                P.custom_from_mask(bn, "bias", keep)
     else:
         targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         P.global_unstructured(targets, pruning_method=P.L1Unstructured, amount=amount)

@@ -59,3 +59,25 @@ def test_bad_arguments_are_refused():
         optimize(*args, prune=1.5)
     with pytest.raises(ValueError, match="quantize"):
         optimize(*args, quantize="int4")
+
+
+def test_residual_convs_share_one_channel_ranking_so_shrink_removes_the_asked_share():
+    """Convs whose outputs a residual addition sums are listed together by `tied_output_groups` and pruned
+    on one ranking, so `shrink` removes round(0.3 * C) channels there too, not only those both happened
+    to pick."""
+    from minicompress import prune as P
+    from minicompress.pipeline import prune_model
+
+    mc.manual_seed(0)
+    model = create_mobile_classifier()
+    names = {id(m): name for name, m in model.named_modules()}
+    assert [[names[id(m)] for m in tied] for tied in P.tied_output_groups(model)] == [
+        ["stem.0"], ["blocks.0.conv.pointwise", "blocks.1.conv.pointwise"],
+        ["blocks.2.conv.pointwise", "blocks.3.conv.pointwise"]]
+    widths = [model.stem[0].out_channels, model.blocks[1].conv.pointwise.out_channels,
+              model.blocks[3].conv.pointwise.out_channels]
+    pruned = prune_model(model, 0.3, structured=True, train_loader=None, finetune_epochs=0, lr=0.01)
+    kept = [pruned.stem[0].out_channels, pruned.blocks[1].conv.pointwise.out_channels,
+            pruned.blocks[3].conv.pointwise.out_channels]
+    assert kept == [w - round(0.3 * w) for w in widths]
+    assert pruned.blocks[0].conv.pointwise.out_channels == kept[1]

@@ -23,9 +23,9 @@ The GEMM multiplies raw bytes and applies the zero points afterwards, by expandi
 
 so the inner loop is a plain uint8 x int8 dot product and the corrections cost one row sum per row of x
 and of w. Both operands fit in int16, so LLVM lowers the dot product to pmaddwd; its loop vectoriser sizes
-vectors by the int32 accumulator (8 lanes on AVX2) and so issues the 128-bit form, 8 multiply-adds per
-instruction, where fbgemm's hand-written vpmaddubsw does 32. That instruction, not memory, is most of the
-distance to torch's speed.
+vectors by the int32 accumulator (8 lanes on AVX2), so each byte is widened into a 32-bit lane and a 256-bit
+vpmaddwd does 8 multiply-adds (its odd 16-bit halves are zero), where fbgemm's hand-written vpmaddubsw
+does 32 on raw bytes. That instruction, not memory, is most of the distance to torch's speed.
 """
 import numpy as np
 from numba import njit, prange

@@ -7,7 +7,7 @@ analysis, shrinking channel-pruned layers into smaller dense ones, and sparse (C
     schedules.py      ConstantSparsity, PolynomialDecay
     gradual.py        GradualPruner (a schedule applied during training), strip_pruning
     sensitivity.py    sensitivity_analysis: the metric when each layer alone is pruned
-    shrink.py         shrink: channel-pruned layers become smaller dense layers
+    shrink.py         shrink: channel-pruned layers become smaller dense layers; tied_output_groups
     sparse.py         CSRMatrix and the sparse linear / conv2d forward
     sparse_modules.py SparseLinear, SparseConv2d, to_sparse
     report.py         sparsity_report
@@ -20,7 +20,7 @@ from .reparam import PruningReparam, is_pruned, remove
 from .schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from .gradual import GradualPruner, prunable_parameters, strip_pruning
 from .sensitivity import SensitivityResult, sensitivity_analysis
-from .shrink import shrink
+from .shrink import shrink, tied_output_groups
 from .report import LayerSparsity, SparsityReport, sparsity_report
 from .sparse import CSRMatrix
 from .sparse_modules import SparseConv2d, SparseLinear, to_sparse

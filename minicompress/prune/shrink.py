@@ -275,6 +275,32 @@ def _apply(calls, groups, constants):
     return dropped
 
 
+def tied_output_groups(model, example_input=None):
+    """The Conv2d / Linear layers whose output channels `shrink` ties together, as lists.
+
+    Layers whose outputs meet at a residual `nn.Add` (directly or through per-channel layers) form one
+    list: `shrink` removes a channel there only if every layer of the list has pruned it, so pruning them
+    one by one removes fewer channels than asked. Give each list one shared channel ranking (for example
+    `ln_structured(..., importance_scores=...)` from their summed channel norms) to remove what was asked.
+    A layer whose channels must all stay (it writes the model's output, say) is in no list; every other
+    Conv2d / Linear is in exactly one, in forward order. `example_input` as in `shrink`.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a minicompress.nn.Module, got {type(model).__name__}")
+    if example_input is None:
+        example_input = _default_input(model)
+    elif not isinstance(example_input, Tensor):
+        example_input = Tensor(np.asarray(example_input, np.float32))
+    calls, output = _trace(model, example_input)
+    groups = _build_groups(calls, example_input, output)
+    tied = {}
+    for _, module, _, out in calls:
+        root = groups.find(out)
+        if _is_dense(module) and not groups.fixed[root] and all(module is not m for m in tied.get(root, [])):
+            tied.setdefault(root, []).append(module)
+    return list(tied.values())
+
+
 def shrink(model, example_input=None):
     """A copy of `model` with channel-pruned Conv2d / Linear layers cut down to dense layers of the
     channels that remain (see the module docstring for what is removed and how it is found).
