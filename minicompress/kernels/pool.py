@@ -28,6 +28,8 @@ plane, so nothing races) and sum windows in float64.
 import numpy as np
 from numba import njit, prange
 
+from .threads import threads_for
+
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
     """Output length along one axis, torch's pooling_output_shape (see the module docstring)."""
@@ -395,7 +397,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     x = _check_array(x, "x")
     kernel_size, stride, padding, dilation, out_size = _check_window(x.shape, kernel_size, stride, padding,
                                                                      dilation, ceil_mode)
-    return max_pool2d(x, kernel_size, stride, padding, dilation, out_size)
+    with threads_for(x.size):
+        return max_pool2d(x, kernel_size, stride, padding, dilation, out_size)
 
 
 def max_pool2d_backward(grad_out, indices, input_shape):
@@ -408,7 +411,8 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     if indices.size and (indices.min() < 0 or indices.max() >= input_shape[2] * input_shape[3]):
         raise ValueError(f"indices must lie in [0, {input_shape[2] * input_shape[3]}), got values in "
                          f"[{indices.min()}, {indices.max()}]")
-    return max_pool2d_grad(grad_out, np.ascontiguousarray(indices), input_shape)
+    with threads_for(int(np.prod(input_shape))):
+        return max_pool2d_grad(grad_out, np.ascontiguousarray(indices), input_shape)
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -418,7 +422,8 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
     kernel_size, stride, padding, _, out_size = _check_window(x.shape, kernel_size, stride, padding, (1, 1),
                                                               ceil_mode)
     divisor = _check_divisor(divisor_override)
-    return avg_pool2d(x, kernel_size, stride, padding, out_size, bool(count_include_pad), divisor)
+    with threads_for(x.size):
+        return avg_pool2d(x, kernel_size, stride, padding, out_size, bool(count_include_pad), divisor)
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -430,7 +435,9 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride, padding, cei
                                                               ceil_mode)
     _check_shape(grad_out, "grad_out", input_shape[:2] + out_size)
     divisor = _check_divisor(divisor_override)
-    return avg_pool2d_grad(grad_out, input_shape, kernel_size, stride, padding, bool(count_include_pad), divisor)
+    with threads_for(int(np.prod(input_shape))):
+        return avg_pool2d_grad(grad_out, input_shape, kernel_size, stride, padding, bool(count_include_pad),
+                               divisor)
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
@@ -439,7 +446,8 @@ def adaptive_avg_pool2d_forward(x, output_size):
     output_size = _check_ints(output_size, "output_size", 1)
     if min(x.shape[2:]) < 1:
         raise ValueError(f"x must have nonzero height and width, got shape {x.shape}")
-    return adaptive_avg_pool2d(x, output_size)
+    with threads_for(x.size):
+        return adaptive_avg_pool2d(x, output_size)
 
 
 def adaptive_avg_pool2d_backward(grad_out, input_shape):
@@ -448,4 +456,5 @@ def adaptive_avg_pool2d_backward(grad_out, input_shape):
     input_shape = _check_input_shape(input_shape, grad_out)
     if min(grad_out.shape[2:]) < 1:
         raise ValueError(f"grad_out must have nonzero height and width, got shape {grad_out.shape}")
-    return adaptive_avg_pool2d_grad(grad_out, input_shape)
+    with threads_for(int(np.prod(input_shape))):
+        return adaptive_avg_pool2d_grad(grad_out, input_shape)

@@ -26,6 +26,7 @@ from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, chec
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
                            requantize_multiplier, requantize_rows, requantize_value)
 from .qlinear import check_bias_q, qgemm
+from .threads import threads_for
 
 # Samples per im2row chunk keep the uint8 rows under this many bytes.
 ROWS_MAX_BYTES = 1 << 24
@@ -199,9 +200,21 @@ def quantized_conv2d(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, 
 
     if n_batch == 0:
         return np.empty((0, out_channels, out_h, out_w), dtype=np.uint8)
-    if groups == in_channels and group_in == 1:
-        return depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation)
+    with threads_for(n_batch * out_h * out_w * out_channels * depth):
+        if groups == in_channels and group_in == 1:
+            return depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
+                                     dilation)
+        return _grouped_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
+                                dilation, groups, (out_h, out_w))
 
+
+def _grouped_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation,
+                     groups, out_size):
+    """The general case of `quantized_conv2d` (checked arguments): per group, im2row then `qgemm`, in chunks
+    of images small enough for the row matrix to stay under ROWS_MAX_BYTES."""
+    n_batch, in_channels = xq.shape[:2]
+    out_channels, group_in, kh, kw = wq.shape
+    (out_h, out_w), depth = out_size, group_in * kh * kw
     group_out = out_channels // groups
     weight_rows = np.ascontiguousarray(wq.transpose(0, 2, 3, 1)).reshape(out_channels, depth)   # (i, j, c) order
     x_pad = pad_channels_last(xq, padding, x_zp)

@@ -27,6 +27,8 @@ Kernels assume validated, C-contiguous input; `requantize` and `quantized_add` v
 import numpy as np
 from numba import njit, prange
 
+from .threads import threads_for
+
 QUINT8_MIN, QUINT8_MAX = 0, 255
 QINT8_MIN, QINT8_MAX = -128, 127
 INT32_MAX = 2**31 - 1
@@ -179,7 +181,9 @@ def requantize(acc, multiplier, out_zp, qmin=QUINT8_MIN, qmax=QUINT8_MAX):
     if not np.all(np.isfinite(scales) & (scales > 0)):
         raise ValueError(f"multiplier must be finite and > 0, got {np.asarray(multiplier)!r}")
     rows = acc.reshape(-1, channels)
-    return requantize_rows(rows, scales.astype(np.float32), out_zp, qmin, qmax).reshape(acc.shape)
+    with threads_for(acc.size):
+        levels = requantize_rows(rows, scales.astype(np.float32), out_zp, qmin, qmax)
+    return levels.reshape(acc.shape)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +248,8 @@ def quantized_add(aq, a_scale, a_zp, bq, b_scale, b_zp, out_scale, out_zp, relu=
     qmin, qmax = check_output_range(out_zp, relu)
     # torch: `float inv_scale = 1.0f / scale` with the scale held as a double.
     inv_out_scale = np.float32(1.0 / out_scale)
-    out = qadd(a, np.float32(a_scale), a_zp, b, np.float32(b_scale), b_zp, inv_out_scale, out_zp, qmin, qmax)
+    with threads_for(a.size):
+        out = qadd(a, np.float32(a_scale), a_zp, b, np.float32(b_scale), b_zp, inv_out_scale, out_zp, qmin, qmax)
     return out.reshape(shape)
 
 

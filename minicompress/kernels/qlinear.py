@@ -33,6 +33,7 @@ from numba import njit, prange
 from .qelementwise import (INT32_MAX, QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point, per_channel,
                            requantize_multiplier, requantize_rows)
+from .threads import threads_for
 
 # Each task owns this many rows of w (N_BLOCK * K bytes, cache-resident) and streams every row of x past
 # them, in tiles of 4 rows of x by 2 rows of w.
@@ -195,12 +196,14 @@ def quantized_linear(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, 
     qmin, qmax = check_output_range(out_zp, relu)
 
     rows = xq.reshape(-1, in_features)
-    if rows.shape[0] == 0 or in_features == 0:
-        acc = np.broadcast_to(bias_q, (rows.shape[0], out_features)).astype(np.int32)
-    else:
-        acc = qgemm(rows, x_zp, wq, w_zps, bias_q)
     multiplier = requantize_multiplier(x_scale, w_scales, out_scale)
-    return requantize_rows(acc, multiplier, out_zp, qmin, qmax).reshape(*xq.shape[:-1], out_features)
+    with threads_for(rows.shape[0] * out_features * max(in_features, 1)):
+        if rows.shape[0] == 0 or in_features == 0:
+            acc = np.broadcast_to(bias_q, (rows.shape[0], out_features)).astype(np.int32)
+        else:
+            acc = qgemm(rows, x_zp, wq, w_zps, bias_q)
+        levels = requantize_rows(acc, multiplier, out_zp, qmin, qmax)
+    return levels.reshape(*xq.shape[:-1], out_features)
 
 
 def quantized_linear_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, out_zp, relu=False):
