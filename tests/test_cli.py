@@ -61,3 +61,17 @@ def test_unknown_option_value_exits_2(capsys):
         cli.main(["optimize", "--quantize", "int4"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_charts_are_written_as_png_where_matplotlib_is_installed(tmp_path):
+    """The `[plot]` extra: two PNG files from a report (skipped where matplotlib is not installed)."""
+    pytest.importorskip("matplotlib")
+    from minicompress.pipeline import Report, StageResult
+
+    report = Report(rows=[StageResult("student", 0.98, 10474, 44712, 0.9, 0.1),
+                          StageResult("int8", 0.97, 5445, 7334, 1.9, 0.2)])
+    paths = cli._write_charts(report, str(tmp_path))
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["accuracy_vs_size.png", "latency.png"]
+    for path in paths:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
