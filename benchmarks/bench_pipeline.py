@@ -10,12 +10,13 @@ import argparse
 import statistics
 import time
 
+from timing import THREADS, set_threads  # first: it sets thread environment
+
 import minicompress as mc
 from minicompress.models import create_teacher_classifier
 from minicompress.nn import create_mobile_classifier
 from minicompress.pipeline import optimize
 from minicompress.training import digits_loaders
-from timing import THREADS, set_threads
 
 
 def main():

@@ -11,14 +11,13 @@
    (`bench_prune_sparse.interleaved_ms`) so machine load hits all contenders alike.
 """
 import argparse
-import os
 import platform
 import re
 import sys
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", os.environ.get("BENCH_THREADS", "2"))
+from timing import THREADS, median_seconds, print_table, set_threads  # first: it sets thread environment
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -29,7 +28,6 @@ import minicompress.prune as P  # noqa: E402
 from bench_prune_sparse import interleaved_ms  # noqa: E402
 from minicompress.autograd import no_grad  # noqa: E402
 from minicompress.training import parameter_count  # noqa: E402
-from timing import THREADS, median_seconds, print_table, set_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from torch_twins import MobileClassifier as TorchMobileClassifier  # noqa: E402

@@ -19,8 +19,7 @@ import os
 import statistics
 import time
 
-# NumPy's BLAS gets the same thread count as numba and torch; it is read when numpy is first imported.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", os.environ.get("BENCH_THREADS", "2"))
+from timing import THREADS, print_table, set_threads  # first: it sets thread environment
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -28,7 +27,6 @@ import torch.nn.functional as TF  # noqa: E402
 
 from minicompress.prune import sparse  # noqa: E402
 from minicompress.prune.methods import L1Unstructured  # noqa: E402
-from timing import THREADS, print_table, set_threads  # noqa: E402
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESTIMATOR = os.environ.get("BENCH_ESTIMATOR", "median")

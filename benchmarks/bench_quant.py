@@ -14,6 +14,8 @@ import re
 import sys
 from pathlib import Path
 
+from timing import THREADS, median_seconds, print_table, set_threads  # first: it sets thread environment
+
 import numpy as np
 import torch
 import torch.ao.nn.quantized as tnnq
@@ -23,7 +25,6 @@ import minicompress as mc
 import minicompress.functional as F
 from minicompress import quant
 from minicompress.quant import modules as nnq
-from timing import THREADS, median_seconds, print_table, set_threads
 
 HEADING = "## Quantization (bench_quant.py)"
 EXPLANATION = (

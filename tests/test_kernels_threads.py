@@ -1,18 +1,18 @@
-"""kernels.threads: small calls run on one thread, large ones on all; the results must not depend on it,
-and the thread count must come back afterwards, also when the kernel raises."""
-import numba
+"""kernels.threads: small calls run the serial build of a kernel, large ones the parallel build; the
+results must not depend on it, and the choice must end with the `threads_for` block, also on an error."""
 import numpy as np
 import pytest
 
 from harness import TOLERANCE
 from minicompress.kernels import pool, threads
 from minicompress.kernels.qconv import quantized_conv2d, quantized_conv2d_reference
-from minicompress.kernels.qelementwise import quantized_add, qadd_reference
+from minicompress.kernels.qelementwise import qadd_reference, quantized_add
 from minicompress.kernels.qlinear import quantized_linear, quantized_linear_reference
+from minicompress.prune import sparse
 
 
 def run_each_way(call, monkeypatch):
-    """call() with every kernel forced parallel (SERIAL_BELOW = 0), then forced onto one thread."""
+    """call() with every kernel on its parallel build (SERIAL_BELOW = 0), then on its serial build."""
     results = []
     for threshold in (0, 1 << 62):
         monkeypatch.setattr(threads, "SERIAL_BELOW", threshold)
@@ -20,7 +20,7 @@ def run_each_way(call, monkeypatch):
     return results
 
 
-def test_entry_points_give_the_same_codes_on_one_thread_or_all(monkeypatch):
+def test_entry_points_give_the_same_results_serial_or_parallel(monkeypatch):
     rng = np.random.default_rng(0)
     xq = rng.integers(0, 256, (2, 6, 9, 9), dtype=np.uint8)
     wq = rng.integers(-128, 128, (8, 6, 3, 3), dtype=np.int8)
@@ -28,32 +28,39 @@ def test_entry_points_give_the_same_codes_on_one_thread_or_all(monkeypatch):
     scales, zps = rng.uniform(0.01, 0.02, 8), np.zeros(8, np.int64)
     conv = (xq, 0.02, 3, wq, scales, zps, None, 0.5, 7, 1, 1, 1, 1)
     depthwise = (xq, 0.02, 3, dq, scales[:6], zps[:6], None, 0.3, 7, 2, 1, 1, 6)
-    linear = (xq.reshape(-1, 9)[:, :9], 0.02, 3, wq.reshape(8, -1)[:, :9], scales, zps, None, 0.5, 7)
-    a, b = xq, rng.integers(0, 256, xq.shape, dtype=np.uint8)
-    for args, fn, reference in [(conv, quantized_conv2d, quantized_conv2d_reference),
-                                (depthwise, quantized_conv2d, quantized_conv2d_reference)]:
-        parallel, serial = run_each_way(lambda: fn(*args), monkeypatch)
-        expected = reference(*args[:9], *(((s, s) for s in args[9:12])), args[12])
+    for args in (conv, depthwise):
+        parallel, serial = run_each_way(lambda: quantized_conv2d(*args), monkeypatch)
+        expected = quantized_conv2d_reference(*args[:9], *((s, s) for s in args[9:12]), args[12])
         assert np.array_equal(parallel, serial) and np.array_equal(parallel, expected)
+    linear = (xq.reshape(-1, 9), 0.02, 3, wq.reshape(8, -1)[:, :9], scales, zps, None, 0.5, 7)
     parallel, serial = run_each_way(lambda: quantized_linear(*linear), monkeypatch)
     assert np.array_equal(parallel, serial) and np.array_equal(parallel, quantized_linear_reference(*linear))
-    parallel, serial = run_each_way(lambda: quantized_add(a, 0.1, 3, b, 0.2, 5, 0.3, 9), monkeypatch)
-    expected = qadd_reference(a.ravel(), np.float32(0.1), 3, b.ravel(), np.float32(0.2), 5,
-                              np.float32(1 / 0.3), 9, 0, 255).reshape(a.shape)
+    b = rng.integers(0, 256, xq.shape, dtype=np.uint8)
+    parallel, serial = run_each_way(lambda: quantized_add(xq, 0.1, 3, b, 0.2, 5, 0.3, 9), monkeypatch)
+    expected = qadd_reference(xq.ravel(), np.float32(0.1), 3, b.ravel(), np.float32(0.2), 5,
+                              np.float32(1 / 0.3), 9, 0, 255).reshape(xq.shape)
     assert np.array_equal(parallel, serial) and np.array_equal(parallel, expected)
     x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
     parallel, serial = run_each_way(lambda: pool.adaptive_avg_pool2d_forward(x, (2, 3)), monkeypatch)
     assert np.array_equal(parallel, serial)
     np.testing.assert_allclose(parallel, pool.adaptive_avg_pool2d_reference(x, (2, 3)), **TOLERANCE[np.float32])
+    w = rng.standard_normal((5, 9)) * (rng.random((5, 9)) < 0.4)
+    dense = rng.standard_normal((9, 4))
+    parallel, serial = run_each_way(lambda: sparse.csr_matmul(sparse.CSRMatrix.from_dense(w), dense), monkeypatch)
+    assert np.array_equal(parallel, serial)
+    np.testing.assert_allclose(parallel, w @ dense, rtol=1e-12, atol=1e-12)
 
 
-def test_thread_count_comes_back_after_a_small_call_and_after_an_error():
-    before = numba.get_num_threads()
+def test_the_choice_ends_with_the_block_also_after_an_error():
+    kernel = pool.adaptive_avg_pool2d
+    assert kernel.serial is not kernel.parallel and kernel.serial.py_func.__qualname__.endswith("_serial")
+    assert not getattr(threads._state, "serial", False)
     with threads.threads_for(10):
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
+        assert threads._state.serial
+        with threads.threads_for(threads.SERIAL_BELOW):
+            assert not threads._state.serial
+        assert threads._state.serial
+    assert not threads._state.serial
     with pytest.raises(RuntimeError), threads.threads_for(10):
         raise RuntimeError("kernel failed")
-    assert numba.get_num_threads() == before
-    with threads.threads_for(threads.SERIAL_BELOW):
-        assert numba.get_num_threads() == before
+    assert not threads._state.serial

@@ -28,7 +28,7 @@ plane, so nothing races) and sum windows in float64.
 import numpy as np
 from numba import njit, prange
 
-from .threads import threads_for
+from .threads import ParallelKernel, threads_for
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
@@ -116,7 +116,7 @@ def _max_pool2d(x, kernel_size, stride, padding, dilation, out_size):
     return out, indices
 
 
-max_pool2d = njit(cache=True, parallel=True)(_max_pool2d)
+max_pool2d = ParallelKernel(_max_pool2d)
 
 
 def max_pool2d_reference(x, kernel_size, stride, padding, dilation, out_size):
@@ -151,7 +151,7 @@ def _max_pool2d_grad(grad_out, indices, input_shape):
     return grad_x.reshape(input_shape)
 
 
-max_pool2d_grad = njit(cache=True, parallel=True)(_max_pool2d_grad)
+max_pool2d_grad = ParallelKernel(_max_pool2d_grad)
 
 
 def max_pool2d_grad_reference(grad_out, indices, input_shape):
@@ -193,7 +193,7 @@ def _avg_pool2d(x, kernel_size, stride, padding, out_size, count_include_pad, di
     return out
 
 
-avg_pool2d = njit(cache=True, parallel=True)(_avg_pool2d)
+avg_pool2d = ParallelKernel(_avg_pool2d)
 
 
 def _avg_divisor(input_shape, kernel_size, stride, padding, out_size, count_include_pad, divisor):
@@ -238,7 +238,7 @@ def _avg_pool2d_grad(grad_out, input_shape, kernel_size, stride, padding, count_
     return grad_x
 
 
-avg_pool2d_grad = njit(cache=True, parallel=True)(_avg_pool2d_grad)
+avg_pool2d_grad = ParallelKernel(_avg_pool2d_grad)
 
 
 def avg_pool2d_grad_reference(grad_out, input_shape, kernel_size, stride, padding, count_include_pad, divisor):
@@ -271,7 +271,7 @@ def _adaptive_avg_pool2d(x, out_size):
     return out
 
 
-adaptive_avg_pool2d = njit(cache=True, parallel=True)(_adaptive_avg_pool2d)
+adaptive_avg_pool2d = ParallelKernel(_adaptive_avg_pool2d)
 
 
 def _adaptive_divisor(input_shape, out_size):
@@ -307,7 +307,7 @@ def _adaptive_avg_pool2d_grad(grad_out, input_shape):
     return grad_x
 
 
-adaptive_avg_pool2d_grad = njit(cache=True, parallel=True)(_adaptive_avg_pool2d_grad)
+adaptive_avg_pool2d_grad = ParallelKernel(_adaptive_avg_pool2d_grad)
 
 
 def adaptive_avg_pool2d_grad_reference(grad_out, input_shape):

@@ -26,7 +26,7 @@ from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, chec
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
                            requantize_multiplier, requantize_rows, requantize_value)
 from .qlinear import check_bias_q, qgemm
-from .threads import threads_for
+from .threads import ParallelKernel, threads_for
 
 # Samples per im2row chunk keep the uint8 rows under this many bytes.
 ROWS_MAX_BYTES = 1 << 24
@@ -57,7 +57,7 @@ def _im2row(x_pad, kernel_size, stride, dilation, out_size, channel_start, chann
     return rows
 
 
-im2row = njit(cache=True, parallel=True)(_im2row)
+im2row = ParallelKernel(_im2row)
 
 
 def im2row_reference(x_pad, kernel_size, stride, dilation, out_size, channel_start, channels):
@@ -117,7 +117,7 @@ def _depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qm
     return out
 
 
-depthwise_qconv2d = njit(cache=True, parallel=True)(_depthwise_qconv2d)
+depthwise_qconv2d = ParallelKernel(_depthwise_qconv2d)
 
 
 def depthwise_qconv2d_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation):

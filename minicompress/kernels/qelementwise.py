@@ -27,7 +27,7 @@ Kernels assume validated, C-contiguous input; `requantize` and `quantized_add` v
 import numpy as np
 from numba import njit, prange
 
-from .threads import threads_for
+from .threads import ParallelKernel, threads_for
 
 QUINT8_MIN, QUINT8_MAX = 0, 255
 QINT8_MIN, QINT8_MAX = -128, 127
@@ -141,7 +141,7 @@ def _requantize_rows(acc, multiplier, out_zp, qmin, qmax):
     return out
 
 
-requantize_rows = njit(cache=True, parallel=True)(_requantize_rows)
+requantize_rows = ParallelKernel(_requantize_rows)
 
 
 def requantize_rows_reference(acc, multiplier, out_zp, qmin, qmax):
@@ -200,7 +200,7 @@ def _qadd(a, a_scale, a_zp, b, b_scale, b_zp, inv_out_scale, out_zp, qmin, qmax)
     return out
 
 
-qadd = njit(cache=True, parallel=True)(_qadd)
+qadd = ParallelKernel(_qadd)
 
 
 def qadd_reference(a, a_scale, a_zp, b, b_scale, b_zp, inv_out_scale, out_zp, qmin, qmax):

@@ -33,7 +33,7 @@ from numba import njit, prange
 from .qelementwise import (INT32_MAX, QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point, per_channel,
                            requantize_multiplier, requantize_rows)
-from .threads import threads_for
+from .threads import ParallelKernel, threads_for
 
 # Each task owns this many rows of w (N_BLOCK * K bytes, cache-resident) and streams every row of x past
 # them, in tiles of 4 rows of x by 2 rows of w.
@@ -104,7 +104,7 @@ def _qgemm(xq, x_zp, wq, w_zps, bias_q):
     return out
 
 
-qgemm = njit(cache=True, parallel=True)(_qgemm)
+qgemm = ParallelKernel(_qgemm)
 
 
 def qgemm_reference(xq, x_zp, wq, w_zps, bias_q):

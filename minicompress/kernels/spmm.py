@@ -16,7 +16,9 @@ Kernels assume validated input: C-contiguous B of the same floating dtype as dat
 and indptr in range; the public entry point (`minicompress.prune.sparse.csr_matmul`) checks.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .threads import ParallelKernel
 
 
 def _csr_matmul(data, indices, indptr, dense):
@@ -31,7 +33,7 @@ def _csr_matmul(data, indices, indptr, dense):
     return out
 
 
-csr_matmul = njit(cache=True, parallel=True)(_csr_matmul)
+csr_matmul = ParallelKernel(_csr_matmul)
 
 
 def csr_matmul_reference(data, indices, indptr, dense):

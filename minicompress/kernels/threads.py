@@ -1,31 +1,60 @@
-"""When a parallel kernel is worth waking Numba's thread pool.
+"""When a parallel kernel is worth waking Numba's thread pool, and a serial build for when it is not.
 
-Starting a parallel loop wakes the pool's threads and waits for them. That costs about 0.02 ms on a
-quiet Linux machine and measured 0.18 ms here (a 64x32x32 int8 GEMM: 185 us on 2 threads, 16 us on one).
-A small layer (a 1x1 conv on an 8x8 image) does all its work in a few microseconds, so every layer of
-a small model at batch 1 paid mostly for the wake-up. The entry points of the kernels used by small
-models run a call on one thread when its work is below `SERIAL_BELOW`. The results are the same
-either way: each task writes its own outputs.
+Starting a parallel loop hands the work to the pool's threads and waits for them. With Numba's
+`workqueue` layer (the default here, see `kernels/__init__.py`) that measured 0.3-0.4 ms per call on
+this 2-core machine even with one thread: every call wakes a worker and waits on it. A small layer (a
+1x1 conv on an 8x8 image) does all its work in a few microseconds. Before, every layer of a small model
+at batch 1 paid mostly for the hand-off, and the int8 classifier took ~7 ms per image.
+
+So each parallel kernel is compiled twice from one Python function (`ParallelKernel`): with
+`parallel=True`, and without it, where `prange` is a plain `range` running on the calling thread. Its
+entry point wraps the call in `threads_for(work)`, which picks the serial build below `SERIAL_BELOW`.
+Both builds run the same loop body, and each iteration writes its own outputs, so the results are the
+same either way.
 """
+import threading
+import types
 from contextlib import contextmanager
 
-import numba
+from numba import njit
 
 # Work units: multiply-adds for a GEMM or convolution, elements for elementwise kernels and pooling.
-# One thread does ~1e6 of them in ~0.1 ms, near the wake-up cost, so above it two threads pay off.
+# One thread does ~1e6 of them in ~0.1-0.5 ms, about the hand-off cost, so above that two threads pay off.
 SERIAL_BELOW = 1 << 20
+
+_state = threading.local()
 
 
 @contextmanager
 def threads_for(work):
-    """Run the enclosed kernel calls on one thread when `work` is below SERIAL_BELOW, else leave the
-    thread count alone."""
-    if work >= SERIAL_BELOW:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
+    """Inside this block (on this thread), `ParallelKernel` calls run their serial build when `work` is
+    below SERIAL_BELOW, and their parallel build otherwise."""
+    previous = getattr(_state, "serial", False)
+    _state.serial = work < SERIAL_BELOW
     try:
         yield
     finally:
-        numba.set_num_threads(previous)
+        _state.serial = previous
+
+
+def _twin(py_func, suffix):
+    """A copy of py_func under another qualified name. Numba names its cache files after the function,
+    and its cache key ignores `parallel`: two builds of one function would load each other's code."""
+    twin = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + suffix,
+                              py_func.__defaults__, py_func.__closure__)
+    twin.__qualname__, twin.__module__, twin.__doc__ = py_func.__qualname__ + suffix, py_func.__module__, py_func.__doc__
+    return twin
+
+
+class ParallelKernel:
+    """`py_func` compiled with `parallel=True` (`.parallel`) and without (`.serial`); calling it runs the
+    one `threads_for` chose (the parallel one outside any `threads_for` block)."""
+
+    def __init__(self, py_func):
+        self.py_func = py_func
+        self.parallel = njit(cache=True, parallel=True)(py_func)
+        self.serial = njit(cache=True)(_twin(py_func, "_serial"))
+        self.__doc__ = py_func.__doc__
+
+    def __call__(self, *args):
+        return (self.serial if getattr(_state, "serial", False) else self.parallel)(*args)

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..kernels import spmm
+from ..kernels.threads import threads_for
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -126,8 +127,9 @@ def csr_matmul(csr, dense):
         raise ValueError(f"dense must have shape ({csr.shape[1]}, n) to multiply csr of shape {csr.shape}, "
                          f"got {dense.shape}")
     dtype = np.result_type(csr.dtype, dense.dtype)
-    return spmm.csr_matmul(csr.data.astype(dtype, copy=False), csr.indices, csr.indptr,
-                           np.ascontiguousarray(dense, dtype=dtype))
+    with threads_for(csr.data.shape[0] * dense.shape[1]):
+        return spmm.csr_matmul(csr.data.astype(dtype, copy=False), csr.indices, csr.indptr,
+                               np.ascontiguousarray(dense, dtype=dtype))
 
 
 def linear(input, weight, bias=None):

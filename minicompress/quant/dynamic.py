@@ -39,6 +39,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..kernels.qelementwise import check_accumulator_range, check_weight_qparams, requantize_multiplier
 from ..kernels.qlinear import qgemm
+from ..kernels.threads import threads_for
 from ..nn import layers as nn_layers
 from ..nn import rnn as nn_rnn
 from ..nn.module import Module
@@ -131,7 +132,8 @@ def linear_dynamic(x, weight, bias=None, reduce_range=True):
     if rows.shape[0] == 0 or in_features == 0:
         acc = np.zeros((rows.shape[0], out_features), np.int32)
     else:
-        acc = qgemm(xq, x_zp, weight.int_repr(), w_zps, np.zeros(out_features, np.int32))
+        with threads_for(rows.shape[0] * out_features * in_features):
+            acc = qgemm(xq, x_zp, weight.int_repr(), w_zps, np.zeros(out_features, np.int32))
     multiplier = requantize_multiplier(x_scale, w_scales, 1.0)
     if bias is None:
         out = acc.astype(np.float32) * multiplier
