@@ -331,6 +331,8 @@ def test_bad_global_arguments_raise():
     a, b = np.ones((2, 3)), np.ones(4)
     with pytest.raises(TypeError, match="'unstructured'"):
         M.global_compute_masks([a, b], None, 1, M.NMStructured)
+    with pytest.raises(TypeError, match="got LnStructured of type 'structured'"):  # needs n and dim to build
+        M.global_compute_masks([a, b], None, 1, M.LnStructured)
     with pytest.raises(TypeError, match="BasePruningMethod subclass"):
         M.global_compute_masks([a, b], None, 1, M.L1Unstructured(1))
     with pytest.raises(ValueError, match="1 masks for 2 tensors"):

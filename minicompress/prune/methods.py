@@ -439,10 +439,10 @@ def global_compute_masks(tensors, default_masks, amount, method=L1Unstructured):
             raise ValueError(f"default_masks[{i}] shape {np.shape(m)} must equal tensors[{i}] shape {t.shape}")
     if not (isinstance(method, type) and issubclass(method, BasePruningMethod)):
         raise TypeError(f"method must be a BasePruningMethod subclass, got {method!r}")
-    pruner = method(amount)
-    if pruner.PRUNING_TYPE != "unstructured":
+    if method.PRUNING_TYPE != "unstructured":  # checked on the class: a structured one needs more arguments
         raise TypeError(f"global pruning needs a method of PRUNING_TYPE 'unstructured', got {method.__name__} "
-                        f"of type {pruner.PRUNING_TYPE!r}")
+                        f"of type {method.PRUNING_TYPE!r}")
+    pruner = method(amount)
     scores = np.concatenate([t.ravel() for t in tensors])
     mask = compose_mask(pruner, scores, np.concatenate([np.ravel(m) for m in masks]))
     pieces = np.split(mask, np.cumsum([t.size for t in tensors])[:-1])
