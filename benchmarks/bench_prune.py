@@ -4,8 +4,10 @@
     python benchmarks/bench_prune.py --write    # also put them in benchmarks/RESULTS.md
 
 1. The mobile classifier on 1x8x8 digits, batch 1 and 64 (eval mode): dense, and shrunk after 30% L2
-   channel pruning of every non-depthwise conv (`ln_structured(n=2, dim=0)` + `shrink`), beside
+   channel pruning of every non-depthwise conv as the pipeline does it (`pipeline.prune_model`:
+   `ln_structured(n=2, dim=0)` with one ranking for convs a residual add ties, then `shrink`), beside
    torch's dense twin (tests/torch_twins.py). Ratios below 1: the left-hand side is faster.
+   The layer tables end with the break-even sparsity, where the sparse layer starts to beat ours dense.
 2. SparseLinear / SparseConv2d (CSR weights, `to_sparse`) against nn.Linear / nn.Conv2d with the same
    L1-pruned weights and torch's dense layers, across sparsities, timed interleaved
    (`bench_prune_sparse.interleaved_ms`) so machine load hits all contenders alike.
@@ -14,7 +16,6 @@ import argparse
 import platform
 import re
 import sys
-import warnings
 from pathlib import Path
 
 from timing import THREADS, median_seconds, print_table, set_threads  # first: it sets thread environment
@@ -25,8 +26,9 @@ import torch  # noqa: E402
 import minicompress as mc  # noqa: E402
 import minicompress.nn as nn  # noqa: E402
 import minicompress.prune as P  # noqa: E402
-from bench_prune_sparse import interleaved_ms  # noqa: E402
+from bench_prune_sparse import break_even, interleaved_ms  # noqa: E402
 from minicompress.autograd import no_grad  # noqa: E402
+from minicompress.pipeline import prune_model  # noqa: E402
 from minicompress.training import parameter_count  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -43,12 +45,8 @@ def models():
     twin = TorchMobileClassifier().eval()
     dense = load_into(nn.create_mobile_classifier(), twin).eval()
     pruned = load_into(nn.create_mobile_classifier(), twin)
-    for module in pruned.modules():
-        if isinstance(module, nn.Conv2d) and module.groups == 1:
-            P.ln_structured(module, "weight", amount=0.3, n=2, dim=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a freshly initialised BatchNorm: the dropped constants are zero
-        shrunk = P.shrink(pruned).eval()
+    # the pipeline's structured pruning (one ranking for convs a residual add ties), without fine-tuning
+    shrunk = prune_model(pruned, 0.3, structured=True, train_loader=None, finetune_epochs=0, lr=0.0).eval()
     return dense, shrunk, twin
 
 
@@ -67,7 +65,7 @@ def model_table():
                      f"{times['dense'] / times['torch']:.2f}x"])
     headers = ["batch", "dense params", "shrunk params", "dense ms", "shrunk ms", "torch dense ms",
                "shrunk/dense", "dense/torch"]
-    return "Mobile classifier, 30% L2 channel pruning + shrink", rows, headers
+    return "Mobile classifier, 30% L2 channel pruning as the pipeline does it + shrink", rows, headers
 
 
 def layer_table(kind):
@@ -95,7 +93,8 @@ def layer_table(kind):
         rows.append([s, sparse_layer.nnz, f"{ms['sparse']:.3f}", f"{ms['dense']:.3f}", f"{ms['torch']:.3f}",
                      f"{ms['sparse'] / ms['dense']:.2f}x", f"{ms['sparse'] / ms['torch']:.2f}x"])
     headers = ["sparsity", "nnz", "sparse ms", "dense ms", "torch dense ms", "sparse/dense", "sparse/torch"]
-    return title, rows, headers
+    ratios = [float(row[5].rstrip("x")) for row in rows]
+    return title, rows, headers, f"break-even sparsity against our dense layer: {break_even(SPARSITIES, ratios)}"
 
 
 def _copy(module):
@@ -103,12 +102,12 @@ def _copy(module):
     return copy.deepcopy(module)
 
 
-def markdown(title, rows, headers):
+def markdown(title, rows, headers, note=None):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     lines = [f"{title}:", "", "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + (["", note] if note else []))
 
 
 def write_results(tables):
@@ -126,9 +125,10 @@ def write_results(tables):
 def main(write=False):
     set_threads()
     tables = [model_table(), layer_table("linear"), layer_table("conv")]
-    for title, rows, headers in tables:
+    for title, rows, headers, *note in tables:
         print(f"\n{title}")
         print_table(rows, headers)
+        print(*note)
     if write:
         write_results(tables)
 
