@@ -75,6 +75,13 @@ def _trace(model, example_input):
     return calls, output
 
 
+def _example_input(model, example_input):
+    """example_input as a Tensor, or the default one (`_default_input`) when None."""
+    if example_input is None:
+        return _default_input(model)
+    return example_input if isinstance(example_input, Tensor) else Tensor(np.asarray(example_input, np.float32))
+
+
 def _default_input(model):
     for m in model.modules():
         if isinstance(m, Conv2d):
@@ -287,10 +294,7 @@ def tied_output_groups(model, example_input=None):
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a minicompress.nn.Module, got {type(model).__name__}")
-    if example_input is None:
-        example_input = _default_input(model)
-    elif not isinstance(example_input, Tensor):
-        example_input = Tensor(np.asarray(example_input, np.float32))
+    example_input = _example_input(model, example_input)
     calls, output = _trace(model, example_input)
     groups = _build_groups(calls, example_input, output)
     tied = {}
@@ -323,10 +327,7 @@ def shrink(model, example_input=None):
     if not isinstance(model, Module):
         raise TypeError(f"model must be a minicompress.nn.Module, got {type(model).__name__}")
     model = strip_pruning(copy.deepcopy(model))
-    if example_input is None:
-        example_input = _default_input(model)
-    elif not isinstance(example_input, Tensor):
-        example_input = Tensor(np.asarray(example_input, np.float32))
+    example_input = _example_input(model, example_input)
     calls, output = _trace(model, example_input)
     groups = _build_groups(calls, example_input, output)
     was_training = model.training
