@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as TF  # noqa: E402
 
+from minicompress.kernels.conv import im2col  # noqa: E402
 from minicompress.prune import sparse  # noqa: E402
 from minicompress.prune.methods import L1Unstructured  # noqa: E402
 
@@ -60,7 +61,7 @@ def conv_case(rng):
         x_t, w_t = torch.from_numpy(x), torch.from_numpy(pruned)
         yield s, pruned, csr, {
             "sparse": lambda: sparse.conv2d(x, csr, padding=1),
-            "numpy": lambda: (matrix @ sparse.im2col(x, (3, 3), (1, 1), (1, 1), (1, 1))).reshape(1, 64, 56, 56),
+            "numpy": lambda: (matrix @ im2col(x, (3, 3), (1, 1), (1, 1), (1, 1))).reshape(1, 64, 56, 56),
             "torch": lambda: TF.conv2d(x_t, w_t, padding=1),
         }
 

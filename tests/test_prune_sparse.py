@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minicompress.kernels import spmm
+from minicompress.kernels.conv import im2col
 from minicompress.prune import sparse
 from strategies import FLOATS, arrays
 
@@ -120,7 +121,7 @@ def test_sparse_conv2d_equals_torch_conv2d(data, dtype, with_bias):
                          dilation).numpy()
     assert out.shape == expected.shape and out.dtype == expected.dtype
     np.testing.assert_allclose(out, expected, **TOLERANCE[dtype])
-    cols = sparse.im2col(x, (kh, kw), stride, padding, dilation)
+    cols = im2col(x, (kh, kw), stride, padding, dilation)  # the kernel the sparse conv unfolds with
     unfolded = TF.unfold(as_torch(x), (kh, kw), dilation, padding, stride)  # (N, C*kh*kw, L)
     np.testing.assert_array_equal(cols, unfolded.permute(1, 0, 2).reshape(c * kh * kw, -1).numpy())
 

@@ -19,9 +19,9 @@ time proportional to nnz; whether it beats a dense BLAS matmul depends on the sp
 import numbers
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..kernels import spmm
+from ..kernels.conv import im2col
 from ..kernels.threads import threads_for
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -159,18 +159,6 @@ def _pair(value, name, minimum):
     return tuple(int(v) for v in pair)
 
 
-def im2col(input, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-    """Every kh x kw window of the zero-padded input (N, C, H, W) as one column:
-    cols (C * kh * kw, N * Ho * Wo), row (c, i, j), column (n, p, q), with
-    cols[(c, i, j), (n, p, q)] = input_pad[n, c, p * sh + i * dh, q * sw + j * dw]."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    padded = np.pad(input, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    windows = sliding_window_view(padded, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
-    n, c, out_h, out_w = windows.shape[:4]
-    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * out_h * out_w)
-
-
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D convolution with a sparse weight (torch.nn.functional.conv2d, groups=1, zero padding).
 
@@ -191,7 +179,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     if min(size) < 1:
         raise ValueError(f"input of shape {input.shape} is smaller than the dilated kernel {(kh, kw)} "
                          f"with padding {padding}")
-    cols = im2col(input, (kh, kw), stride, padding, dilation)
+    cols = im2col(np.ascontiguousarray(input), (kh, kw), stride, padding, dilation)  # the dense conv's kernel
     out = csr_matmul(weight, cols).reshape(out_channels, input.shape[0], *size)
     if bias is not None:
         _check_floating(bias, "bias")
