@@ -19,6 +19,8 @@ residual case keeps the channels that either branch needs); a group touching any
 model's input or output, a layer of unknown kind, a grouped conv that is not depthwise) keeps all
 its channels. Each group keeps at least one channel. A tensor computed outside a module (an
 operator in a forward method) cannot be followed, and raises an error naming the layer.
+`tied_output_groups` lists the Conv2d / Linear layers of each group, so that they can prune on one
+shared ranking and lose the same channels.
 
 Exactness: a removed channel is zero where its conv writes it, but a BatchNorm after it (eval mode)
 turns zero into the constant beta - gamma * running_mean / sqrt(running_var + eps), which flows on.
