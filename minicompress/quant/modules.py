@@ -60,6 +60,20 @@ def _check_input(x, name):
     return x
 
 
+def _bias_q(module, x_scale, w_scales):
+    """module.bias in accumulator units (`quantize_bias`), remembered for the last input scale, weight and
+    bias: a converted model sees one input scale per layer, so the bias is rounded once, not on every call.
+    The memo is not saved with the model (io.TRANSIENT_ATTRIBUTES). Replace the bias or weight to change
+    them; a change made in place to the same array is not seen."""
+    if module.bias is None:
+        return None
+    memo = module.__dict__.get("_bias_q_memo")
+    if memo is None or memo[0] != x_scale or memo[1] is not module.bias or memo[2] is not module._weight:
+        memo = (x_scale, module.bias, module._weight, quantize_bias(module.bias, x_scale, w_scales))
+        module.__dict__["_bias_q_memo"] = memo
+    return memo[3]
+
+
 def _weight_qparams(weight):
     if weight.is_per_channel():
         return weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
@@ -122,7 +136,7 @@ class Linear(QuantizedModule):
     def forward(self, x):
         x = _check_input(x, type(self).__name__)
         w_scales, w_zps = _weight_qparams(self._weight)
-        bias_q = None if self.bias is None else quantize_bias(self.bias, x.q_scale(), w_scales)
+        bias_q = _bias_q(self, x.q_scale(), w_scales)
         levels = quantized_linear(x.int_repr(), x.q_scale(), x.q_zero_point(), self._weight.int_repr(), w_scales,
                                   w_zps, bias_q, self.scale, self.zero_point, relu=self._relu)
         return QTensor.per_tensor(levels, self.scale, self.zero_point)
@@ -171,7 +185,7 @@ class Conv2d(QuantizedModule):
     def forward(self, x):
         x = _check_input(x, type(self).__name__)
         w_scales, w_zps = _weight_qparams(self._weight)
-        bias_q = None if self.bias is None else quantize_bias(self.bias, x.q_scale(), w_scales)
+        bias_q = _bias_q(self, x.q_scale(), w_scales)
         levels = quantized_conv2d(x.int_repr(), x.q_scale(), x.q_zero_point(), self._weight.int_repr(), w_scales,
                                   w_zps, bias_q, self.scale, self.zero_point, self.stride, self.padding,
                                   self.dilation, self.groups, relu=self._relu)
