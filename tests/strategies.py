@@ -27,3 +27,18 @@ def broadcastable_pair(draw, dtype=np.float32, low=-3.0, high=3.0):
 
 def positive(shape, dtype=np.float32):
     return arrays(shape, dtype, 0.1, 3.0)
+
+
+@st.composite
+def conv_geometry(draw, max_kernel=4, max_stride=3, max_padding=2, max_dilation=3, extra=8):
+    """(kernel, stride, padding, dilation, size) pairs for a 2-D convolution or pooling window, with the
+    input size (H, W) drawn so that at least one output pixel exists (and at most `extra` more rows of
+    input than the dilated kernel needs)."""
+    def pair(low, high):
+        return draw(st.integers(low, high)), draw(st.integers(low, high))
+
+    kernel, stride = pair(1, max_kernel), pair(1, max_stride)
+    padding, dilation = pair(0, max_padding), pair(1, max_dilation)
+    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + extra))
+                 for k, p, d in zip(kernel, padding, dilation))
+    return kernel, stride, padding, dilation, size

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minicompress.kernels import conv as K
+from strategies import conv_geometry
 
 # float64 agrees with torch to rounding. float32: the project default; every sum here has at most a few
 # hundred terms of standard-normal products, whose rounding stays well inside it.
@@ -20,21 +21,9 @@ DTYPES = st.sampled_from([np.float32, np.float64])
 
 
 @st.composite
-def geometry(draw):
-    """kernel_size, stride, padding, dilation and an input size (H, W) giving at least one output pixel."""
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + 8))
-                 for k, p, d in zip(kernel, padding, dilation))
-    return kernel, stride, padding, dilation, size
-
-
-@st.composite
 def grouped_problems(draw):
     """A general grouped convolution: (x_shape, weight_shape, stride, padding, dilation, groups, seed)."""
-    kernel, stride, padding, dilation, size = draw(geometry())
+    kernel, stride, padding, dilation, size = draw(conv_geometry())
     groups, group_in, group_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     x_shape, w_shape = (draw(st.integers(1, 3)), groups * group_in, *size), (groups * group_out, group_in, *kernel)
     return x_shape, w_shape, stride, padding, dilation, groups, draw(st.integers(0, 2**32 - 1))
@@ -43,7 +32,7 @@ def grouped_problems(draw):
 @st.composite
 def depthwise_problems(draw):
     """groups == C_in, weight (multiplier * C_in, 1, kh, kw)."""
-    kernel, stride, padding, dilation, size = draw(geometry())
+    kernel, stride, padding, dilation, size = draw(conv_geometry())
     channels, multiplier = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     x_shape, w_shape = (draw(st.integers(1, 3)), channels, *size), (multiplier * channels, 1, *kernel)
     return x_shape, w_shape, stride, padding, dilation, channels, draw(st.integers(0, 2**32 - 1))

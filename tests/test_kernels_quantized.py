@@ -28,6 +28,7 @@ from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_ref
                                         quantized_conv2d_reference)
 from minicompress.kernels.qlinear import (qgemm, qgemm_reference, quantize_bias, quantized_linear,
                                           quantized_linear_reference)
+from strategies import conv_geometry
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
 
@@ -100,12 +101,7 @@ def linear_problems(draw):
 @st.composite
 def conv_problems(draw):
     """Grouped or depthwise geometry giving at least one output pixel, qparams and a seed."""
-    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + 7))
-                 for k, p, d in zip(kernel, padding, dilation))
+    kernel, stride, padding, dilation, size = draw(conv_geometry(3, 2, 2, 2, extra=7))
     if draw(st.booleans()):                                       # depthwise, channel multiplier 1..2
         groups = in_channels = draw(st.integers(1, 5))
         out_channels = groups * draw(st.integers(1, 2))

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from minicompress.kernels import spmm
 from minicompress.kernels.conv import im2col
 from minicompress.prune import sparse
-from strategies import FLOATS, arrays
+from strategies import FLOATS, arrays, conv_geometry
 
 SETTINGS = settings(max_examples=25, deadline=None)
 # float32 results are sums of up to a few dozen products of magnitude <= 9; torch's BLAS sums them in
@@ -107,12 +107,7 @@ def test_sparse_linear_equals_torch_linear(data, dtype, with_bias):
 @given(data=st.data(), dtype=FLOATS, with_bias=st.booleans())
 def test_sparse_conv2d_equals_torch_conv2d(data, dtype, with_bias):
     n, c, o = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
-    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
-    stride = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
-    padding = (data.draw(st.integers(0, 2)), data.draw(st.integers(0, 2)))
-    dilation = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
-    h = data.draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]), 7))
-    wd = data.draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]), 7))
+    (kh, kw), stride, padding, dilation, (h, wd) = data.draw(conv_geometry(3, 2, 2, 2, extra=7))
     x = data.draw(arrays((n, c, h, wd), dtype))
     w = data.draw(sparse_weights((o, c, kh, kw), dtype))
     bias = data.draw(arrays((o,), dtype)) if with_bias else None
