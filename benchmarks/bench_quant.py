@@ -23,8 +23,10 @@ import torch.nn.functional as TF
 
 import minicompress as mc
 import minicompress.functional as F
-from minicompress import quant
 from minicompress.quant import modules as nnq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from quant_pairs import quantized_pair, weight_pair  # noqa: E402  (the tests' helper: both sides get the same codes)
 
 HEADING = "## Quantization (bench_quant.py)"
 EXPLANATION = (
@@ -36,15 +38,6 @@ EXPLANATION = (
 COMMAND = "python benchmarks/bench_quant.py --write"
 
 
-def quantized_weight(w):
-    observer = quant.PerChannelMinMaxObserver(dtype="qint8", qscheme="per_channel_symmetric")
-    observer(mc.tensor(w))
-    ours = nnq.quantize_weight(w, observer)
-    theirs = torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(ours.q_per_channel_scales()),
-                                        torch.from_numpy(ours.q_per_channel_zero_points()), 0, torch.qint8)
-    return ours, theirs
-
-
 def cases():
     rng = np.random.default_rng(0)
     x_scale, x_zp, out_scale, out_zp = 1 / 64, 64, 0.05, 64
@@ -52,7 +45,7 @@ def cases():
     x = rng.uniform(-1, 1, (64, 1024)).astype(np.float32)
     w = rng.normal(0, 0.03, (1024, 1024)).astype(np.float32)
     b = rng.normal(0, 0.1, 1024).astype(np.float32)
-    qw, t_qw = quantized_weight(w)
+    qw, t_qw = weight_pair(w)
     ours = nnq.Linear(qw, b, out_scale, out_zp)
     theirs = tnnq.Linear(1024, 1024)
     theirs.set_weight_bias(t_qw, torch.from_numpy(b))
@@ -63,7 +56,7 @@ def cases():
     x = rng.uniform(-1, 1, (1, 64, 56, 56)).astype(np.float32)
     w = rng.normal(0, 0.05, (64, 64, 3, 3)).astype(np.float32)
     b = rng.normal(0, 0.1, 64).astype(np.float32)
-    qw, t_qw = quantized_weight(w)
+    qw, t_qw = weight_pair(w)
     ours = nnq.Conv2d(qw, b, out_scale, out_zp, 1, 1, 1, 1)
     theirs = tnnq.Conv2d(64, 64, 3, 1, 1)
     theirs.set_weight_bias(t_qw, torch.from_numpy(b))
@@ -78,8 +71,7 @@ def main(write=False):
     rows = []
     with torch.no_grad(), mc.no_grad():
         for name, ours, theirs, ours_float, theirs_float, x, x_scale, x_zp in cases():
-            qx = quant.quantize_per_tensor(mc.tensor(x), x_scale, x_zp, "quint8")
-            t_qx = torch.quantize_per_tensor(torch.from_numpy(x), x_scale, x_zp, torch.quint8)
+            qx, t_qx = quantized_pair(x, x_scale, x_zp)
             xf, t_xf = mc.tensor(x), torch.from_numpy(x)
             t_int8 = median_seconds(lambda: ours(qx), repeat=25)
             t_torch_int8 = median_seconds(lambda: theirs(t_qx), repeat=25)

@@ -22,6 +22,7 @@ import torch.ao.nn.intrinsic.quantized as tnniq
 import torch.ao.nn.quantized as tnnq
 import torch.ao.quantization as tq
 
+from quant_pairs import quantized_pair, weight_pair
 from strategies import arrays
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -234,23 +235,6 @@ def test_fake_quantize_disable_switches_match_torch():
 
 # --------------------------------------------------------------------------------------------------
 # Quantized modules vs torch.ao.nn.quantized on the same codes
-
-
-def quantized_pair(x, scale, zp):
-    """The same quint8 activation for both frameworks."""
-    return (quant.quantize_per_tensor(mc.tensor(x), scale, zp, "quint8"),
-            torch.quantize_per_tensor(torch.from_numpy(x), scale, zp, torch.quint8))
-
-
-def weight_pair(w):
-    """w quantized per output channel, symmetric qint8 (the x86 default), for both frameworks."""
-    observer = quant.PerChannelMinMaxObserver(dtype="qint8", qscheme="per_channel_symmetric")
-    observer(mc.tensor(w))
-    ours = nnq.quantize_weight(w, observer)
-    theirs = torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(ours.q_per_channel_scales()),
-                                        torch.from_numpy(ours.q_per_channel_zero_points()), 0, torch.qint8)
-    np.testing.assert_array_equal(ours.int_repr(), theirs.int_repr().numpy())
-    return ours, theirs
 
 
 def activation_qparams(rng, low=-1.0, high=1.0):
