@@ -21,6 +21,7 @@ from ..nn.containers import ModuleList
 from ..nn.layers import Conv2d, Linear
 from ..nn.module import Module
 from ..tensor import Tensor
+from .losses import attach_teacher_and_student
 
 
 @contextlib.contextmanager
@@ -130,11 +131,7 @@ class FeatureDistillation(Module):
 
     def __init__(self, teacher, student, pairs, sample_input=None):
         super().__init__()
-        for name, value in (("teacher", teacher), ("student", student)):
-            if not isinstance(value, Module):
-                raise TypeError(f"{name} must be a Module, got {type(value).__name__}")
-        object.__setattr__(self, "teacher", teacher)
-        self.student = student
+        attach_teacher_and_student(self, teacher, student)
         self.pairs = _validate_pairs(pairs, teacher, student)
         self.adapters = ModuleList()
         if sample_input is not None:

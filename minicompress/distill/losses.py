@@ -135,6 +135,17 @@ def distillation_loss(student_logits, teacher_logits, labels=None, temperature=3
     return distillation_losses(student_logits, teacher_logits, labels, temperature, alpha).total
 
 
+def attach_teacher_and_student(module, teacher, student):
+    """Set module.teacher and module.student, both checked to be Modules. The student is a submodule (it
+    trains, it is saved); the teacher is a plain attribute, outside parameters(), state_dict() and
+    train()/eval(), so the optimizer never sees it and switching the wrapper's mode leaves it alone."""
+    for name, value in (("teacher", teacher), ("student", student)):
+        if not isinstance(value, Module):
+            raise TypeError(f"{name} must be a Module, got {type(value).__name__}")
+    object.__setattr__(module, "teacher", teacher)
+    module.student = student
+
+
 class KnowledgeDistillation(Module):
     """A frozen teacher and a trainable student under `distillation_loss`.
 
@@ -155,11 +166,7 @@ class KnowledgeDistillation(Module):
 
     def __init__(self, teacher, student, temperature=3.0, alpha=0.7):
         super().__init__()
-        for name, value in (("teacher", teacher), ("student", student)):
-            if not isinstance(value, Module):
-                raise TypeError(f"{name} must be a Module, got {type(value).__name__}")
-        object.__setattr__(self, "teacher", teacher)
-        self.student = student
+        attach_teacher_and_student(self, teacher, student)
         self.temperature = _validate_temperature(temperature)
         self.alpha = _validate_alpha(alpha)
 
