@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -60,7 +61,70 @@ def _write_charts(report, out):
     return paths
 
 
+def _check_optimize_options(args):
+    """Every numeric option of `optimize`, before anything is printed or created."""
+    if not 0.0 <= args.prune < 1.0:
+        raise CommandError(f"--prune must be in [0, 1), got {args.prune}")
+    if args.epochs < 1:
+        raise CommandError(f"--epochs must be a positive integer, got {args.epochs}")
+    if args.teacher_epochs is not None and args.teacher_epochs < 0:
+        raise CommandError(f"--teacher-epochs must be a non-negative integer, got {args.teacher_epochs}")
+    if args.seed < 0:
+        raise CommandError(f"--seed must be a non-negative integer, got {args.seed}")
+
+
+def _make_output_folder(out):
+    """Create `out` (and any missing parents) and prove it writable by writing and removing a probe
+    file; returns the folders created here, outermost first, so a failed job can remove them.
+
+    A probe rather than `os.access`: as root, `access` reports /proc and read-only mounts writable.
+    """
+    if not out:
+        raise CommandError("--out must name a folder, got ''")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CommandError(f"--out {out!r} exists and is not a folder")
+    missing, parent = [], os.path.abspath(out)
+    while not os.path.isdir(parent):
+        missing.insert(0, parent)
+        parent = os.path.dirname(parent)
+    created = []
+    try:
+        for folder in missing:
+            os.mkdir(folder)
+            created.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".minicompress-probe-", dir=out)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        _remove_folders(created)
+        raise CommandError(f"cannot write to --out {out!r}: {exc.strerror or exc}")
+    return created
+
+
+def _remove_folders(created):
+    """Remove the folders this run created, innermost first, where they are empty."""
+    for folder in reversed(created):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
 def cmd_optimize(args):
+    _check_optimize_options(args)
+    created = _make_output_folder(args.out)
+    written = []
+    try:
+        return _optimize_into(args, written)
+    except BaseException:
+        for path in written:  # a half-written output folder is not a result
+            if os.path.exists(path):
+                os.remove(path)
+        _remove_folders(created)
+        raise
+
+
+def _optimize_into(args, written):
     import minicompress as mc
     from minicompress import io
     from minicompress.models import create_teacher_classifier
@@ -68,11 +132,6 @@ def cmd_optimize(args):
     from minicompress.pipeline import optimize
     from minicompress.training import digits_loaders
 
-    if not 0.0 <= args.prune < 1.0:
-        raise CommandError(f"--prune must be in [0, 1), got {args.prune}")
-    if args.epochs < 1:
-        raise CommandError(f"--epochs must be a positive integer, got {args.epochs}")
-    os.makedirs(args.out, exist_ok=True)
     mc.manual_seed(args.seed)
     train_loader, test_loader = digits_loaders(batch_size=64, seed=args.seed)
     student = create_mobile_classifier(num_classes=10, in_channels=1)
@@ -82,11 +141,15 @@ def cmd_optimize(args):
                       teacher_epochs=args.teacher_epochs, progress=not args.no_progress, log=print)
     final = report.models[report.rows[-1].stage]
     final.input_shape = (1, 8, 8)
-    io.save(final, os.path.join(args.out, "model.npz"))
-    with open(os.path.join(args.out, "report.json"), "w") as f:
+    io.save(final, os.path.join(args.out, "model.npz"))  # all or nothing: a temporary file, then a rename
+    written.append(os.path.join(args.out, "model.npz"))
+    written.append(os.path.join(args.out, "report.json"))
+    with open(written[-1], "w") as f:
         json.dump(report.to_dict(), f, indent=2)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
+    written.append(os.path.join(args.out, "report.md"))
+    with open(written[-1], "w") as f:
         f.write(report.to_markdown() + "\n")
+    written.extend(os.path.join(args.out, name) for name in ("accuracy_vs_size.png", "latency.png"))
     charts = _write_charts(report, args.out)
     print()
     print(report.to_markdown())
@@ -177,10 +240,15 @@ def build_parser():
     opt.add_argument("--out", default="minicompress-out", help="output folder (default: minicompress-out)")
     opt.add_argument("--prune", type=float, default=0.3, help="fraction to prune (default 0.3)")
     opt.add_argument("--unstructured", action="store_true", help="global L1 pruning instead of L2 channel pruning")
-    opt.add_argument("--quantize", choices=["static", "dynamic", "qat", "none"], default="static")
+    opt.add_argument("--quantize", choices=["static", "dynamic", "qat", "none"], default="static",
+                     help="int8 quantization of the pruned model: static (fuse, calibrate, convert), dynamic "
+                          "(Linear layers, activations quantized at run time), qat (fake-quant fine-tuning, "
+                          "then convert) or none (default: static)")
     opt.add_argument("--epochs", type=int, default=15, help="training epochs of each stage (default 15)")
-    opt.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: --epochs)")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--teacher-epochs", type=int, default=None,
+                     help="teacher epochs, 0 for none (default: --epochs)")
+    opt.add_argument("--seed", type=int, default=0,
+                     help="non-negative seed of the initialisation, data split and shuffling (default 0)")
     opt.add_argument("--no-progress", action="store_true", help="no progress bars")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")

@@ -75,7 +75,7 @@ class Report:
         return self.to_markdown()
 
 
-def _validate(prune, structured, quantize, epochs):
+def _validate(prune, structured, quantize, epochs, **epoch_counts):
     if not isinstance(prune, (int, float)) or not 0.0 <= prune < 1.0:
         raise ValueError(f"prune must be a fraction in [0, 1), got {prune!r}")
     if quantize is None:
@@ -84,6 +84,9 @@ def _validate(prune, structured, quantize, epochs):
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    for name, value in epoch_counts.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     return quantize
 
 
@@ -175,7 +178,8 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
     from .distill import train_with_distillation
     from .quant import model_size_bytes
 
-    quantize = _validate(prune, structured, quantize, epochs)
+    quantize = _validate(prune, structured, quantize, epochs, teacher_epochs=teacher_epochs,
+                         finetune_epochs=finetune_epochs, qat_epochs=qat_epochs)
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
     sample_shape = next(iter(test_loader))[0].shape[1:]

@@ -75,3 +75,108 @@ def test_charts_are_written_as_png_where_matplotlib_is_installed(tmp_path):
     for path in paths:
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ----- optimize: every option is checked before any work starts ---------------------------------
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if `optimize` gets as far as training: every case below must stop before it."""
+    import minicompress.pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("optimize started work despite a bad option")
+    monkeypatch.setattr(minicompress.pipeline, "optimize", refuse)
+
+
+def _one_error_line(capsys, *needles):
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == ""
+    assert err.startswith("minicompress: error:") and "\n" not in err
+    for needle in needles:
+        assert needle in err
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--seed", "-1"), ("--teacher-epochs", "-1"), ("--epochs", "0"), ("--epochs", "-3"),
+    ("--prune", "1"), ("--prune", "-0.1"), ("--prune", "nan"), ("--prune", "inf"),
+])
+def test_bad_numeric_option_names_itself_and_creates_nothing(option, value, tmp_path, capsys, no_training):
+    out = tmp_path / "never-created"
+    assert cli.main(["optimize", "--out", str(out), option, value]) == 2
+    _one_error_line(capsys, option)
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys, no_training):
+    existing = tmp_path / "a-file"
+    existing.write_text("keep me")
+    assert cli.main(["optimize", "--out", str(existing)]) == 2
+    _one_error_line(capsys, "--out", "not a folder")
+    assert existing.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("out", ["", "/proc", "/proc/minicompress-out", "{file}/sub/dir"])
+def test_out_that_cannot_be_written_is_refused_and_leaves_no_folder(out, tmp_path, capsys, no_training):
+    (tmp_path / "file").write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["optimize", "--out", out.format(file=tmp_path / "file")]) == 2
+    _one_error_line(capsys, "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_out_inside_a_read_only_folder_is_refused(tmp_path, capsys, no_training):
+    """A read-only folder, where the permission bits are enforced (not for root, which bypasses them)."""
+    import os
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("permission bits are not enforced for this user")
+        assert cli.main(["optimize", "--out", str(locked / "out")]) == 2
+        _one_error_line(capsys, "--out")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_job_that_fails_removes_the_folders_it_created(tmp_path, capsys, monkeypatch):
+    import minicompress.pipeline
+
+    def fail(*args, **kwargs):
+        raise ValueError("the data is bad")
+    monkeypatch.setattr(minicompress.pipeline, "optimize", fail)
+    out = tmp_path / "new" / "nested"
+    assert cli.main(["optimize", "--out", str(out), "--epochs", "1"]) == 2
+    _one_error_line(capsys, "the data is bad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_job_keeps_an_existing_folder_and_its_files(tmp_path, capsys, monkeypatch):
+    import minicompress.pipeline
+
+    def fail(*args, **kwargs):
+        raise ValueError("the data is bad")
+    monkeypatch.setattr(minicompress.pipeline, "optimize", fail)
+    (tmp_path / "model.npz").write_text("an earlier result")
+    assert cli.main(["optimize", "--out", str(tmp_path), "--epochs", "1"]) == 2
+    assert (tmp_path / "model.npz").read_text() == "an earlier result"
+
+
+def test_optimize_help_describes_quantize_and_seed(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["optimize", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--quantize {static,dynamic,qat,none} int8 quantization" in text
+    assert "--seed SEED non-negative seed" in text
+
+
+def test_pipeline_refuses_a_negative_teacher_epochs_before_training():
+    from minicompress.pipeline import optimize
+
+    printed = []
+    with pytest.raises(ValueError, match="teacher_epochs"):
+        optimize(None, None, None, None, epochs=1, teacher_epochs=-1, log=printed.append)
+    assert printed == []
