@@ -11,6 +11,7 @@ import numpy as np
 from . import random as _random
 from .autograd import Function
 from .ops import activation as act
+from .ops import elementwise as ew
 from .ops.attention import LinearAttention, ScaledDotProductAttention
 from .ops.conv import Conv2d
 from .ops.loss import NLLLoss
@@ -312,17 +313,20 @@ def mse_loss(input, target, reduction="mean"):
 
 
 def kl_div(input, target, reduction="mean", log_target=False):
-    """KL divergence with input given as log-probabilities, as torch:
-    pointwise target * (log target - input) (0 where target == 0), or exp(t) (t - input) with log_target.
-    'batchmean' divides the sum by the batch size (the mathematically correct KL)."""
+    """KL divergence with input given as log-probabilities, as torch.nn.functional.kl_div:
+    pointwise xlogy(target, target) - target * input, or exp(t) (t - input) with log_target.
+
+    xlogy (torch.xlogy) makes a zero target contribute 0 * log 0 = 0, while a negative or NaN target
+    gives NaN, which propagates through every reduction as in torch. 'batchmean' divides the sum by
+    the batch size (the mathematically correct KL)."""
+    _check_tensor(input, "input")
+    _check_tensor(target, "target")
     if input.shape != target.shape:
         raise ValueError(f"input shape {input.shape} and target shape {target.shape} must match")
     if log_target:
         pointwise = target.exp() * (target - input)
     else:
-        positive = target.data > 0
-        safe_log = where(positive, target, 1.0).log()
-        pointwise = where(positive, target * (safe_log - input), 0.0 * input)
+        pointwise = ew.Xlogy.apply(target, target) - target * input
     if reduction == "batchmean":
         return pointwise.sum() / (input.shape[0] if input.ndim else 1)
     return _reduce(pointwise, reduction)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis.extra import numpy as hnp
 from hypothesis import strategies as st
 
 import minicompress as mc
@@ -111,6 +112,39 @@ def test_kl_div(data, reduction, log_target):
     if not log_target:  # zero targets contribute 0 (torch's xlogy); d/dtarget is infinite there, so not compared
         t[0] = 0.0
         check_op(*fns, [x, t], nondiff=(1,))
+
+
+# Values where kl_div's pointwise formula is special: zero, negative, NaN and infinite targets or inputs.
+SPECIAL = st.sampled_from([0.0, -0.0, 0.25, 1.0, 3.0, -0.5, -2.0, np.nan, np.inf, -np.inf])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), reduction=st.sampled_from(["mean", "sum", "none", "batchmean"]), log_target=st.booleans(),
+       target_grad=st.booleans())
+def test_kl_div_propagates_nan_as_torch(data, reduction, log_target, target_grad):
+    """NaN, negative and zero targets (and NaN or infinite inputs): torch's xlogy(t, t) - t * x gives
+    NaN for a negative or NaN target and 0 for a zero one; forward and both gradients must agree
+    elementwise, NaN for NaN (assert_allclose compares NaN positions)."""
+    x = data.draw(hnp.arrays(np.float64, (2, 3), elements=st.one_of(SPECIAL, st.floats(-4, 0))))
+    t = data.draw(hnp.arrays(np.float64, (2, 3), elements=st.one_of(SPECIAL, st.floats(-4, 4))))
+    with np.errstate(all="ignore"):
+        check_op(lambda a, b: F.kl_div(a, b, reduction=reduction, log_target=log_target),
+                 lambda a, b: TF.kl_div(a, b, reduction=reduction, log_target=log_target),
+                 [x, t], nondiff=() if target_grad else (1,))
+
+
+def test_kl_div_nan_or_negative_target_gives_nan_in_distillation_loss():
+    from minicompress.distill import distillation_loss
+
+    s = mc.tensor(np.zeros((2, 3)))
+    for bad in (np.nan, -0.5):
+        target = np.full((2, 3), 1 / 3)
+        target[1, 2] = bad
+        assert np.isnan(F.kl_div(F.log_softmax(s, 1), mc.tensor(target), reduction="batchmean").item())
+        assert np.isnan(TF.kl_div(torch.zeros(2, 3, dtype=torch.float64).log_softmax(1), torch.from_numpy(target),
+                                  reduction="batchmean").item())
+    teacher = mc.tensor(np.array([[0.0, np.nan, 1.0], [1.0, 2.0, 3.0]]))
+    assert np.isnan(distillation_loss(s, teacher, None).item())
 
 
 @given(x=arrays((3, 4), np.float64), y=arrays((3, 4), np.float64), reduction=st.sampled_from(["mean", "sum", "none"]))

@@ -125,6 +125,35 @@ class Log(Function):
         return g / a
 
 
+def _xlogy(x, y):
+    """x log y, 0 where x == 0 unless y is NaN (torch.xlogy)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = x * np.log(y)
+    return np.where((x == 0) & ~np.isnan(y), np.zeros((), out.dtype), out)
+
+
+class Xlogy(Function):
+    """x log y, as torch.xlogy: 0 where x == 0 (even for y == 0), NaN where y is NaN, and x log y
+    elsewhere (so NaN for x != 0, y < 0).  d/dx = xlogy(x != 0, y), d/dy = x / y (torch's formulas:
+    d/dy is NaN at x == y == 0, as there)."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return _xlogy(x, y)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g * _xlogy((x != 0).astype(g.dtype), y)
+        if ctx.needs_input_grad[1]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grad_y = g * x / y
+        return grad_x, grad_y
+
+
 class Sqrt(Function):
     """sqrt(a);  d/da = 1 / (2 sqrt(a))."""
 
