@@ -43,6 +43,19 @@ def _check_ndim(x, name, ndims):
         raise ValueError(f"{name} must have {expected} dimensions, got shape {x.shape}")
 
 
+def _check_same_dtype(op, **tensors):
+    """Raise unless every given tensor (None skipped) has one dtype: torch's linear, conv2d, batch_norm,
+    layer_norm and scaled_dot_product_attention refuse mixed dtypes (a float64 input with float32
+    weights) rather than promote, and so do these."""
+    given = {name: t for name, t in tensors.items() if t is not None}
+    dtypes = {name: t.dtype for name, t in given.items()}
+    if len(set(dtypes.values())) > 1:
+        first = next(iter(dtypes))
+        odd = next(name for name, d in dtypes.items() if d != dtypes[first])
+        raise TypeError(f"{op}: {odd} has dtype {dtypes[odd]} but {first} has dtype {dtypes[first]}; "
+                        f"{', '.join(given)} must share one dtype (convert one with .to(dtype))")
+
+
 def _pair(value, name, minimum=None):
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
@@ -74,6 +87,7 @@ def linear(input, weight, bias=None):
                          f"weight's in_features ({weight.shape[1]})")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    _check_same_dtype("linear", input=input, weight=weight, bias=bias)
     return Linear.apply(input, weight, bias)
 
 
@@ -97,6 +111,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"expects {weight.shape[1] * groups}")
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    _check_same_dtype("conv2d", input=input, weight=weight, bias=bias)
     _window_fits(input.shape[2], input.shape[3], weight.shape[2:], padding, dilation, "kernel size")
     return Conv2d.apply(_contiguous(input), _contiguous(weight), bias, stride=stride, padding=padding,
                         dilation=dilation, groups=int(groups))
@@ -161,6 +176,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"{name} must have shape ({channels},) to match input channels, got {t.shape}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError("running_mean and running_var are required when training=False")
+    _check_same_dtype("batch_norm", input=input, running_mean=running_mean, running_var=running_var,
+                      weight=weight, bias=bias)
     return BatchNorm.apply(input, running_mean, running_var, weight, bias, training=bool(training),
                            momentum=momentum if momentum is not None else 0.1, eps=eps)
 
@@ -170,6 +187,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(shape):] != shape:
         raise ValueError(f"normalized_shape {shape} does not match the trailing dims of input {input.shape}")
+    _check_same_dtype("layer_norm", input=input, weight=weight, bias=bias)
     return LayerNorm.apply(input, shape, weight, bias, eps=eps)
 
 
@@ -345,6 +363,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"query and key must share the embedding dim, got {query.shape[-1]} and {key.shape[-1]}")
     if key.shape[-2] != value.shape[-2]:
         raise ValueError(f"key and value must share the sequence length, got {key.shape[-2]} and {value.shape[-2]}")
+    _check_same_dtype("scaled_dot_product_attention", query=query, key=key, value=value)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     L, S = query.shape[-2], key.shape[-2]
@@ -381,6 +400,7 @@ def linear_attention(q, k, v):
         raise ValueError(f"k and v must share the sequence length, got {k.shape[-2]} and {v.shape[-2]}")
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         raise ValueError(f"q, k, v must share the batch dims, got {q.shape}, {k.shape}, {v.shape}")
+    _check_same_dtype("linear_attention", q=q, k=k, v=v)
     return LinearAttention.apply(_contiguous(q), _contiguous(k), _contiguous(v))
 
 

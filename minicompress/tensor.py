@@ -194,8 +194,8 @@ class Tensor:
     def __rtruediv__(self, o): return ew.Div.apply(self._other(o), self)
     def __pow__(self, o): return ew.Pow.apply(self, o if isinstance(o, Tensor) else o)
     def __rpow__(self, o): return ew.Pow.apply(self._other(o), self)
-    def __matmul__(self, o): return MatMul.apply(self, self._other(o))
-    def __rmatmul__(self, o): return MatMul.apply(self._other(o), self)
+    def __matmul__(self, o): return _matmul(self, self._other(o))
+    def __rmatmul__(self, o): return _matmul(self._other(o), self)
     def __neg__(self): return ew.Neg.apply(self)
 
     def _compare(self, other, op):
@@ -427,6 +427,13 @@ def stack(tensors, dim=0):
     if not tensors:
         raise ValueError("stack() expects a non-empty sequence of tensors")
     return mv.Stack.apply(*tensors, dim=dim)
+
+
+def _matmul(a, b):
+    """a @ b; mixed dtypes raise, as torch.matmul (which does not promote)."""
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: both operands must have the same dtype, got {a.dtype} and {b.dtype}")
+    return MatMul.apply(a, b)
 
 
 def where(condition, a, b):

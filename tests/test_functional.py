@@ -178,3 +178,50 @@ def test_bad_input_raises_with_argument_name():
         F.dropout(x, p=1.5)
     with pytest.raises(ValueError, match="reduction"):
         F.mse_loss(x, x, reduction="avg")
+
+
+# ----- mixed dtypes: torch refuses them in these ops instead of promoting ------------------------
+
+def _mixed_dtype_calls(F, tensor):
+    """{case: (argument the message must name, call)} for the ops torch refuses mixed dtypes in;
+    `F` is either framework's functional module, `tensor(dtype, *shape)` makes an input for it."""
+    d, f = np.float64, np.float32
+    return {
+        "linear input": ("weight", lambda: F.linear(tensor(d, 2, 3), tensor(f, 4, 3), tensor(f, 4))),
+        "linear bias": ("bias", lambda: F.linear(tensor(f, 2, 3), tensor(f, 4, 3), tensor(d, 4))),
+        "conv2d input": ("weight", lambda: F.conv2d(tensor(d, 1, 2, 4, 4), tensor(f, 3, 2, 3, 3))),
+        "conv2d bias": ("bias", lambda: F.conv2d(tensor(f, 1, 2, 4, 4), tensor(f, 3, 2, 3, 3), tensor(d, 3))),
+        "batch_norm": ("running_mean", lambda: F.batch_norm(tensor(d, 2, 3), tensor(f, 3), tensor(f, 3) * 0 + 1)),
+        "layer_norm": ("weight", lambda: F.layer_norm(tensor(d, 2, 3), (3,), tensor(f, 3), tensor(f, 3))),
+        "sdpa": ("key", lambda: F.scaled_dot_product_attention(tensor(d, 1, 2, 3), tensor(f, 1, 2, 3),
+                                                              tensor(d, 1, 2, 3))),
+        "matmul": ("dtype", lambda: tensor(d, 2, 3) @ tensor(f, 3, 2)),
+    }
+
+
+def _mc_tensor(dtype, *shape):
+    return mc.tensor(np.random.default_rng(0).standard_normal(shape).astype(dtype))
+
+
+def _torch_tensor(dtype, *shape):
+    return torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(dtype))
+
+
+@pytest.mark.parametrize("case", sorted(_mixed_dtype_calls(F, _mc_tensor)))
+def test_mixed_dtypes_raise_as_torch(case):
+    with pytest.raises(RuntimeError):
+        _mixed_dtype_calls(TF, _torch_tensor)[case][1]()
+    argument, call = _mixed_dtype_calls(F, _mc_tensor)[case]
+    with pytest.raises(TypeError, match=argument):
+        call()
+
+
+def test_ops_torch_promotes_mixed_dtypes_in_still_promote():
+    """Elementwise ops and the losses promote in torch (float32 with float64 gives float64): so here."""
+    a, b = np.ones((2, 3), np.float32), np.full((2, 3), 0.5)
+    for mc_fn, torch_fn in [(lambda x, y: x * y, lambda x, y: x * y),
+                            (F.mse_loss, TF.mse_loss),
+                            (lambda x, y: F.kl_div(x, y, reduction="sum"), lambda x, y: TF.kl_div(x, y, reduction="sum"))]:
+        out, expected = mc_fn(mc.tensor(a), mc.tensor(b)), torch_fn(torch.from_numpy(a), torch.from_numpy(b))
+        assert out.dtype == expected.numpy().dtype == np.float64
+        np.testing.assert_allclose(out.data, expected.numpy(), rtol=1e-12)

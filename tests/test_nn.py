@@ -117,3 +117,20 @@ def test_layers_reject_bad_arguments():
         nn.BatchNorm2d(3)(mc.randn(2, 3))
     with pytest.raises(ValueError, match="in_features"):
         nn.Linear(0, 3)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: nn.Linear(3, 4), (2, 3)), (lambda: nn.Conv2d(2, 3, 3), (1, 2, 5, 5)),
+                                         (lambda: nn.BatchNorm2d(2).eval(), (1, 2, 3, 3)),
+                                         (lambda: nn.LayerNorm(3), (2, 3))])
+def test_float32_layers_refuse_float64_input_as_torch(make, shape):
+    """torch raises on a float64 input to float32 weights rather than promoting; so do these, naming
+    the argument."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    twin = {nn.Linear: lambda: torch.nn.Linear(3, 4), nn.Conv2d: lambda: torch.nn.Conv2d(2, 3, 3),
+            nn.BatchNorm2d: lambda: torch.nn.BatchNorm2d(2).eval(), nn.LayerNorm: lambda: torch.nn.LayerNorm(3)}
+    layer = make()
+    with pytest.raises(RuntimeError):
+        twin[type(layer)]()(torch.from_numpy(x))
+    with pytest.raises(TypeError, match="weight|running_mean"):
+        layer(mc.tensor(x))
+    assert layer(mc.tensor(x.astype(np.float32))).dtype == np.float32
