@@ -21,6 +21,17 @@ def digits_loaders(batch_size=64, test_fraction=0.2, seed=0):
     return train, test
 
 
+def _check_not_empty(loader):
+    """A loader that knows its length and has none fails here, before any work; one that does not
+    know it is checked once it has been iterated (no samples seen)."""
+    try:
+        n = len(loader)
+    except TypeError:
+        return
+    if n == 0:
+        raise ValueError("loader is empty (len(loader) == 0); it must yield at least one batch")
+
+
 def train_epoch(model, loader, optimizer, loss_fn=F.cross_entropy):
     """One pass over `loader`; returns (mean loss, accuracy) over the samples seen."""
     model.train()
@@ -34,6 +45,8 @@ def train_epoch(model, loader, optimizer, loss_fn=F.cross_entropy):
         total_loss += loss.item() * len(y)
         correct += int((logits.data.argmax(1) == y.data).sum())
         seen += len(y)
+    if seen == 0:
+        raise ValueError("loader yielded no samples; training needs at least one non-empty batch")
     return total_loss / seen, correct / seen
 
 
@@ -42,6 +55,7 @@ def fit(model, loader, epochs, optimizer=None, lr=1e-2, loss_fn=F.cross_entropy,
     to zero over the run with a cosine schedule unless `cosine=False`; returns per-epoch history."""
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    _check_not_empty(loader)
     optimizer = optimizer or Adam(model.parameters(), lr=lr)
     schedule = CosineAnnealingLR(optimizer, T_max=epochs) if cosine and epochs else None
     history = []
@@ -57,19 +71,26 @@ def fit(model, loader, epochs, optimizer=None, lr=1e-2, loss_fn=F.cross_entropy,
 
 def predict(model, loader):
     """Concatenated logits of `model` over `loader` (eval mode, no graph)."""
+    _check_not_empty(loader)
     model.eval()
     with no_grad():
-        return np.concatenate([model(x).data for x, _ in loader])
+        logits = [model(x).data for x, _ in loader]
+    if not logits:
+        raise ValueError("loader yielded no batches; predict needs at least one")
+    return np.concatenate(logits)
 
 
 def accuracy(model, loader):
     """Fraction of samples whose arg-max logit is the label."""
+    _check_not_empty(loader)
     model.eval()
     correct = seen = 0
     with no_grad():
         for x, y in loader:
             correct += int((model(x).data.argmax(1) == y.data).sum())
             seen += len(y)
+    if seen == 0:
+        raise ValueError("loader yielded no samples; accuracy is undefined on none")
     return correct / seen
 
 

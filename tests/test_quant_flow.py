@@ -183,3 +183,13 @@ def test_model_size_bytes_counts_what_inference_needs():
     assert quant.model_size_bytes(prepared) == (640 + 10) * 4       # observers are not counted
     prepared(mc.randn(4, 64))
     assert quant.model_size_bytes(quant.convert(prepared)) == 640 + 10 * 4 + 10 * 4 + 8 + 8
+
+
+@pytest.mark.parametrize("data", [np.zeros((0, 1, 8, 8), np.float32), [], [np.zeros((2, 1, 8, 8), np.float32),
+                                                                          np.zeros((0, 1, 8, 8), np.float32)]],
+                         ids=["empty batch", "no batches", "an empty second batch"])
+def test_calibration_on_no_samples_raises_naming_data(data):
+    from minicompress.quant.size import quantize_static
+
+    with pytest.raises(ValueError, match="data"):
+        quantize_static(nn.create_mobile_classifier(10, 1), data)

@@ -3,6 +3,8 @@
 The loader yields tuples of batched tensors; `shuffle=True` reorders with a seeded generator so
 that two loaders with the same seed give the same batches (a new order every epoch).
 """
+import operator
+
 import numpy as np
 
 from ..tensor import Tensor
@@ -26,12 +28,24 @@ class TensorDataset:
         return tuple(Tensor._wrap(a[index]) for a in self.arrays)
 
 
+def _positive_index(value, name):
+    """A positive integer of any integral type (`operator.index`: int, numpy integers), not a bool."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 class DataLoader:
     """Iterate over a dataset in batches of `batch_size` (the last one smaller unless drop_last)."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=0):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = _positive_index(batch_size, "batch_size")
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.generator = np.random.default_rng(seed)
 

@@ -80,17 +80,29 @@ def _batches(data):
         yield data if isinstance(data, Tensor) else Tensor(np.asarray(data, np.float32))
         return
     for batch in data:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield Tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x
 
 
 def calibrate(model, data):
-    """Run every input of `data` through `model` in eval mode without gradients (observers record ranges)."""
+    """Run every input of `data` through `model` in eval mode without gradients (observers record ranges).
+
+    `data` is one batch (a Tensor or array) or an iterable of batches or (x, y) tuples; it must hold at
+    least one batch, and no batch may be empty (ValueError naming `data`), since an observer that has
+    seen nothing has no range to convert with."""
     from ..autograd import no_grad
 
     model.eval()
+    batches = 0
     with no_grad():
         for x in _batches(data):
+            if x.ndim == 0 or x.shape[0] == 0:
+                raise ValueError(f"data: calibration batch {batches} is empty (shape {x.shape}); every batch "
+                                 f"needs at least one sample for the observers to record a range")
             model(x)
+            batches += 1
+    if batches == 0:
+        raise ValueError("data holds no batches; calibration needs at least one non-empty batch")
     return model
 
 
