@@ -3,6 +3,7 @@
 shrink: channel-pruned models become smaller dense models whose outputs equal the masked model's (eval mode), on the mobile classifier with 30% L2 channel pruning of every non-depthwise conv, on a
 plain MLP, with residual additions, and a clear error where the forward cannot be followed.
 The reference is the masked model itself, run by the reparametrization (weight_orig * weight_mask)."""
+import re
 import warnings
 
 import numpy as np
@@ -57,8 +58,9 @@ def test_shrunk_mlp_equals_the_masked_model_and_keeps_the_output_width():
     x = mc.randn(5, 6)
     shrunk = P.shrink(model, example_input=x)
     np.testing.assert_allclose(shrunk(x).data, model(x).data, rtol=1e-4, atol=1e-5)
-    # biases are not pruned, so channels with a nonzero bias stay; the output layer keeps its width
+    # the pruned hidden channels go (their biases fold into the next layer); the output layer keeps its width
     assert shrunk[4].out_features == 3
+    assert (shrunk[0].out_features, shrunk[2].out_features) == (6, 4)
     layer = nn.Linear(4, 6)
     layer.bias.data[...] = 0
     P.ln_structured(layer, "weight", amount=3, n=2, dim=0)
@@ -182,3 +184,52 @@ def test_batchnorm_constants_of_removed_channels_fold_into_the_next_bias(kind):
         shrunk = P.shrink(model, example_input=x)
     assert shrunk[1].num_features == 5
     np.testing.assert_allclose(shrunk(x).data, model(x).data, rtol=1e-4, atol=1e-5)
+
+
+# ----- pruned channels that keep a nonzero conv bias (ln_structured on the weight only) -----------
+
+def biased_conv_model(consumer_padding):
+    """conv (with bias) -> BN -> ReLU -> conv -> BN -> ReLU -> pool -> Linear, channels of the first conv
+    pruned by `ln_structured` on its weight alone, so each pruned channel is the constant bias[c]."""
+    rng = np.random.default_rng(0)
+    mc.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, padding=consumer_padding), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model[0].bias.data[...] = rng.uniform(-1.0, 1.0, 8)  # both signs: some survive the ReLU, some do not
+    random_batchnorm(model[1], rng)
+    random_batchnorm(model[4], rng)
+    P.ln_structured(model[0], "weight", amount=3, n=2, dim=0)
+    return model.eval()
+
+
+def test_pruned_channels_with_a_conv_bias_are_removed_and_folded_exactly():
+    """An unpadded consumer sees each removed channel's constant (bias through BN and ReLU) uniformly,
+    so it folds into the consumer's bias and the outputs equal the masked model's. float32 tolerance:
+    the folded bias adds the same terms as the masked conv, in another order."""
+    model = biased_conv_model(consumer_padding=0)
+    x = mc.randn(3, 2, 6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shrunk = P.shrink(model, example_input=x)
+    assert shrunk[0].out_channels == shrunk[1].num_features == shrunk[3].in_channels == 5
+    assert shrunk[0].bias.shape == (5,)
+    assert parameter_count(shrunk) < parameter_count(model)
+    np.testing.assert_allclose(shrunk(x).data, model(x).data, rtol=1e-4, atol=1e-5)
+
+
+def test_pruned_channels_with_a_conv_bias_before_a_padded_conv_warn_with_the_output_change():
+    """A padded consumer sees the constant only inside the border, so it cannot be folded: the channels
+    still go, and the warning names the layer and the largest output change, which is the change
+    measured here against the masked model on the same input."""
+    model = biased_conv_model(consumer_padding=1)
+    x = mc.randn(3, 2, 6, 6)
+    with pytest.warns(UserWarning) as record:
+        shrunk = P.shrink(model, example_input=x)
+    message = str(record[0].message)
+    assert "'3' (constant up to" in message  # the padded consumer, by its name in the Sequential
+    assert shrunk[0].out_channels == shrunk[3].in_channels == 5
+    change = float(np.max(np.abs(shrunk(x).data.astype(np.float64) - model(x).data)))
+    assert change > 1e-3  # the dropped constants do change the output
+    reported = float(re.search(r"largest output change on example_input: (\S+) \(", message).group(1))
+    np.testing.assert_allclose(reported, change, rtol=1e-2)  # printed with 3 significant digits

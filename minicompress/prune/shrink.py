@@ -1,7 +1,8 @@
 """shrink: channel-pruned layers become smaller dense layers.
 
 After `ln_structured(conv, "weight", amount, n=2, dim=0)` (and `strip_pruning`) a pruned output
-channel of a Conv2d or Linear is a slice of zeros: it computes nothing, yet costs as much as before.
+channel of a Conv2d or Linear is a slice of zeros: it computes nothing but its bias (a constant), yet
+costs as much as before.
 `shrink(model)` returns a copy in which those channels are gone:
 
     - the pruned output channels of the Conv2d / Linear (weight rows, bias entries);
@@ -22,14 +23,17 @@ operator in a forward method) cannot be followed, and raises an error naming the
 `tied_output_groups` lists the Conv2d / Linear layers of each group, so that they can prune on one
 shared ranking and lose the same channels.
 
-Exactness: a removed channel is zero where its conv writes it, but a BatchNorm after it (eval mode)
-turns zero into the constant beta - gamma * running_mean / sqrt(running_var + eps), which flows on.
+Exactness: a removed channel is its bias b_c where its conv writes it (zero without a bias), and a
+BatchNorm after it (eval mode) turns that into the constant beta + gamma * (b_c - running_mean) /
+sqrt(running_var + eps), which flows on.
 `shrink` follows that constant: each layer between the producer and the next Conv2d / Linear is run
 once on an input holding the constant (`_removed_constants`). Where it reaches the consumer uniform
 over space (always for a Linear after global pooling; for a conv without padding), its contribution
 W[:, removed] @ constants is added to the consumer's bias (created if absent), so the outputs still
 equal the masked model's. A nonzero constant that a padded conv (a depthwise 3x3, say) spreads
-unevenly cannot be folded: `shrink` drops it and warns, naming the layer; a short fine-tune recovers.
+unevenly cannot be folded: `shrink` drops it and warns, naming the layer, the constant and the
+largest change of the model's output on `example_input`; a short fine-tune recovers, and pruning
+the bias (and BatchNorm weight and bias) of the same channels makes the shrink exact.
 """
 import copy
 import warnings
@@ -150,12 +154,11 @@ class _Groups:
 
 
 def _pruned_outputs(module):
-    """Output channels of a dense layer whose weight slice (and bias entry) are all zero."""
+    """Output channels of a dense layer whose weight slice is all zero. Such a channel ignores its
+    input: it is the constant bias[c] everywhere (0 without a bias), which `_removed_constants`
+    carries on to the next dense layer."""
     w = module.weight.data.reshape(module.weight.shape[0], -1)
-    dead = ~np.any(w != 0, axis=1)
-    if module.bias is not None:
-        dead &= module.bias.data == 0
-    return dead
+    return ~np.any(w != 0, axis=1)
 
 
 def _build_groups(calls, example_input, output):
@@ -200,7 +203,8 @@ def _slice_parameter(module, key, index, axis=0):
 def _removed_constants(calls, groups, example_input):
     """{id(tensor): per-channel value of the removed channels (NaN where not uniform over space)}.
 
-    A removed channel leaves its dense producer as zeros; every per-channel layer after it is run on
+    A removed channel leaves its dense producer as its bias (zeros without one, or where the bias was
+    pruned too); every per-channel layer after it is run on
     an input filled with the channel's current constant (other channels zero) and the output read
     back, so BatchNorm, activations, pooling and depthwise convs are applied exactly as in forward."""
     constants = {}
@@ -213,7 +217,8 @@ def _removed_constants(calls, groups, example_input):
 
     for name, module, inputs, out in calls:
         if _is_dense(module):
-            constants[id(out)] = np.zeros(out.shape[1])
+            bias = module.bias
+            constants[id(out)] = np.zeros(out.shape[1]) if bias is None else bias.data.astype(np.float64)
         elif isinstance(module, Add) and all(id(t) in constants for t in inputs):
             constants[id(out)] = sum(constants[id(t)] for t in inputs)
         elif (_is_depthwise(module) or isinstance(module, PER_CHANNEL + (Flatten,))) and id(inputs[0]) in constants:
@@ -340,8 +345,25 @@ def shrink(model, example_input=None):
         model.train(was_training)
     dropped = _apply(calls, groups, constants)
     if dropped:
-        worst = ", ".join(f"{name}" for name, _ in dropped)
-        warnings.warn(f"shrink dropped removed channels that reach these layers as nonzero values not uniform "
-                      f"over space (a BatchNorm constant spread by a padded conv), so they could not be folded "
-                      f"into a bias: {worst}; outputs differ from the masked model there", stacklevel=2)
+        layers = ", ".join(f"{name!r} (constant up to {value:.3g})" for name, value in dropped)
+        warnings.warn(f"shrink dropped removed channels that reach these layers as nonzero constants it cannot "
+                      f"fold into their bias (a conv bias or BatchNorm constant spread unevenly by a padded conv): "
+                      f"{layers}; largest output change on example_input: "
+                      f"{_output_change(model, example_input, output):.3g} (prune the bias, and any BatchNorm "
+                      f"weight and bias, of those channels too for an exact shrink, or fine-tune afterwards)",
+                      stacklevel=2)
     return model
+
+
+def _output_change(shrunk, example_input, output):
+    """max |shrunk(example_input) - output| in eval mode, `output` being the unshrunk model's."""
+    was_training = shrunk.training
+    shrunk.eval()
+    try:
+        with no_grad():
+            changed = shrunk(example_input)
+    finally:
+        shrunk.train(was_training)
+    if not (isinstance(changed, Tensor) and isinstance(output, Tensor)):
+        return float("nan")
+    return float(np.max(np.abs(changed.data.astype(np.float64) - output.data), initial=0.0))
