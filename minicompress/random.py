@@ -3,6 +3,9 @@
 Everything random in minicompress (initialisation, dropout, shuffling, random pruning) draws from
 `default_generator()` unless it is handed its own `numpy.random.Generator`.
 """
+import contextlib
+import copy
+
 import numpy as np
 
 from .tensor import Tensor, as_dtype, float32
@@ -21,6 +24,22 @@ def manual_seed(seed: int) -> np.random.Generator:
 
 def default_generator() -> np.random.Generator:
     return _generator
+
+
+@contextlib.contextmanager
+def fork_rng(seed=None):
+    """Run a block with its own default generator, restoring the caller's afterwards (as
+    `torch.random.fork_rng`); `seed` reseeds the block's generator, None continues from a copy of
+    the caller's state. Sweeps use it so that a task draws the same numbers wherever it runs."""
+    global _generator
+    saved = _generator
+    _generator = copy.deepcopy(saved)
+    try:
+        if seed is not None:
+            manual_seed(seed)
+        yield _generator
+    finally:
+        _generator = saved
 
 
 def _shape(shape):

@@ -11,6 +11,7 @@ restored, the same hooks. Layers that lose little at high ratios can be pruned h
 2015, "Learning both Weights and Connections", section 4).
 """
 import numbers
+import pickle
 
 import numpy as np
 
@@ -95,19 +96,36 @@ def _restore(module, snapshot):
         hook.history = history
 
 
-def sensitivity_analysis(model, evaluate, ratios, layers=None, method="l1_unstructured"):
+def sensitivity_analysis(model, evaluate, ratios, layers=None, method="l1_unstructured", executor=None, seed=None):
     """The metric of `model` with each layer alone pruned to each ratio.
+
+    Every (layer, ratio) pair is one independent task: prune that layer of the model, evaluate, put
+    the layer back. Each task runs with the default generator seeded from its own seed (spawned from
+    `seed` in task order with numpy's SeedSequence), so 'random_unstructured' and any randomness in
+    `evaluate` draw the same numbers whichever process runs the task, and the result is identical
+    with or without an executor.
 
     Args:
         model: a Module; it is left bit-for-bit as it was.
-        evaluate: callable(model) -> float (e.g. test accuracy).
+        evaluate: callable(model) -> float (e.g. test accuracy), carrying its own data (say
+            `functools.partial(accuracy, loader=test_loader)`).
         ratios: fractions in [0, 1] of each weight to prune, counted against the whole tensor.
         layers: qualified module names to analyse; default every Conv2d and Linear.
         method: 'l1_unstructured', 'random_unstructured' or 'ln_structured' (L2 norm of output channels).
+        executor: None to run the tasks here one after another, or any `concurrent.futures.Executor`
+            (`ProcessPoolExecutor(2)`, Dask's `distributed.Client(...).get_executor()`, Ray's
+            `RayExecutor()`), to which every task is submitted with the pickled model, `evaluate`
+            (which must then be picklable by that executor: a module-level function or a partial of
+            one for a process pool; see `minicompress.parallel`) and its seed. The baseline runs here.
+        seed: int seeding the tasks; None draws one from `minicompress.random.default_generator()`
+            (so `manual_seed` fixes it too).
 
     Returns:
         SensitivityResult {layer_name: {ratio: metric}} with `.baseline` the unpruned metric.
     """
+    from .. import parallel
+    from ..random import default_generator
+
     if not isinstance(model, Module):
         raise TypeError(f"model must be a minicompress.nn.Module, got {type(model).__name__}")
     if not callable(evaluate):
@@ -118,6 +136,11 @@ def sensitivity_analysis(model, evaluate, ratios, layers=None, method="l1_unstru
     for r in ratios:
         if not isinstance(r, numbers.Real) or isinstance(r, bool) or not 0.0 <= r <= 1.0:
             raise ValueError(f"ratios must hold fractions in [0, 1], got {r!r}")
+    parallel.check_executor(executor)
+    if seed is None:
+        seed = int(default_generator().integers(2 ** 63))
+    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
     names = {id(m): n for n, m in model.named_modules()}
     candidates = {names[id(m)]: m for m, _ in prunable_parameters(model)}
     if layers is None:
@@ -125,17 +148,36 @@ def sensitivity_analysis(model, evaluate, ratios, layers=None, method="l1_unstru
     for name in layers:
         if name not in candidates:
             raise ValueError(f"layers: {name!r} is not a Conv2d or Linear of the model (choose from {list(candidates)})")
+    pairs = [(name, ratio) for name in layers for ratio in ratios]
+    seeds = [int(s.generate_state(1, np.uint64)[0]) for s in np.random.SeedSequence(int(seed)).spawn(len(pairs))]
+    # Here the tasks prune the caller's model and restore it; on an executor each worker unpickles its copy.
+    shipped = model if executor is None else pickle.dumps(model)
+    tasks = [(shipped, name, float(ratio), method, task_seed, evaluate)
+             for (name, ratio), task_seed in zip(pairs, seeds)]
     result = SensitivityResult(baseline=float(evaluate(model)))
+    metrics = parallel.run_tasks(_prune_one_layer_and_evaluate, tasks, executor)
     for name in layers:
-        module = candidates[name]
         result[name] = {}
-        for ratio in ratios:
-            snapshot = _snapshot(module)
-            try:
-                scores = original(module, "weight") * current_mask(module, "weight")
-                mask = METHODS[method](float(ratio)).compute_mask(scores, np.ones(scores.shape, scores.dtype))
-                set_mask(module, "weight", mask * current_mask(module, "weight"))
-                result[name][ratio] = float(evaluate(model))
-            finally:
-                _restore(module, snapshot)
+    for (name, ratio), metric in zip(pairs, metrics):
+        result[name][ratio] = metric
     return result
+
+
+def _prune_one_layer_and_evaluate(model, name, ratio, method, seed, evaluate):
+    """One task of `sensitivity_analysis`: `model` (a Module, or one pickled to bytes) with layer `name`
+    pruned to `ratio` by `method`, evaluated under a default generator seeded with `seed`; the layer is
+    restored afterwards."""
+    from ..random import fork_rng
+
+    if isinstance(model, bytes):
+        model = pickle.loads(model)
+    module = dict(model.named_modules())[name]
+    snapshot = _snapshot(module)
+    try:
+        with fork_rng(seed):
+            scores = original(module, "weight") * current_mask(module, "weight")
+            mask = METHODS[method](ratio).compute_mask(scores, np.ones(scores.shape, scores.dtype))
+            set_mask(module, "weight", mask * current_mask(module, "weight"))
+            return float(evaluate(model))
+    finally:
+        _restore(module, snapshot)

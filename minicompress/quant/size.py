@@ -121,29 +121,51 @@ def quantize_static(model, data, qconfig=None):
     return convert(prepared, inplace=True)
 
 
-def compare_quantization_methods(model, data):
+def compare_quantization_methods(model, data, executor=None):
     """Sizes of `model` in float, after static quantization (calibrated on `data`) and after dynamic
     quantization of its Linear layers, with the compression ratios float / quantized.
+
+    The two quantizations are independent tasks: with `executor` (any `concurrent.futures.Executor`:
+    `ProcessPoolExecutor`, Dask's `Client.get_executor()`, Ray's `RayExecutor`) both are submitted to
+    it, with the model and the calibration batches (an iterable `data` is read into a list first), and
+    the quantized models come back; the result is the same as with `executor=None`, which runs them
+    here one after the other. See `minicompress.parallel`.
 
     Returns a dict: original_bytes, static_bytes, dynamic_bytes, static_ratio, dynamic_ratio, and the
     quantized models under static_model / dynamic_model. dynamic_* are None when `quant.dynamic` is not
     available.
     """
+    from .. import parallel
+
+    parallel.check_executor(executor)
     original = model_size_bytes(model)
-    static_model = quantize_static(model, data)
+    try:
+        from . import dynamic  # noqa: F401
+        kinds = ("static", "dynamic")
+    except ImportError:
+        kinds = ("static",)
+    if executor is not None and not isinstance(data, (Tensor, np.ndarray)):
+        data = list(data)
+    models = dict(zip(kinds, parallel.run_tasks(_quantize, [(kind, model, data) for kind in kinds], executor)))
+    static_model = models["static"]
     result = {"original_bytes": original, "static_bytes": model_size_bytes(static_model), "static_model": static_model,
               "dynamic_bytes": None, "dynamic_ratio": None, "dynamic_model": None}
     result["static_ratio"] = original / result["static_bytes"]
-    try:
-        from .dynamic import quantize_dynamic
-    except ImportError:
-        return result
-    from ..nn.layers import Linear
-
-    dynamic_model = quantize_dynamic(copy.deepcopy(model).eval(), {Linear})
-    result.update(dynamic_bytes=model_size_bytes(dynamic_model), dynamic_model=dynamic_model)
-    result["dynamic_ratio"] = original / result["dynamic_bytes"]
+    if "dynamic" in models:
+        dynamic_model = models["dynamic"]
+        result.update(dynamic_bytes=model_size_bytes(dynamic_model), dynamic_model=dynamic_model)
+        result["dynamic_ratio"] = original / result["dynamic_bytes"]
     return result
+
+
+def _quantize(kind, model, data):
+    """One task of `compare_quantization_methods`: a 'static' or 'dynamic' quantized copy of `model`."""
+    if kind == "static":
+        return quantize_static(model, data)
+    from ..nn.layers import Linear
+    from .dynamic import quantize_dynamic
+
+    return quantize_dynamic(copy.deepcopy(model).eval(), {Linear})
 
 
 def evaluate_quantization_impact(float_model, quantized_model, loader):
