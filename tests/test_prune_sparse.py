@@ -121,6 +121,22 @@ def test_sparse_conv2d_equals_torch_conv2d(data, dtype, with_bias):
     np.testing.assert_array_equal(cols, unfolded.permute(1, 0, 2).reshape(c * kh * kw, -1).numpy())
 
 
+def test_mixed_dtypes_raise_as_the_dense_ops_do():
+    """torch's linear / conv2d refuse a float64 input or bias with float32 weights; so do the sparse twins."""
+    csr = sparse.CSRMatrix.from_dense(np.eye(3, 4, dtype=np.float32))
+    conv = sparse.CSRMatrix.from_dense(np.ones((2, 3, 3, 3), np.float32))
+    with pytest.raises(RuntimeError):
+        TF.linear(torch.ones(2, 4, dtype=torch.float64), torch.eye(3, 4))
+    with pytest.raises(TypeError, match="input has dtype float64 but weight has dtype float32"):
+        sparse.linear(np.ones((2, 4)), csr)
+    with pytest.raises(TypeError, match="bias has dtype float64"):
+        sparse.linear(np.ones((2, 4), np.float32), csr, np.ones(3))
+    with pytest.raises(TypeError, match="input has dtype float64"):
+        sparse.conv2d(np.ones((1, 3, 5, 5)), conv)
+    with pytest.raises(TypeError, match="bias has dtype float64"):
+        sparse.conv2d(np.ones((1, 3, 5, 5), np.float32), conv, np.ones(2))
+
+
 def test_bad_inputs_raise():
     w = np.eye(3, 4, dtype=np.float32)
     csr = sparse.CSRMatrix.from_dense(w)

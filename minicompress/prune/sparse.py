@@ -119,6 +119,13 @@ def _check_floating(array, name):
                         + (f" of dtype {array.dtype}" if isinstance(array, np.ndarray) else ""))
 
 
+def _check_dtype(array, name, weight):
+    """The dense ops refuse mixed dtypes as torch does (`functional._check_same_dtype`); so do these."""
+    if array.dtype != weight.data.dtype:
+        raise TypeError(f"{name} has dtype {array.dtype} but weight has dtype {weight.data.dtype}; they must "
+                        f"share one dtype (convert one with .astype(dtype))")
+
+
 def csr_matmul(csr, dense):
     """csr @ dense for csr (rows, cols) and dense (cols, n): (rows, n), in the common floating dtype."""
     _check_csr(csr, "csr")
@@ -139,6 +146,7 @@ def linear(input, weight, bias=None):
     Computed as y.T = weight @ input.T so the kernel's inner loop runs along the batch."""
     _check_csr(weight, "weight")
     _check_floating(input, "input")
+    _check_dtype(input, "input", weight)
     if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
         raise ValueError(f"input must have shape (..., {weight.shape[1]}) for weight of shape {weight.shape}, "
                          f"got {input.shape}")
@@ -146,6 +154,7 @@ def linear(input, weight, bias=None):
     out = csr_matmul(weight, rows.T).T
     if bias is not None:
         _check_floating(bias, "bias")
+        _check_dtype(bias, "bias", weight)
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
         out = out + bias
@@ -167,6 +176,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """
     _check_csr(weight, "weight")
     _check_floating(input, "input")
+    _check_dtype(input, "input", weight)
     if len(weight.dense_shape) != 4:
         raise ValueError(f"weight must come from a (O, C, kh, kw) tensor, got dense_shape {weight.dense_shape}")
     out_channels, channels, kh, kw = weight.dense_shape
@@ -183,6 +193,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     out = csr_matmul(weight, cols).reshape(out_channels, input.shape[0], *size)
     if bias is not None:
         _check_floating(bias, "bias")
+        _check_dtype(bias, "bias", weight)
         if bias.shape != (out_channels,):
             raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
         out = out + bias.reshape(-1, 1, 1, 1)
