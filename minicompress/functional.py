@@ -45,8 +45,9 @@ def _check_ndim(x, name, ndims):
 
 def _check_same_dtype(op, **tensors):
     """Raise unless every given tensor (None skipped) has one dtype: torch's linear, conv2d, batch_norm,
-    layer_norm and scaled_dot_product_attention refuse mixed dtypes (a float64 input with float32
-    weights) rather than promote, and so do these."""
+    layer_norm, scaled_dot_product_attention and nll_loss / cross_entropy (with class weights) refuse
+    mixed dtypes (a float64 input with float32 weights) rather than promote, and so do these.
+    Elementwise ops and the other losses promote, in torch and here."""
     given = {name: t for name, t in tensors.items() if t is not None}
     dtypes = {name: t.dtype for name, t in given.items()}
     if len(set(dtypes.values())) > 1:
@@ -298,6 +299,7 @@ def _check_class_target(input, target):
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_class_target(input, target)
+    _check_same_dtype("nll_loss", input=input, weight=weight)
     return NLLLoss.apply(input, target.data, None if weight is None else weight.data,
                          ignore_index=ignore_index, reduction=reduction)
 

@@ -196,6 +196,9 @@ def _mixed_dtype_calls(F, tensor):
         "sdpa": ("key", lambda: F.scaled_dot_product_attention(tensor(d, 1, 2, 3), tensor(f, 1, 2, 3),
                                                               tensor(d, 1, 2, 3))),
         "matmul": ("dtype", lambda: tensor(d, 2, 3) @ tensor(f, 3, 2)),
+        "cross_entropy weight": ("weight", lambda: F.cross_entropy(tensor(d, 2, 3), tensor(np.int64, 2) * 0,
+                                                                  weight=tensor(f, 3))),
+        "nll_loss weight": ("weight", lambda: F.nll_loss(tensor(d, 2, 3), tensor(np.int64, 2) * 0, weight=tensor(f, 3))),
     }
 
 
