@@ -6,7 +6,9 @@
     minicompress predict MODEL INPUT.npy
 
 Bad input (a missing or non-model file, an input of the wrong shape, an unknown option value)
-prints one line to stderr and exits with status 2; no traceback.
+prints one line to stderr and exits with status 2; no traceback. `optimize` checks every option,
+and that `--out` is a folder it can write, before any work starts; a run that fails removes the
+files it wrote and the folders it created.
 """
 from __future__ import annotations
 
