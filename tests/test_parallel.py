@@ -110,6 +110,9 @@ def test_a_lambda_on_a_process_pool_gets_a_clear_error():
     with concurrent.futures.ProcessPoolExecutor(1) as pool:
         with pytest.raises(TypeError, match="module-level functions"):
             P.sensitivity_analysis(model, lambda m: accuracy(m, loader), [0.5], executor=pool)
+        model.register_forward_hook(lambda module, args, output: None)
+        with pytest.raises(TypeError, match="model must be picklable"):
+            P.sensitivity_analysis(model, functools.partial(accuracy, loader=loader), [0.5], executor=pool)
 
 
 def test_sensitivity_on_a_dask_local_cluster_equals_the_serial_run(serial_sweeps):

@@ -151,7 +151,11 @@ def sensitivity_analysis(model, evaluate, ratios, layers=None, method="l1_unstru
     pairs = [(name, ratio) for name in layers for ratio in ratios]
     seeds = [int(s.generate_state(1, np.uint64)[0]) for s in np.random.SeedSequence(int(seed)).spawn(len(pairs))]
     # Here the tasks prune the caller's model and restore it; on an executor each worker unpickles its copy.
-    shipped = model if executor is None else pickle.dumps(model)
+    try:
+        shipped = model if executor is None else pickle.dumps(model)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise TypeError(f"model must be picklable to run on an executor ({exc}); a hook or attribute that is "
+                        f"a lambda or a local function cannot be sent to a worker") from exc
     tasks = [(shipped, name, float(ratio), method, task_seed, evaluate)
              for (name, ratio), task_seed in zip(pairs, seeds)]
     result = SensitivityResult(baseline=float(evaluate(model)))
