@@ -39,6 +39,7 @@ arithmetic, `qelementwise.requantize_value`) with the ReLU / ReLU6 clamp, while 
 """
 import os
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -290,16 +291,60 @@ _TILES = {
 # The driver: tasks over (column panel, row tile), then the epilogue on the tile
 
 
+def _requantize_f32(acc, multiplier, out_zp, qmin, qmax):
+    """`qelementwise.requantize_value` with the zero point and clamp in float32 (out_zp, qmin, qmax given
+    as float32), so that the loop vectorises in 16 float32 lanes. The same result: round_half_even(...)
+    is an integer-valued float32, and adding out_zp in float32 is exact below 2**24, while anything
+    larger clamps to the same bound either way."""
+    rounded = np.rint(np.float32(acc) * multiplier)
+    return np.uint8(np.int32(min(max(rounded + out_zp, qmin), qmax)))
+
+
+requantize_f32 = njit(cache=True, inline="always")(_requantize_f32)
+
+
+def _epilogue(scratch, rows, width, m0, n0, count, x_sums, w_zps, col_terms, has_zero_points, multiplier,
+              out_zp, qmin, qmax, acc_out, q_out, requant):
+    """Finish one tile: raw sums + col_terms[n] (- w_zps[n] * x_sums[m]), in wrapping int32 (exact, as
+    the result fits int32), then store int32 or requantize to uint8. Every array is sliced to the tile
+    first, so that its indices start at 0 (an offset index defeats the vectoriser: Numba's negative-index
+    wraparound turns each load into a gather)."""
+    cols, zps = col_terms[n0:n0 + count], w_zps[n0:n0 + count]
+    for r in range(rows):
+        m, tile = m0 + r, scratch[r * width:r * width + count]
+        if has_zero_points:
+            row_term = x_sums[m]
+            for j in range(count):
+                tile[j] = np.int32(tile[j] + cols[j] - np.int32(zps[j] * row_term))
+        else:
+            for j in range(count):
+                tile[j] = np.int32(tile[j] + cols[j])
+        if requant:
+            out, scales = q_out[m, n0:n0 + count], multiplier[n0:n0 + count]
+            for j in range(count):
+                out[j] = requantize_f32(tile[j], scales[j], out_zp, qmin, qmax)
+        else:
+            acc_out[m, n0:n0 + count] = tile
+
+
+epilogue = njit(cache=True)(_epilogue)
+
+
 def _driver(tile4, tile1, width):
-    def gemm(x, x_sums, x_zp, w, groups, depth, w_zps, w_sums, bias_q, multiplier, out_zp, qmin, qmax,
-             acc_out, q_out, requant):
+    def gemm(x, x_sums, x_zp, w, groups, depth, w_zps, w_sums, bias_q, has_zero_points, multiplier, out_zp, qmin,
+             qmax, acc_out, q_out, requant, thread_slots):
         m_rows, n_cols = x.shape[0], w_zps.shape[0]
+        col_terms = np.empty(n_cols, np.int32)          # bias - zx * sum_k w + K * zx * zw, per column
+        for n in range(n_cols):
+            col_terms[n] = np.int32(bias_q[n] - x_zp * w_sums[n] + depth * x_zp * w_zps[n])
+        zp_f, qmin_f, qmax_f = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
         full = m_rows // 4
         tiles = full + m_rows % 4
         panels = (n_cols + width - 1) // width
+        scratches = np.empty((thread_slots, 4 * width), np.int32)      # one tile's raw sums per thread
         for task in prange(panels * tiles):
             panel, tile = task // tiles, task % tiles
-            scratch = np.empty(4 * width, np.int32)
+            scratch = scratches[numba.get_thread_id()]
             if tile < full:
                 m0, rows = 4 * tile, 4
                 tile4(x, m0, m0 + 1, m0 + 2, m0 + 3, w, panel, groups, scratch)
@@ -307,17 +352,8 @@ def _driver(tile4, tile1, width):
                 m0, rows = tile + 3 * full, 1
                 tile1(x, m0, w, panel, groups, scratch)
             n0 = panel * width
-            for r in range(rows):
-                m = m0 + r
-                row_term = np.int64(x_sums[m])
-                for j in range(min(width, n_cols - n0)):
-                    n = n0 + j
-                    total = (np.int64(scratch[r * width + j]) - w_zps[n] * row_term - x_zp * w_sums[n]
-                             + depth * x_zp * w_zps[n] + bias_q[n])
-                    if requant:
-                        q_out[m, n] = requantize_value(np.int32(total), multiplier[n], out_zp, qmin, qmax)
-                    else:
-                        acc_out[m, n] = np.int32(total)
+            epilogue(scratch, rows, width, m0, n0, min(width, n_cols - n0), x_sums, w_zps, col_terms,
+                     has_zero_points, multiplier, zp_f, qmin_f, qmax_f, acc_out, q_out, requant)
     return gemm
 
 
@@ -343,8 +379,8 @@ def _run(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax, requant):
         acc_out, q_out, multiplier = np.empty((m_rows, packed.n), np.int32), _NO_UINT8, _NO_MULTIPLIER
     with threads_for(m_rows * packed.n * max(packed.k, 1)):
         _KERNELS[packed.route](x, x_sums, x_zp, packed.data, packed.groups, packed.k, packed.w_zps, packed.w_sums,
-                               packed.zero_bias if bias_q is None else bias_q, multiplier, out_zp, qmin, qmax,
-                               acc_out, q_out, requant)
+                               packed.zero_bias if bias_q is None else bias_q, packed.has_zero_points, multiplier, out_zp, qmin, qmax,
+                               acc_out, q_out, requant, numba.config.NUMBA_NUM_THREADS)
     return q_out if requant else acc_out
 
 
