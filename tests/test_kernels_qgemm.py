@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicompress.kernels import qgemm, simd
+from minicompress.kernels import qgemm, simd, threads
 from minicompress.kernels.qelementwise import requantize_rows
 from minicompress.kernels.qgemm import (ROUTES, pack_weight, qgemm_dequant, qgemm_dequant_reference, qgemm_packed,
                                         qgemm_reference, qgemm_requant, qgemm_requant_reference)
@@ -90,9 +90,10 @@ def test_every_route_is_exact_at_the_deepest_reduction_allowed(route):
 
 
 @pytest.mark.parametrize("route", ALL_ROUTES)
-def test_every_route_on_a_problem_large_enough_for_the_parallel_build(route):
-    """Above threads.SERIAL_BELOW multiply-adds the kernel's parallel build runs: 4-row and 1-row tiles
+def test_every_route_on_a_problem_large_enough_for_the_parallel_build(route, monkeypatch):
+    """The kernel's parallel build (forced: SERIAL_BELOW = 0), with 4-row and 1-row tiles
     (M = 34) over three column panels and a ragged one."""
+    monkeypatch.setattr(threads, "SERIAL_BELOW", 0)
     rng = np.random.default_rng(5)
     xq, x_zp, wq, w_zps, bias_q = problem(rng, 34, 301, 205, extreme=False)
     packed = pack_weight(wq, w_zps, route=route)

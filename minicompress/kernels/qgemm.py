@@ -63,6 +63,12 @@ _LAYOUT = {"vnni512": (64, 4, np.int8), "avxvnni": (16, 4, np.int8), "int16": (1
            "portable": (64, 1, np.int8)}
 
 
+# Multiply-adds per unit of `threads.SERIAL_BELOW`'s work (one unit is ~0.1-0.5 ns of one thread): vpdpbusd
+# on zmm does 64 per instruction. The batch-1 1024 x 1024 Linear (1M multiply-adds, ~20-30 us on one
+# thread, bound by reading the weight) thus stays serial; waking the pool cost more than it saved.
+_MACS_PER_WORK_UNIT = {"vnni512": 16, "avxvnni": 8, "int16": 4, "portable": 1}
+
+
 def route_supported(route):
     """True when this CPU (as Numba compiles for it) can run `route`."""
     if route not in _REQUIREMENTS:
@@ -387,7 +393,7 @@ def _run(xq, x_zp, packed, bias_q, mode, multiplier=_NO_VECTOR, out_zp=0, qmin=0
     out = np.empty((m_rows, packed.n), (np.int32, np.uint8, np.float32)[mode])
     outputs = [_NO_INT32, _NO_UINT8, _NO_FLOAT32]
     outputs[mode] = out
-    with threads_for(m_rows * packed.n * max(packed.k, 1)):
+    with threads_for(m_rows * packed.n * max(packed.k, 1) // _MACS_PER_WORK_UNIT[packed.route]):
         _KERNELS[packed.route](x, x_sums, x_zp, packed.data, packed.groups, packed.k, packed.w_zps, packed.w_sums,
                                packed.zero_bias if bias_q is None else bias_q, packed.has_zero_points, multiplier,
                                out_zp, qmin, qmax, bias_f, *outputs, mode, numba.config.NUMBA_NUM_THREADS)
