@@ -377,11 +377,30 @@ def _depthwise_plane_forward(out_plane, grid, taps, stride, dilation):
     out_h, out_w = out_plane.shape
     kh, kw = taps.shape
     (sh, sw), (dh, dw) = stride, dilation
+    pitch = grid.shape[1]
+    even, odd = np.empty((pitch + 1) // 2, grid.dtype), np.empty(pitch // 2 + 1, grid.dtype)
     for p in range(out_h):
         row_out = out_plane[p]
         row_out[:] = 0
         for i in range(kh):
             row_in = grid[p * sh + i * dh]
+            if kw == 3 and dw == 1 and sw == 1:
+                # MobileNet's 3x3: the row's three taps in one vectorised pass.
+                a0, a1, a2 = taps[i, 0], taps[i, 1], taps[i, 2]
+                for q in range(out_w):
+                    row_out[q] = row_out[q] + a0 * row_in[q] + a1 * row_in[q + 1] + a2 * row_in[q + 2]
+                continue
+            if kw == 3 and dw == 1 and sw == 2:
+                # At stride 2 the taps read columns 2q, 2q + 1, 2q + 2: split the row into its even and odd
+                # columns first, so that the pass reads three contiguous rows instead of a strided one.
+                for k in range(pitch // 2):
+                    even[k], odd[k] = row_in[2 * k], row_in[2 * k + 1]
+                if pitch % 2:
+                    even[pitch // 2] = row_in[pitch - 1]
+                a0, a1, a2 = taps[i, 0], taps[i, 1], taps[i, 2]
+                for q in range(out_w):
+                    row_out[q] = row_out[q] + a0 * even[q] + a1 * odd[q] + a2 * even[q + 1]
+                continue
             for j in range(kw):
                 if sw == 1:
                     axpy(row_out, taps[i, j], row_in[j * dw:])
