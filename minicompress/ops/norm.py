@@ -8,11 +8,19 @@ With N the number of values each statistic covers, the input gradient is
 import numpy as np
 
 from ..autograd import Function
+from ..kernels.norm import batch_norm_inference
 
 
 def _normalized_backward(g_hat, x_hat, inv_std, axes):
     return inv_std * (g_hat - g_hat.mean(axis=axes, keepdims=True)
                       - x_hat * (g_hat * x_hat).mean(axis=axes, keepdims=True))
+
+
+def _one_pass_applies(x, mean, weight, bias):
+    """The one-pass kernel computes in x's dtype: it applies when every operand already has that dtype
+    (otherwise NumPy would promote, and the result would round differently)."""
+    return (x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 2 and mean.dtype == x.dtype
+            and all(t is None or t.dtype == x.dtype for t in (weight, bias)))
 
 
 class BatchNorm(Function):
@@ -42,6 +50,12 @@ class BatchNorm(Function):
                 running_var += momentum * var * count / (count - 1)
         else:
             mean, var = running_mean, running_var
+            if not any(ctx.needs_input_grad) and _one_pass_applies(x, mean, weight, bias):
+                # Nothing to save for a backward: the same arithmetic in one pass (kernels/norm.py).
+                inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+                w = np.ones(x.shape[1], x.dtype) if weight is None else weight
+                b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
+                return batch_norm_inference(x, mean, inv_std, w, b)
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
         x_hat = (x - mean.reshape(shape).astype(x.dtype)) * inv_std
         w = np.ones(x.shape[1], x.dtype) if weight is None else weight
