@@ -79,6 +79,19 @@ class BatchNorm(Function):
         return dx, None, None, dw, db
 
 
+def batch_norm_relu_inplace(x, running_mean, running_var, weight, bias, eps):
+    """relu(batch_norm(x)) in evaluation mode written over the array x itself, in one pass; for a caller
+    that owns x (a layer's fresh output) and records no graph. Returns False, leaving x alone, when the
+    one-pass kernel does not apply (see `_one_pass_applies`); the caller then runs the layers one by one."""
+    if not _one_pass_applies(x, running_mean, weight, bias):
+        return False
+    inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    w = np.ones(x.shape[1], x.dtype) if weight is None else weight
+    b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
+    batch_norm_inference(x, running_mean, inv_std, w, b, relu=True, out=x)
+    return True
+
+
 class LayerNorm(Function):
     """torch.nn.functional.layer_norm over the trailing `len(normalized_shape)` dims."""
 
