@@ -330,7 +330,9 @@ def conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding,
 # stored one after another). The forward pass then builds each output row in turn, in a row that stays in
 # L1 cache: for every tap (i, j) it adds weight[o, 0, i, j] times the padded input row p * sh + i * dh,
 # read from column j * dw with step sw. With stride 1 that read is contiguous and the update is one
-# vectorised axpy over the row. Every output element sums its taps in (i, j) order starting from zero.
+# vectorised axpy over the row. Every output element sums its taps in (i, j) order. MobileNet's 3x3
+# (dilation 1 along W) has its own pass: all nine taps per output element in one loop over the row; at
+# stride 2 over the plane split once into even and odd columns, so that every read is contiguous.
 #
 # The backward passes work on whole planes: with stride 1, output (p, q) read through tap (i, j) is
 # buffer[(p + i * dh) * Wp + q + j * dw], so if the output is also laid out with pitch Wp, one tap is a
@@ -379,8 +381,41 @@ def _depthwise_plane_forward(out_plane, grid, taps, stride, dilation):
     (sh, sw), (dh, dw) = stride, dilation
     pitch = grid.shape[1]
     even, odd = np.empty((pitch + 1) // 2, grid.dtype), np.empty(pitch // 2 + 1, grid.dtype)
+    if kh == 3 and kw == 3 and dw == 1 and sw == 2:
+        # At stride 2 the taps read columns 2q, 2q + 1, 2q + 2: split every padded row into its even and
+        # odd columns once, then all nine taps are one pass over three pairs of contiguous rows.
+        halves = np.zeros((2, grid.shape[0], pitch // 2 + 1), grid.dtype)
+        for h in range(grid.shape[0]):
+            for k in range(pitch // 2):
+                halves[0, h, k], halves[1, h, k] = grid[h, 2 * k], grid[h, 2 * k + 1]
+            if pitch % 2:
+                halves[0, h, pitch // 2] = grid[h, pitch - 1]
+        a00, a01, a02 = taps[0, 0], taps[0, 1], taps[0, 2]
+        a10, a11, a12 = taps[1, 0], taps[1, 1], taps[1, 2]
+        a20, a21, a22 = taps[2, 0], taps[2, 1], taps[2, 2]
+        for p in range(out_h):
+            row_out, h = out_plane[p], p * sh
+            e0, o0, e1, o1 = halves[0, h], halves[1, h], halves[0, h + dh], halves[1, h + dh]
+            e2, o2 = halves[0, h + 2 * dh], halves[1, h + 2 * dh]
+            for q in range(out_w):
+                row_out[q] = (a00 * e0[q] + a01 * o0[q] + a02 * e0[q + 1]
+                              + a10 * e1[q] + a11 * o1[q] + a12 * e1[q + 1]
+                              + a20 * e2[q] + a21 * o2[q] + a22 * e2[q + 1])
+        return
     for p in range(out_h):
         row_out = out_plane[p]
+        if kh == 3 and kw == 3 and dw == 1 and sw == 1:
+            # MobileNet's 3x3 at stride 1: all nine taps in one vectorised pass over the row, summed in
+            # the same (i, j) order as the general loop below.
+            r0, r1, r2 = grid[p * sh], grid[p * sh + dh], grid[p * sh + 2 * dh]
+            a00, a01, a02 = taps[0, 0], taps[0, 1], taps[0, 2]
+            a10, a11, a12 = taps[1, 0], taps[1, 1], taps[1, 2]
+            a20, a21, a22 = taps[2, 0], taps[2, 1], taps[2, 2]
+            for q in range(out_w):
+                row_out[q] = (a00 * r0[q] + a01 * r0[q + 1] + a02 * r0[q + 2]
+                              + a10 * r1[q] + a11 * r1[q + 1] + a12 * r1[q + 2]
+                              + a20 * r2[q] + a21 * r2[q + 1] + a22 * r2[q + 2])
+            continue
         row_out[:] = 0
         for i in range(kh):
             row_in = grid[p * sh + i * dh]
