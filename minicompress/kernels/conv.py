@@ -331,8 +331,7 @@ def conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding,
 # L1 cache: for every tap (i, j) it adds weight[o, 0, i, j] times the padded input row p * sh + i * dh,
 # read from column j * dw with step sw. With stride 1 that read is contiguous and the update is one
 # vectorised axpy over the row. Every output element sums its taps in (i, j) order. MobileNet's 3x3
-# (dilation 1 along W) has its own pass: all nine taps per output element in one loop over the row; at
-# stride 2 over the plane split once into even and odd columns, so that every read is contiguous.
+# has its own pass (`_depthwise_3x3_plane`): nine taps per output element in one loop over the row.
 #
 # The backward passes work on whole planes: with stride 1, output (p, q) read through tap (i, j) is
 # buffer[(p + i * dh) * Wp + q + j * dw], so if the output is also laid out with pitch Wp, one tap is a
@@ -374,68 +373,64 @@ def _pad_into(buffer, plane, padding, pitch):
 pad_into = njit(cache=True)(_pad_into)
 
 
+def _split_columns(grid):
+    """halves[0, h, k] = grid[h, 2k], halves[1, h, k] = grid[h, 2k + 1] (zero past the row's end)."""
+    padded_h, pitch = grid.shape
+    halves = np.zeros((2, padded_h, pitch // 2 + 1), grid.dtype)
+    for h in range(padded_h):
+        for k in range(pitch // 2):
+            halves[0, h, k], halves[1, h, k] = grid[h, 2 * k], grid[h, 2 * k + 1]
+        if pitch % 2:
+            halves[0, h, pitch // 2] = grid[h, pitch - 1]
+    return halves
+
+
+split_columns = njit(cache=True)(_split_columns)
+
+
+def _depthwise_3x3_plane(out_plane, grid, taps, sh, sw, dh):
+    """MobileNet's 3x3 (dilation 1 along W, stride 1 or 2 along W): all nine taps of an output element in
+    one vectorised pass over the row, summed in (i, j) order. Tap column j of output q reads column
+    q * sw + j: at stride 1 the rows themselves at offsets 0, 1, 2; at stride 2 the plane split once into
+    even and odd columns, read as even[q], odd[q], even[q + 1], so that every read is contiguous."""
+    out_h, out_w = out_plane.shape
+    halves = split_columns(grid) if sw == 2 else np.empty((2, 0, 0), grid.dtype)
+    a00, a01, a02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    a10, a11, a12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    a20, a21, a22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    for p in range(out_h):
+        row_out, h = out_plane[p], p * sh
+        if sw == 1:
+            r0, r1, r2 = grid[h], grid[h + dh], grid[h + 2 * dh]
+            for q in range(out_w):
+                row_out[q] = (a00 * r0[q] + a01 * r0[q + 1] + a02 * r0[q + 2]
+                              + a10 * r1[q] + a11 * r1[q + 1] + a12 * r1[q + 2]
+                              + a20 * r2[q] + a21 * r2[q + 1] + a22 * r2[q + 2])
+        else:
+            e0, o0, e1 = halves[0, h], halves[1, h], halves[0, h + dh]
+            o1, e2, o2 = halves[1, h + dh], halves[0, h + 2 * dh], halves[1, h + 2 * dh]
+            for q in range(out_w):
+                row_out[q] = (a00 * e0[q] + a01 * o0[q] + a02 * e0[q + 1]
+                              + a10 * e1[q] + a11 * o1[q] + a12 * e1[q + 1]
+                              + a20 * e2[q] + a21 * o2[q] + a22 * e2[q + 1])
+
+
+depthwise_3x3_plane = njit(cache=True)(_depthwise_3x3_plane)
+
+
 def _depthwise_plane_forward(out_plane, grid, taps, stride, dilation):
     """out_plane[p, q] = sum_{i, j} taps[i, j] * grid[p * sh + i * dh, q * sw + j * dw], one row at a time."""
     out_h, out_w = out_plane.shape
     kh, kw = taps.shape
     (sh, sw), (dh, dw) = stride, dilation
-    pitch = grid.shape[1]
-    even, odd = np.empty((pitch + 1) // 2, grid.dtype), np.empty(pitch // 2 + 1, grid.dtype)
-    if kh == 3 and kw == 3 and dw == 1 and sw == 2:
-        # At stride 2 the taps read columns 2q, 2q + 1, 2q + 2: split every padded row into its even and
-        # odd columns once, then all nine taps are one pass over three pairs of contiguous rows.
-        halves = np.zeros((2, grid.shape[0], pitch // 2 + 1), grid.dtype)
-        for h in range(grid.shape[0]):
-            for k in range(pitch // 2):
-                halves[0, h, k], halves[1, h, k] = grid[h, 2 * k], grid[h, 2 * k + 1]
-            if pitch % 2:
-                halves[0, h, pitch // 2] = grid[h, pitch - 1]
-        a00, a01, a02 = taps[0, 0], taps[0, 1], taps[0, 2]
-        a10, a11, a12 = taps[1, 0], taps[1, 1], taps[1, 2]
-        a20, a21, a22 = taps[2, 0], taps[2, 1], taps[2, 2]
-        for p in range(out_h):
-            row_out, h = out_plane[p], p * sh
-            e0, o0, e1, o1 = halves[0, h], halves[1, h], halves[0, h + dh], halves[1, h + dh]
-            e2, o2 = halves[0, h + 2 * dh], halves[1, h + 2 * dh]
-            for q in range(out_w):
-                row_out[q] = (a00 * e0[q] + a01 * o0[q] + a02 * e0[q + 1]
-                              + a10 * e1[q] + a11 * o1[q] + a12 * e1[q + 1]
-                              + a20 * e2[q] + a21 * o2[q] + a22 * e2[q + 1])
+    if kh == 3 and kw == 3 and dw == 1 and sw <= 2:
+        depthwise_3x3_plane(out_plane, grid, taps, sh, sw, dh)
         return
     for p in range(out_h):
         row_out = out_plane[p]
-        if kh == 3 and kw == 3 and dw == 1 and sw == 1:
-            # MobileNet's 3x3 at stride 1: all nine taps in one vectorised pass over the row, summed in
-            # the same (i, j) order as the general loop below.
-            r0, r1, r2 = grid[p * sh], grid[p * sh + dh], grid[p * sh + 2 * dh]
-            a00, a01, a02 = taps[0, 0], taps[0, 1], taps[0, 2]
-            a10, a11, a12 = taps[1, 0], taps[1, 1], taps[1, 2]
-            a20, a21, a22 = taps[2, 0], taps[2, 1], taps[2, 2]
-            for q in range(out_w):
-                row_out[q] = (a00 * r0[q] + a01 * r0[q + 1] + a02 * r0[q + 2]
-                              + a10 * r1[q] + a11 * r1[q + 1] + a12 * r1[q + 2]
-                              + a20 * r2[q] + a21 * r2[q + 1] + a22 * r2[q + 2])
-            continue
         row_out[:] = 0
         for i in range(kh):
             row_in = grid[p * sh + i * dh]
-            if kw == 3 and dw == 1 and sw == 1:
-                # MobileNet's 3x3: the row's three taps in one vectorised pass.
-                a0, a1, a2 = taps[i, 0], taps[i, 1], taps[i, 2]
-                for q in range(out_w):
-                    row_out[q] = row_out[q] + a0 * row_in[q] + a1 * row_in[q + 1] + a2 * row_in[q + 2]
-                continue
-            if kw == 3 and dw == 1 and sw == 2:
-                # At stride 2 the taps read columns 2q, 2q + 1, 2q + 2: split the row into its even and odd
-                # columns first, so that the pass reads three contiguous rows instead of a strided one.
-                for k in range(pitch // 2):
-                    even[k], odd[k] = row_in[2 * k], row_in[2 * k + 1]
-                if pitch % 2:
-                    even[pitch // 2] = row_in[pitch - 1]
-                a0, a1, a2 = taps[i, 0], taps[i, 1], taps[i, 2]
-                for q in range(out_w):
-                    row_out[q] = row_out[q] + a0 * even[q] + a1 * odd[q] + a2 * even[q + 1]
-                continue
             for j in range(kw):
                 if sw == 1:
                     axpy(row_out, taps[i, j], row_in[j * dw:])
