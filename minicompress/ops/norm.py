@@ -23,6 +23,14 @@ def _one_pass_applies(x, mean, weight, bias):
             and all(t is None or t.dtype == x.dtype for t in (weight, bias)))
 
 
+def _one_pass(x, mean, var, weight, bias, eps, relu, out):
+    """The evaluation formula through the one-pass kernel, inv_std computed as the autograd path does."""
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    w = np.ones(x.shape[1], x.dtype) if weight is None else weight
+    b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
+    return batch_norm_inference(x, mean, inv_std, w, b, relu=relu, out=out)
+
+
 class BatchNorm(Function):
     """torch.nn.functional.batch_norm over dim 1 of (N, C, ...).
 
@@ -52,10 +60,7 @@ class BatchNorm(Function):
             mean, var = running_mean, running_var
             if not any(ctx.needs_input_grad) and _one_pass_applies(x, mean, weight, bias):
                 # Nothing to save for a backward: the same arithmetic in one pass (kernels/norm.py).
-                inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-                w = np.ones(x.shape[1], x.dtype) if weight is None else weight
-                b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
-                return batch_norm_inference(x, mean, inv_std, w, b)
+                return _one_pass(x, mean, var, weight, bias, eps, relu=False, out=None)
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
         x_hat = (x - mean.reshape(shape).astype(x.dtype)) * inv_std
         w = np.ones(x.shape[1], x.dtype) if weight is None else weight
@@ -85,10 +90,7 @@ def batch_norm_relu_inplace(x, running_mean, running_var, weight, bias, eps):
     one-pass kernel does not apply (see `_one_pass_applies`); the caller then runs the layers one by one."""
     if not _one_pass_applies(x, running_mean, weight, bias):
         return False
-    inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
-    w = np.ones(x.shape[1], x.dtype) if weight is None else weight
-    b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
-    batch_norm_inference(x, running_mean, inv_std, w, b, relu=True, out=x)
+    _one_pass(x, running_mean, running_var, weight, bias, eps, relu=True, out=x)
     return True
 
 
