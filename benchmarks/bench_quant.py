@@ -3,14 +3,19 @@ modules (x86 engine), on the same inputs, with the same thread count, in one run
 
     python benchmarks/bench_quant.py            # print the table
     python benchmarks/bench_quant.py --write    # also put it in benchmarks/RESULTS.md
+    python benchmarks/bench_quant.py --edge [--write]   # the 224x224 mobile classifier, four ways (below)
 
 Both int8 paths take a quint8 activation (7-bit codes, as torch's x86 qconfig produces) and per-channel
 qint8 weights, and return quint8; the float paths take and return float32. Ratios below 1 mean the
 left-hand side is faster.
 """
 import argparse
+import copy
+import json
+import os
 import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from minicompress.quant.dynamic import DynamicQuantizedLinear
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from quant_pairs import quantized_pair, weight_pair  # noqa: E402  (the tests' helper: both sides get the same codes)
+from torch_twins import MobileClassifier as TorchMobileClassifier  # noqa: E402  (same module names as ours)
 
 HEADING = "## Quantization (bench_quant.py)"
 EXPLANATION = (
@@ -138,7 +144,142 @@ def write_results(rows, headers):
     path.write_text(text)
 
 
+# --------------------------------------------------------------------------------------------------
+# The realistic edge benchmark: `create_mobile_classifier(num_classes=1000, in_channels=3)` on 224x224
+# images, as ours in float32 and in int8 (fuse -> prepare -> calibrate -> convert, as the pipeline
+# quantizes) and as torch's float32 and int8 twins on the same float weights (torch's int8 through FX
+# graph mode on the x86 engine, which fuses conv-bn-relu and quantizes the residual adds itself). Both
+# int8 models are calibrated on the same images with the same qconfig (HistogramObserver activations,
+# per-channel symmetric weights). Each thread count runs in its own process, because OpenBLAS takes its
+# thread count from the environment when NumPy is imported (see timing.py).
+
+EDGE_HEADING = "## Edge: the 224x224 mobile classifier (bench_quant.py --edge)"
+EDGE_COMMAND = "python benchmarks/bench_quant.py --edge --write"
+EDGE_THREADS = (1, 2)
+EDGE_BATCHES = {1: 30, 8: 10}                      # batch size -> timed calls per model (medians)
+
+
+def edge_models(calibration_images=4, seed=0):
+    """(ours float32, ours int8, torch float32, torch int8), all built from one set of float weights. The
+    batch-norm statistics and affine parameters are drawn away from identity so that folding them matters."""
+    import torch.ao.quantization as tq
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from minicompress import nn, quant
+    from minicompress.quant.size import quantize_static
+
+    rng = np.random.default_rng(seed)
+    ours = nn.create_mobile_classifier(num_classes=1000, in_channels=3)
+    for module in ours.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.data[...] = rng.uniform(-0.1, 0.1, channels)
+            module.running_var.data[...] = rng.uniform(0.5, 1.5, channels)
+            module.weight.data[...] = rng.uniform(0.5, 1.5, channels)
+            module.bias.data[...] = rng.uniform(-0.1, 0.1, channels)
+    ours.eval()
+    theirs = TorchMobileClassifier(num_classes=1000, in_channels=3)
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v.data)) for k, v in ours.state_dict().items()})
+    theirs.eval()
+
+    calibration = [rng.standard_normal((2, 3, 224, 224)).astype(np.float32) for _ in range(calibration_images // 2)]
+    ours_int8 = quantize_static(ours, [mc.tensor(x) for x in calibration], quant.get_default_qconfig("x86"))
+    mapping = tq.QConfigMapping().set_global(tq.get_default_qconfig("x86"))
+    prepared = prepare_fx(copy.deepcopy(theirs), mapping, example_inputs=(torch.from_numpy(calibration[0]),))
+    with torch.no_grad():
+        for x in calibration:
+            prepared(torch.from_numpy(x))
+    theirs_int8 = convert_fx(prepared)
+    return ours, ours_int8, theirs, theirs_int8
+
+
+def edge_worker():
+    """One thread count (BENCH_THREADS): every model at every batch size; prints one JSON line of rows."""
+    import warnings
+    warnings.filterwarnings("ignore", module="torch")     # torch.ao's deprecation notices, on stderr
+    set_threads()
+    torch.backends.quantized.engine = "x86"
+    ours, ours_int8, theirs, theirs_int8 = edge_models()
+    rows = []
+    rng = np.random.default_rng(1)
+    with torch.no_grad(), mc.no_grad():
+        for batch, repeat in EDGE_BATCHES.items():
+            x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            xm, xt = mc.tensor(x), torch.from_numpy(x)
+            float_gap = float(np.abs(ours(xm).data - theirs(xt).numpy()).max())
+            same_top1 = float(np.mean(ours_int8(xm).data.argmax(1) == theirs_int8(xt).numpy().argmax(1)))
+            times = [median_seconds(fn, repeat=repeat) for fn in
+                     (lambda: ours(xm), lambda: ours_int8(xm), lambda: theirs(xt), lambda: theirs_int8(xt))]
+            rows.append(dict(threads=THREADS, batch=batch, repeat=repeat, times=times, float_gap=float_gap,
+                             same_top1=same_top1))
+    print(json.dumps(rows))
+
+
+def edge_rows(results):
+    table = []
+    for r in results:
+        mc_float, mc_int8, th_float, th_int8 = (t * 1e3 for t in r["times"])
+        table.append([r["threads"], f"{r['batch']}x3x224x224", f"{mc_float:.1f}", f"{mc_int8:.1f}", f"{th_float:.1f}",
+                      f"{th_int8:.1f}", f"{mc_float / th_float:.2f}", f"{mc_int8 / th_int8:.2f}",
+                      f"{mc_float / mc_int8:.2f}"])
+    return table
+
+
+EDGE_HEADERS = ["threads", "input", "mc float32 ms", "mc int8 ms", "torch float32 ms", "torch int8 ms",
+                "mc float32 / torch float32", "mc int8 / torch int8", "mc int8 speed-up over mc float32"]
+
+
+def edge_main(write=False):
+    """Run `edge_worker` once per thread count in a fresh process, then print (and optionally record) one table."""
+    results = []
+    for threads in EDGE_THREADS:
+        env = dict(os.environ, BENCH_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        done = subprocess.run([sys.executable, __file__, "--edge-worker"], env=env, check=True, capture_output=True,
+                              text=True)
+        results += json.loads(done.stdout.strip().splitlines()[-1])
+    table = edge_rows(results)
+    print_table(table, EDGE_HEADERS)
+    for r in results:
+        print(f"threads={r['threads']} batch={r['batch']}: max |mc float32 - torch float32| = {r['float_gap']:.2e}, "
+              f"int8 top-1 agreement {r['same_top1']:.2f}")
+    if write:
+        write_edge_results(table, results)
+
+
+def write_edge_results(table, results):
+    """Replace (or append) the edge section of RESULTS.md, leaving the other sections alone."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in table)) for i, h in enumerate(EDGE_HEADERS)]
+    lines = ["| " + " | ".join(str(h).ljust(w) for h, w in zip(EDGE_HEADERS, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in table]
+    repeats = ", ".join(f"{r} calls at batch {b}" for b, r in EDGE_BATCHES.items())
+    gap = max(r["float_gap"] for r in results)
+    section = (f"{EDGE_HEADING}\n\n`{EDGE_COMMAND}` (torch {torch.__version__}, x86 engine, {platform.machine()}; "
+               f"each time is the median of {repeats}, every model warmed up first; each thread count in its own "
+               f"process, the four models side by side in it). `create_mobile_classifier(num_classes=1000, "
+               f"in_channels=3)` in eval mode without grad; int8 is static (fuse -> prepare -> calibrate -> convert on "
+               f"the same 4 images for both frameworks, torch through FX with the x86 qconfig). Ratios below 1 mean "
+               f"minicompress is faster; the float outputs agree with torch's to {gap:.1e}. The machine's two cores "
+               f"were shared with other work while this ran, so single figures are noisy; compare ratios within a "
+               f"row.\n\n" + "\n".join(lines) + "\n")
+    path = Path(__file__).resolve().parent / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(re.escape(EDGE_HEADING) + r".*?(?=^## |\Z)", re.S | re.M)
+    text = (pattern.sub(lambda _: section + "\n", text) if pattern.search(text)
+            else text.rstrip("\n") + "\n\n" + section)
+    path.write_text(text)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the table in benchmarks/RESULTS.md")
-    main(parser.parse_args(sys.argv[1:]).write)
+    parser.add_argument("--edge", action="store_true",
+                        help="the 224x224 mobile classifier (ours and torch's, float32 and int8) at 1 and 2 threads")
+    parser.add_argument("--edge-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(sys.argv[1:])
+    if args.edge_worker:
+        edge_worker()
+    elif args.edge:
+        edge_main(args.write)
+    else:
+        main(args.write)

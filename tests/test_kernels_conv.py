@@ -157,3 +157,63 @@ def test_batches_larger_than_one_chunk(monkeypatch, dtype):
     check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
                         K.conv2d_forward_reference, K.conv2d_backward_input_reference,
                         K.conv2d_backward_weight_reference)
+
+
+@st.composite
+def pointwise_problems(draw):
+    """1x1 kernel, stride 1, no padding, one group (any dilation): the GEMM path."""
+    x_shape = (draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    w_shape = (draw(st.integers(1, 6)), x_shape[1], 1, 1)
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return x_shape, w_shape, (1, 1), (0, 0), dilation, 1, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(pointwise_problems(), DTYPES)
+def test_pointwise_kernels_match_reference_and_torch(problem, dtype):
+    assert K.is_pointwise(problem[1], problem[2], problem[3], problem[5])
+    check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                        K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                        K.conv2d_backward_weight_reference)
+
+
+def test_is_pointwise_needs_1x1_stride_1_no_padding_one_group():
+    assert K.is_pointwise((8, 4, 1, 1), (1, 1), (0, 0), 1)
+    assert not K.is_pointwise((8, 4, 1, 1), (2, 1), (0, 0), 1)
+    assert not K.is_pointwise((8, 4, 1, 1), (1, 1), (0, 1), 1)
+    assert not K.is_pointwise((8, 2, 1, 1), (1, 1), (0, 0), 2)
+    assert not K.is_pointwise((8, 4, 1, 3), (1, 1), (0, 0), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_samples_are_multiplied_one_by_one(monkeypatch, dtype):
+    """Above SAMPLE_COLS_ELEMENTS each sample's product is written straight into the output."""
+    problem = ((3, 4, 7, 6), (6, 2, 3, 2), (1, 2), (1, 0), (2, 1), 2, 11)
+    monkeypatch.setattr(K, "SAMPLE_COLS_ELEMENTS", 1)
+    check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                        K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                        K.conv2d_backward_weight_reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [7, 8, 9, 10])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1)])
+def test_depthwise_3x3_rows_at_every_width_parity(stride, width, dtype):
+    """The 3x3 row passes (stride 1 contiguous, stride 2 split into even and odd columns) at odd and even
+    padded widths, against torch and the reference."""
+    problem = ((2, 3, 6, width), (6, 1, 3, 3), stride, (1, 1), (1, 1), 3, width)
+    check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                        K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                        K.conv2d_backward_weight_reference)
+
+
+@settings(max_examples=10, deadline=None)
+@given(depthwise_problems(), st.integers(1, 7))
+def test_depthwise_forward_is_the_same_in_any_number_of_runs_and_threads(problem, n_runs):
+    """The planes split into runs (threaded or not) give exactly the one-run result: each plane is computed
+    by the same loop whichever run it falls in."""
+    _, x, weight, (stride, padding, dilation, _) = make_inputs(problem, np.float32)
+    kernel = K.depthwise_conv2d_forward_kernel
+    expected = kernel.serial(x, weight, stride, padding, dilation, 1)
+    np.testing.assert_array_equal(kernel.serial(x, weight, stride, padding, dilation, n_runs), expected)
+    np.testing.assert_array_equal(kernel.parallel(x, weight, stride, padding, dilation, n_runs), expected)

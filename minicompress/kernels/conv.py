@@ -22,24 +22,34 @@ Depthwise (groups == C, weight (m * C, 1, kh, kw), channel multiplier m): output
 channel o // m only, torch's ordering. Every output plane depends on one input plane, so a direct loop over
 planes beats building a C * kh * kw-row matrix for what are C tiny dot products.
 
-The Numba kernels here run on one thread. BLAS already uses every core for the matmuls, and on a small
-machine a Numba parallel region next to a threaded BLAS call makes each wait on the other's spinning
-threads (several times slower than either alone), and the depthwise loop, bound by memory traffic, gained
-little from a second thread anyway; so the threads are left to BLAS.
+Pointwise convolutions (1x1, stride 1, no padding, one group) skip im2col: a sample viewed as (C, H * W)
+is already its cols, so each is one GEMM.
+
+The BLAS calls use BLAS's own threads. Of the Numba kernels only the depthwise forward pass is threaded
+(over planes, through `threads.ParallelKernel`, serial below its work cutoff); im2col, col2im and the
+depthwise gradients run on one thread. On a small machine a Numba parallel region right next to a
+threaded BLAS call can make each wait on the other's spinning threads, so only the kernel that carries
+real work between BLAS calls (the depthwise layers of a MobileNet) is split.
 
 The public entry points (`conv2d_forward`, `conv2d_backward_input`, `conv2d_backward_weight`) pick the kernel;
 kernels assume validated, C-contiguous input of one floating dtype, and return that dtype. The NumPy twins
 are `im2col_reference`, `col2im_reference`, `conv2d_*_reference` (the grouped einsum, right for every case)
 and `depthwise_conv2d_*_reference`.
 """
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .threads import ParallelKernel, threads_for
 
 # The samples of one im2col chunk are chosen so that `cols` stays under this many elements (16 MB in
 # float32): big enough for BLAS to run at full speed, small enough that a large batch does not
 # allocate N times that.
 COLS_MAX_ELEMENTS = 1 << 22
+# A sample whose cols reach this many elements (1 MB in float32) fills a BLAS call on its own: the forward
+# pass then runs one matmul per sample, writing each product in place instead of reordering a batched one.
+SAMPLE_COLS_ELEMENTS = 1 << 18
 
 
 def _conv_output_size(size, kernel, stride, padding, dilation):
@@ -194,7 +204,11 @@ def _sample_chunks(n_batch, cols_per_sample):
 
 
 def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups):
-    """out_g = W_g @ cols_g for every group g at once (np.matmul batches over the group axis)."""
+    """out_g = W_g @ cols_g for every group g at once (np.matmul batches over the group axis).
+
+    A sample whose cols fill at least SAMPLE_COLS_ELEMENTS is its own chunk, and its product is written
+    straight into its slice of `out` (same layout, (G, Og, Ho * Wo)); smaller samples are batched into one
+    matmul per chunk and the product is reordered into `out` afterwards."""
     n_batch, channels, height, width = x.shape
     out_channels, group_in, kh, kw = weight.shape
     out_h = _conv_output_size(height, kh, stride[0], padding[0], dilation[0])
@@ -202,9 +216,16 @@ def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups):
     plane = out_h * out_w
     w = weight.reshape(groups, out_channels // groups, group_in * kh * kw)
     out = np.empty((n_batch, out_channels, plane), dtype=x.dtype)
-    for start, stop in _sample_chunks(n_batch, channels * kh * kw * plane):
+    cols_per_sample = channels * kh * kw * plane
+    chunks = ([(n, n + 1) for n in range(n_batch)] if cols_per_sample >= SAMPLE_COLS_ELEMENTS
+              else _sample_chunks(n_batch, cols_per_sample))
+    for start, stop in chunks:
         cols = im2col(x[start:stop], (kh, kw), stride, padding, dilation)
-        out_g = np.matmul(w, cols.reshape(groups, -1, cols.shape[1]))            # (G, Og, n * L)
+        cols = cols.reshape(groups, -1, cols.shape[1])
+        if stop - start == 1:
+            np.matmul(w, cols, out=out[start].reshape(groups, out_channels // groups, plane))
+            continue
+        out_g = np.matmul(w, cols)                                                  # (G, Og, n * L)
         out[start:stop] = out_g.reshape(out_channels, stop - start, plane).swapaxes(0, 1)
     return out.reshape(n_batch, out_channels, out_h, out_w)
 
@@ -240,6 +261,38 @@ def grouped_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, d
     return grad_w.reshape(weight_shape)
 
 
+# --------------------------------------------------------------------------------------------------
+# Pointwise convolution (1x1, stride 1, no padding, one group): im2col of a sample would be the sample
+# itself viewed as (C, H * W), so each sample is one GEMM on that view, with no cols built or copied:
+#     out[n] = W @ x[n]        grad_x[n] = W.T @ g[n]        grad_W = sum_n g[n] @ x[n].T
+# with W the weights as (O, C) and g[n] = grad_out[n] as (O, H * W). MobileNet's pointwise layers are
+# this case, and they carry most of its multiply-adds.
+
+
+def is_pointwise(weight_shape, stride, padding, groups):
+    """True for a 1x1 kernel with stride 1, no padding and one group (dilation does not matter)."""
+    return tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
+
+
+def pointwise_conv2d_forward(x, weight):
+    n_batch, channels, height, width = x.shape
+    out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n_batch, channels, height * width))
+    return out.reshape(n_batch, weight.shape[0], height, width)
+
+
+def pointwise_conv2d_backward_input(grad_out, weight, input_shape):
+    n_batch, out_channels, height, width = grad_out.shape
+    w_t = weight.reshape(out_channels, input_shape[1]).T
+    return np.matmul(w_t, grad_out.reshape(n_batch, out_channels, height * width)).reshape(input_shape)
+
+
+def pointwise_conv2d_backward_weight(grad_out, x, weight_shape):
+    n_batch, out_channels, height, width = grad_out.shape
+    g = grad_out.reshape(n_batch, out_channels, height * width)
+    x_t = x.reshape(n_batch, x.shape[1], height * width).transpose(0, 2, 1)
+    return np.matmul(g, x_t).sum(axis=0).reshape(weight_shape)
+
+
 def conv2d_forward_reference(x, weight, stride, padding, dilation, groups):
     """The grouped convolution as one einsum over the windows; covers every case, depthwise included."""
     n_batch, channels = x.shape[:2]
@@ -273,13 +326,21 @@ def conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding,
 # --------------------------------------------------------------------------------------------------
 # Depthwise convolution: a direct loop over planes
 #
-# Each input plane is first copied into a zero-bordered flat buffer with row pitch Wp = W + 2 * pw. With
-# stride 1, output (p, q) read through tap (i, j) is buffer[(p + i * dh) * Wp + q + j * dw], so if the
-# output is also laid out with pitch Wp, one tap is a single contiguous axpy over all Ho * Wp positions:
-#     acc[k] += weight[o, 0, i, j] * buffer[k + i * dh * Wp + j * dw]
-# (the Wp - Wo extra positions per row are computed and thrown away; the buffer carries (kw - 1) * dw
-# slack elements so that the last of them stays in bounds). Long loops vectorise; 9 short rows do not.
+# Each input plane is first copied into a zero-bordered buffer with row pitch Wp = W + 2 * pw (padded rows
+# stored one after another). The forward pass then builds each output row in turn, in a row that stays in
+# L1 cache: for every tap (i, j) it adds weight[o, 0, i, j] times the padded input row p * sh + i * dh,
+# read from column j * dw with step sw. With stride 1 that read is contiguous and the update is one
+# vectorised axpy over the row. Every output element sums its taps in (i, j) order. MobileNet's 3x3
+# has its own pass (`_depthwise_3x3_plane`): nine taps per output element in one loop over the row.
+#
+# The backward passes work on whole planes: with stride 1, output (p, q) read through tap (i, j) is
+# buffer[(p + i * dh) * Wp + q + j * dw], so if the output is also laid out with pitch Wp, one tap is a
+# single contiguous axpy over all Ho * Wp positions (the Wp - Wo extra positions per row are computed and
+# thrown away; the buffer carries (kw - 1) * dw slack elements so that the last of them stays in bounds).
 # Other strides index the buffer as a 2-D grid through a strided view.
+#
+# The forward planes are independent, so they are split over threads in contiguous runs, each run with
+# its own padded buffer; the entry point picks the serial build for small work (see threads.py).
 
 
 def _axpy(y, a, x):
@@ -312,41 +373,109 @@ def _pad_into(buffer, plane, padding, pitch):
 pad_into = njit(cache=True)(_pad_into)
 
 
-def _depthwise_conv2d_forward(x, weight, stride, padding, dilation):
-    """out[n, o] = sum_{i, j} weight[o, 0, i, j] * x_pad[n, o // m, p * sh + i * dh, q * sw + j * dw]."""
+def _split_columns(grid):
+    """halves[0, h, k] = grid[h, 2k], halves[1, h, k] = grid[h, 2k + 1] (zero past the row's end)."""
+    padded_h, pitch = grid.shape
+    halves = np.zeros((2, padded_h, pitch // 2 + 1), grid.dtype)
+    for h in range(padded_h):
+        for k in range(pitch // 2):
+            halves[0, h, k], halves[1, h, k] = grid[h, 2 * k], grid[h, 2 * k + 1]
+        if pitch % 2:
+            halves[0, h, pitch // 2] = grid[h, pitch - 1]
+    return halves
+
+
+split_columns = njit(cache=True)(_split_columns)
+
+
+def _depthwise_3x3_plane(out_plane, grid, taps, sh, sw, dh):
+    """MobileNet's 3x3 (dilation 1 along W, stride 1 or 2 along W): all nine taps of an output element in
+    one vectorised pass over the row, summed in (i, j) order. Tap column j of output q reads column
+    q * sw + j: at stride 1 the rows themselves at offsets 0, 1, 2; at stride 2 the plane split once into
+    even and odd columns, read as even[q], odd[q], even[q + 1], so that every read is contiguous."""
+    out_h, out_w = out_plane.shape
+    halves = split_columns(grid) if sw == 2 else np.empty((2, 0, 0), grid.dtype)
+    a00, a01, a02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    a10, a11, a12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    a20, a21, a22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    for p in range(out_h):
+        row_out, h = out_plane[p], p * sh
+        if sw == 1:
+            r0, r1, r2 = grid[h], grid[h + dh], grid[h + 2 * dh]
+            for q in range(out_w):
+                row_out[q] = (a00 * r0[q] + a01 * r0[q + 1] + a02 * r0[q + 2]
+                              + a10 * r1[q] + a11 * r1[q + 1] + a12 * r1[q + 2]
+                              + a20 * r2[q] + a21 * r2[q + 1] + a22 * r2[q + 2])
+        else:
+            e0, o0, e1 = halves[0, h], halves[1, h], halves[0, h + dh]
+            o1, e2, o2 = halves[1, h + dh], halves[0, h + 2 * dh], halves[1, h + 2 * dh]
+            for q in range(out_w):
+                row_out[q] = (a00 * e0[q] + a01 * o0[q] + a02 * e0[q + 1]
+                              + a10 * e1[q] + a11 * o1[q] + a12 * e1[q + 1]
+                              + a20 * e2[q] + a21 * o2[q] + a22 * e2[q + 1])
+
+
+depthwise_3x3_plane = njit(cache=True)(_depthwise_3x3_plane)
+
+
+def _depthwise_plane_forward(out_plane, grid, taps, stride, dilation):
+    """out_plane[p, q] = sum_{i, j} taps[i, j] * grid[p * sh + i * dh, q * sw + j * dw], one row at a time."""
+    out_h, out_w = out_plane.shape
+    kh, kw = taps.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    if kh == 3 and kw == 3 and dw == 1 and sw <= 2:
+        depthwise_3x3_plane(out_plane, grid, taps, sh, sw, dh)
+        return
+    for p in range(out_h):
+        row_out = out_plane[p]
+        row_out[:] = 0
+        for i in range(kh):
+            row_in = grid[p * sh + i * dh]
+            for j in range(kw):
+                if sw == 1:
+                    axpy(row_out, taps[i, j], row_in[j * dw:])
+                else:
+                    a, strided = taps[i, j], row_in[j * dw::sw]
+                    for q in range(out_w):
+                        row_out[q] += a * strided[q]
+
+
+depthwise_plane_forward = njit(cache=True)(_depthwise_plane_forward)
+
+
+def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs):
+    """out[n, o] = sum_{i, j} weight[o, 0, i, j] * x_pad[n, o // m, p * sh + i * dh, q * sw + j * dw],
+    the N * O planes split into n_runs contiguous runs."""
     n_batch, channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
     (sh, sw), (dh, dw) = stride, dilation
     out_h = conv_output_size(height, kh, sh, padding[0], dh)
     out_w = conv_output_size(width, kw, sw, padding[1], dw)
     pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
-    buffer = np.zeros(padded_h * pitch + (kw - 1) * dw, dtype=x.dtype)
-    grid = buffer[:padded_h * pitch].reshape(padded_h, pitch)
-    acc = np.empty(out_h * pitch, dtype=x.dtype)
-    out = np.zeros((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
-    for task in range(n_batch * out_channels):
-        n, o = task // out_channels, task % out_channels
-        pad_into(buffer, x[n, o // (out_channels // channels)], padding, pitch)
-        plane = out[n, o]
-        if sh == 1 and sw == 1:
-            acc[:] = 0
-            for i in range(kh):
-                for j in range(kw):
-                    shift = i * dh * pitch + j * dw
-                    axpy(acc, weight[o, 0, i, j], buffer[shift:shift + acc.size])
-            for p in range(out_h):
-                copy_into(plane[p], acc[p * pitch:])
-            continue
-        for i in range(kh):
-            for j in range(kw):
-                a, taps = weight[o, 0, i, j], grid[i * dh::sh, j * dw::sw]
-                for p in range(out_h):
-                    for q in range(out_w):
-                        plane[p, q] += a * taps[p, q]
+    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
+    tasks = n_batch * out_channels
+    for run in prange(n_runs):
+        grid = np.zeros((padded_h, pitch), dtype=x.dtype)
+        buffer = grid.reshape(-1)
+        for task in range(run * tasks // n_runs, (run + 1) * tasks // n_runs):
+            n, o = task // out_channels, task % out_channels
+            pad_into(buffer, x[n, o // (out_channels // channels)], padding, pitch)
+            depthwise_plane_forward(out[n, o], grid, weight[o, 0], stride, dilation)
     return out
 
 
-depthwise_conv2d_forward = njit(cache=True)(_depthwise_conv2d_forward)
+depthwise_conv2d_forward_kernel = ParallelKernel(_depthwise_conv2d_forward)
+
+# Runs per thread: a few, so that a thread slowed by other work on the machine leaves less undone.
+RUNS_PER_THREAD = 4
+
+
+def depthwise_conv2d_forward(x, weight, stride, padding, dilation):
+    """The depthwise forward pass on validated input (see `conv2d_forward`), threaded when it is large."""
+    work = weight.shape[2] * weight.shape[3] * x.shape[0] * weight.shape[0] * x.shape[2] * x.shape[3]
+    with threads_for(work):
+        n_runs = max(1, min(x.shape[0] * weight.shape[0], RUNS_PER_THREAD * numba.get_num_threads()))
+        return depthwise_conv2d_forward_kernel(x, weight, stride, padding, dilation, n_runs)
 
 
 def depthwise_conv2d_forward_reference(x, weight, stride, padding, dilation):
@@ -471,6 +600,8 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups):
     """x (N, C, H, W), weight (O, C // groups, kh, kw) -> (N, O, Ho, Wo): torch.nn.functional.conv2d
     without bias. stride, padding and dilation are (int, int)."""
     stride, padding, dilation = _int_pairs(stride, padding, dilation)
+    if is_pointwise(weight.shape, stride, padding, groups):
+        return pointwise_conv2d_forward(x, weight)
     if is_depthwise(x.shape[1], weight.shape, groups):
         return depthwise_conv2d_forward(x, weight, stride, padding, dilation)
     return grouped_conv2d_forward(x, weight, stride, padding, dilation, int(groups))
@@ -480,6 +611,8 @@ def conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilati
     """dL/dx of shape input_shape from grad_out = dL/dout (N, O, Ho, Wo): torch.nn.grad.conv2d_input."""
     stride, padding, dilation = _int_pairs(stride, padding, dilation)
     input_shape = tuple(int(s) for s in input_shape)
+    if is_pointwise(weight.shape, stride, padding, groups):
+        return pointwise_conv2d_backward_input(grad_out, weight, input_shape)
     if is_depthwise(input_shape[1], weight.shape, groups):
         return depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation)
     return grouped_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, int(groups))
@@ -489,6 +622,8 @@ def conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation,
     """dL/dweight of shape weight_shape from grad_out = dL/dout (N, O, Ho, Wo): torch.nn.grad.conv2d_weight."""
     stride, padding, dilation = _int_pairs(stride, padding, dilation)
     weight_shape = tuple(int(s) for s in weight_shape)
+    if is_pointwise(weight_shape, stride, padding, groups):
+        return pointwise_conv2d_backward_weight(grad_out, x, weight_shape)
     if is_depthwise(x.shape[1], weight_shape, groups):
         return depthwise_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation)
     return grouped_conv2d_backward_weight(grad_out, x, weight_shape, stride, padding, dilation, int(groups))

@@ -5,6 +5,8 @@ per-channel k x k "depthwise" convolution and a 1 x 1 "pointwise" one: C*k*k + C
 instead of C*O*k*k. The residual addition is an `Add` module, so quantization can observe it
 and swap it for an integer add without the model being rewritten.
 """
+from ..autograd import is_grad_enabled
+from ..ops.norm import batch_norm_relu_inplace
 from ..quant.stubs import DeQuantStub, QuantStub
 from .activation import AdaptiveAvgPool2d, ReLU
 from .containers import Sequential
@@ -18,6 +20,30 @@ def make_divisible(value, divisor=8, min_value=None):
     min_value = min_value or divisor
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _is_plain(module, kind):
+    """module is exactly `kind` (not a fused or quantized replacement) and has no hooks to run."""
+    return type(module) is kind and not module._forward_hooks and not module._forward_pre_hooks
+
+
+def _fusable(conv, bn, relu):
+    """conv is a float Conv2d whose output nobody else can hold (no forward hook: a pruning pre-hook is
+    fine), bn is a plain BatchNorm2d in evaluation mode with running statistics, relu a plain ReLU."""
+    return (type(conv) is Conv2d and not conv._forward_hooks and _is_plain(bn, BatchNorm2d) and not bn.training
+            and bn.running_mean is not None and _is_plain(relu, ReLU))
+
+
+def conv_bn_relu(conv, bn, relu, x):
+    """relu(bn(conv(x))). In evaluation without grad, when `_fusable(conv, bn, relu)`, bn and relu run as
+    one pass over conv's new output, in place (`ops.norm.batch_norm_relu_inplace`): the same arithmetic
+    and the same bits as the layers one by one, minus two full-size passes and allocations."""
+    y = conv(x)
+    if not is_grad_enabled() and _fusable(conv, bn, relu) and y.ndim == 4 and batch_norm_relu_inplace(
+            y.data, bn.running_mean.data, bn.running_var.data, None if bn.weight is None else bn.weight.data,
+            None if bn.bias is None else bn.bias.data, bn.eps):
+        return y
+    return relu(bn(y))
 
 
 class DepthwiseSeparableConv2d(Module):
@@ -34,8 +60,8 @@ class DepthwiseSeparableConv2d(Module):
         self.relu2 = ReLU()
 
     def forward(self, x):
-        x = self.relu1(self.bn1(self.depthwise(x)))
-        return self.relu2(self.bn2(self.pointwise(x)))
+        x = conv_bn_relu(self.depthwise, self.bn1, self.relu1, x)
+        return conv_bn_relu(self.pointwise, self.bn2, self.relu2, x)
 
 
 class MobileNetBlock(Module):
@@ -81,7 +107,12 @@ class MobileClassifier(Module):
 
     def forward(self, x):
         x = self.quant(x)
-        x = self.blocks(self.stem(x))
+        stem = self.stem
+        if type(stem) is Sequential and len(stem) == 3 and not stem._forward_hooks and not stem._forward_pre_hooks:
+            x = conv_bn_relu(*stem, x)              # the same layers, bn and relu in one pass when they can be
+        else:
+            x = stem(x)
+        x = self.blocks(x)
         x = self.dropout(self.flatten(self.pool(x)))
         return self.dequant(self.classifier(x))
 

@@ -12,7 +12,8 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(x > 0)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(x > 0)
         return np.maximum(x, 0).astype(x.dtype, copy=False)
 
     @staticmethod

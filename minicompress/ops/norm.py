@@ -8,11 +8,27 @@ With N the number of values each statistic covers, the input gradient is
 import numpy as np
 
 from ..autograd import Function
+from ..kernels.norm import batch_norm_inference
 
 
 def _normalized_backward(g_hat, x_hat, inv_std, axes):
     return inv_std * (g_hat - g_hat.mean(axis=axes, keepdims=True)
                       - x_hat * (g_hat * x_hat).mean(axis=axes, keepdims=True))
+
+
+def _one_pass_applies(x, mean, weight, bias):
+    """The one-pass kernel computes in x's dtype: it applies when every operand already has that dtype
+    (otherwise NumPy would promote, and the result would round differently)."""
+    return (x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 2 and mean.dtype == x.dtype
+            and all(t is None or t.dtype == x.dtype for t in (weight, bias)))
+
+
+def _one_pass(x, mean, var, weight, bias, eps, relu, out):
+    """The evaluation formula through the one-pass kernel, inv_std computed as the autograd path does."""
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    w = np.ones(x.shape[1], x.dtype) if weight is None else weight
+    b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
+    return batch_norm_inference(x, mean, inv_std, w, b, relu=relu, out=out)
 
 
 class BatchNorm(Function):
@@ -42,6 +58,9 @@ class BatchNorm(Function):
                 running_var += momentum * var * count / (count - 1)
         else:
             mean, var = running_mean, running_var
+            if not any(ctx.needs_input_grad) and _one_pass_applies(x, mean, weight, bias):
+                # Nothing to save for a backward: the same arithmetic in one pass (kernels/norm.py).
+                return _one_pass(x, mean, var, weight, bias, eps, relu=False, out=None)
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
         x_hat = (x - mean.reshape(shape).astype(x.dtype)) * inv_std
         w = np.ones(x.shape[1], x.dtype) if weight is None else weight
@@ -63,6 +82,16 @@ class BatchNorm(Function):
         dw = (g * x_hat).sum(axis=ctx.axes) if ctx.needs_input_grad[3] else None
         db = g.sum(axis=ctx.axes) if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4] else None
         return dx, None, None, dw, db
+
+
+def batch_norm_relu_inplace(x, running_mean, running_var, weight, bias, eps):
+    """relu(batch_norm(x)) in evaluation mode written over the array x itself, in one pass; for a caller
+    that owns x (a layer's fresh output) and records no graph. Returns False, leaving x alone, when the
+    one-pass kernel does not apply (see `_one_pass_applies`); the caller then runs the layers one by one."""
+    if not _one_pass_applies(x, running_mean, weight, bias):
+        return False
+    _one_pass(x, running_mean, running_var, weight, bias, eps, relu=True, out=x)
+    return True
 
 
 class LayerNorm(Function):
