@@ -1,6 +1,6 @@
 """The `minicompress` command.
 
-    minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0]
+    minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0] [--task detect]
     minicompress inspect MODEL
     minicompress bench MODEL [--batch-sizes 1,64]
     minicompress predict MODEL INPUT.npy
@@ -72,6 +72,9 @@ def cmd_optimize(args):
         raise CommandError(f"--prune must be in [0, 1), got {args.prune}")
     if args.epochs < 1:
         raise CommandError(f"--epochs must be a positive integer, got {args.epochs}")
+    if args.task == "detect":
+        from minicompress.detect_cli import optimize_detect
+        return optimize_detect(args)
     os.makedirs(args.out, exist_ok=True)
     mc.manual_seed(args.seed)
     train_loader, test_loader = digits_loaders(batch_size=64, seed=args.seed)
@@ -156,6 +159,9 @@ def cmd_predict(args):
             raise CommandError(f"input has shape {x.shape}; expected {shape} or (batch, {', '.join(map(str, shape))})")
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
         raise CommandError("input must hold finite numbers")
+    if type(model).__name__ == "Detector":
+        from minicompress.detect_cli import print_detections
+        return print_detections(model, x)
     model.eval()
     with mc.no_grad():
         logits = model(mc.tensor(x.astype(np.float32)))
@@ -182,6 +188,8 @@ def build_parser():
     opt.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: --epochs)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opt.add_argument("--task", choices=["classify", "detect"], default="classify",
+                     help="classify: the digit classifier; detect: the detector on digit scenes")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
     ins.add_argument("model")

@@ -29,7 +29,7 @@ from . import nn
 from .detect.training import evaluate_detector, fit_detector, scene_loader
 from .latency import latency_per_image
 from .pipeline import Report, prune_model
-from .quant.modules import _SameQParams
+from .models.detector import QuantizedUpsample
 from .training import parameter_count
 
 DETECT_QUANTIZE_MODES = ("static", "none")
@@ -62,18 +62,6 @@ class DetectionReport(Report):
                          f"| {r.size_vs_teacher:.1f} | {r.size_vs_student:.2f} | {r.latency_b1_ms:.3f} "
                          f"| {r.latency_b64_ms:.4f} | {r.speedup_vs_student_b1:.2f} |")
         return "\n".join(lines)
-
-
-class QuantizedUpsample(_SameQParams):
-    """Nearest upsampling of a QTensor: the levels repeat, the qparams stay."""
-
-    def __init__(self, mod):
-        super().__init__()
-        self.scale_factor = mod.scale_factor
-
-    def _levels(self, x):
-        s = self.scale_factor
-        return x.int_repr().repeat(s, axis=2).repeat(s, axis=3)
 
 
 def quantize_detector(model, calibration_images, batch_size=32):

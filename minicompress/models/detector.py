@@ -29,6 +29,7 @@ from ..nn.layers import Add, BatchNorm2d, Conv2d
 from ..nn.mobilenet import DepthwiseSeparableConv2d, MobileNetBlock, make_divisible
 from ..nn.module import Module
 from ..nn.upsample import Upsample
+from ..quant.modules import _SameQParams
 from ..quant.stubs import DeQuantStub, QuantStub
 from ..tensor import cat
 
@@ -122,6 +123,19 @@ class Detector(Module):
     def locations(self):
         """(points (L, 2) float32 pixel centres (x, y), strides (L,) float32), in `forward`'s order."""
         return feature_locations(self.image_size)
+
+
+class QuantizedUpsample(_SameQParams):
+    """Nearest upsampling of a QTensor, the int8 twin of `nn.Upsample`: levels repeat, qparams stay.
+    (Defined here, beside the model that needs it, so model files that hold it load.)"""
+
+    def __init__(self, mod):
+        super().__init__()
+        self.scale_factor = mod.scale_factor
+
+    def _levels(self, x):
+        s = self.scale_factor
+        return x.int_repr().repeat(s, axis=2).repeat(s, axis=3)
 
 
 def feature_locations(image_size, strides=STRIDES):
