@@ -1,6 +1,6 @@
 """The `minicompress` command.
 
-    minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0]
+    minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0] [--task detect]
     minicompress inspect MODEL
     minicompress bench MODEL [--batch-sizes 1,64]
     minicompress predict MODEL INPUT.npy
@@ -134,6 +134,9 @@ def _optimize_into(args, written):
     from minicompress.pipeline import optimize
     from minicompress.training import digits_loaders
 
+    if args.task == "detect":
+        from minicompress.detect_cli import optimize_detect
+        return optimize_detect(args)
     mc.manual_seed(args.seed)
     train_loader, test_loader = digits_loaders(batch_size=64, seed=args.seed)
     student = create_mobile_classifier(num_classes=10, in_channels=1)
@@ -223,6 +226,9 @@ def cmd_predict(args):
             raise CommandError(f"input has shape {x.shape}; expected {shape} or (batch, {', '.join(map(str, shape))})")
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
         raise CommandError("input must hold finite numbers")
+    if type(model).__name__ == "Detector":
+        from minicompress.detect_cli import print_detections
+        return print_detections(model, x)
     model.eval()
     with mc.no_grad():
         logits = model(mc.tensor(x.astype(np.float32)))
@@ -254,6 +260,8 @@ def build_parser():
     opt.add_argument("--seed", type=int, default=0,
                      help="non-negative seed of the initialisation, data split and shuffling (default 0)")
     opt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opt.add_argument("--task", choices=["classify", "detect"], default="classify",
+                     help="classify: the digit classifier; detect: the detector on digit scenes")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
     ins.add_argument("model")

@@ -99,9 +99,12 @@ def conv_bn_pairs(model):
             and b.num_features == a.out_channels]
 
 
-def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, log=None):
+def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, log=None, finetune=None):
     """Prune `model` in place, fine-tune with the masks in place, make the masks permanent, and for
     structured pruning `shrink` to smaller dense layers and fine-tune once more. Returns the model.
+
+    `finetune(model, epochs)` trains in place; by default `fit` on `train_loader` with Adam(lr) and
+    cross-entropy (a detector passes its own loop).
 
     Structured: L2 (n=2) channel pruning along dim 0 of every conv-bn unit, one shared ranking for the
     convs whose outputs a residual addition ties (`tied_output_groups`); the batch norm's weight
@@ -113,6 +116,9 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
     """
     from . import prune as P
 
+    if finetune is None:
+        def finetune(m, epochs):
+            fit(m, train_loader, epochs, lr=lr, log=log)
     if amount == 0:
         return model
     if structured:
@@ -136,7 +142,7 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
         targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         P.global_unstructured(targets, pruning_method=P.L1Unstructured, amount=amount)
     if finetune_epochs:
-        fit(model, train_loader, finetune_epochs, lr=lr, log=log)
+        finetune(model, finetune_epochs)
     P.strip_pruning(model)
     if not structured:
         return model
@@ -144,7 +150,7 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
         warnings.simplefilter("ignore")  # the depthwise batch-norm constants, absorbed just below
         model = P.shrink(model)
     if finetune_epochs:
-        fit(model, train_loader, finetune_epochs, lr=lr, log=log)
+        finetune(model, finetune_epochs)
     return model
 
 

@@ -10,3 +10,4 @@ from .mobilenet import (DepthwiseSeparableConv2d, MobileClassifier, MobileNetBlo
                         make_divisible)
 from .module import Module, Parameter, RemovableHandle
 from .rnn import GRU, LSTM, GRUCell, LSTMCell
+from .upsample import Upsample, upsample_nearest

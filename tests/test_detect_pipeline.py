@@ -1,0 +1,76 @@
+"""A shortened detection job (tiny scenes, one epoch per stage): every stage's row, the int8 model's
+agreement with its float source, model files, and the command line."""
+import json
+
+import numpy as np
+import pytest
+
+import minicompress as mc
+from minicompress import cli, detect_cli
+from minicompress.data import load_digit_scenes
+from minicompress.detect_pipeline import optimize_detector, quantize_detector
+from minicompress.models import Detector
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return load_digit_scenes(40, image_size=32, max_objects=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def report(scenes):
+    mc.manual_seed(0)
+    return optimize_detector(Detector(image_size=32), Detector(image_size=32, width_mult=2.0), *scenes, epochs=1,
+                             finetune_epochs=1, batch_size=16, progress=False, log=None, latency_repeat=2)
+
+
+def test_the_job_reports_every_stage(report):
+    assert [r.stage for r in report.rows] == ["teacher", "student", "distilled", "pruned", "int8"]
+    for r in report.rows:
+        assert -1 <= r.map <= r.map_50 <= 1 or r.map_50 == -1
+        assert r.parameters > 0 and r.bytes > 0 and r.latency_b1_ms > 0
+    pruned = report.models["pruned"]
+    weights = [m.weight.data for m in pruned.modules() if isinstance(m, mc.nn.Conv2d)]
+    zeros = sum((w == 0).sum() for w in weights) / sum(w.size for w in weights)
+    assert 0.2 <= zeros < 0.21   # one global threshold over every conv weight
+    assert report.row("int8").bytes * 3 < report.row("pruned").bytes
+    table = report.to_markdown()
+    assert table.count("\n") == 6 and "mAP@0.5" in table
+    assert json.loads(json.dumps(report.to_dict()))["stages"][0]["stage"] == "teacher"
+
+
+def test_int8_detector_tracks_its_float_source_and_survives_a_file(scenes, tmp_path):
+    train, test = scenes
+    mc.manual_seed(0)   # reproducible weights; the bound holds for any initialisation
+    model = Detector(image_size=32).eval()
+    quantized = quantize_detector(model, train.images)
+    x = mc.tensor(test.images)
+    with mc.no_grad():
+        reference, got = model(x).data, quantized(x).data
+    # int8 activations at every layer: errors of a few output quantization steps, far below the outputs' range.
+    assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
+    mc.save(quantized, tmp_path / "int8.npz")
+    with mc.no_grad():
+        np.testing.assert_array_equal(mc.load(tmp_path / "int8.npz")(x).data, got)
+
+
+def test_bad_arguments_are_rejected_before_training(scenes):
+    for kwargs, message in ((dict(prune=1.0), "prune"), (dict(quantize="dynamic"), "quantize"),
+                            (dict(epochs=0), "epochs")):
+        with pytest.raises(ValueError, match=message):
+            optimize_detector(Detector(image_size=32), Detector(image_size=32), *scenes, **kwargs)
+
+
+def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(detect_cli, "DETECT_SCENES", 12)
+    out = tmp_path / "job"
+    assert cli.main(["optimize", "--task", "detect", "--epochs", "1", "--teacher-epochs", "1", "--no-progress",
+                     "--out", str(out)]) == 0
+    assert {"report.json", "report.md", "model.npz"} <= {p.name for p in out.iterdir()}
+    assert [s["stage"] for s in json.loads((out / "report.json").read_text())["stages"]][-1] == "int8"
+    images = load_digit_scenes(10, image_size=32, seed=1)[1].images
+    np.save(tmp_path / "x.npy", images)
+    capsys.readouterr()
+    assert cli.main(["predict", str(out / "model.npz"), str(tmp_path / "x.npy")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("image ") == len(images)
