@@ -5,6 +5,10 @@ The OpenMP layer's idle threads spin-wait, and on a small machine (2 cores) they
 BLAS's and torch's own threads: a 64x64x4x4 pooling call measured 12 ms under OpenMP and 0.4 ms
 under workqueue in the same loaded process. This is a documented default, set once at import.
 """
+from .cache import use_user_cache_dir
+
+use_user_cache_dir()  # first: Numba picks each kernel's cache folder when it is decorated (see cache.py)
+
 import os
 
 import numba
