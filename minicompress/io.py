@@ -333,7 +333,11 @@ class _Archive:
                 raise ModelFileError(f"{where}: array {key!r} has unsupported .npy version {version}")
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                 np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
+            try:
+                shape, fortran, dtype = read_header(f)
+            except Exception as exc:  # NumPy parses the header text with ast: SyntaxError, TokenError, ...
+                raise ModelFileError(f"{where}: array {key!r} has a malformed .npy header "
+                                     f"({type(exc).__name__}: {exc})") from None
             if dtype.hasobject:
                 raise ModelFileError(f"{where}: array {key!r} holds Python objects, which model files never do")
             count = math.prod(shape)
@@ -511,9 +515,23 @@ def _weight_shape(module):
     return None
 
 
+def _required_attributes():
+    """Attributes a layer of each kind always has (its constructor sets them) and `forward` reads."""
+    from .nn import layers, rnn
+    return ((layers.Linear, ("in_features", "out_features")),
+            (layers.Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")),
+            (layers._BatchNorm, ("num_features", "eps", "momentum", "affine", "track_running_stats")),
+            (rnn._RNNBase, ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional")),
+            (rnn._CellBase, ("input_size", "hidden_size", "bias")))
+
+
 def _check_sizes(module, where):
     """A layer's constructor arguments as stored (in_features, out_channels, ...) against its weights."""
     d = module.__dict__
+    for cls, names in _required_attributes():
+        missing = [n for n in names if isinstance(module, cls) and n not in d]
+        if missing:
+            raise ModelFileError(f"{where}: a {type(module).__name__} entry without {', '.join(missing)}")
     weight = _weight_shape(module)
     expected = None
     if "in_features" in d and "out_features" in d:
