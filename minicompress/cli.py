@@ -3,7 +3,7 @@
     minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0] [--task detect]
     minicompress inspect MODEL
     minicompress bench MODEL [--batch-sizes 1,64]
-    minicompress predict MODEL INPUT.npy
+    minicompress predict MODEL INPUT.npy [--raw]
 
 Bad input (a missing or non-model file, an input of the wrong shape, an unknown option value)
 prints one line to stderr and exits with status 2; no traceback. `optimize` checks every option,
@@ -132,6 +132,7 @@ def _optimize_into(args, written):
     from minicompress.models import create_teacher_classifier
     from minicompress.nn import create_mobile_classifier
     from minicompress.pipeline import optimize
+    from minicompress.data.digits import input_preprocessing
     from minicompress.training import digits_loaders
 
     if args.task == "detect":
@@ -146,8 +147,8 @@ def _optimize_into(args, written):
                       teacher_epochs=args.teacher_epochs, progress=not args.no_progress, log=print)
     final = report.models[report.rows[-1].stage]
     final.input_shape = (1, 8, 8)
-    io.save(final, os.path.join(args.out, "model.npz"))  # all or nothing: a temporary file, then a rename
-    written.append(os.path.join(args.out, "model.npz"))
+    io.save(final, os.path.join(args.out, "model.npz"), metadata={"input": input_preprocessing()})
+    written.append(os.path.join(args.out, "model.npz"))      # all or nothing: a temporary file, then a rename
     written.append(os.path.join(args.out, "report.json"))
     with open(written[-1], "w") as f:
         json.dump(report.to_dict(), f, indent=2)
@@ -172,6 +173,41 @@ def _load(path):
         raise CommandError(f"no such model file: {path}")
     except io.ModelFileError as exc:
         raise CommandError(str(exc))
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _input_spec(path):
+    """The input preprocessing the model file records (its metadata's "input", written by `optimize`;
+    see `data.digits.input_preprocessing`), checked; None for a file that records none."""
+    from minicompress import io
+    try:
+        spec = io.load_metadata(path).get("input")
+    except (OSError, io.ModelFileError) as exc:
+        raise CommandError(str(exc))
+    if spec is None:
+        return None
+    problem = None
+    if not isinstance(spec, dict):
+        problem = "it is not a JSON object"
+    elif not (isinstance(spec.get("shape"), list) and spec["shape"]
+              and all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1 << 16 for n in spec["shape"])):
+        problem = f"shape {spec.get('shape')!r} is not a list of positive integers"
+    else:
+        for key in ("range", "raw_range"):
+            r = spec.get(key)
+            if r is not None and not (isinstance(r, list) and len(r) == 2 and all(map(_number, r)) and r[0] < r[1]):
+                problem = f"{key} {r!r} is not [low, high]"
+        scale = spec.get("scale")
+        if scale is not None and not (_number(scale) and scale > 0):
+            problem = f"scale {scale!r} is not a positive number"
+    if problem:
+        raise CommandError(f"{path}: the model file's input preprocessing is malformed: {problem}")
+    return spec
 
 
 def _input_shape(model, given):
@@ -189,8 +225,25 @@ def _input_shape(model, given):
 def cmd_inspect(args):
     from minicompress.summary import describe_model
     model = _load(args.model)
-    print(describe_model(model))
+    spec = _input_spec(args.model)
+    try:
+        text = describe_model(model)
+    except Exception as exc:  # a crafted file can hold a model that loads but cannot be described
+        raise CommandError(f"{args.model}: the model cannot be described ({type(exc).__name__}: {exc})")
+    print(text)
+    if spec is not None:
+        print(f"input: {_describe_spec(spec)}")
     return 0
+
+
+def _describe_spec(spec):
+    text = f"shape {tuple(spec['shape'])} {spec.get('dtype', 'float32')}"
+    if spec.get("range"):
+        text += f", values in [{spec['range'][0]:g}, {spec['range'][1]:g}]"
+    if spec.get("scale") and spec.get("raw_range"):
+        text += (f" (raw values in [{spec['raw_range'][0]:g}, {spec['raw_range'][1]:g}] times {spec['scale']:g}: "
+                 f"pass --raw to predict)")
+    return text + (f"; {spec['description']}" if isinstance(spec.get("description"), str) else "")
 
 
 def cmd_bench(args):
@@ -210,30 +263,85 @@ def cmd_bench(args):
     return 0
 
 
+def _batch(x, shape):
+    """`x` as a (batch, *shape) array: one sample of `shape`, a batch of them, or rows of prod(shape)
+    values (flattened images)."""
+    if shape is None:
+        if x.ndim < 2:
+            raise CommandError(f"input has shape {x.shape}; expected (batch, ...): the model file records no "
+                               f"input shape")
+        return x
+    size = int(np.prod(shape))
+    if x.shape == shape:
+        return x[None]
+    if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
+        return x
+    if x.ndim in (1, 2) and x.shape[-1] == size and size > 1:
+        return x.reshape((-1,) + shape)
+    raise CommandError(f"input has shape {x.shape}; expected {shape}, (batch, {', '.join(map(str, shape))}) "
+                       f"or (batch, {size})")
+
+
+def _preprocess(x, spec, raw):
+    """Apply (--raw) or check the scaling the model was trained with."""
+    lo, hi = float(x.min()), float(x.max())
+    if raw:
+        if spec is None or spec.get("scale") is None or spec.get("raw_range") is None:
+            raise CommandError("--raw: the model file records no input scaling; give the values the model expects")
+        r_lo, r_hi = spec["raw_range"]
+        if lo < r_lo or hi > r_hi:
+            raise CommandError(f"--raw: input values span [{lo:g}, {hi:g}], outside the raw range [{r_lo:g}, {r_hi:g}]")
+        return x * np.float32(spec["scale"])
+    if spec is None or spec.get("range") is None:
+        return x
+    m_lo, m_hi = spec["range"]
+    slack = 1e-6 * (m_hi - m_lo)
+    if lo < m_lo - slack or hi > m_hi + slack:
+        message = (f"input values span [{lo:g}, {hi:g}], outside [{m_lo:g}, {m_hi:g}], the range the model was "
+                   f"trained on")
+        raw_range = spec.get("raw_range")
+        if raw_range and spec.get("scale") and raw_range[0] <= lo and hi <= raw_range[1]:
+            message += (f"; they look like raw values in [{raw_range[0]:g}, {raw_range[1]:g}]: pass --raw to "
+                        f"multiply them by {spec['scale']:g}")
+        raise CommandError(message)
+    return x
+
+
 def cmd_predict(args):
     import minicompress as mc
     import minicompress.functional as F
     model = _load(args.model)
-    shape = _input_shape(model, None) if getattr(model, "input_shape", None) is not None else None
+    spec = _input_spec(args.model)
+    shape = tuple(spec["shape"]) if spec is not None else getattr(model, "input_shape", None)
+    if shape is not None:
+        if not (isinstance(shape, tuple) and shape and all(isinstance(n, int) and n > 0 for n in shape)):
+            raise CommandError(f"{args.model}: the model file's input_shape {shape!r} is not a tuple of positive ints")
     try:
         x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise CommandError(f"cannot read {args.input} as a .npy array: {exc}")
-    if shape is not None:
-        if x.shape == shape:
-            x = x[None]
-        if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
-            raise CommandError(f"input has shape {x.shape}; expected {shape} or (batch, {', '.join(map(str, shape))})")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise CommandError("input must hold finite numbers")
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        x.close()
+        raise CommandError(f"{args.input} is a .npz archive; expected one .npy array (np.save)")
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise CommandError(f"input must hold real numbers, got dtype {x.dtype}")
+    x = _batch(x, shape)
+    if x.shape[0] == 0:
+        raise CommandError(f"{args.input} holds no samples (an empty batch of shape {x.shape})")
+    if not np.isfinite(x).all():
+        raise CommandError("input must hold finite numbers (it has NaN or infinity)")
+    x = _preprocess(x.astype(np.float32), spec, args.raw)
     if type(model).__name__ == "Detector":
         from minicompress.detect_cli import print_detections
         return print_detections(model, x)
     model.eval()
-    with mc.no_grad():
-        logits = model(mc.tensor(x.astype(np.float32)))
-        logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
-        probs = F.softmax(logits, dim=1).numpy()
+    try:
+        with mc.no_grad():
+            logits = model(mc.tensor(x))
+            logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
+            probs = F.softmax(logits, dim=1).numpy()
+    except Exception as exc:  # a crafted file can hold a model that loads but cannot run
+        raise CommandError(f"the model in {args.model} failed on this input ({type(exc).__name__}: {exc})")
     np.set_printoptions(precision=4, suppress=True)
     for i, p in enumerate(probs):
         print(f"sample {i}: class {int(p.argmax())}  probabilities {p}")
@@ -264,16 +372,27 @@ def build_parser():
                      help="classify: the digit classifier; detect: the detector on digit scenes")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
-    ins.add_argument("model")
+    ins.add_argument("model", help="a model file written by minicompress")
     ins.set_defaults(run=cmd_inspect)
     ben = sub.add_parser("bench", help="latency of a model file at batch 1 and 64")
     ben.add_argument("model")
     ben.add_argument("--batch-sizes", default="1,64")
     ben.add_argument("--input-shape", default=None, help="C,H,W when the model file records none")
     ben.set_defaults(run=cmd_bench)
-    pre = sub.add_parser("predict", help="class probabilities for the samples in a .npy file")
-    pre.add_argument("model")
-    pre.add_argument("input")
+    pre = sub.add_parser(
+        "predict", help="class probabilities for the samples in a .npy file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Class probabilities for the samples in INPUT, a .npy array (np.save) of real numbers.\n\n"
+                    "INPUT holds one sample of the model's input shape, a batch (batch, *shape), or rows of\n"
+                    "prod(shape) values. A model written by `minicompress optimize` records the input it was\n"
+                    "trained on (`minicompress inspect` shows it): shape (1, 8, 8), float32 values in [0, 1],\n"
+                    "the UCI digits' pixel counts 0..16 divided by 16. Values outside that range are refused;\n"
+                    "give raw pixel counts with --raw and they are scaled as in training. An empty batch is an\n"
+                    "error.")
+    pre.add_argument("model", help="a model file written by minicompress (optimize, or minicompress.io.save)")
+    pre.add_argument("input", help="a .npy array of samples (see above)")
+    pre.add_argument("--raw", action="store_true",
+                     help="INPUT holds raw values (digits: pixel counts 0..16); apply the model file's scaling")
     pre.set_defaults(run=cmd_predict)
     return parser
 

@@ -1,26 +1,41 @@
-"""Model files: `save(model, path)` and `load(path)`, with no pickle and nothing executed.
+"""Model files: `save(model, path, metadata=None)`, `load(path)` and `load_metadata(path)`, with no
+pickle and nothing executed.
 
 A model file is an uncompressed NumPy `.npz` archive holding
 
-    __format__.json   {"format": "minicompress", "version": 1, "model": <module tree>}
+    __format__.json   {"format": "minicompress", "version": 2, "model": <module tree>, "metadata": {...}}
     a0, a1, ...       the arrays (parameters, buffers, array attributes), referenced by name
 
 The module tree names each module's class (which must be a `Module` subclass defined inside
-minicompress: nothing else can be built), its plain attributes (numbers, strings, booleans, lists,
-dicts, dtype and qscheme constants), its parameters, buffers and children, and its forward
-pre-hooks when they are minicompress hook objects (pruning masks). Arrays are read with
-`allow_pickle=False`. Loading builds the tree bottom-up and only returns it when every part was
-read; any inconsistency raises `ModelFileError` naming what is wrong.
+minicompress: nothing else can be built), its plain attributes (numbers, NumPy scalars, strings,
+booleans, lists, dicts, dtype and qscheme constants, quantization configs), its parameters, buffers and
+children, its forward pre-hooks when they are minicompress hook objects (pruning masks) and its forward
+hooks when they are minicompress hook functions (the observers `prepare` attaches). `metadata` is any
+JSON-able dict the caller wants kept with the model (the command line stores the input preprocessing
+there); `load_metadata` reads it without building the model. Version 1 files (no NumPy scalars, no
+metadata, no hooks) still load.
 
-Writes are atomic: the archive goes to a temporary file in the same folder, which is renamed
-over `path` only once it is complete, so a failed save leaves any old file intact.
+Loading treats the file as untrusted: it is opened as a zip archive; the header must be at most
+`MAX_HEADER_BYTES` and nested at most `MAX_DEPTH` levels; every array's declared shape and dtype must
+account exactly for the bytes stored for it (so nothing larger than the file is ever allocated); each
+layer's sizes (`in_features`, `out_channels`, `kernel_size`, ...) must match its weights' shapes. The
+tree is built bottom-up and only returned when every part was read; anything else raises
+`ModelFileError` naming what is wrong.
+
+Writes are atomic: the archive goes to a temporary file in the target's folder, which is renamed over
+the target only once it is complete; the temporary file is removed if the save fails or is
+interrupted. A new file gets the mode the umask gives; an existing file keeps its mode; saving through
+a symbolic link writes the file it points to and keeps the link.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
 import zipfile
 
 import numpy as np
@@ -29,12 +44,19 @@ from .nn.module import Module, Parameter
 from .tensor import Tensor
 
 FORMAT_NAME = "minicompress"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = "__format__.json"
+MAX_DEPTH = 100               # JSON nesting levels; a model tree needs about 4 per level of submodules
+MAX_HEADER_BYTES = 64 << 20
 
-# Attributes that hold transient configuration (observer factories, bound callables) rather than
-# state; they are not saved and a loaded module does not have them.
-TRANSIENT_ATTRIBUTES = {"qconfig", "_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", "_packed_weight", "_requant_plan"}
+# Attributes that hold transient state (bound callables, memos) rather than model data; they are not
+# saved and a loaded module does not have them. Hooks are saved on their own (see `_Writer.module`).
+TRANSIENT_ATTRIBUTES = {"_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", "_packed_weight", "_requant_plan"}
+
+# The modules that define layers, imported before a file is read so that each class can be found by
+# name in a fresh process (quant.dynamic, for one, is otherwise only imported on first use).
+LAYER_MODULES = ("nn", "quant", "quant.dynamic", "quant.dynamic_rnn", "quant.observer", "quant.fake_quantize",
+                 "prune", "prune.sparse_modules", "distill", "models")
 
 
 class ModelFileError(ValueError):
@@ -54,45 +76,42 @@ def _all_subclasses(cls):
 
 
 def _load_minicompress_modules():
-    """Import the packages that define layers, so their classes are registered."""
-    for name in ("nn", "quant", "prune", "distill", "models"):
-        try:
-            importlib.import_module(f"minicompress.{name}")
-        except ImportError:
-            pass
+    for name in LAYER_MODULES:
+        importlib.import_module(f"minicompress.{name}")
+
+
+def _name(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _class_name(obj) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return _name(type(obj))
 
 
 def _module_classes():
     _load_minicompress_modules()
-    return {f"{c.__module__}.{c.__qualname__}": c for c in [Module] + _all_subclasses(Module)
-            if c.__module__.startswith("minicompress.")}
+    return {_name(c): c for c in [Module] + _all_subclasses(Module) if c.__module__.startswith("minicompress.")}
 
 
 def _hook_classes():
     """Forward pre-hook classes that can be saved: those defining `to_config` / `from_config`."""
-    _load_minicompress_modules()
-    found = {}
-    for module_name in ("minicompress.prune",):
-        try:
-            package = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for cls in getattr(package, "SERIALIZABLE_HOOKS", ()):
-            found[f"{cls.__module__}.{cls.__qualname__}"] = cls
-    return found
+    from . import prune
+    return {_name(cls): cls for cls in prune.SERIALIZABLE_HOOKS}
+
+
+def _forward_hook_functions():
+    """Forward hook functions that can be saved, by name: the observer hook of `quant.prepare`."""
+    prepare = importlib.import_module("minicompress.quant.prepare")  # the module, not quant.prepare()
+    return {f"{f.__module__}.{f.__qualname__}": f for f in prepare.SERIALIZABLE_FORWARD_HOOKS}
 
 
 def _data_classes():
     """Plain-data value classes stored as their attributes (a quantized tensor: levels, scales, zero
-    points, axis, qscheme), rebuilt without calling their constructor."""
+    points, axis, qscheme; a histogram observer's state), rebuilt without calling their constructor."""
     from .prune.sparse import CSRMatrix
+    from .quant.histogram import HistogramState
     from .quant.qtensor import QTensor
-    return {f"{c.__module__}.{c.__qualname__}": c for c in (QTensor, CSRMatrix)}
+    return {_name(c): c for c in (QTensor, CSRMatrix, HistogramState)}
 
 
 def _state(obj):
@@ -104,10 +123,7 @@ def _state(obj):
 
 def _constants():
     """dtype and qscheme constants stored by name."""
-    try:
-        from .quant import dtypes
-    except ImportError:
-        return {}
+    from .quant import dtypes
     return {name: value for name, value in vars(dtypes).items()
             if not name.startswith("_") and type(value).__module__ == dtypes.__name__ and not isinstance(value, type)}
 
@@ -116,20 +132,38 @@ def _constants():
 
 class _Writer:
     def __init__(self):
+        from .quant.observer import _PartialWrapper
+        from .quant.qconfig import QConfig
         self.arrays = {}
         self.constants = {id(v): k for k, v in _constants().items()}
         self.data_classes = _data_classes()
+        self.module_classes = _module_classes()
+        self.hook_functions = {id(f): name for name, f in _forward_hook_functions().items()}
+        self.QConfig, self.PartialWrapper = QConfig, _PartialWrapper
 
     def array(self, array):
         key = f"a{len(self.arrays)}"
-        self.arrays[key] = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        self.arrays[key] = np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d 1-d
         return key
+
+    def factory(self, factory, where):
+        """An observer class or `with_args` factory, as its class name and bound keyword arguments."""
+        kwargs = {}
+        if isinstance(factory, self.PartialWrapper):
+            partial = factory.p
+            if partial.args:
+                raise TypeError(f"cannot save {where}: {factory!r} binds positional arguments")
+            factory, kwargs = partial.func, dict(partial.keywords)
+        if not isinstance(factory, type) or _name(factory) not in self.module_classes:
+            raise TypeError(f"cannot save {where}: {factory!r} is not a minicompress observer class or factory")
+        return {"class": _name(factory), "kwargs": {k: self.value(v, f"{where}.{k}") for k, v in kwargs.items()}}
 
     def value(self, value, where):
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, (np.integer, np.floating, np.bool_)):
-            return value.item()
+            return {"__scalar__": [value.dtype.name, value.item()]}
         if id(value) in self.constants:
             return {"__constant__": self.constants[id(value)]}
         if isinstance(value, Tensor):
@@ -138,6 +172,11 @@ class _Writer:
             return {"__array__": self.array(value)}
         if isinstance(value, np.dtype):
             return {"__dtype__": value.name}
+        if isinstance(value, self.QConfig):
+            return {"__qconfig__": {"activation": self.factory(value.activation, f"{where}.activation"),
+                                    "weight": self.factory(value.weight, f"{where}.weight")}}
+        if isinstance(value, (self.PartialWrapper, type)):
+            return {"__factory__": self.factory(value, where)}
         if isinstance(value, (tuple, list)):
             return {"__tuple__" if isinstance(value, tuple) else "__list__":
                     [self.value(v, f"{where}[{i}]") for i, v in enumerate(value)]}
@@ -151,18 +190,24 @@ class _Writer:
         raise TypeError(f"cannot save {where}: a {type(value).__name__} is not model data")
 
     def module(self, module, where):
-        if _class_name(module) not in _module_classes():
+        if _class_name(module) not in self.module_classes:
             raise TypeError(f"cannot save {where or 'the model'}: {_class_name(module)} is not a minicompress layer")
         attributes = {}
         for key, value in module.__dict__.items():
             if key in ("_parameters", "_buffers", "_modules", "_non_persistent") or key in TRANSIENT_ATTRIBUTES:
                 continue
             attributes[key] = self.value(value, f"{where}.{key}" if where else key)
-        hooks = []
+        pre_hooks = []
         for hook in module._forward_pre_hooks.values():
             if not hasattr(hook, "to_config"):
                 raise TypeError(f"cannot save {where or 'the model'}: its forward pre-hook {hook!r} is not model data")
-            hooks.append({"class": _class_name(hook), "config": self.value(hook.to_config(), f"{where}.hook")})
+            pre_hooks.append({"class": _class_name(hook), "config": self.value(hook.to_config(), f"{where}.hook")})
+        hooks = []
+        for hook in module._forward_hooks.values():
+            if id(hook) not in self.hook_functions:
+                raise TypeError(f"cannot save {where or 'the model'}: its forward hook {hook!r} is not a minicompress "
+                                f"hook (remove it before saving)")
+            hooks.append(self.hook_functions[id(hook)])
         return {
             "class": _class_name(module),
             "attributes": attributes,
@@ -172,58 +217,212 @@ class _Writer:
             "non_persistent": sorted(module._non_persistent),
             "children": {k: None if m is None else self.module(m, f"{where}.{k}" if where else k)
                          for k, m in module._modules.items()},
-            "pre_hooks": hooks,
+            "pre_hooks": pre_hooks,
+            "forward_hooks": hooks,
         }
 
 
-def save(model: Module, path) -> None:
-    """Write `model` to `path` atomically (temporary file, then rename)."""
+def _check_metadata(metadata):
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of JSON data or None, got {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must hold only JSON data (dicts with str keys, lists, str, finite numbers, "
+                        f"bool, None): {exc}") from None
+    return json.loads(text)
+
+
+def _target(path):
+    """The file to write: `path`, or the file a symbolic link at `path` points to (the link is kept)."""
+    path = os.path.abspath(os.fspath(path))
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def save(model: Module, path, *, metadata=None) -> None:
+    """Write `model` (and `metadata`, a JSON-able dict kept with it, see `load_metadata`) to `path`.
+
+    Atomic (temporary file in the same folder, then rename); see the module docstring for file modes,
+    symbolic links and failures.
+
+    Raises:
+        TypeError: `model` is not a minicompress Module, holds something that is not model data (a
+            layer defined outside minicompress, an unknown hook), or `metadata` is not JSON data.
+        FileNotFoundError: the folder of `path` does not exist.
+    """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a Module, got {type(model).__name__}")
+    metadata = _check_metadata(metadata)
+    user_path = os.fspath(path)
+    target = _target(user_path)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save to {user_path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"cannot save to {user_path!r}: it is a folder")
     writer = _Writer()
     tree = writer.module(model, "")
-    header = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": tree})
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    header = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": tree, "metadata": metadata})
+    mode = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else None
+    tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}.npz")
     try:
+        # 0o666 as open() would use: the umask decides a new file's mode.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{_HEADER: np.frombuffer(header.encode(), dtype=np.uint8)}, **writer.arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    finally:  # on any exception, KeyboardInterrupt included; after the rename there is nothing left
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise
 
 
 # ----- decoding --------------------------------------------------------------------------------
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting_depth(text: bytes) -> int:
+    """How deeply the JSON `text` nests arrays and objects (strings skipped), without parsing it."""
+    codes = np.frombuffer(_STRING.sub(b'""', text), dtype=np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+class _Archive:
+    """The members of a model file, each read only once its size is checked against the file."""
+
+    def __init__(self, path):
+        self.path = path
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                start = f.read(6)
+            if start.startswith(b"PK\x03\x04"):
+                raise ModelFileError(f"{path!r} is truncated or corrupted (its zip directory is missing)")
+            what = "a single .npy array" if start == b"\x93NUMPY" else "not a .npz archive"
+            raise ModelFileError(f"{path!r} is not a minicompress model file ({what}; model files are written by "
+                                 f"minicompress.io.save)")
+        self.zip = zipfile.ZipFile(path)
+        self.file_size = os.path.getsize(path)
+        self.members = {}
+        for info in self.zip.infolist():
+            if info.filename.endswith(".npy"):
+                self.members[info.filename[:-4]] = info
+
+    def close(self):
+        self.zip.close()
+
+    def read(self, key, where, max_bytes=None):
+        info = self.members.get(key) if isinstance(key, str) else None
+        if info is None:
+            raise ModelFileError(f"{where}: array {key!r} is missing from the file")
+        if info.file_size > self.file_size and info.compress_type == zipfile.ZIP_STORED:
+            raise ModelFileError(f"{where}: array {key!r} claims {info.file_size} bytes, more than the whole file")
+        if info.compress_size > self.file_size:
+            raise ModelFileError(f"{where}: array {key!r} claims {info.compress_size} bytes, more than the whole file")
+        if max_bytes is not None and info.file_size > max_bytes:
+            raise ModelFileError(f"{where}: {info.file_size} bytes, more than the {max_bytes} allowed")
+        with self.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):  # what np.savez writes
+                raise ModelFileError(f"{where}: array {key!r} has unsupported .npy version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            try:
+                shape, fortran, dtype = read_header(f)
+            except Exception as exc:  # NumPy parses the header text with ast: SyntaxError, TokenError, ...
+                raise ModelFileError(f"{where}: array {key!r} has a malformed .npy header "
+                                     f"({type(exc).__name__}: {exc})") from None
+            if dtype.hasobject:
+                raise ModelFileError(f"{where}: array {key!r} holds Python objects, which model files never do")
+            count = math.prod(shape)
+            if count * dtype.itemsize != info.file_size - f.tell():
+                raise ModelFileError(f"{where}: array {key!r} claims shape {shape} of {dtype} "
+                                     f"({count * dtype.itemsize} bytes) but {info.file_size - f.tell()} bytes are "
+                                     f"stored")
+            data = f.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise ModelFileError(f"{where}: array {key!r} is truncated")
+        array = np.frombuffer(data, dtype=dtype, count=count)
+        return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _read_header(archive):
+    path = archive.path
+    if _HEADER not in archive.members:
+        raise ModelFileError(f"{path!r} is not a minicompress model file (no {_HEADER})")
+    raw = archive.read(_HEADER, "header", max_bytes=MAX_HEADER_BYTES)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ModelFileError(f"{path!r}: the header must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
+    text = raw.tobytes()
+    depth = _nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise ModelFileError(f"{path!r}: the header nests {depth} levels deep; model files nest at most {MAX_DEPTH}")
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelFileError(f"{path!r}: the header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path!r} is not a minicompress model file")
+    version = header.get("version")
+    if type(version) is not int or version < 1:
+        raise ModelFileError(f"{path!r} has format version {version!r}; expected a positive integer")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path!r} has format version {version}; this minicompress reads version "
+                             f"{FORMAT_VERSION} and older: upgrade minicompress")
+    metadata = header.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path!r}: metadata must be a JSON object, got {type(metadata).__name__}")
+    return header
+
+
 class _Reader:
     def __init__(self, archive):
+        from .quant.observer import _PartialWrapper
+        from .quant.qconfig import QConfig
         self.archive = archive
         self.modules = _module_classes()
         self.hooks = _hook_classes()
+        self.hook_functions = _forward_hook_functions()
         self.constants = _constants()
         self.data_classes = _data_classes()
+        self.QConfig, self.PartialWrapper = QConfig, _PartialWrapper
 
     def array(self, key, where):
-        if not isinstance(key, str) or key not in self.archive.files:
-            raise ModelFileError(f"{where}: array {key!r} is missing from the file")
-        try:
-            return np.array(self.archive[key], copy=True)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise ModelFileError(f"{where}: array {key!r} is unreadable ({exc})") from exc
+        return self.archive.read(key, where)
+
+    def factory(self, body, where):
+        if not isinstance(body, dict) or body.get("class") not in self.modules or not isinstance(body.get("kwargs"), dict):
+            raise ModelFileError(f"{where}: malformed observer factory {str(body)[:80]!r}")
+        cls = self.modules[body["class"]]
+        kwargs = {k: self.value(v, f"{where}.{k}") for k, v in body["kwargs"].items()}
+        return self.PartialWrapper(functools.partial(cls, **kwargs)) if kwargs else cls
 
     def value(self, value, where):
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, dict) and len(value) == 1:
             (tag, body), = value.items()
+            if tag == "__scalar__" and isinstance(body, list) and len(body) == 2 and isinstance(body[0], str):
+                try:
+                    dtype = np.dtype(body[0])
+                except TypeError:
+                    raise ModelFileError(f"{where}: unknown dtype {body[0]!r}") from None
+                if dtype.kind not in "biuf" or isinstance(body[1], (list, dict, str)) or body[1] is None:
+                    raise ModelFileError(f"{where}: bad scalar {str(body)[:80]!r}")
+                with np.errstate(over="ignore"):
+                    try:
+                        return dtype.type(body[1])
+                    except (OverflowError, ValueError):
+                        raise ModelFileError(f"{where}: bad scalar {str(body)[:80]!r}") from None
             if tag == "__constant__":
-                if body not in self.constants:
-                    raise ModelFileError(f"{where}: unknown constant {body!r}")
+                if not isinstance(body, str) or body not in self.constants:
+                    raise ModelFileError(f"{where}: unknown constant {str(body)[:80]!r}")
                 return self.constants[body]
             if tag == "__tensor__":
                 return Tensor(self.array(body, where))
@@ -232,14 +431,20 @@ class _Reader:
             if tag == "__dtype__":
                 try:
                     return np.dtype(body)
-                except TypeError as exc:
-                    raise ModelFileError(f"{where}: unknown dtype {body!r}") from exc
+                except TypeError:
+                    raise ModelFileError(f"{where}: unknown dtype {str(body)[:80]!r}") from None
+            if tag == "__qconfig__" and isinstance(body, dict) and set(body) == {"activation", "weight"}:
+                return self.QConfig(self.factory(body["activation"], f"{where}.activation"),
+                                    self.factory(body["weight"], f"{where}.weight"))
+            if tag == "__factory__":
+                return self.factory(body, where)
             if tag in ("__tuple__", "__list__", "__set__") and isinstance(body, list):
                 items = [self.value(v, where) for v in body]
                 return tuple(items) if tag == "__tuple__" else set(items) if tag == "__set__" else items
             if tag == "__dict__" and isinstance(body, dict):
                 return {k: self.value(v, f"{where}.{k}") for k, v in body.items()}
-            if tag == "__object__" and isinstance(body, dict) and body.get("class") in self.data_classes:
+            if tag == "__object__" and isinstance(body, dict) and body.get("class") in self.data_classes \
+                    and isinstance(body.get("state", {}), dict):
                 obj = object.__new__(self.data_classes[body["class"]])
                 for key, item in body.get("state", {}).items():
                     object.__setattr__(obj, key, self.value(item, f"{where}.{key}"))
@@ -247,11 +452,18 @@ class _Reader:
         raise ModelFileError(f"{where}: unrecognised value {str(value)[:80]!r}")
 
     def module(self, node, where):
+        label = where or "model"
         if not isinstance(node, dict) or "class" not in node:
-            raise ModelFileError(f"{where or 'model'}: malformed module entry")
+            raise ModelFileError(f"{label}: malformed module entry")
         name = node["class"]
-        if name not in self.modules:
-            raise ModelFileError(f"{where or 'model'}: unknown layer type {name!r}")
+        if not isinstance(name, str) or name not in self.modules:
+            raise ModelFileError(f"{label}: unknown layer type {str(name)[:80]!r}")
+        for key in ("attributes", "parameters", "buffers", "children"):
+            if not isinstance(node.get(key), dict):
+                raise ModelFileError(f"{label}: malformed module entry ({key!r} must be a JSON object)")
+        for key in ("non_persistent", "pre_hooks", "forward_hooks"):
+            if not isinstance(node.get(key, []), list):
+                raise ModelFileError(f"{label}: malformed module entry ({key!r} must be a JSON list)")
         module = self.modules[name].__new__(self.modules[name])
         Module.__init__(module)
         try:
@@ -262,37 +474,133 @@ class _Reader:
                     self.array(spec["array"], f"{where}.{key}"), requires_grad=bool(spec["requires_grad"]))
             for key, ref in node["buffers"].items():
                 module._buffers[key] = None if ref is None else Tensor(self.array(ref, f"{where}.{key}"))
-            module._non_persistent.update(node.get("non_persistent", []))
+            module._non_persistent.update(str(k) for k in node.get("non_persistent", []))
             for key, child in node["children"].items():
                 module._modules[key] = None if child is None else self.module(child, f"{where}.{key}" if where else key)
             for hook in node.get("pre_hooks", []):
-                if hook.get("class") not in self.hooks:
-                    raise ModelFileError(f"{where or 'model'}: unknown hook type {hook.get('class')!r}")
+                if not isinstance(hook, dict) or hook.get("class") not in self.hooks:
+                    raise ModelFileError(f"{label}: unknown hook type {str(hook)[:80]!r}")
                 instance = self.hooks[hook["class"]].from_config(self.value(hook["config"], f"{where}.hook"))
                 module.register_forward_pre_hook(instance)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ModelFileError(f"{where or 'model'}: malformed entry ({exc})") from exc
+            for hook in node.get("forward_hooks", []):
+                if not isinstance(hook, str) or hook not in self.hook_functions:
+                    raise ModelFileError(f"{label}: unknown forward hook {str(hook)[:80]!r}")
+                module.register_forward_hook(self.hook_functions[hook])
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            raise ModelFileError(f"{label}: malformed entry ({type(exc).__name__}: {exc})") from None
+        _check_sizes(module, label)
         return module
 
 
+# ----- layer sizes against weight shapes --------------------------------------------------------
+
+def _shape(value):
+    shape = getattr(value, "shape", None)
+    return None if shape is None else tuple(shape)
+
+
+def _weight_shape(module):
+    """The shape of a layer's weight wherever the layer keeps it: a parameter (or `weight_orig` under a
+    pruning mask), a quantized tensor attribute, or a sparse layer's `weight_shape`."""
+    for key in ("weight", "weight_orig"):
+        if module._parameters.get(key) is not None:
+            return tuple(module._parameters[key].shape)
+    for key in ("_weight", "_packed_weight", "weight_q"):
+        if _shape(module.__dict__.get(key)) is not None:
+            return _shape(module.__dict__[key])
+    if isinstance(module.__dict__.get("weight_shape"), tuple):
+        return module.__dict__["weight_shape"]
+    return None
+
+
+def _required_attributes():
+    """Attributes a layer of each kind always has (its constructor sets them) and `forward` reads."""
+    from .nn import layers, rnn
+    return ((layers.Linear, ("in_features", "out_features")),
+            (layers.Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")),
+            (layers._BatchNorm, ("num_features", "eps", "momentum", "affine", "track_running_stats")),
+            (rnn._RNNBase, ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional")),
+            (rnn._CellBase, ("input_size", "hidden_size", "bias")))
+
+
+def _check_sizes(module, where):
+    """A layer's constructor arguments as stored (in_features, out_channels, ...) against its weights."""
+    d = module.__dict__
+    for cls, names in _required_attributes():
+        missing = [n for n in names if isinstance(module, cls) and n not in d]
+        if missing:
+            raise ModelFileError(f"{where}: a {type(module).__name__} entry without {', '.join(missing)}")
+    weight = _weight_shape(module)
+    expected = None
+    if "in_features" in d and "out_features" in d:
+        expected = (d["out_features"], d["in_features"])
+    elif "in_channels" in d and "out_channels" in d and "kernel_size" in d:
+        groups = d.get("groups", 1)
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ModelFileError(f"{where}: groups={groups!r} must be a positive int")
+        kernel = d["kernel_size"]
+        if not isinstance(kernel, tuple) or not isinstance(d["in_channels"], int):
+            raise ModelFileError(f"{where}: malformed kernel_size {kernel!r} or in_channels {d['in_channels']!r}")
+        expected = (d["out_channels"], d["in_channels"] // groups) + kernel
+    if expected is not None and weight is not None and tuple(weight) != expected:
+        raise ModelFileError(f"{where}: the stored sizes say a weight of shape {expected} but the weight has shape "
+                             f"{tuple(weight)} (tampered file?)")
+    if "num_features" in d:
+        for key in ("weight", "bias"):
+            if module._parameters.get(key) is not None and tuple(module._parameters[key].shape) != (d["num_features"],):
+                raise ModelFileError(f"{where}: num_features={d['num_features']!r} but {key} has shape "
+                                     f"{tuple(module._parameters[key].shape)}")
+        for key in ("running_mean", "running_var"):
+            if module._buffers.get(key) is not None and tuple(module._buffers[key].shape) != (d["num_features"],):
+                raise ModelFileError(f"{where}: num_features={d['num_features']!r} but {key} has shape "
+                                     f"{tuple(module._buffers[key].shape)}")
+    if "input_size" in d and "hidden_size" in d:
+        for key in list(module._parameters) + [k for k in d if k.startswith("weight_")]:
+            value = module._parameters.get(key) if key in module._parameters else d.get(key)
+            if not key.startswith("weight_") or _shape(value) is None:
+                continue
+            shape = _shape(value)
+            width = d["hidden_size"] if key.startswith("weight_hh") else None
+            if key.startswith("weight_ih") and key.endswith(("l0", "l0_reverse")) or key == "weight_ih":
+                width = d["input_size"]
+            if width is not None and (len(shape) != 2 or shape[1] != width):
+                raise ModelFileError(f"{where}: {key} has shape {shape}, which does not match "
+                                     f"input_size={d['input_size']!r}, hidden_size={d['hidden_size']!r}")
+
+
 def load(path) -> Module:
-    """Read a model written by `save`. Raises `ModelFileError` for anything but a complete, valid file."""
+    """Read a model written by `save`. Raises `ModelFileError` for anything but a complete, valid file,
+    FileNotFoundError when there is no file at `path`."""
+    model, _ = _load(path, build=True)
+    return model
+
+
+def load_metadata(path) -> dict:
+    """The `metadata` dict saved with the model at `path` ({} when none was given), without building the
+    model. Raises as `load`."""
+    _, metadata = _load(path, build=False)
+    return metadata
+
+
+def _load(path, build):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    archive = None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if _HEADER not in archive.files:
-                raise ModelFileError(f"{path!r} is not a minicompress model file (no {_HEADER})")
-            header = json.loads(bytes(archive[_HEADER]).decode())
-            if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-                raise ModelFileError(f"{path!r} is not a minicompress model file")
-            version = header.get("version")
-            if not isinstance(version, int) or version > FORMAT_VERSION:
-                raise ModelFileError(f"{path!r} has format version {version!r}; this minicompress reads "
-                                     f"version {FORMAT_VERSION} and older: upgrade minicompress")
-            return _Reader(archive).module(header.get("model"), "")
+        archive = _Archive(path)
+        header = _read_header(archive)
+        model = _Reader(archive).module(header.get("model"), "") if build else None
+        return model, header.get("metadata", {})
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError, KeyError) as exc:
-        raise ModelFileError(f"{path!r} is truncated or corrupted ({type(exc).__name__}: {exc})") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError, TypeError,
+            NotImplementedError, RuntimeError, OverflowError, MemoryError, RecursionError) as exc:
+        # Whatever else a crafted file provokes (a zip member with an unsupported compression method, a
+        # record that lies about its size) is still a bad file.
+        raise ModelFileError(f"{path!r} is truncated or corrupted ({type(exc).__name__}: {exc})") from None
+    finally:
+        if archive is not None:
+            archive.close()

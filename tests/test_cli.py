@@ -181,3 +181,105 @@ def test_pipeline_refuses_a_negative_teacher_epochs_before_training():
     with pytest.raises(ValueError, match="teacher_epochs"):
         optimize(None, None, None, None, epochs=1, teacher_epochs=-1, log=printed.append)
     assert printed == []
+
+
+# ----- predict: the input preprocessing the model file records ------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_model_file(tmp_path_factory):
+    from minicompress.data.digits import input_preprocessing
+    mc.manual_seed(0)
+    model = nn.create_mobile_classifier(10, 1).eval()
+    path = tmp_path_factory.mktemp("cli") / "digits.npz"
+    io.save(model, path, metadata={"input": input_preprocessing()})
+    return path
+
+
+def _predicted(out):
+    return [int(l.split("class ")[1].split()[0]) for l in out.splitlines() if l.startswith("sample")]
+
+
+def test_raw_pixel_counts_are_refused_and_scaled_with_raw(digits_model_file, tmp_path, capsys):
+    from minicompress.data import load_digits
+    images, _ = load_digits()
+    raw = np.rint(images[:5] * 16).astype(np.int64)  # the data set's own 0..16 pixel counts
+    np.save(tmp_path / "raw.npy", raw)
+    assert cli.main(["predict", str(digits_model_file), str(tmp_path / "raw.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicompress: error:") and "--raw" in err and "[0, 1]" in err and "\n" not in err
+    assert cli.main(["predict", str(digits_model_file), str(tmp_path / "raw.npy"), "--raw"]) == 0
+    with_raw = _predicted(capsys.readouterr().out)
+    np.save(tmp_path / "scaled.npy", raw.reshape(5, 64) / 16.0)  # flattened rows are accepted too
+    assert cli.main(["predict", str(digits_model_file), str(tmp_path / "scaled.npy")]) == 0
+    assert with_raw == _predicted(capsys.readouterr().out) and len(with_raw) == 5
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((0, 1, 8, 8), np.float32), "no samples"),
+    (np.full((2, 1, 8, 8), 17.0, np.float32), "outside [0, 1]"),
+    (np.zeros((2, 1, 8, 8), bool), "real numbers"),
+    (np.full((2, 64), np.nan, np.float32), "finite"),
+])
+def test_bad_predict_input_is_one_line(digits_model_file, tmp_path, capsys, array, message):
+    np.save(tmp_path / "x.npy", array)
+    assert cli.main(["predict", str(digits_model_file), str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicompress: error:") and message in err and "\n" not in err
+
+
+def test_predict_help_states_the_expected_input(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert "(1, 8, 8)" in out and "[0, 1]" in out and "--raw" in out and "empty batch" in out
+
+
+def test_inspect_shows_the_recorded_input(digits_model_file, capsys):
+    assert cli.main(["inspect", str(digits_model_file)]) == 0
+    assert "input: shape (1, 8, 8) float32, values in [0, 1]" in capsys.readouterr().out
+
+
+def _crafted(tmp_path, kind):
+    import json
+    import zipfile
+    path = tmp_path / f"{kind}.npz"
+    model = nn.Linear(64, 10)
+    io.save(model, path, metadata={"input": {"shape": [1, 8, 8], "range": [0.0, 1.0]}})
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    header_npy = members["__format__.json.npy"]
+    start = header_npy.index(b"\n") + 1
+    header = json.loads(header_npy[start:])
+    if kind == "deep":
+        text = json.dumps(header).replace('"metadata": {', '"metadata": {"x": ' + "[" * 3000 + "]" * 3000 + ", ")
+    else:
+        if kind == "in_features":
+            header["model"]["attributes"]["in_features"] = 65
+        elif kind == "version":
+            header["version"] = True
+        elif kind == "metadata":
+            header["metadata"]["input"]["shape"] = "eight"
+        elif kind == "conv":  # a Linear's entry relabelled as a Conv2d: loads without its conv attributes
+            header["model"]["class"] = "minicompress.nn.layers.Conv2d"
+        text = json.dumps(header)
+    np.savez(path, **{"__format__.json": np.frombuffer(text.encode(), np.uint8)})
+    with zipfile.ZipFile(path, "a") as z:
+        for name, data in members.items():
+            if name != "__format__.json.npy":
+                z.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["deep", "in_features", "version", "metadata", "conv", "npy"])
+@pytest.mark.parametrize("command", ["inspect", "predict"])
+def test_crafted_model_files_are_one_error_line(tmp_path, capsys, kind, command):
+    if kind == "npy":
+        path = tmp_path / "model.npy"
+        np.save(path, np.zeros(3))
+    else:
+        path = _crafted(tmp_path, kind)
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 8, 8), np.float32))
+    argv = [command, str(path)] + ([str(tmp_path / "x.npy")] if command == "predict" else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicompress: error:") and "\n" not in err

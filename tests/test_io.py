@@ -139,3 +139,130 @@ def test_quantized_model_round_trips(tmp_path):
     quantized = quantize_static(_model(), itertools.islice(train, 2))
     io.save(quantized, tmp_path / "int8.npz")
     _assert_same_outputs(quantized, io.load(tmp_path / "int8.npz"))
+
+
+# ----- crafted files: each a ModelFileError with a clear message, before anything is allocated ----
+
+def _write_raw(path, header_text, arrays=None):
+    """A model file with `header_text` as its header verbatim (np.savez writes each array as .npy)."""
+    np.savez(path, **{"__format__.json": np.frombuffer(header_text.encode(), dtype=np.uint8)}, **(arrays or {}))
+
+
+def test_deeply_nested_header_is_refused(tmp_path):
+    path = tmp_path / "deep.npz"
+    _write_raw(path, '{"format": "minicompress", "version": 1, "model": ' + "[" * 2000 + "]" * 2000 + "}")
+    with pytest.raises(io.ModelFileError, match="nests 2001 levels deep"):
+        io.load(path)
+
+
+def test_array_claiming_a_huge_shape_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "model.npz"
+    io.save(nn.Linear(3, 2), path)
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    name = next(n for n in members if n != "__format__.json.npy")
+    members[name] = members[name].replace(b"(2, 3)", b"(1099511627776,)".ljust(6))  # 2^40 float32
+    with zipfile.ZipFile(path, "w") as z:
+        for key, data in members.items():
+            z.writestr(key, data)
+    with pytest.raises(io.ModelFileError, match=r"claims shape \(1099511627776,\)"):
+        io.load(path)
+
+
+@pytest.mark.parametrize("version", [-7, 0, True, 1.0, "1", None])
+def test_version_must_be_a_positive_int(tmp_path, version):
+    path = tmp_path / "model.npz"
+    io.save(nn.Linear(3, 2), path)
+    _rewrite_header(path, lambda h: h.update(version=version))
+    with pytest.raises(io.ModelFileError, match="expected a positive integer"):
+        io.load(path)
+
+
+@pytest.mark.parametrize("layer, key, value", [
+    (lambda: nn.Linear(3, 2), "in_features", 4),
+    (lambda: nn.Conv2d(2, 4, 3), "out_channels", 5),
+    (lambda: nn.BatchNorm2d(3), "num_features", 2),
+    (lambda: nn.LSTM(3, 2), "input_size", 5),
+])
+def test_sizes_that_disagree_with_the_weights_are_refused(tmp_path, layer, key, value):
+    path = tmp_path / "model.npz"
+    io.save(layer(), path)
+    _rewrite_header(path, lambda h: h["model"]["attributes"].update({key: value}))
+    with pytest.raises(io.ModelFileError, match="shape"):
+        io.load(path)
+
+
+def test_a_npy_file_is_not_a_model_file(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(io.ModelFileError, match="a single .npy array"):
+        io.load(tmp_path / "x.npy")
+
+
+def test_version_1_files_still_load(tmp_path):
+    path = tmp_path / "model.npz"
+    model = nn.Linear(3, 2)
+    io.save(model, path)
+    _rewrite_header(path, lambda h: [h.update(version=1), h.pop("metadata"), h["model"].pop("forward_hooks")])
+    _assert_same_outputs(model, io.load(path), shape=(4, 3))
+
+
+# ----- metadata --------------------------------------------------------------------------------
+
+def test_metadata_is_kept_with_the_model(tmp_path):
+    path = tmp_path / "model.npz"
+    metadata = {"input": {"shape": [1, 8, 8], "scale": 0.0625}, "note": "digits"}
+    io.save(nn.Linear(3, 2), path, metadata=metadata)
+    assert io.load_metadata(path) == metadata
+    io.save(nn.Linear(3, 2), path)
+    assert io.load_metadata(path) == {}
+    with pytest.raises(TypeError, match="JSON"):
+        io.save(nn.Linear(3, 2), path, metadata={"x": np.zeros(2)})
+
+
+# ----- save: paths, modes, links, interruptions ------------------------------------------------
+
+def test_save_into_a_missing_folder_names_the_users_path(tmp_path):
+    path = tmp_path / "missing" / "model.npz"
+    with pytest.raises(FileNotFoundError, match="missing/model.npz"):
+        io.save(nn.Linear(2, 2), path)
+
+
+def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        io.save(nn.Linear(2, 2), tmp_path / "new.npz")
+        assert os.stat(tmp_path / "new.npz").st_mode & 0o777 == 0o640
+        (tmp_path / "old.npz").write_bytes(b"")
+        os.chmod(tmp_path / "old.npz", 0o604)
+        io.save(nn.Linear(2, 2), tmp_path / "old.npz")
+        assert os.stat(tmp_path / "old.npz").st_mode & 0o777 == 0o604
+    finally:
+        os.umask(previous)
+
+
+def test_saving_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "model.npz"
+    io.save(nn.Linear(2, 2), target)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    model = nn.Linear(2, 3)
+    io.save(model, link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert io.load(target).out_features == 3
+    assert sorted(os.listdir(tmp_path / "real")) == ["model.npz"] and sorted(os.listdir(tmp_path)) == ["link.npz", "real"]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError("disk full")])
+def test_an_interrupted_save_leaves_no_temporary_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "model.npz"
+    io.save(nn.Linear(2, 2), path)
+    before = path.read_bytes()
+
+    def fail(f, **arrays):
+        f.write(b"partial")
+        raise error
+    monkeypatch.setattr(io.np, "savez", fail)
+    with pytest.raises(type(error)):
+        io.save(nn.Linear(2, 2), path)
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"] and path.read_bytes() == before

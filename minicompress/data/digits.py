@@ -33,6 +33,20 @@ def load_digits():
     return images, table[:, -1].copy()
 
 
+def input_preprocessing():
+    """How a model trained on `load_digits` expects its input, as JSON data for a model file's metadata
+    (`io.save(model, path, metadata={"input": input_preprocessing()})`), read back by `minicompress predict`:
+
+        shape      [1, 8, 8]: one channel of 8 x 8 pixels per sample
+        dtype      float32
+        range      [0, 1]: the values the model was trained on
+        raw_range  [0, 16]: the data set's pixel counts, before scaling
+        scale      1/16: model input = pixel count * scale
+    """
+    return {"shape": [1, 8, 8], "dtype": "float32", "range": [0.0, 1.0], "raw_range": [0, PIXEL_MAX],
+            "scale": 1.0 / PIXEL_MAX, "description": f"UCI digits: 8x8 pixel counts 0..{PIXEL_MAX} divided by {PIXEL_MAX}"}
+
+
 def _validate_split(test_fraction, seed):
     """Raises TypeError / ValueError unless 0 < test_fraction < 1 (a real number) and seed is an int >= 0."""
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.integer, np.floating)):

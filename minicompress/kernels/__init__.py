@@ -10,6 +10,10 @@ batch 64 ran faster too. Under libgomp's default or active wait policy, spinning
 torch's for the cores and some calls took 12-16 ms. TBB cost ~4 us a call, but it is not a
 dependency (the `tbb` package) and slowed torch's own int8 Linear beside it.
 """
+from .cache import use_user_cache_dir
+
+use_user_cache_dir()  # first: Numba picks each kernel's cache folder when it is decorated (see cache.py)
+
 import os
 
 import numba

@@ -88,6 +88,10 @@ def _observer_forward_hook(module, args, output):
     return module.activation_post_process(output)
 
 
+# Forward hooks that a model file can hold (by name): `io.save` writes them, `io.load` re-attaches them.
+SERIALIZABLE_FORWARD_HOOKS = (_observer_forward_hook,)
+
+
 def _add_observers(module):
     for child in module._modules.values():
         if child is None:
