@@ -1,6 +1,7 @@
 """The `minicompress` command.
 
     minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0]
+    minicompress optimize --task embed --model DIR [--prune-heads 6]
     minicompress inspect MODEL
     minicompress bench MODEL [--batch-sizes 1,64]
     minicompress predict MODEL INPUT.npy
@@ -61,6 +62,9 @@ def _write_charts(report, out):
 
 
 def cmd_optimize(args):
+    if args.task == "embed":
+        from minicompress.pipelines.embed_cli import run_embed
+        return run_embed(args, CommandError)
     import minicompress as mc
     from minicompress import io
     from minicompress.models import create_teacher_classifier
@@ -182,6 +186,10 @@ def build_parser():
     opt.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default: --epochs)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opt.add_argument("--task", choices=["classify", "embed"], default="classify",
+                     help="classify: the digits job (default); embed: compress a pretrained sentence encoder")
+    opt.add_argument("--model", default=None, help="--task embed: the sentence encoder's directory")
+    opt.add_argument("--prune-heads", type=int, default=6, help="--task embed: attention heads to remove (default 6)")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
     ins.add_argument("model")
