@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from minilm import requires_minilm
+
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 
 
@@ -44,3 +46,13 @@ def test_tutorial_03_prunes_shrinks_and_runs_sparse():
     assert results["shrunk"] >= results["float"] - 0.05
     assert abs(results["sparse"] - results["gradual 50%"]) <= 1 / 300  # same weights, CSR sums in another order
     assert len(results["sensitivity"]) == 10
+
+
+@requires_minilm
+def test_tutorial_07_compresses_a_pretrained_sentence_encoder():
+    results = load_tutorial("07_pretrained_transformer.py")["main"](prune=6)
+    float_cosine, float_bytes, answer = results["float32"]
+    cosine, size, int8_answer = results["int8 full range"]
+    assert cosine >= 0.99 and float_bytes / size >= 3.5 and int8_answer == answer
+    assert results["int8 torch qconfig"][0] < cosine
+    assert results["6 heads pruned"][1] < float_bytes
