@@ -56,7 +56,7 @@ def test_full_range_halves_the_input_rounding_error():
     for name, qconfig in (("torch", quant.per_channel_dynamic_qconfig), ("full", quant.full_range_dynamic_qconfig)):
         qmodel = quantize_dynamic(model, {nn.Linear: qconfig}, dtype=qd.qint8)
         errors[name] = np.abs(qmodel(x).data - reference).mean()
-    assert errors["full"] < 0.75 * errors["torch"]  # measured ratio about 0.55 (the input error halves)
+    assert errors["full"] < 0.75 * errors["torch"]  # ratio 0.49-0.61 over seeds 0-19 (the input error halves)
 
 
 def test_default_qconfigs_keep_seven_bit_inputs():
