@@ -8,7 +8,7 @@ from minilm import MODEL_DIR, requires_minilm
 
 @requires_minilm
 def test_full_range_int8_keeps_the_embeddings_and_the_retrieval():
-    report = optimize_embed(MODEL_DIR, prune_heads_count=2, sentences=SENTENCES[:12], repeat=1)
+    report = optimize_embed(MODEL_DIR, prune_heads_count=2, sentences=SENTENCES[:12], repeat=0)  # no timing
     float_row, torch_row = report.row("float32"), report.row("int8 dynamic (torch qconfig)")
     full = report.row("int8 dynamic (full range)")
     assert full.mean_cosine >= 0.99 and full.min_cosine >= 0.98  # measured 0.993 / 0.989 on all 22 sentences

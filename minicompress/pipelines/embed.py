@@ -100,7 +100,9 @@ def best_documents(encoder, retrieval=RETRIEVAL):
 
 
 def encode_latency(encoder, sentences, repeat=3):
-    """Median seconds per sentence to encode `sentences` (after one warm-up pass)."""
+    """Median seconds per sentence to encode `sentences` (after one warm-up pass); NaN for repeat=0."""
+    if repeat == 0:
+        return float("nan")
     encoder.encode(sentences)
     times = []
     for _ in range(repeat):
@@ -118,7 +120,8 @@ def int8_dynamic(encoder, full_range=True):
 
 
 def optimize_embed(model_dir, prune_heads_count=6, sentences=SENTENCES, log=None, repeat=3):
-    """Run the stages of the module docstring on the encoder in `model_dir`; returns an EmbedReport."""
+    """Run the stages of the module docstring on the encoder in `model_dir`; returns an EmbedReport.
+    `repeat` timed passes per stage give its latency (0: not timed)."""
     log = log or (lambda *a, **k: None)
     encoder = SentenceEncoder.from_pretrained(model_dir)
     reference = encoder.encode(sentences)
