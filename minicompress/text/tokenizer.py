@@ -194,7 +194,7 @@ class BertTokenizer:
         config = _read_json(os.path.join(directory, "tokenizer_config.json"), required=False)
         specials = _read_json(os.path.join(directory, "special_tokens_map.json"), required=False)
         kwargs = {name: config[name] for name in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
-                  if config.get(name) is not None or name == "strip_accents" and name in config}
+                  if config.get(name) is not None}  # null means the default
         max_length = config.get("model_max_length", 512)
         kwargs["model_max_length"] = max_length if isinstance(max_length, int) and max_length < 10**9 else 512
         for name in cls.SPECIAL_TOKENS:
