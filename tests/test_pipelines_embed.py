@@ -15,6 +15,8 @@ def test_full_range_int8_keeps_the_embeddings_and_the_retrieval():
     assert full.mean_cosine > torch_row.mean_cosine              # torch's 7-bit inputs: 0.94 / 0.88
     assert full.retrieval_agreement == 1.0
     assert float_row.bytes / full.bytes >= 3.5
+    static = report.row("int8 static")
+    assert static.mean_cosine >= 0.9 and static.bytes == pytest.approx(full.bytes, rel=0.01)
     assert report.row("heads -2").parameters < float_row.parameters
     assert sum(len(v) for v in report.heads_removed.values()) == 2
     assert "| int8 dynamic (full range) |" in report.to_markdown()

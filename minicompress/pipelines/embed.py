@@ -5,6 +5,9 @@ sentence encoder, compress it in stages, and compare every stage with the float 
     int8 dynamic (torch)      quantize_dynamic with torch's default qconfig: per-tensor weights, 7-bit inputs
     int8 dynamic (full)       full_range_dynamic_qconfig (per-channel weights, 8-bit inputs) for every Linear,
                               and 8-bit row-wise embedding tables
+    int8 static               every Linear between a QuantStub and a DeQuantStub: int8 in and out, with 8-bit
+                              input ranges fixed by MinMax observers over the retrieval texts (not the
+                              sentences scored); softmax, LayerNorm, GELU and the residual sums stay float
     heads -N                  the N least important attention heads removed (Michel et al., 2019)
     heads -N + int8           the pruned model, then int8 as "int8 dynamic (full)"
 
@@ -26,8 +29,12 @@ from ..prune.heads import head_importance, heads_to_prune, prune_heads
 from ..quant import dtypes as qd
 from ..quant.dynamic import quantize_dynamic
 from ..quant.embedding import quantize_embeddings
-from ..quant.qconfig import default_dynamic_qconfig, full_range_dynamic_qconfig
+from ..quant.observer import MinMaxObserver
+from ..quant.prepare import convert, prepare
+from ..quant.qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_weight_observer,
+                             full_range_dynamic_qconfig)
 from ..quant.size import model_size_bytes
+from ..quant.stubs import DeQuantStub, QuantStub
 
 SENTENCES = [
     "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
@@ -119,6 +126,21 @@ def int8_dynamic(encoder, full_range=True):
     return quantize_embeddings(quantized) if full_range else quantized
 
 
+def int8_static(encoder, calibration_sentences):
+    """A copy of `encoder` with static int8 Linear layers (each quantizes its input with ranges observed on
+    `calibration_sentences`, then dequantizes its output) and 8-bit row-wise embedding tables."""
+    model = copy.deepcopy(encoder)
+    for module in list(model.modules()):
+        for name, child in list(module._modules.items()):
+            if isinstance(child, nn.Linear):  # in place, so the order of children stays
+                module._modules[name] = nn.Sequential(QuantStub(), child, DeQuantStub())
+    model.qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=False),
+                            weight=default_per_channel_weight_observer)
+    prepared = prepare(model, inplace=True)
+    prepared.encode(list(calibration_sentences))
+    return quantize_embeddings(convert(prepared, inplace=True))
+
+
 def optimize_embed(model_dir, prune_heads_count=6, sentences=SENTENCES, log=None, repeat=3):
     """Run the stages of the module docstring on the encoder in `model_dir`; returns an EmbedReport.
     `repeat` timed passes per stage give its latency (0: not timed)."""
@@ -140,6 +162,8 @@ def optimize_embed(model_dir, prune_heads_count=6, sentences=SENTENCES, log=None
     record("float32", encoder, encoder)
     record("int8 dynamic (torch qconfig)", int8_dynamic(encoder, full_range=False), encoder)
     record("int8 dynamic (full range)", int8_dynamic(encoder), encoder)
+    calibration = [text for query, documents in RETRIEVAL for text in [query] + documents]
+    record("int8 static", int8_static(encoder, calibration), encoder)
     chosen = {}
     if prune_heads_count:
         half = len(sentences) // 2
