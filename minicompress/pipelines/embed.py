@@ -86,7 +86,8 @@ class EmbedReport:
         return next(r for r in self.rows if r.stage == stage)
 
     def to_dict(self):
-        return {"rows": [asdict(r) for r in self.rows], "heads_removed": {str(k): v for k, v in self.heads_removed.items()}}
+        return {"rows": [asdict(r) for r in self.rows],
+                "heads_removed": {str(k): v for k, v in self.heads_removed.items()}}
 
     def to_markdown(self):
         lines = ["| stage | cosine mean | cosine min | retrieval agreement | parameters | MB | ms / sentence |",
