@@ -1,6 +1,7 @@
 """The `minicompress` command.
 
     minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0] [--task detect]
+    minicompress optimize --task embed --model DIR [--prune-heads 6]
     minicompress inspect MODEL
     minicompress bench MODEL [--batch-sizes 1,64]
     minicompress predict MODEL INPUT.npy [--raw]
@@ -138,6 +139,9 @@ def _optimize_into(args, written):
     if args.task == "detect":
         from minicompress.detect_cli import optimize_detect
         return optimize_detect(args)
+    if args.task == "embed":
+        from minicompress.pipelines.embed_cli import run_embed
+        return run_embed(args, CommandError)
     mc.manual_seed(args.seed)
     train_loader, test_loader = digits_loaders(batch_size=64, seed=args.seed)
     student = create_mobile_classifier(num_classes=10, in_channels=1)
@@ -368,8 +372,11 @@ def build_parser():
     opt.add_argument("--seed", type=int, default=0,
                      help="non-negative seed of the initialisation, data split and shuffling (default 0)")
     opt.add_argument("--no-progress", action="store_true", help="no progress bars")
-    opt.add_argument("--task", choices=["classify", "detect"], default="classify",
-                     help="classify: the digit classifier; detect: the detector on digit scenes")
+    opt.add_argument("--task", choices=["classify", "detect", "embed"], default="classify",
+                     help="classify: the digits job (default); detect: the detector on digit scenes; "
+                          "embed: compress a pretrained sentence encoder (needs --model)")
+    opt.add_argument("--model", default=None, help="--task embed: the sentence encoder's directory")
+    opt.add_argument("--prune-heads", type=int, default=6, help="--task embed: attention heads to remove (default 6)")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
     ins.add_argument("model", help="a model file written by minicompress")

@@ -14,6 +14,7 @@ from .ops import activation as act
 from .ops import elementwise as ew
 from .ops.attention import LinearAttention, ScaledDotProductAttention
 from .ops.conv import Conv2d
+from .ops.embedding import Embedding
 from .ops.loss import NLLLoss
 from .ops.matmul import Linear
 from .ops.norm import BatchNorm, LayerNorm
@@ -21,7 +22,7 @@ from .ops.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .tensor import Tensor, where
 
 __all__ = [
-    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "linear", "embedding", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
     "relu", "relu6", "hardtanh", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
     "dropout", "cross_entropy", "nll_loss", "mse_loss", "kl_div", "scaled_dot_product_attention",
     "linear_attention", "pad",
@@ -90,6 +91,24 @@ def linear(input, weight, bias=None):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     _check_same_dtype("linear", input=input, weight=weight, bias=bias)
     return Linear.apply(input, weight, bias)
+
+
+def embedding(input, weight, padding_idx=None):
+    """weight[input]: the rows of weight (num_embeddings, embedding_dim) picked by integer indices `input`
+    (any shape) -> (*input.shape, embedding_dim). With `padding_idx`, that row gets no gradient."""
+    _check_ndim(weight, "weight", (2,))
+    indices = input.data if isinstance(input, Tensor) else np.asarray(input)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"input must hold integer indices, got dtype {indices.dtype}")
+    num = weight.shape[0]
+    if indices.size and (indices.min() < 0 or indices.max() >= num):
+        raise IndexError(f"input holds indices in [{indices.min()}, {indices.max()}], outside [0, {num}) "
+                         f"(num_embeddings={num})")
+    if padding_idx is not None:
+        if not -num <= padding_idx < num:
+            raise ValueError(f"padding_idx={padding_idx} must be within [-{num}, {num})")
+        padding_idx = int(padding_idx) % num
+    return Embedding.apply(weight, indices.astype(np.int64, copy=False), padding_idx=padding_idx)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

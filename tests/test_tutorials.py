@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from minilm import requires_minilm
+
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 
 
@@ -51,3 +53,13 @@ def test_tutorial_06_runs_the_detection_job_in_map():
     assert [r.stage for r in report.rows] == ["teacher", "student", "distilled", "pruned", "int8"]
     assert report.row("int8").bytes < report.row("student").bytes
     assert all(-1 <= r.map_50 <= 1 for r in report.rows)
+
+
+@requires_minilm
+def test_tutorial_07_compresses_a_pretrained_sentence_encoder():
+    results = load_tutorial("07_pretrained_transformer.py")["main"](prune=6)
+    float_cosine, float_bytes, answer = results["float32"]
+    cosine, size, int8_answer = results["int8 full range"]
+    assert cosine >= 0.99 and float_bytes / size >= 3.5 and int8_answer == answer
+    assert results["int8 torch qconfig"][0] < cosine
+    assert results["6 heads pruned"][1] < float_bytes

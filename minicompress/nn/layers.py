@@ -41,6 +41,32 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Embedding(Module):
+    """A lookup table of num_embeddings vectors of size embedding_dim, as torch.nn.Embedding:
+    forward(indices (*)) -> (*, embedding_dim). Initialised N(0, 1), the padding row (if any) zero."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        super().__init__()
+        self.num_embeddings = _validate_positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = _validate_positive_int(embedding_dim, "embedding_dim")
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"padding_idx={padding_idx} must be within [-{num_embeddings}, {num_embeddings})")
+            padding_idx = int(padding_idx) % num_embeddings
+        self.padding_idx = padding_idx
+        self.weight = Parameter(np.empty((num_embeddings, embedding_dim), np.float32))
+        init.normal_(self.weight)
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+
+    def forward(self, input):
+        return F.embedding(input, self.weight, self.padding_idx)
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+
+
 class Conv2d(Module):
     """2-D convolution with zero padding, as torch.nn.Conv2d (weight (out, in/groups, kh, kw))."""
 

@@ -45,7 +45,8 @@ class Linear(Function):
     def forward(ctx, x, weight, bias=None):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        out = x @ weight.T
+        # one 2-D GEMM: numpy runs (B, L, in) @ (in, out) as B separate products, several times slower
+        out = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
         if bias is not None:
             out += bias
         return out
@@ -54,7 +55,7 @@ class Linear(Function):
     def backward(ctx, g):
         x, weight = ctx.saved
         g2 = g.reshape(-1, g.shape[-1])
-        grad_x = (g @ weight) if ctx.needs_input_grad[0] else None
+        grad_x = (g2 @ weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
         grad_w = (g2.T @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
         grad_b = g2.sum(axis=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b

@@ -11,6 +11,7 @@ analysis, shrinking channel-pruned layers into smaller dense ones, and sparse (C
     sparse.py         CSRMatrix and the sparse linear / conv2d forward
     sparse_modules.py SparseLinear, SparseConv2d, to_sparse
     report.py         sparsity_report
+    heads.py          attention heads: importance (Michel et al., 2019), heads_to_prune, prune_heads
 """
 from .api import (custom_from_mask, global_unstructured, identity, l1_unstructured, ln_structured, n_m_structured,
                   random_structured, random_unstructured)
@@ -21,6 +22,7 @@ from .schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from .gradual import GradualPruner, prunable_parameters, strip_pruning
 from .sensitivity import SensitivityResult, sensitivity_analysis
 from .shrink import shrink, tied_output_groups
+from .heads import head_importance, heads_to_prune, prune_heads
 from .report import LayerSparsity, SparsityReport, sparsity_report
 from .sparse import CSRMatrix
 from .sparse_modules import SparseConv2d, SparseLinear, to_sparse

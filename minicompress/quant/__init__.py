@@ -23,7 +23,8 @@ from .prepare import (DEFAULT_QAT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_M
                       prepare_qat, propagate_qconfig_)
 from .qat import freeze_bn_stats, update_bn_stats
 from .qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_qconfig, default_qat_qconfig,
-                      default_qconfig, get_default_qat_qconfig, get_default_qconfig)
+                      default_qconfig, full_range_dynamic_qconfig, get_default_qat_qconfig, get_default_qconfig,
+                      per_channel_dynamic_qconfig)
 from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
 from .stubs import DeQuantStub, QuantStub

@@ -30,6 +30,8 @@ fbgemm's `ChooseQuantizationParams` (torch's quant_utils.h, identical) for the o
 
 The weight is quantized ahead of time by the qconfig's weight observer: `default_dynamic_qconfig`'s
 MinMaxObserver(qint8, per_tensor_symmetric), i.e. scale = max|W| / 127.5 and zero point 0.
+`full_range_dynamic_qconfig` (not torch's) quantizes the weight per output channel and step 2 with
+reduce_range=False: all of [0, 255], exact here because step 4 sums in int32 without int16 pairs.
 LSTM, GRU and their cells are in `dynamic_rnn.py`: the same `linear_dynamic` for their two projections.
 """
 import copy
@@ -47,6 +49,7 @@ from ..tensor import Tensor
 from . import dtypes as qd
 from .affine import fma_float32, quantize_per_tensor
 from .modules import quantize_weight
+from .observer import PlaceholderObserver
 from .prepare import _swap, propagate_qconfig_
 from .qconfig import QConfig, default_dynamic_qconfig
 from .qtensor import QTensor
@@ -178,6 +181,14 @@ def weight_observer_for(mod):
     return observer
 
 
+def input_reduce_range_for(mod):
+    """Whether `mod`'s inputs are quantized to 7 bits: True (torch's x86 choice) unless its qconfig's activation
+    observer sets reduce_range=False (`full_range_dynamic_qconfig`)."""
+    qconfig = getattr(mod, "qconfig", None) or default_dynamic_qconfig
+    observer = qconfig.activation()
+    return not (isinstance(observer, PlaceholderObserver) and observer.reduce_range is False)
+
+
 def check_float_input(x, name, in_features):
     """x must be a float32 Tensor whose last dimension is `in_features`; returns its array."""
     if not isinstance(x, Tensor):
@@ -200,8 +211,11 @@ class DynamicQuantizedLinear(Module):
     (2, 3)
     """
 
-    def __init__(self, weight, bias=None):
+    def __init__(self, weight, bias=None, reduce_range=True):
         super().__init__()
+        if not isinstance(reduce_range, bool):
+            raise TypeError(f"reduce_range must be a bool, got {reduce_range!r}")
+        self.reduce_range = reduce_range
         if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
             raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
         self.out_features, self.in_features = weight.shape
@@ -231,22 +245,23 @@ class DynamicQuantizedLinear(Module):
 
     def forward(self, x):
         x = check_float_input(x, type(self).__name__, self.in_features)
-        return Tensor._wrap(linear_dynamic(x, self._weight, self.bias(), packed=self._packed()))
+        return Tensor._wrap(linear_dynamic(x, self._weight, self.bias(), self.reduce_range, packed=self._packed()))
 
     @classmethod
     def from_float(cls, mod):
-        """Quantize a float nn.Linear's weight with its qconfig's weight observer (torch's from_float)."""
+        """Quantize a float nn.Linear's weight with its qconfig's weight observer (torch's from_float); inputs
+        use 7 bits unless the qconfig's activation observer says reduce_range=False."""
         if not isinstance(mod, nn_layers.Linear):
             raise TypeError(f"{cls.__name__}.from_float expects an nn.Linear, got {type(mod).__name__}")
         observer = weight_observer_for(mod)
         with no_grad():
             observer(mod.weight.detach())
         bias = None if mod.bias is None else mod.bias.data.copy()
-        return cls(quantize_weight(mod.weight.data, observer), bias)
+        return cls(quantize_weight(mod.weight.data, observer), bias, input_reduce_range_for(mod))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
-                f"qscheme={self._weight.qscheme()!r}")
+                f"qscheme={self._weight.qscheme()!r}" + ("" if self.reduce_range else ", reduce_range=False"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -268,13 +268,19 @@ class HistogramObserver(UniformQuantizationObserverBase):
 
 class PlaceholderObserver(ObserverBase):
     """Records nothing; it only says which dtype a tensor should become (e.g. dynamic quantization's
-    activations, quantized on the fly at run time). `dtype` may be a quantized dtype or "float16" / "float32"."""
+    activations, quantized on the fly at run time). `dtype` may be a quantized dtype or "float16" / "float32".
+
+    `reduce_range` (not in torch) tells a dynamic layer whether to quantize its input to 7 bits: None keeps
+    the engine's choice (x86 / fbgemm: 7 bits, as torch), False uses all 8 bits."""
 
     def __init__(self, dtype="float32", custom_op_name="", compute_dtype=None, quant_min=None, quant_max=None,
-                 qscheme=None, eps=None, is_dynamic=False):
+                 qscheme=None, eps=None, is_dynamic=False, reduce_range=None):
         if dtype not in ("float16", "float32"):
             dtype = qd.check_dtype(dtype)
+        if reduce_range not in (None, True, False):
+            raise TypeError(f"reduce_range must be None, True or False, got {reduce_range!r}")
         super().__init__(dtype, is_dynamic)
+        self.reduce_range = reduce_range
         self.custom_op_name, self.compute_dtype = custom_op_name, compute_dtype
         self.quant_min, self.quant_max, self.qscheme, self.eps = quant_min, quant_max, qscheme, eps
 

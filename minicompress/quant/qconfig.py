@@ -13,6 +13,16 @@ per layer. The defaults are torch's:
                                             observers (the histogram is too slow to run every step)
     default_qconfig                         MinMaxObserver(quant_min=0, quant_max=127) / per-tensor qint8 weight
     default_dynamic_qconfig                 PlaceholderObserver(quint8, is_dynamic=True) / per-tensor qint8 weight
+    per_channel_dynamic_qconfig             the same with PerChannelMinMaxObserver(qint8, per_channel_symmetric)
+
+and one that is not torch's:
+
+    full_range_dynamic_qconfig              per-channel qint8 weights and inputs quantized to all 8 bits (no
+                                            reduce_range). torch's x86 kernels keep inputs to 7 bits because
+                                            their AVX2 path adds uint8 x int8 pairs in saturating int16;
+                                            minicompress's integer kernels are exact for 8 bits, and the extra
+                                            bit halves the input's rounding error (on all-MiniLM-L6-v2 it lifts
+                                            the embeddings' mean cosine to float from 0.92 to 0.99)
 """
 from collections import namedtuple
 
@@ -48,6 +58,12 @@ default_dynamic_quant_observer = PlaceholderObserver.with_args(dtype=qd.quint8, 
 default_qconfig = QConfig(activation=default_observer, weight=default_weight_observer)
 default_per_channel_qconfig = QConfig(activation=default_observer, weight=default_per_channel_weight_observer)
 default_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer, weight=default_weight_observer)
+per_channel_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer,
+                                      weight=default_per_channel_weight_observer)
+full_range_dynamic_quant_observer = PlaceholderObserver.with_args(dtype=qd.quint8, quant_min=0, quant_max=255,
+                                                                  is_dynamic=True, reduce_range=False)
+full_range_dynamic_qconfig = QConfig(activation=full_range_dynamic_quant_observer,
+                                     weight=default_per_channel_weight_observer)
 default_qat_qconfig = QConfig(activation=default_fake_quant, weight=default_weight_fake_quant)
 
 

@@ -1,0 +1,1 @@
+"""Compression jobs for pretrained models (the digits job is `minicompress.pipeline`)."""
