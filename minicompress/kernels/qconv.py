@@ -1,5 +1,5 @@
-"""Integer 2-D convolution: uint8 activations (NCHW) times int8 weights, int32 accumulation, requantized to
-uint8. Mirrors torch.ao.nn.quantized.Conv2d on the x86 / fbgemm engines (torch.ops.quantized.conv2d and
+"""Integer 2-D convolution: uint8 activations times int8 weights, int32 accumulation, requantized to uint8.
+Mirrors torch.ao.nn.quantized.Conv2d on the x86 / fbgemm engines (torch.ops.quantized.conv2d and
 conv2d_relu); see qlinear for the arithmetic, which is the same with K = C_in / groups * kh * kw:
 
     acc[n, o, p, q] = sum_{c, i, j} (x_pad[n, g * Cg + c, p * sh + i * dh, q * sw + j * dw] - x_zp)
@@ -7,15 +7,24 @@ conv2d_relu); see qlinear for the arithmetic, which is the same with K = C_in / 
     out[n, o, p, q] = clamp(round_half_even(float32(acc) * multiplier[o]) + out_zp, qmin, qmax)
 
 x_pad is x padded with its zero point x_zp (the quantized 0.0), so a padded tap adds exactly nothing.
+qmin = out_zp fuses a ReLU; qmax = the code of 6.0 fuses a ReLU6's upper clamp as well.
 
-General path (any groups): im2row then the integer GEMM of qlinear. The input is laid out channels-last
-and padded once; im2row then copies, for every output pixel, kh * kw runs of Cg contiguous bytes into one
-row, so a row is the pixel's window in (i, j, c) order and the weight is reordered to match,
-(O, kh, kw, Cg). The GEMM's (pixels, O) int32 result is requantized and transposed back to NCHW.
+The kernels work channels-last, (N, H, W, C) bytes, as fbgemm does (see qnhwc): every layer reads and
+writes whole pixels, so there is no transpose between layers. `prepare_qconv2d` picks one of three
+routes once, from the weight's shape, and prepares the weight for it (computed once per layer):
 
-Depthwise path (groups == C_in, weight (m * C_in, 1, kh, kw)): each output plane reads one input plane,
-so a direct loop over (n, o) accumulates tap by tap in an int32 plane buffer, with the zero points
-subtracted up front; taps that fall on padding are skipped, which is the same as adding 0.
+    pointwise   1x1, no padding, groups = 1: the activation *is* the GEMM's (pixels, C_in) matrix (strided
+                1x1 convs first take every s-th row and column); one `qgemm_requant` call
+    im2row      any other groups: for a band of output rows, im2row copies each output pixel's window in
+                (i, j, c) order into one row, the border filled with x_zp, and `qgemm_requant` multiplies
+                the rows by the weight reordered to (O, kh, kw, Cg), requantizing in its epilogue; bands are
+                small enough (ROWS_CHUNK_BYTES) for the rows to stay in cache between the two
+    depthwise   groups = C_in, weight (m * C_in, 1, kh, kw): a direct loop per output row whose inner loop
+                runs over the channels of a pixel (vectorised), requantized in place; a channel multiplier
+                m > 1 repeats each input channel m times first (output channel o reads input o // m)
+
+`quantized_conv2d` is the validated entry point on (N, C, H, W) arrays of any layout; `qconv2d_nhwc` runs a
+prepared convolution on channels-last bytes without checks (the quantized Conv2d module's forward).
 """
 import numpy as np
 from numba import njit, prange
@@ -26,112 +35,222 @@ from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, chec
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
                            requantize_multiplier, requantize_rows, requantize_value)
 from .qlinear import check_bias_q, qgemm
+from .qnhwc import channels_last
 from .threads import ParallelKernel, threads_for
 
-# Samples per im2row chunk keep the uint8 rows under this many bytes.
-ROWS_MAX_BYTES = 1 << 24
+# im2row builds at most this many bytes of rows at a time: a band of output rows whose rows stay in the
+# L2 cache (1 MB per core here) between im2row writing them and the GEMM reading them.
+ROWS_CHUNK_BYTES = 1 << 19
 
 
 # --------------------------------------------------------------------------------------------------
-# im2row on channels-last uint8
+# The GEMM with fused requantization
 
 
-def _im2row(x_pad, kernel_size, stride, dilation, out_size, channel_start, channels):
-    """x_pad (N, Hp, Wp, C) uint8 (already padded) -> rows (N * Ho * Wo, kh * kw * channels):
-    rows[(n, p, q), (i, j, c)] = x_pad[n, p * sh + i * dh, q * sw + j * dw, channel_start + c].
-    Parallel over (n, p): each task fills its own Wo rows."""
-    n_batch = x_pad.shape[0]
+class PackedWeight:
+    """int8 (N, K) weights with their zero points, prepared once for `qgemm_requant`."""
+
+    def __init__(self, wq, w_zps):
+        self.wq = np.ascontiguousarray(wq)
+        self.w_zps = np.ascontiguousarray(w_zps, dtype=np.int64)
+        self.n, self.k = self.wq.shape
+
+
+def pack_weight(wq, w_zps):
+    return PackedWeight(wq, w_zps)
+
+
+def qgemm_requant(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
+    """(M, N) uint8 = requantize((xq - x_zp) @ (wq - w_zps).T + bias_q), xq (M, K) uint8 C-contiguous."""
+    return requantize_rows(qgemm(xq, x_zp, packed.wq, packed.w_zps, bias_q), multiplier, out_zp, qmin, qmax)
+
+
+# --------------------------------------------------------------------------------------------------
+# im2row on channels-last uint8, the border filled with the zero point
+
+
+def _im2row(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start, channels):
+    """x (N, H, W, C) uint8 -> rows (count * Wo, kh * kw * channels) for the output rows t = first ..
+    first + count - 1 of the flattened (n, p) index (n = t // Ho, p = t % Ho):
+    rows[(t - first) * Wo + q, (i, j, c)] = x[n, p * sh + i * dh - ph, q * sw + j * dw - pw, channel_start + c],
+    x_zp where that lies outside x. Parallel over output rows: each task fills its own Wo rows."""
+    height, width = x.shape[1], x.shape[2]
     kh, kw = kernel_size
     out_h, out_w = out_size
-    rows = np.empty((n_batch * out_h * out_w, kh * kw * channels), dtype=np.uint8)
-    for task in prange(n_batch * out_h):
-        n, p = task // out_h, task % out_h
+    fill = np.uint8(x_zp)
+    rows = np.empty((count * out_w, kh * kw * channels), dtype=np.uint8)
+    for t in prange(count):
+        n, p = (first + t) // out_h, (first + t) % out_h
         for q in range(out_w):
-            row = rows[task * out_w + q]
+            r = t * out_w + q
             for i in range(kh):
-                line = x_pad[n, p * stride[0] + i * dilation[0]]
+                h = p * stride[0] + i * dilation[0] - padding[0]
                 for j in range(kw):
                     start = (i * kw + j) * channels
-                    pixel = line[q * stride[1] + j * dilation[1]]
-                    row[start:start + channels] = pixel[channel_start:channel_start + channels]
+                    w = q * stride[1] + j * dilation[1] - padding[1]
+                    if h >= 0 and h < height and w >= 0 and w < width:
+                        for c in range(channels):         # indexing, not views: a view costs a reference count
+                            rows[r, start + c] = x[n, h, w, channel_start + c]
+                    else:
+                        for c in range(channels):
+                            rows[r, start + c] = fill
     return rows
 
 
 im2row = ParallelKernel(_im2row)
 
 
-def im2row_reference(x_pad, kernel_size, stride, dilation, out_size, channel_start, channels):
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    x_group = x_pad[..., channel_start:channel_start + channels]
-    windows = sliding_window_view(x_group, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]   # (N, Ho, Wo, C, kh, kw)
-    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * channels)
-
-
-def pad_channels_last(xq, padding, fill):
-    """(N, C, H, W) -> (N, H + 2 ph, W + 2 pw, C), the border filled with `fill`."""
-    n_batch, channels, height, width = xq.shape
-    (ph, pw) = padding
-    x_pad = np.full((n_batch, height + 2 * ph, width + 2 * pw, channels), fill, dtype=np.uint8)
-    x_pad[:, ph:ph + height, pw:pw + width] = xq.transpose(0, 2, 3, 1)
-    return x_pad
+def im2row_reference(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start,
+                     channels):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    x_group = x[..., channel_start:channel_start + channels]
+    x_pad = np.pad(x_group, [(0, 0), (ph, ph), (pw, pw), (0, 0)], constant_values=x_zp)
+    windows = sliding_window_view(x_pad, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
+    windows = windows[:, ::sh, ::sw, :, ::dh, ::dw][:, :out_size[0], :out_size[1]]       # (N, Ho, Wo, C, kh, kw)
+    rows = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, out_size[1], kh * kw * channels)
+    return rows[first:first + count].reshape(-1, kh * kw * channels)
 
 
 # --------------------------------------------------------------------------------------------------
-# Depthwise: a direct loop per (sample, output channel), requantized in place
+# Depthwise: a direct loop per output row, vectorised over channels, requantized in place
 
 
-def _depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation):
-    """xq (N, C, H, W) uint8, wq (m * C, 1, kh, kw) int8 -> (N, m * C, Ho, Wo) uint8; output channel o
-    reads input channel o // m (torch's order). Parallel over (n, o): each task owns one output plane
-    and its int32 accumulator plane."""
-    n_batch, channels, height, width = xq.shape
-    out_channels, _, kh, kw = wq.shape
-    per_input = out_channels // channels
+def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation,
+                       out_size):
+    """x (N, H, W, C) uint8, w_centred (kh, kw, C) int32 = wq - w_zp per channel -> (N, Ho, Wo, C) uint8:
+    out[n, p, q, c] = requantize(sum_{i, j} (x[n, p sh + i dh - ph, q sw + j dw - pw, c] - x_zp) w[i, j, c]
+    + bias_q[c]), taps outside x skipped (they would add (x_zp - x_zp) w = 0). Parallel over (n, p): each
+    task owns one output row and its (Wo, C) int32 accumulators."""
+    n_batch, height, width, channels = x.shape
+    kh, kw = w_centred.shape[0], w_centred.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h = conv_output_size(height, kh, sh, ph, dh)
-    out_w = conv_output_size(width, kw, sw, pw, dw)
-    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=np.uint8)
-    for task in prange(n_batch * out_channels):
-        n, o = task // out_channels, task % out_channels
-        plane = xq[n, o // per_input]
-        acc = np.full((out_h, out_w), bias_q[o], dtype=np.int32)
+    out_h, out_w = out_size
+    zx = np.int32(x_zp)
+    out = np.empty((n_batch, out_h, out_w, channels), dtype=np.uint8)
+    for task in prange(n_batch * out_h):
+        n, p = task // out_h, task % out_h
+        acc = np.empty((out_w, channels), dtype=np.int32)
+        for q in range(out_w):
+            for c in range(channels):
+                acc[q, c] = bias_q[c]
         for i in range(kh):
-            h_lo, h_hi = valid_range(i * dh - ph, sh, height, out_h)
+            h = p * sh + i * dh - ph
+            if h < 0 or h >= height:
+                continue
             for j in range(kw):
-                w_lo, w_hi = valid_range(j * dw - pw, sw, width, out_w)
-                tap = np.int32(wq[o, 0, i, j] - w_zps[o])
-                first = w_lo * sw + j * dw - pw                 # input column of output column w_lo
-                for p in range(h_lo, h_hi):
-                    line, dst = plane[p * sh + i * dh - ph], acc[p, w_lo:w_hi]
-                    if sw == 1:                                 # contiguous: the loop vectorises
-                        src = line[first:first + dst.size]
-                        for q in range(dst.size):
-                            dst[q] = np.int32(dst[q] + tap * (np.int32(src[q]) - x_zp))
-                    else:
-                        for q in range(dst.size):
-                            dst[q] = np.int32(dst[q] + tap * (np.int32(line[first + q * sw]) - x_zp))
-        for p in range(out_h):
-            for q in range(out_w):
-                out[n, o, p, q] = requantize_value(acc[p, q], multiplier[o], out_zp, qmin, qmax)
+                q_lo, q_hi = valid_range(j * dw - pw, sw, width, out_w)
+                for q in range(q_lo, q_hi):
+                    w = q * sw + j * dw - pw
+                    for c in range(channels):                 # indexing, not views (no reference counts)
+                        acc[q, c] = np.int32(acc[q, c] + np.int32(np.int32(x[n, h, w, c]) - zx) * w_centred[i, j, c])
+        for q in range(out_w):
+            for c in range(channels):
+                out[n, p, q, c] = requantize_value(acc[q, c], multiplier[c], out_zp, qmin, qmax)
     return out
 
 
 depthwise_qconv2d = ParallelKernel(_depthwise_qconv2d)
 
 
-def depthwise_qconv2d_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation):
-    channels = xq.shape[1]
-    out_channels, _, kh, kw = wq.shape
+def depthwise_qconv2d_reference(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
+                                dilation, out_size):
+    kh, kw = w_centred.shape[:2]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    centred = np.pad(xq.astype(np.int64) - x_zp, [(0, 0), (0, 0), (ph, ph), (pw, pw)])   # padding is x_zp - x_zp
-    windows = sliding_window_view(centred, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                                       # (N, C, Ho, Wo, kh, kw)
-    w = (wq.astype(np.int64) - w_zps[:, None, None, None]).reshape(channels, out_channels // channels, kh, kw)
-    acc = np.einsum("ncpqij,ckij->nckpq", windows, w).reshape(xq.shape[0], out_channels, *windows.shape[2:4])
-    acc = acc + bias_q[:, None, None]
-    scaled = acc.astype(np.float32) * multiplier[:, None, None]
+    centred = np.pad(x.astype(np.int64) - x_zp, [(0, 0), (ph, ph), (pw, pw), (0, 0)])      # padding is x_zp - x_zp
+    windows = sliding_window_view(centred, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
+    windows = windows[:, ::sh, ::sw, :, ::dh, ::dw][:, :out_size[0], :out_size[1]]          # (N, Ho, Wo, C, kh, kw)
+    acc = np.einsum("npqcij,ijc->npqc", windows, w_centred.astype(np.int64)) + bias_q
+    scaled = acc.astype(np.float32) * multiplier
     return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# A convolution prepared once, run on channels-last bytes
+
+
+class PreparedQConv2d:
+    """An integer convolution's checked geometry and its weight prepared for the chosen route (see the
+    module docstring): built once per layer by `prepare_qconv2d`, used by every `qconv2d_nhwc` call.
+
+    route          'pointwise', 'im2row' or 'depthwise'
+    packed         im2row / pointwise: one PackedWeight per group, weight rows in (i, j, c) order
+    w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
+    """
+
+    def __init__(self, wq, w_zps, stride, padding, dilation, groups):
+        self.out_channels, self.group_in, self.kh, self.kw = wq.shape
+        self.in_channels = self.group_in * groups
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.depth = self.group_in * self.kh * self.kw
+        self.packed, self.w_centred = None, None
+        pointwise = (self.kh, self.kw) == (1, 1) and padding == (0, 0) and groups == 1
+        if groups == self.in_channels and self.group_in == 1 and not pointwise:
+            self.route = "depthwise"
+            self.w_centred = np.ascontiguousarray(
+                (wq[:, 0].astype(np.int32) - w_zps.astype(np.int32)[:, None, None]).transpose(1, 2, 0))
+        else:
+            self.route = "pointwise" if pointwise else "im2row"
+            rows = np.ascontiguousarray(wq.transpose(0, 2, 3, 1)).reshape(self.out_channels, self.depth)
+            group_out = self.out_channels // groups
+            self.packed = [pack_weight(rows[g * group_out:(g + 1) * group_out], w_zps[g * group_out:(g + 1) * group_out])
+                           for g in range(groups)]
+
+    def output_size(self, height, width):
+        return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
+                conv_output_size(width, self.kw, self.stride[1], self.padding[1], self.dilation[1]))
+
+
+def prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups):
+    """A PreparedQConv2d for checked arguments: wq int8 (C_out, C_in / groups, kh, kw), w_zps int64 (C_out,),
+    stride / padding / dilation pairs of ints."""
+    return PreparedQConv2d(wq, w_zps, stride, padding, dilation, groups)
+
+
+def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
+    """Run a prepared convolution: x (N, H, W, C_in) uint8 C-contiguous -> (N, Ho, Wo, C_out) uint8.
+    bias_q int32 (C_out,), multiplier float32 (C_out,); no checks (the caller's), output at least 1x1."""
+    n_batch, height, width, _ = x.shape
+    out_h, out_w = prepared.output_size(height, width)
+    c_out = prepared.out_channels
+    with threads_for(n_batch * out_h * out_w * c_out * prepared.depth):
+        if prepared.route == "depthwise":
+            per_input = c_out // prepared.in_channels
+            if per_input > 1:
+                x = np.repeat(x, per_input, axis=3)
+            return depthwise_qconv2d(x, x_zp, prepared.w_centred, bias_q, multiplier, out_zp, qmin, qmax,
+                                     prepared.stride, prepared.padding, prepared.dilation, (out_h, out_w))
+        if prepared.route == "pointwise":
+            (sh, sw) = prepared.stride
+            if (sh, sw) != (1, 1):
+                x = np.ascontiguousarray(x[:, ::sh, ::sw][:, :out_h, :out_w])
+            pixels = qgemm_requant(x.reshape(-1, prepared.in_channels), x_zp, prepared.packed[0], bias_q,
+                                   multiplier, out_zp, qmin, qmax)
+            return pixels.reshape(n_batch, out_h, out_w, c_out)
+        return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w))
+
+
+def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size):
+    """The im2row route: per band of output rows and per group, im2row then `qgemm_requant`."""
+    n_batch = x.shape[0]
+    out_h, out_w = out_size
+    groups, group_in = prepared.groups, prepared.group_in
+    group_out = prepared.out_channels // groups
+    out = np.empty((n_batch * out_h * out_w, prepared.out_channels), dtype=np.uint8)
+    band = max(1, ROWS_CHUNK_BYTES // (out_w * prepared.depth))
+    geometry = ((prepared.kh, prepared.kw), prepared.stride, prepared.padding, prepared.dilation, out_size)
+    for first in range(0, n_batch * out_h, band):
+        count = min(band, n_batch * out_h - first)
+        pixels = slice(first * out_w, (first + count) * out_w)
+        for g in range(groups):
+            rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in)
+            channels = slice(g * group_out, (g + 1) * group_out)
+            levels = qgemm_requant(rows, x_zp, prepared.packed[g], bias_q[channels], multiplier[channels],
+                                   out_zp, qmin, qmax)
+            if groups == 1:
+                out[pixels] = levels
+            else:
+                out[pixels, channels] = levels
+    return out.reshape(n_batch, out_h, out_w, prepared.out_channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,12 +267,35 @@ def _pair(name, value, minimum):
     return int(pair[0]), int(pair[1])
 
 
+def check_conv_geometry(w_shape, stride, padding, dilation, groups):
+    """stride, padding, dilation as pairs and groups as an int, checked against the weight's shape
+    (C_out, C_in / groups, kh, kw)."""
+    stride, padding, dilation = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if w_shape[0] % groups:
+        raise ValueError(f"with groups={groups}, wq {w_shape} does not match: expected C_out divisible by groups")
+    return stride, padding, dilation, int(groups)
+
+
+def check_conv_input(x_shape, prepared):
+    """The output size (Ho, Wo) of an (N, C, H, W) input, after checking it matches the prepared weight."""
+    if len(x_shape) != 4 or x_shape[1] != prepared.in_channels:
+        raise ValueError(f"xq must be (N, {prepared.in_channels}, H, W) to match the weight "
+                         f"(groups={prepared.groups}, wq[1]={prepared.group_in}), got {tuple(x_shape)}")
+    out_h, out_w = prepared.output_size(x_shape[2], x_shape[3])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"the output would be empty: input {x_shape[2]}x{x_shape[3]}, kernel {prepared.kh}x"
+                         f"{prepared.kw}, padding {prepared.padding}, dilation {prepared.dilation}")
+    return out_h, out_w
+
+
 def quantized_conv2d(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, out_zp,
-                     stride=1, padding=0, dilation=1, groups=1, relu=False):
+                     stride=1, padding=0, dilation=1, groups=1, relu=False, qmax=QUINT8_MAX):
     """torch.ops.quantized.conv2d (relu=True: conv2d_relu) on raw integer data; see the module docstring.
 
     Args:
-        xq: uint8 (N, C_in, H, W) input codes, per tensor (x_scale, x_zp in [0, 255]).
+        xq: uint8 (N, C_in, H, W) input codes, per tensor (x_scale, x_zp in [0, 255]); any memory layout.
         wq: int8 (C_out, C_in / groups, kh, kw) weight codes; w_scales, w_zps per output channel (length
             C_out, or length 1 / scalar per tensor); w_zps in [-128, 127].
         bias_q: int32 (C_out,) from qlinear.quantize_bias, or None.
@@ -161,80 +303,44 @@ def quantized_conv2d(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, 
         stride, dilation (>= 1), padding (>= 0): ints or pairs, as torch.nn.functional.conv2d.
         groups: C_in and C_out must both be multiples of it.
         relu: fuse a ReLU (clamp at out_zp).
+        qmax: the upper clamp, 255; the code of 6.0 (qelementwise.quantize_value) fuses a ReLU6.
 
     Returns:
-        uint8 (N, C_out, Ho, Wo), Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise).
+        uint8 (N, C_out, Ho, Wo), Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), laid out
+        channels-last: the transposed view of a C-contiguous (N, Ho, Wo, C_out) array.
 
     Raises:
         TypeError: wrong dtype (nothing is cast), or a non-integer stride, padding, dilation or zero point.
         ValueError: shapes or groups do not match, a qparam is out of range, the output would be empty,
             or the reduction is so long that int32 could overflow.
     """
-    xq, wq = check_quantized("xq", xq, np.uint8), check_quantized("wq", wq, np.int8)
+    if not isinstance(xq, np.ndarray) or xq.dtype != np.uint8:
+        check_quantized("xq", xq, np.uint8)
+    wq = check_quantized("wq", wq, np.int8)
     if xq.ndim != 4 or wq.ndim != 4:
         raise ValueError(f"xq must be (N, C, H, W) and wq (C_out, C_in / groups, kh, kw), "
                          f"got {xq.shape} and {wq.shape}")
-    stride, padding, dilation = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
-    groups = int(groups)
-    n_batch, in_channels, height, width = xq.shape
-    out_channels, group_in, kh, kw = wq.shape
-    if in_channels % groups or out_channels % groups or group_in * groups != in_channels:
-        raise ValueError(f"with groups={groups}, xq's {in_channels} channels and wq {wq.shape} do not match: "
-                         f"expected C_in = groups * wq.shape[1] and C_out divisible by groups")
-    out_h = conv_output_size(height, kh, stride[0], padding[0], dilation[0])
-    out_w = conv_output_size(width, kw, stride[1], padding[1], dilation[1])
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"the output would be empty: input {height}x{width}, kernel {kh}x{kw}, padding {padding}, "
-                         f"dilation {dilation}")
+    stride, padding, dilation, groups = check_conv_geometry(wq.shape, stride, padding, dilation, groups)
     x_scale, out_scale = check_scale("x_scale", x_scale), check_scale("out_scale", out_scale)
     x_zp = check_zero_point("x_zp", x_zp, QUINT8_MIN, QUINT8_MAX)
     out_zp = check_zero_point("out_zp", out_zp, QUINT8_MIN, QUINT8_MAX)
+    out_channels, group_in, kh, kw = wq.shape
     w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_channels)
     bias_q = check_bias_q(bias_q, out_channels)
-    depth = group_in * kh * kw
-    check_accumulator_range(depth, bias_q)
-    qmin, qmax = check_output_range(out_zp, relu)
+    check_accumulator_range(group_in * kh * kw, bias_q)
+    qmin, _ = check_output_range(out_zp, relu)
+    qmax = check_zero_point("qmax", qmax, qmin, QUINT8_MAX)
+    prepared = prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups)
+    out_h, out_w = check_conv_input(xq.shape, prepared)
     multiplier = requantize_multiplier(x_scale, w_scales, out_scale)
-
-    if n_batch == 0:
-        return np.empty((0, out_channels, out_h, out_w), dtype=np.uint8)
-    with threads_for(n_batch * out_h * out_w * out_channels * depth):
-        if groups == in_channels and group_in == 1:
-            return depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
-                                     dilation)
-        return _grouped_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
-                                dilation, groups, (out_h, out_w))
-
-
-def _grouped_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation,
-                     groups, out_size):
-    """The general case of `quantized_conv2d` (checked arguments): per group, im2row then `qgemm`, in chunks
-    of images small enough for the row matrix to stay under ROWS_MAX_BYTES."""
-    n_batch, in_channels = xq.shape[:2]
-    out_channels, group_in, kh, kw = wq.shape
-    (out_h, out_w), depth = out_size, group_in * kh * kw
-    group_out = out_channels // groups
-    weight_rows = np.ascontiguousarray(wq.transpose(0, 2, 3, 1)).reshape(out_channels, depth)   # (i, j, c) order
-    x_pad = pad_channels_last(xq, padding, x_zp)
-    plane = out_h * out_w
-    chunk = max(1, ROWS_MAX_BYTES // (plane * depth))
-    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=np.uint8)
-    for start in range(0, n_batch, chunk):
-        stop = min(n_batch, start + chunk)
-        acc = np.empty(((stop - start) * plane, out_channels), dtype=np.int32)
-        for g in range(groups):
-            rows = im2row(x_pad[start:stop], (kh, kw), stride, dilation, (out_h, out_w), g * group_in, group_in)
-            channels = slice(g * group_out, (g + 1) * group_out)
-            acc[:, channels] = qgemm(rows, x_zp, weight_rows[channels], w_zps[channels], bias_q[channels])
-        pixels = requantize_rows(acc, multiplier, out_zp, qmin, qmax)               # (pixels, C_out)
-        out[start:stop] = pixels.reshape(stop - start, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
-    return out
+    if xq.shape[0] == 0:
+        return np.empty((0, out_h, out_w, out_channels), dtype=np.uint8).transpose(0, 3, 1, 2)
+    out = qconv2d_nhwc(channels_last(xq), x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax)
+    return out.transpose(0, 3, 1, 2)
 
 
 def quantized_conv2d_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, out_zp,
-                               stride, padding, dilation, groups, relu=False):
+                               stride, padding, dilation, groups, relu=False, qmax=QUINT8_MAX):
     """The whole layer in plain NumPy, for every groups: int64 accumulators over the windows of the
     zero-point-padded input, then the float32 requantization. stride, padding, dilation are pairs."""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -250,4 +356,4 @@ def quantized_conv2d_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, o
         acc = acc + bias_q[:, None, None]
     multiplier = requantize_multiplier(x_scale, np.broadcast_to(w_scales, (out_channels,)), out_scale)
     scaled = acc.astype(np.float32) * multiplier[:, None, None]
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, out_zp if relu else 0, 255).astype(np.uint8)
+    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, out_zp if relu else 0, qmax).astype(np.uint8)
