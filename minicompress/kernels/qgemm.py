@@ -1,0 +1,438 @@
+"""The int8 GEMM every integer layer runs: uint8 activations times int8 weights, exact int32 accumulators,
+on the fastest route this CPU has, with weights packed once for that route.
+
+    acc[m, n] = sum_k (xq[m, k] - x_zp) * (wq[n, k] - w_zps[n]) + bias_q[n]                    (exact, int32)
+    out[m, n] = clamp(round_half_even(float32(acc[m, n]) * multiplier[n]) + out_zp, qmin, qmax)   (qgemm_requant)
+
+`qgemm_reference` / `qgemm_requant_reference` below are the definition; every route equals them bit for bit.
+
+The routes (a ladder, as fbgemm's and OpenBLAS's dispatch), best first; one is chosen at import from the
+CPU's features (`simd.host_features`), or named by the environment variable MINICOMPRESS_QGEMM:
+
+    vnni512    AVX512-VNNI vpdpbusd on zmm: a 4-row x 64-column tile in 16 accumulators; each step loads 4
+               bytes of k from each of 4 rows of x (broadcast) and 64 columns x 4 bytes of packed weight
+    avxvnni    vpdpbusd on ymm (AVX-VNNI, or AVX512-VNNI + VL): a 4 x 16 tile in 8 accumulators
+    int16      AVX2 vpmaddwd on int16 pairs (x widened to int16 per call): a 4 x 16 tile; exact, since
+               both operands fit int16 and two products of at most 255 * 128 fit int32
+    portable   plain Numba loops (any CPU, any architecture): 4 rows of x by 2 rows of w per tile
+
+The byte routes multiply raw codes (vpdpbusd takes u8 x s8, no zero points) and apply the zero points
+afterwards, by expanding the product:
+
+    sum_k (x - zx)(w - zw) = sum_k x w  -  zw * sum_k x  -  zx * sum_k w  +  K * zx * zw
+
+The weight row sums sum_k w are computed when the weight is packed; sum_k x only when some zw != 0.
+None of these instructions saturates, so the raw sum is exact while K * 255 * 128 < 2**31 (K < 65,793;
+`check_accumulator_range` asks for less). Packing (`pack_weight`) pads K with zero bytes to the group size
+(4 bytes for vpdpbusd, 2 int16 for vpmaddwd) and N to the tile width, and lays the weight out in the order
+the tile reads it, [N/width][K/group][width][group]:
+
+    packed = w.reshape(N // width, width, K // group, group).transpose(0, 2, 1, 3)
+
+Padding adds zero products, and padded columns are never stored. Model files keep the plain int8 weight
+(portable across CPUs); layers pack it once, at convert time or on the first call after `load`.
+
+Each task of the parallel loop owns one column panel (its packed weight stays in L2) and one tile of rows;
+rows past the last multiple of 4 get one-row tiles, so batch 1 does no wasted work. The epilogue adds
+the zero-point terms and the bias and either stores int32 or requantizes in place (fbgemm's float32
+arithmetic, `qelementwise.requantize_value`) with the ReLU / ReLU6 clamp, while the tile is in cache.
+"""
+import os
+
+import numpy as np
+from numba import njit, prange
+
+from . import simd
+from .qelementwise import INT32_MAX, QUINT8_MAX, QUINT8_MIN, requantize_value
+from .threads import ParallelKernel, threads_for
+
+ROUTES = ("vnni512", "avxvnni", "int16", "portable")
+
+# Each route needs every feature of one of its sets (LLVM's names).
+_REQUIREMENTS = {
+    "vnni512": [("avx512f", "avx512bw", "avx512vnni")],
+    "avxvnni": [("avxvnni",), ("avx512f", "avx512vl", "avx512vnni")],
+    "int16": [("avx2",)],
+    "portable": [()],
+}
+
+# (tile width in columns, bytes of k per packed group, packed element type)
+_LAYOUT = {"vnni512": (64, 4, np.int8), "avxvnni": (16, 4, np.int8), "int16": (16, 2, np.int16),
+           "portable": (64, 1, np.int8)}
+
+
+def route_supported(route):
+    """True when this CPU (as Numba compiles for it) can run `route`."""
+    if route not in _REQUIREMENTS:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    return any(simd.has_features(*needs) for needs in _REQUIREMENTS[route])
+
+
+def supported_routes():
+    """The routes this CPU can run, best first; "portable" is always last."""
+    return tuple(route for route in ROUTES if route_supported(route))
+
+
+def _initial_route():
+    forced = os.environ.get("MINICOMPRESS_QGEMM")
+    if forced is None or forced == "":
+        return supported_routes()[0]
+    if forced not in ROUTES:
+        raise ValueError(f"MINICOMPRESS_QGEMM must be one of {ROUTES}, got {forced!r}")
+    if not route_supported(forced):
+        raise ValueError(f"MINICOMPRESS_QGEMM={forced} needs CPU features this machine lacks (any of "
+                         f"{_REQUIREMENTS[forced]}); it can run {supported_routes()}")
+    return forced
+
+
+# The route new weights are packed for: the best one at import (a documented default), see `set_route`.
+QGEMM_ROUTE = _initial_route()
+
+
+def set_route(route):
+    """Pack weights for `route` from now on (tests force each route in turn); returns the previous one.
+    Weights packed before keep their own route. Raises ValueError for a route this CPU cannot run."""
+    global QGEMM_ROUTE
+    if not route_supported(route):
+        raise ValueError(f"route {route!r} needs CPU features this machine lacks; it can run {supported_routes()}")
+    previous, QGEMM_ROUTE = QGEMM_ROUTE, route
+    return previous
+
+
+# --------------------------------------------------------------------------------------------------
+# Packed weights
+
+
+class PackedWeight:
+    """An int8 weight (N, K) prepared once for one route: the packed layout, the row sums sum_k w[n, k],
+    the zero points, and the shapes. Built by `pack_weight`; read by `qgemm_packed` / `qgemm_requant`."""
+
+    __slots__ = ("route", "data", "n", "k", "groups", "w_zps", "w_sums", "has_zero_points", "zero_bias")
+
+    def __repr__(self):
+        return f"PackedWeight(route={self.route!r}, n={self.n}, k={self.k})"
+
+
+def pack_weight(wq, w_zps, route=None):
+    """Prepare wq (N, K) int8 with per-output-channel zero points w_zps (N,) for the GEMM.
+
+    Args:
+        wq: int8 (N, K) weight codes.
+        w_zps: integers in [-128, 127], length N (or a scalar / length 1 for a per-tensor weight).
+        route: one of ROUTES; default `QGEMM_ROUTE`.
+
+    Returns:
+        PackedWeight.
+
+    Raises:
+        TypeError: wq is not an int8 array or w_zps not integers.
+        ValueError: wq is not 2-D, w_zps has the wrong length or range, K is so large that int32
+            accumulators could overflow, or the CPU cannot run `route`.
+
+    Example:
+        >>> packed = pack_weight(np.array([[2, -1]], np.int8), [0])
+        >>> qgemm_packed(np.array([[130, 120]], np.uint8), 128, packed, None)
+        array([[6]], dtype=int32)
+    """
+    from .qelementwise import QINT8_MAX, QINT8_MIN, per_channel
+    route = QGEMM_ROUTE if route is None else route
+    if not route_supported(route):
+        raise ValueError(f"route {route!r} needs CPU features this machine lacks; it can run {supported_routes()}")
+    if not isinstance(wq, np.ndarray) or wq.dtype != np.int8:
+        raise TypeError(f"wq must be an int8 NumPy array, got {getattr(wq, 'dtype', type(wq).__name__)}")
+    if wq.ndim != 2:
+        raise ValueError(f"wq must have shape (N, K), got {wq.shape}")
+    n_rows, depth = wq.shape
+    zps = per_channel("w_zps", w_zps, n_rows, np.int64)
+    if zps.size and (zps.min() < QINT8_MIN or zps.max() > QINT8_MAX):
+        raise ValueError(f"w_zps must lie in [{QINT8_MIN}, {QINT8_MAX}], got values in [{zps.min()}, {zps.max()}]")
+    if depth * 255 * 255 > INT32_MAX:
+        raise ValueError(f"K={depth} is too deep for exact int32 accumulators; expected K * 65025 <= {INT32_MAX}")
+
+    width, group, dtype = _LAYOUT[route]
+    packed = PackedWeight()
+    packed.route, packed.n, packed.k = route, n_rows, depth
+    packed.w_zps, packed.has_zero_points = zps, bool(np.any(zps))
+    packed.w_sums = wq.sum(axis=1, dtype=np.int64)
+    packed.zero_bias = np.zeros(n_rows, np.int32)
+    if route == "portable":
+        packed.data, packed.groups = np.ascontiguousarray(wq), depth
+        return packed
+    k_padded, n_padded = -(-depth // group) * group, -(-n_rows // width) * width
+    padded = np.zeros((n_padded, k_padded), dtype)
+    padded[:n_rows, :depth] = wq
+    layout = padded.reshape(n_padded // width, width, k_padded // group, group).transpose(0, 2, 1, 3)
+    packed.data = np.ascontiguousarray(layout).reshape(-1).view(np.int32)     # one int32 per group
+    packed.groups = k_padded // group
+    return packed
+
+
+def _activation_words(xq, route, groups):
+    """xq (M, K) uint8 as the route reads it: (M, groups) int32 words of 4 bytes (vpdpbusd) or of two
+    int16 (vpmaddwd), zero-padded along K; the codes themselves for the portable route."""
+    if route == "portable":
+        return xq
+    if route == "int16":
+        words = np.zeros((xq.shape[0], 2 * groups), np.int16)
+        words[:, :xq.shape[1]] = xq
+        return words.view(np.int32)
+    if xq.shape[1] == 4 * groups:
+        return xq.view(np.int32)
+    words = np.zeros((xq.shape[0], 4 * groups), np.uint8)
+    words[:, :xq.shape[1]] = xq
+    return words.view(np.int32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Micro-kernels: raw sum_k x w of a 4-row (tile4) or 1-row (tile1) tile of one column panel into
+# `scratch` (4 * width int32, row-major). x holds the activation words, w the packed panels.
+
+
+@njit(cache=True)
+def _vnni512_tile4(x, r0, r1, r2, r3, w, panel, groups, scratch):
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = simd.zeros16()
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = simd.zeros16()
+    for g in range(groups):
+        at = (panel * groups + g) * 64
+        w0, w1, w2, w3 = simd.load16(w, at), simd.load16(w, at + 16), simd.load16(w, at + 32), simd.load16(w, at + 48)
+        b = simd.splat16(x[r0, g])
+        a00, a01, a02, a03 = simd.vpdpbusd16(a00, b, w0), simd.vpdpbusd16(a01, b, w1), simd.vpdpbusd16(a02, b, w2), simd.vpdpbusd16(a03, b, w3)
+        b = simd.splat16(x[r1, g])
+        a10, a11, a12, a13 = simd.vpdpbusd16(a10, b, w0), simd.vpdpbusd16(a11, b, w1), simd.vpdpbusd16(a12, b, w2), simd.vpdpbusd16(a13, b, w3)
+        b = simd.splat16(x[r2, g])
+        a20, a21, a22, a23 = simd.vpdpbusd16(a20, b, w0), simd.vpdpbusd16(a21, b, w1), simd.vpdpbusd16(a22, b, w2), simd.vpdpbusd16(a23, b, w3)
+        b = simd.splat16(x[r3, g])
+        a30, a31, a32, a33 = simd.vpdpbusd16(a30, b, w0), simd.vpdpbusd16(a31, b, w1), simd.vpdpbusd16(a32, b, w2), simd.vpdpbusd16(a33, b, w3)
+    simd.store16(scratch, 0, a00), simd.store16(scratch, 16, a01), simd.store16(scratch, 32, a02), simd.store16(scratch, 48, a03)
+    simd.store16(scratch, 64, a10), simd.store16(scratch, 80, a11), simd.store16(scratch, 96, a12), simd.store16(scratch, 112, a13)
+    simd.store16(scratch, 128, a20), simd.store16(scratch, 144, a21), simd.store16(scratch, 160, a22), simd.store16(scratch, 176, a23)
+    simd.store16(scratch, 192, a30), simd.store16(scratch, 208, a31), simd.store16(scratch, 224, a32), simd.store16(scratch, 240, a33)
+
+
+@njit(cache=True)
+def _vnni512_tile1(x, r0, w, panel, groups, scratch):
+    a0 = a1 = a2 = a3 = simd.zeros16()
+    for g in range(groups):
+        at = (panel * groups + g) * 64
+        b = simd.splat16(x[r0, g])
+        a0, a1 = simd.vpdpbusd16(a0, b, simd.load16(w, at)), simd.vpdpbusd16(a1, b, simd.load16(w, at + 16))
+        a2, a3 = simd.vpdpbusd16(a2, b, simd.load16(w, at + 32)), simd.vpdpbusd16(a3, b, simd.load16(w, at + 48))
+    simd.store16(scratch, 0, a0), simd.store16(scratch, 16, a1), simd.store16(scratch, 32, a2), simd.store16(scratch, 48, a3)
+
+
+def _ymm_tiles(step, route):
+    """tile4 / tile1 for a 16-column panel of 8-lane vectors, accumulating with `step(acc, x, w)`, compiled
+    under names of their own (Numba's cache files are named after the function)."""
+
+    def tile4(x, r0, r1, r2, r3, w, panel, groups, scratch):
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = simd.zeros8()
+        for g in range(groups):
+            at = (panel * groups + g) * 16
+            w0, w1 = simd.load8(w, at), simd.load8(w, at + 8)
+            b = simd.splat8(x[r0, g])
+            a00, a01 = step(a00, b, w0), step(a01, b, w1)
+            b = simd.splat8(x[r1, g])
+            a10, a11 = step(a10, b, w0), step(a11, b, w1)
+            b = simd.splat8(x[r2, g])
+            a20, a21 = step(a20, b, w0), step(a21, b, w1)
+            b = simd.splat8(x[r3, g])
+            a30, a31 = step(a30, b, w0), step(a31, b, w1)
+        simd.store8(scratch, 0, a00), simd.store8(scratch, 8, a01), simd.store8(scratch, 16, a10), simd.store8(scratch, 24, a11)
+        simd.store8(scratch, 32, a20), simd.store8(scratch, 40, a21), simd.store8(scratch, 48, a30), simd.store8(scratch, 56, a31)
+
+    def tile1(x, r0, w, panel, groups, scratch):
+        a0 = a1 = simd.zeros8()
+        for g in range(groups):
+            at = (panel * groups + g) * 16
+            b = simd.splat8(x[r0, g])
+            a0, a1 = step(a0, b, simd.load8(w, at)), step(a1, b, simd.load8(w, at + 8))
+        simd.store8(scratch, 0, a0), simd.store8(scratch, 8, a1)
+
+    for function, name in ((tile4, "tile4"), (tile1, "tile1")):
+        function.__name__ = function.__qualname__ = f"_{route}_{name}"
+    return tuple(njit(cache=True)(function) for function in (tile4, tile1))
+
+
+def _portable_tile4(x, r0, r1, r2, r3, w, panel, depth, scratch):
+    """Scalar 4 x 2 tiles over the panel's rows of w; each int32 sum wrapped (Numba widens to int64)."""
+    n_stop = min(w.shape[0], (panel + 1) * 64)
+    x0, x1, x2, x3 = x[r0], x[r1], x[r2], x[r3]
+    for n0 in range(panel * 64, n_stop, 2):
+        n1 = min(n0 + 1, n_stop - 1)
+        w0, w1 = w[n0], w[n1]
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = np.int32(0)
+        for k in range(depth):
+            u0, u1, u2, u3 = np.int16(x0[k]), np.int16(x1[k]), np.int16(x2[k]), np.int16(x3[k])
+            v0, v1 = np.int16(w0[k]), np.int16(w1[k])
+            a00, a01 = np.int32(a00 + u0 * v0), np.int32(a01 + u0 * v1)
+            a10, a11 = np.int32(a10 + u1 * v0), np.int32(a11 + u1 * v1)
+            a20, a21 = np.int32(a20 + u2 * v0), np.int32(a21 + u2 * v1)
+            a30, a31 = np.int32(a30 + u3 * v0), np.int32(a31 + u3 * v1)
+        j0, j1 = n0 - panel * 64, n1 - panel * 64
+        scratch[j0], scratch[j1], scratch[64 + j0], scratch[64 + j1] = a00, a01, a10, a11
+        scratch[128 + j0], scratch[128 + j1], scratch[192 + j0], scratch[192 + j1] = a20, a21, a30, a31
+
+
+def _portable_tile1(x, r0, w, panel, depth, scratch):
+    _portable_tile4_jit(x, r0, r0, r0, r0, w, panel, depth, scratch)
+
+
+_portable_tile4_jit = njit(cache=True)(_portable_tile4)
+_TILES = {
+    "vnni512": (_vnni512_tile4, _vnni512_tile1),
+    "avxvnni": _ymm_tiles(simd.vpdpbusd8, "avxvnni"),
+    "int16": _ymm_tiles(simd.pmaddwd_add8, "int16"),
+    "portable": (_portable_tile4_jit, njit(cache=True)(_portable_tile1)),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver: tasks over (column panel, row tile), then the epilogue on the tile
+
+
+def _driver(tile4, tile1, width):
+    def gemm(x, x_sums, x_zp, w, groups, depth, w_zps, w_sums, bias_q, multiplier, out_zp, qmin, qmax,
+             acc_out, q_out, requant):
+        m_rows, n_cols = x.shape[0], w_zps.shape[0]
+        full = m_rows // 4
+        tiles = full + m_rows % 4
+        panels = (n_cols + width - 1) // width
+        for task in prange(panels * tiles):
+            panel, tile = task // tiles, task % tiles
+            scratch = np.empty(4 * width, np.int32)
+            if tile < full:
+                m0, rows = 4 * tile, 4
+                tile4(x, m0, m0 + 1, m0 + 2, m0 + 3, w, panel, groups, scratch)
+            else:
+                m0, rows = tile + 3 * full, 1
+                tile1(x, m0, w, panel, groups, scratch)
+            n0 = panel * width
+            for r in range(rows):
+                m = m0 + r
+                row_term = np.int64(x_sums[m])
+                for j in range(min(width, n_cols - n0)):
+                    n = n0 + j
+                    total = (np.int64(scratch[r * width + j]) - w_zps[n] * row_term - x_zp * w_sums[n]
+                             + depth * x_zp * w_zps[n] + bias_q[n])
+                    if requant:
+                        q_out[m, n] = requantize_value(np.int32(total), multiplier[n], out_zp, qmin, qmax)
+                    else:
+                        acc_out[m, n] = np.int32(total)
+    return gemm
+
+
+def _kernel(route):
+    gemm = _driver(*_TILES[route], _LAYOUT[route][0])
+    gemm.__name__ = gemm.__qualname__ = f"_gemm_{route}"     # Numba's cache files are named after it
+    return ParallelKernel(gemm)
+
+
+_KERNELS = {route: _kernel(route) for route in ROUTES}     # compiled at first call, on a CPU that has the route
+_NO_INT32 = np.empty((0, 0), np.int32)
+_NO_UINT8 = np.empty((0, 0), np.uint8)
+_NO_MULTIPLIER = np.empty(0, np.float32)
+
+
+def _run(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax, requant):
+    m_rows = xq.shape[0]
+    x = _activation_words(xq, packed.route, packed.groups)
+    x_sums = xq.sum(axis=1, dtype=np.int64) if packed.has_zero_points else np.zeros(m_rows, np.int64)
+    if requant:
+        acc_out, q_out = _NO_INT32, np.empty((m_rows, packed.n), np.uint8)
+    else:
+        acc_out, q_out, multiplier = np.empty((m_rows, packed.n), np.int32), _NO_UINT8, _NO_MULTIPLIER
+    with threads_for(m_rows * packed.n * max(packed.k, 1)):
+        _KERNELS[packed.route](x, x_sums, x_zp, packed.data, packed.groups, packed.k, packed.w_zps, packed.w_sums,
+                               packed.zero_bias if bias_q is None else bias_q, multiplier, out_zp, qmin, qmax,
+                               acc_out, q_out, requant)
+    return q_out if requant else acc_out
+
+
+def qgemm_packed_unchecked(xq, x_zp, packed, bias_q):
+    """`qgemm_packed` for arguments already checked (layers check theirs once, when they are built)."""
+    return _run(xq, x_zp, packed, bias_q, None, 0, 0, 0, False)
+
+
+def qgemm_requant_unchecked(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
+    """`qgemm_requant` for arguments already checked."""
+    return _run(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax, True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _check(xq, x_zp, packed, bias_q):
+    from .qelementwise import check_accumulator_range, check_zero_point
+    if not isinstance(packed, PackedWeight):
+        raise TypeError(f"packed must be a PackedWeight from pack_weight, got {type(packed).__name__}")
+    if not isinstance(xq, np.ndarray) or xq.dtype != np.uint8:
+        raise TypeError(f"xq must be a uint8 NumPy array, got {getattr(xq, 'dtype', type(xq).__name__)}")
+    if xq.ndim != 2 or xq.shape[1] != packed.k:
+        raise ValueError(f"xq must have shape (M, {packed.k}) to match the packed weight, got {xq.shape}")
+    x_zp = check_zero_point("x_zp", x_zp, QUINT8_MIN, QUINT8_MAX)
+    if bias_q is not None:
+        if not isinstance(bias_q, np.ndarray) or bias_q.dtype != np.int32 or bias_q.shape != (packed.n,):
+            raise TypeError(f"bias_q must be an int32 array of shape ({packed.n},) or None, got "
+                            f"{getattr(bias_q, 'dtype', type(bias_q).__name__)} {getattr(bias_q, 'shape', '')}")
+        check_accumulator_range(packed.k, bias_q)
+        bias_q = np.ascontiguousarray(bias_q)
+    return np.ascontiguousarray(xq), x_zp, bias_q
+
+
+def qgemm_packed(xq, x_zp, packed, bias_q):
+    """(xq - x_zp) @ (wq - w_zps[:, None]).T + bias_q as int32 (M, N), exactly.
+
+    Args:
+        xq: uint8 (M, K) activation codes; x_zp: their zero point in [0, 255].
+        packed: `pack_weight(wq, w_zps)`.
+        bias_q: int32 (N,) (e.g. `qlinear.quantize_bias`), or None.
+
+    Raises:
+        TypeError / ValueError: wrong dtypes or shapes, a zero point out of range, or a bias so large the
+            int32 accumulator could overflow.
+    """
+    xq, x_zp, bias_q = _check(xq, x_zp, packed, bias_q)
+    return qgemm_packed_unchecked(xq, x_zp, packed, bias_q)
+
+
+def qgemm_requant(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
+    """The GEMM requantized to uint8 in its epilogue, bit-identical to
+    `requantize_rows(qgemm_packed(...), multiplier, out_zp, qmin, qmax)`:
+
+        out = clamp(round_half_even(float32(acc) * multiplier[n]) + out_zp, qmin, qmax)
+
+    Args:
+        multiplier: float32 (N,) (`qelementwise.requantize_multiplier`).
+        out_zp: the output zero point in [0, 255]; qmin <= qmax in [0, 255] the clamp (qmin = out_zp fuses
+            a ReLU, qmax = the code of 6.0 a ReLU6).
+        The rest as `qgemm_packed`.
+    """
+    from .qelementwise import check_zero_point
+    xq, x_zp, bias_q = _check(xq, x_zp, packed, bias_q)
+    out_zp = check_zero_point("out_zp", out_zp, QUINT8_MIN, QUINT8_MAX)
+    qmin = check_zero_point("qmin", qmin, QUINT8_MIN, QUINT8_MAX)
+    qmax = check_zero_point("qmax", qmax, qmin, QUINT8_MAX)
+    multiplier = np.asarray(multiplier)
+    if multiplier.dtype != np.float32 or multiplier.shape != (packed.n,):
+        raise TypeError(f"multiplier must be a float32 array of shape ({packed.n},), got {multiplier.dtype} "
+                        f"{multiplier.shape}")
+    if not np.all(np.isfinite(multiplier) & (multiplier > 0)):
+        raise ValueError("multiplier must be finite and > 0")
+    return qgemm_requant_unchecked(xq, x_zp, packed, bias_q, np.ascontiguousarray(multiplier), out_zp, qmin, qmax)
+
+
+# --------------------------------------------------------------------------------------------------
+# The definition
+
+
+def qgemm_reference(xq, x_zp, wq, w_zps, bias_q):
+    """(xq - x_zp) @ (wq - w_zps[:, None]).T + bias_q in int64 NumPy, as int32."""
+    acc = (xq.astype(np.int64) - x_zp) @ (wq.astype(np.int64) - np.asarray(w_zps, np.int64).reshape(-1, 1)).T
+    return (acc if bias_q is None else acc + bias_q).astype(np.int32)
+
+
+def qgemm_requant_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax):
+    """qgemm_reference, then float32(acc) * multiplier rounded half to even, + out_zp, clamped."""
+    scaled = qgemm_reference(xq, x_zp, wq, w_zps, bias_q).astype(np.float32) * multiplier
+    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)

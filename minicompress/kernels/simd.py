@@ -1,0 +1,149 @@
+"""x86 vector instructions inside Numba loops: LLVM intrinsics behind `numba.extending.intrinsic`, and
+the host's CPU features that say which of them may be compiled.
+
+LLVM's loop vectoriser never emits `vpdpbusd` (u8 x s8 dot products of 4-byte groups added to int32
+lanes) for a plain Numba loop, whatever the loop's shape; it widens the bytes into 32-bit lanes instead.
+The integer GEMM (`qgemm.py`) therefore calls the instructions by name:
+
+    vpdpbusd(acc, a, b)[i] = acc[i] + sum_{j<4} uint8(a[i].byte[j]) * int8(b[i].byte[j])   (int32, wraps)
+        llvm.x86.avx512.vpdpbusd.512   16 lanes (zmm), AVX512-VNNI
+        llvm.x86.avx512.vpdpbusd.256    8 lanes (ymm), AVX512-VNNI + AVX512VL (EVEX) or AVX-VNNI (VEX):
+                                       LLVM picks the encoding from the target's features (clang's
+                                       _mm256_dpbusd_epi32 and _mm256_dpbusd_avx_epi32 both lower to it)
+    pmaddwd(a, b)[i] = int16(a[i].lo) * int16(b[i].lo) + int16(a[i].hi) * int16(b[i].hi)      (int32)
+        llvm.x86.avx2.pmadd.wd          8 lanes (ymm), AVX2
+
+Neither saturates (`vpmaddubsw`, which does, is not used): vpdpbusd adds four products of at most
+255 * 128 to the lane, pmaddwd two.
+
+A vector is a Numba value of type `I32x16` or `I32x8` (an LLVM `<16 x i32>` / `<8 x i32>`); `zeros`,
+`load` (from a flat int32 array at an element index), `splat` (one int32 in every lane) and `store`
+move data in and out. Local vector variables live in registers after LLVM's mem2reg.
+
+Compiling one of these intrinsics for a CPU without the instruction makes LLVM abort the whole
+process (no Python exception), so callers check `has_features` before the first call of a kernel that
+uses them: Numba compiles a function at its first call, for the features `host_features` returns.
+"""
+import os
+import platform
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+
+def host_features():
+    """The CPU features Numba compiles for: NUMBA_CPU_FEATURES when set ("+avx2,-avx512f,..."), else
+    the host's as LLVM detects them; an empty set off x86."""
+    listed = os.environ.get("NUMBA_CPU_FEATURES")
+    if listed is not None:
+        return {item[1:] for item in listed.split(",") if item.startswith("+")}
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return set()
+    import llvmlite.binding as llvm
+    return {name for name, enabled in llvm.get_host_cpu_features().items() if enabled}
+
+
+def has_features(*names):
+    """True when every named feature (LLVM's spelling: "avx512vnni", "avxvnni", "avx2") is available."""
+    return set(names) <= host_features()
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector types
+
+
+def _vector_type(lanes):
+    llvm_type = ir.VectorType(ir.IntType(32), lanes)
+
+    class VectorType(types.Type):
+        def __init__(self):
+            super().__init__(name=f"i32x{lanes}")
+
+    @register_model(VectorType)
+    class VectorModel(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            super().__init__(dmm, fe_type, llvm_type)
+
+    return VectorType(), llvm_type
+
+
+I32x16, _V16 = _vector_type(16)
+I32x8, _V8 = _vector_type(8)
+_LLVM = {I32x16: _V16, I32x8: _V8}
+
+
+def _vector_ops(numba_type):
+    """zeros(), load(flat_array, index), splat(int32), store(flat_array, index, vector) for one vector type."""
+    llvm_type = _LLVM[numba_type]
+    lanes = llvm_type.count
+
+    def element_pointer(context, builder, array_type, array, index):
+        data = context.make_array(array_type)(context, builder, array).data
+        return builder.bitcast(builder.gep(data, [index]), llvm_type.as_pointer())
+
+    @intrinsic
+    def zeros(typingctx):
+        return numba_type(), lambda context, builder, sig, args: ir.Constant(llvm_type, [0] * lanes)
+
+    @intrinsic
+    def load(typingctx, array, index):
+        def codegen(context, builder, sig, args):
+            return builder.load(element_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+        return numba_type(array, index), codegen
+
+    @intrinsic
+    def splat(typingctx, value):
+        def codegen(context, builder, sig, args):
+            one = builder.insert_element(ir.Constant(llvm_type, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(llvm_type, ir.Undefined), ir.Constant(llvm_type, [0] * lanes))
+        return numba_type(types.int32), codegen
+
+    @intrinsic
+    def store(typingctx, array, index, vector):
+        def codegen(context, builder, sig, args):
+            builder.store(args[2], element_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+            return context.get_dummy_value()
+        return types.none(array, index, numba_type), codegen
+
+    return zeros, load, splat, store
+
+
+zeros16, load16, splat16, store16 = _vector_ops(I32x16)
+zeros8, load8, splat8, store8 = _vector_ops(I32x8)
+
+
+# --------------------------------------------------------------------------------------------------
+# The instructions
+
+
+def _call(builder, name, result_type, arg_types, args):
+    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(result_type, arg_types), name)
+    return builder.call(function, args)
+
+
+@intrinsic
+def vpdpbusd16(typingctx, acc, a, b):
+    """acc + per-lane dot products of a's 4 uint8 with b's 4 int8 (zmm); needs avx512vnni."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _V16, [_V16] * 3, args)
+    return I32x16(I32x16, I32x16, I32x16), codegen
+
+
+@intrinsic
+def vpdpbusd8(typingctx, acc, a, b):
+    """The ymm form; needs avx512vnni + avx512vl, or avxvnni."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.x86.avx512.vpdpbusd.256", _V8, [_V8] * 3, args)
+    return I32x8(I32x8, I32x8, I32x8), codegen
+
+
+@intrinsic
+def pmaddwd_add8(typingctx, acc, a, b):
+    """acc + pmaddwd(a, b): each lane's two int16 pairs multiplied and added in int32 (ymm); needs avx2."""
+    def codegen(context, builder, sig, args):
+        halves = ir.VectorType(ir.IntType(16), 16)
+        a16, b16 = builder.bitcast(args[1], halves), builder.bitcast(args[2], halves)
+        return builder.add(args[0], _call(builder, "llvm.x86.avx2.pmadd.wd", _V8, [halves, halves], [a16, b16]))
+    return I32x8(I32x8, I32x8, I32x8), codegen
