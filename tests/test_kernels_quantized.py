@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from minicompress.kernels.qelementwise import (qadd, qadd_reference, quantize_value, quantized_add, quantized_relu,
                                                quantized_relu6, requantize, requantize_multiplier,
                                                requantize_rows, requantize_rows_reference)
-from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, im2row,
-                                        im2row_reference, prepare_qconv2d, quantized_conv2d,
-                                        quantized_conv2d_reference)
+from minicompress.kernels import qgemm as gemm_ladder
+from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, gemm16_requant_kernel,
+                                        gemm16_requant_reference, im2row, im2row_reference, pack16,
+                                        prepare_qconv2d, quantized_conv2d, quantized_conv2d_reference)
 from minicompress.kernels.qnhwc import (global_avg_pool_nhwc, global_avg_pool_nhwc_reference, quantize_nhwc,
                                         quantize_nhwc_reference)
 from minicompress.kernels.qlinear import (qgemm, qgemm_reference, quantize_bias, quantized_linear,
@@ -258,7 +259,9 @@ def test_conv_kernels_equal_references_on_full_range_codes(problem):
     bands = [(0, out_rows)] + ([(0, out_rows // 2), (out_rows // 2, out_rows - out_rows // 2)] if out_rows > 1 else [])
     for start in range(0, x_shape[1], group_in):
         for first, count in bands:
-            args = (x, x_zp, w_shape[2:], stride, padding, dilation, out_size, first, count, start, group_in)
+            row_width = group_in * w_shape[2] * w_shape[3] + int(rng.integers(0, 4))     # padded to 4 bytes or not
+            args = (x, x_zp, w_shape[2:], stride, padding, dilation, out_size, first, count, start, group_in,
+                    row_width)
             expected = im2row_reference(*args)
             np.testing.assert_array_equal(im2row.serial(*args), expected)
             np.testing.assert_array_equal(im2row.parallel(*args), expected)
@@ -307,13 +310,26 @@ def test_pointwise_and_relu6_conv2d_match_reference_and_torch(problem, relu6):
     assert_within_one_step(ours, theirs.int_repr().numpy(), exact=bias is None)
 
 
+@pytest.mark.parametrize("gemm_route", gemm_ladder.supported_routes())
 @settings(max_examples=10, deadline=None)
 @given(problem=conv_problems(), relu6=st.booleans())
-def test_conv2d_reads_channels_last_input_and_fuses_relu6(problem, relu6):
+def test_conv2d_reads_channels_last_input_and_fuses_relu6(gemm_route, problem, relu6):
     """A channels-last input (the layout the previous integer layer leaves) gives the same codes as a
-    contiguous one, on every route; with ReLU6 fused, equal to the twin."""
+    contiguous one, on every conv route and every GEMM route this CPU runs; with ReLU6 fused, equal to
+    the twin. Symmetric weights (w_zps = 0, the x86 default), which take the VNNI conv GEMM where there is one."""
     x_shape, w_shape, geometry, params, seed = problem
-    x_scale, x_zp, w_scales, w_zps, _, out_scale, out_zp, relu, _ = params
+    x_scale, x_zp, w_scales, _, _, out_scale, out_zp, relu, _ = params
+    w_zps = np.zeros(1, np.int64)
+    previous = gemm_ladder.set_route(gemm_route)
+    try:
+        _check_channels_last_and_relu6(x_shape, w_shape, geometry, x_scale, x_zp, w_scales, w_zps, out_scale,
+                                       out_zp, relu, relu6, seed)
+    finally:
+        gemm_ladder.set_route(previous)
+
+
+def _check_channels_last_and_relu6(x_shape, w_shape, geometry, x_scale, x_zp, w_scales, w_zps, out_scale, out_zp,
+                                   relu, relu6, seed):
     xq, wq, _ = draw_codes(np.random.default_rng(seed), x_shape, w_shape, w_shape[0], False, x_high=256)
     qmax = quantize_value(6.0, out_scale, out_zp) if relu6 else 255
     qargs = (x_scale, x_zp, wq, w_scales, w_zps, None, out_scale, out_zp, *geometry)
@@ -415,6 +431,31 @@ def test_quantized_relu_and_relu6_equal_torch(scale, zero_point, seed):
     np.testing.assert_array_equal(quantized_relu(xq, zero_point), torch.relu(qx).int_repr().numpy())
     np.testing.assert_array_equal(quantized_relu6(xq, scale, zero_point),
                                   torch.ao.nn.quantized.ReLU6()(qx).int_repr().numpy())
+
+
+@pytest.mark.skipif(gemm_ladder.QGEMM_ROUTE != "vnni512", reason="the conv GEMM needs AVX512-VNNI (the vnni512 route)")
+@settings(max_examples=25, deadline=None)
+@given(m_rows=st.integers(1, 40), depth=st.integers(1, 70), n_cols=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       serial=st.booleans())
+def test_gemm16_equals_reference_on_full_range_codes(m_rows, depth, n_cols, seed, serial):
+    """The conv GEMM's kernel: K and N not multiples of 4 / 16 (padding), partial 8-row tiles, every code,
+    column terms and multipliers that saturate both ways."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (m_rows, depth)).astype(np.uint8)
+    w = rng.integers(-128, 128, (n_cols, depth)).astype(np.int8)
+    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
+    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
+    out_zp = int(rng.integers(0, 256))
+    qmin = int(rng.integers(0, 256))
+    qmax = int(rng.integers(qmin, 256))
+    groups = -(-depth // 4)
+    words = np.zeros((m_rows, 4 * groups), np.uint8)
+    words[:, :depth] = x
+    out = np.empty(m_rows * n_cols, np.uint8)
+    kernel = gemm16_requant_kernel.serial if serial else gemm16_requant_kernel.parallel
+    kernel(words.view(np.int32), groups, pack16(w), col_term, multiplier, out_zp, qmin, qmax, n_cols, out)
+    np.testing.assert_array_equal(out.reshape(m_rows, n_cols),
+                                  gemm16_requant_reference(x, w, col_term, multiplier, out_zp, qmin, qmax))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,14 +27,19 @@ routes once, from the weight's shape, and prepares the weight for it (computed o
 prepared convolution on channels-last bytes without checks (the quantized Conv2d module's forward).
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import qgemm, simd
 from .conv import conv_output_size, valid_range
 from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
-                           requantize_multiplier, requantize_rows, requantize_value)
-from .qlinear import check_bias_q, qgemm
+                           requantize_multiplier, requantize_value)
+from .qgemm import pack_weight, qgemm_requant_unchecked as qgemm_requant
+from .qlinear import check_bias_q
 from .qnhwc import channels_last
 from .threads import ParallelKernel, threads_for
 
@@ -44,56 +49,158 @@ ROWS_CHUNK_BYTES = 1 << 19
 
 
 # --------------------------------------------------------------------------------------------------
-# The GEMM with fused requantization
+# The channels-last GEMM of the convolutions on AVX512-VNNI, requantized by 16 columns at a time
+#
+# A conv's GEMM is long and thin: M = pixels (50,176 at 224x224), K = C_in * kh * kw (16 .. 576), N = C_out
+# (16 .. 64). Its int32 results are few per pixel, so the cost is in the epilogue, not the dot products:
+# this kernel keeps each 16-column result in a zmm register from vpdpbusd to the uint8 store, requantizing
+# it with 16-lane float32 arithmetic (`requantize_store16`). Tiles are 8 pixels x 16 columns (8 independent
+# accumulators, one weight load feeding 8 vpdpbusd); tasks are blocks of PIXEL_BLOCK pixels.
+
+PIXEL_BLOCK = 128
+_V16I, _V16F, _V16B = ir.VectorType(ir.IntType(32), 16), ir.VectorType(ir.FloatType(), 16), ir.VectorType(ir.IntType(8), 16)
 
 
-class PackedWeight:
-    """int8 (N, K) weights with their zero points, prepared once for `qgemm_requant`."""
-
-    def __init__(self, wq, w_zps):
-        self.wq = np.ascontiguousarray(wq)
-        self.w_zps = np.ascontiguousarray(w_zps, dtype=np.int64)
-        self.n, self.k = self.wq.shape
+def _vector_at(context, builder, array_type, array, index, vector_type):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), vector_type.as_pointer())
 
 
-def pack_weight(wq, w_zps):
-    return PackedWeight(wq, w_zps)
+@intrinsic
+def requantize_store16(typingctx, out, out_index, acc, col_term, multiplier, column, zero_point, low, high):
+    """out[out_index : out_index + 16] = uint8(clamp(rint(float32(acc + col_term[column:+16])
+    * multiplier[column:+16]) + zero_point, low, high)): `qelementwise.requantize_value` on 16 lanes, in
+    generic LLVM vector instructions (legal on any CPU). zero_point, low, high are float32."""
+    def codegen(context, builder, sig, args):
+        out_a, out_i, acc_v, col_a, mult_a, col_i, zp, lo, hi = args
+        total = builder.add(acc_v, builder.load(_vector_at(context, builder, sig.args[3], col_a, col_i, _V16I), align=4))
+        scaled = builder.fmul(builder.sitofp(total, _V16F),
+                              builder.load(_vector_at(context, builder, sig.args[4], mult_a, col_i, _V16F), align=4))
+
+        def call(name, *values):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * len(values)), name)
+            return builder.call(fn, values)
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(_V16F, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(_V16F, ir.Undefined), ir.Constant(_V16I, [0] * 16))
+
+        level = builder.fadd(call("llvm.rint.v16f32", scaled), splat(zp))
+        level = call("llvm.minnum.v16f32", call("llvm.maxnum.v16f32", level, splat(lo)), splat(hi))
+        codes = builder.trunc(builder.fptosi(level, _V16I), _V16B)
+        builder.store(codes, _vector_at(context, builder, sig.args[0], out_a, out_i, _V16B), align=1)
+        return context.get_dummy_value()
+    return types.none(out, out_index, acc, col_term, multiplier, column, zero_point, low, high), codegen
 
 
-def qgemm_requant(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
-    """(M, N) uint8 = requantize((xq - x_zp) @ (wq - w_zps).T + bias_q), xq (M, K) uint8 C-contiguous."""
-    return requantize_rows(qgemm(xq, x_zp, packed.wq, packed.w_zps, bias_q), multiplier, out_zp, qmin, qmax)
+def pack16(wq):
+    """wq (N, K) int8 -> the vpdpbusd layout [N/16][K/4][16][4] as flat int32 words, K and N zero-padded."""
+    n_rows, depth = wq.shape
+    groups, panels = -(-depth // 4), -(-n_rows // 16)
+    padded = np.zeros((panels * 16, groups * 4), np.int8)
+    padded[:n_rows, :depth] = wq
+    return np.ascontiguousarray(padded.reshape(panels, 16, groups, 4).transpose(0, 2, 1, 3)).reshape(-1).view(np.int32)
+
+
+def _gemm16_requant_kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qmax, n_cols, out):
+    """x (M, groups) int32 words of 4 uint8 codes, w `_pack16`'s layout, col_term (panels * 16,) int32 =
+    bias_q - x_zp * sum_k w -> out (M * n_cols,) uint8 requantized. Parallel over blocks of pixels."""
+    m_rows = x.shape[0]
+    panels = (n_cols + 15) // 16
+    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+    for block in prange((m_rows + PIXEL_BLOCK - 1) // PIXEL_BLOCK):
+        scratch = np.empty(16, np.int32)
+        stop = min(m_rows, (block + 1) * PIXEL_BLOCK)
+        for m0 in range(block * PIXEL_BLOCK, stop, 8):
+            last = stop - 1
+            r0, r1, r2, r3 = m0, min(m0 + 1, last), min(m0 + 2, last), min(m0 + 3, last)
+            r4, r5, r6, r7 = min(m0 + 4, last), min(m0 + 5, last), min(m0 + 6, last), min(m0 + 7, last)
+            for panel in range(panels):
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = simd.zeros16()
+                for g in range(groups):
+                    wv = simd.load16(w, (panel * groups + g) * 16)
+                    a0 = simd.vpdpbusd16(a0, simd.splat16(x[r0, g]), wv)
+                    a1 = simd.vpdpbusd16(a1, simd.splat16(x[r1, g]), wv)
+                    a2 = simd.vpdpbusd16(a2, simd.splat16(x[r2, g]), wv)
+                    a3 = simd.vpdpbusd16(a3, simd.splat16(x[r3, g]), wv)
+                    a4 = simd.vpdpbusd16(a4, simd.splat16(x[r4, g]), wv)
+                    a5 = simd.vpdpbusd16(a5, simd.splat16(x[r5, g]), wv)
+                    a6 = simd.vpdpbusd16(a6, simd.splat16(x[r6, g]), wv)
+                    a7 = simd.vpdpbusd16(a7, simd.splat16(x[r7, g]), wv)
+                n0 = panel * 16
+                for i, acc in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
+                    if m0 + i >= stop:
+                        break
+                    if n0 + 16 <= n_cols:
+                        requantize_store16(out, (m0 + i) * n_cols + n0, acc, col_term, multiplier, n0, zp, lo, hi)
+                    else:                                   # the last, partial panel: one column at a time
+                        simd.store16(scratch, 0, acc)
+                        for j in range(n_cols - n0):
+                            out[(m0 + i) * n_cols + n0 + j] = requantize_value(
+                                np.int32(scratch[j] + col_term[n0 + j]), multiplier[n0 + j], out_zp, qmin, qmax)
+    return out
+
+
+gemm16_requant_kernel = ParallelKernel(_gemm16_requant_kernel)
+
+
+def gemm16_requant_reference(x, w_rows, col_term, multiplier, out_zp, qmin, qmax):
+    """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp)."""
+    acc = x.astype(np.int64) @ w_rows.astype(np.int64).T + col_term[:w_rows.shape[0]]
+    scaled = acc.astype(np.int32).astype(np.float32) * multiplier
+    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+
+
+def _words(rows, groups):
+    """(M, K) uint8 as (M, groups) int32 words of 4 codes, K zero-padded to 4 * groups (a view when K is)."""
+    if rows.shape[1] == 4 * groups:
+        return rows.view(np.int32)
+    words = np.zeros((rows.shape[0], 4 * groups), np.uint8)
+    words[:, :rows.shape[1]] = rows
+    return words.view(np.int32)
 
 
 # --------------------------------------------------------------------------------------------------
 # im2row on channels-last uint8, the border filled with the zero point
 
 
-def _im2row(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start, channels):
-    """x (N, H, W, C) uint8 -> rows (count * Wo, kh * kw * channels) for the output rows t = first ..
-    first + count - 1 of the flattened (n, p) index (n = t // Ho, p = t % Ho):
+def _im2row(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start, channels,
+            row_width):
+    """x (N, H, W, C) uint8 -> rows (count * Wo, row_width) for the output rows t = first .. first + count - 1
+    of the flattened (n, p) index (n = t // Ho, p = t % Ho):
     rows[(t - first) * Wo + q, (i, j, c)] = x[n, p * sh + i * dh - ph, q * sw + j * dw - pw, channel_start + c],
-    x_zp where that lies outside x. Parallel over output rows: each task fills its own Wo rows."""
+    x_zp where that lies outside x; the row_width - kh * kw * channels bytes after them are 0 (padding to
+    the GEMM's 4-byte groups). Parallel over output rows: each task fills its own Wo rows."""
     height, width = x.shape[1], x.shape[2]
     kh, kw = kernel_size
     out_h, out_w = out_size
     fill = np.uint8(x_zp)
-    rows = np.empty((count * out_w, kh * kw * channels), dtype=np.uint8)
+    rows = np.empty((count * out_w, row_width), dtype=np.uint8)
+    x_flat, rows_flat = x.reshape(-1), rows.reshape(-1)
+    c_in, depth = x.shape[3], kh * kw * channels
     for t in prange(count):
         n, p = (first + t) // out_h, (first + t) % out_h
         for q in range(out_w):
-            r = t * out_w + q
-            for i in range(kh):
-                h = p * stride[0] + i * dilation[0] - padding[0]
-                for j in range(kw):
-                    start = (i * kw + j) * channels
-                    w = q * stride[1] + j * dilation[1] - padding[1]
-                    if h >= 0 and h < height and w >= 0 and w < width:
-                        for c in range(channels):         # indexing, not views: a view costs a reference count
-                            rows[r, start + c] = x[n, h, w, channel_start + c]
+            for k in range(depth, row_width):
+                rows[t * out_w + q, k] = 0
+        for i in range(kh):
+            h = p * stride[0] + i * dilation[0] - padding[0]
+            for j in range(kw):
+                start = (i * kw + j) * channels
+                q_lo, q_hi = valid_range(j * dilation[1] - padding[1], stride[1], width, out_w)
+                if h < 0 or h >= height:
+                    q_lo = q_hi = out_w
+                for q in range(out_w):
+                    # Unsigned flat indices: no negative-index check, so the copy vectorises.
+                    dst = np.uint64((t * out_w + q) * row_width + start)
+                    if q_lo <= q < q_hi:
+                        w = q * stride[1] + j * dilation[1] - padding[1]
+                        src = np.uint64(((n * height + h) * width + w) * c_in + channel_start)
+                        for c in range(np.uint64(channels)):
+                            rows_flat[dst + c] = x_flat[src + c]
                     else:
-                        for c in range(channels):
-                            rows[r, start + c] = fill
+                        for c in range(np.uint64(channels)):
+                            rows_flat[dst + c] = fill
     return rows
 
 
@@ -101,18 +208,27 @@ im2row = ParallelKernel(_im2row)
 
 
 def im2row_reference(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start,
-                     channels):
+                     channels, row_width):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     x_group = x[..., channel_start:channel_start + channels]
     x_pad = np.pad(x_group, [(0, 0), (ph, ph), (pw, pw), (0, 0)], constant_values=x_zp)
     windows = sliding_window_view(x_pad, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
     windows = windows[:, ::sh, ::sw, :, ::dh, ::dw][:, :out_size[0], :out_size[1]]       # (N, Ho, Wo, C, kh, kw)
     rows = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, out_size[1], kh * kw * channels)
-    return rows[first:first + count].reshape(-1, kh * kw * channels)
+    rows = rows[first:first + count].reshape(-1, kh * kw * channels)
+    return np.pad(rows, [(0, 0), (0, row_width - rows.shape[1])])
 
 
 # --------------------------------------------------------------------------------------------------
 # Depthwise: a direct loop per output row, vectorised over channels, requantized in place
+
+
+@njit(cache=True)
+def _mac_rows(acc, src, tap, zx):
+    """acc (L, C) int32 += (src (L, C) uint8 - zx) * tap (C,): a strided tap of the depthwise kernel."""
+    for a in range(acc.shape[0]):
+        for b in range(acc.shape[1]):
+            acc[a, b] = np.int32(acc[a, b] + np.int32(np.int32(src[a, b]) - zx) * tap[b])
 
 
 def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation,
@@ -120,32 +236,56 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
     """x (N, H, W, C) uint8, w_centred (kh, kw, C) int32 = wq - w_zp per channel -> (N, Ho, Wo, C) uint8:
     out[n, p, q, c] = requantize(sum_{i, j} (x[n, p sh + i dh - ph, q sw + j dw - pw, c] - x_zp) w[i, j, c]
     + bias_q[c]), taps outside x skipped (they would add (x_zp - x_zp) w = 0). Parallel over (n, p): each
-    task owns one output row and its (Wo, C) int32 accumulators."""
+    task owns one output row and its Wo * C int32 accumulators.
+
+    With sw = 1 a tap's valid pixels are one contiguous run of bytes, so the tap is a single flat loop
+    acc[k] += (x[k + offset] - x_zp) * w_row[k], with each tap's weights repeated along the row beforehand
+    (w_row, kh * kw * Wo * C int32) so that no index wraps around C. The flat indices are unsigned, which
+    spares Numba's negative-index check and lets LLVM vectorise the loop. Other strides use `_mac_rows`."""
     n_batch, height, width, channels = x.shape
     kh, kw = w_centred.shape[0], w_centred.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     out_h, out_w = out_size
     zx = np.int32(x_zp)
     out = np.empty((n_batch, out_h, out_w, channels), dtype=np.uint8)
+    row = out_w * channels
+    x_flat, out_flat = x.reshape(-1), out.reshape(-1)
+    w_row = np.empty(kh * kw * row if sw == 1 else 0, dtype=np.int32)
+    if sw == 1:
+        for t in range(kh * kw):
+            for q in range(out_w):
+                for c in range(channels):
+                    w_row[t * row + q * channels + c] = w_centred[t // kw, t % kw, c]
     for task in prange(n_batch * out_h):
         n, p = task // out_h, task % out_h
-        acc = np.empty((out_w, channels), dtype=np.int32)
+        acc = np.empty(row, dtype=np.int32)
         for q in range(out_w):
             for c in range(channels):
-                acc[q, c] = bias_q[c]
+                acc[q * channels + c] = bias_q[c]
         for i in range(kh):
             h = p * sh + i * dh - ph
             if h < 0 or h >= height:
                 continue
             for j in range(kw):
                 q_lo, q_hi = valid_range(j * dw - pw, sw, width, out_w)
-                for q in range(q_lo, q_hi):
-                    w = q * sw + j * dw - pw
-                    for c in range(channels):                 # indexing, not views (no reference counts)
-                        acc[q, c] = np.int32(acc[q, c] + np.int32(np.int32(x[n, h, w, c]) - zx) * w_centred[i, j, c])
+                if q_hi <= q_lo:
+                    continue
+                first = q_lo * sw + j * dw - pw                 # input column of output column q_lo
+                if sw == 1:
+                    src = np.uint64(((n * height + h) * width + first) * channels)
+                    dst = np.uint64(q_lo * channels)
+                    tap = np.uint64((i * kw + j) * row + q_lo * channels)
+                    for k in range(np.uint64((q_hi - q_lo) * channels)):
+                        acc[dst + k] = np.int32(acc[dst + k] + np.int32(np.int32(x_flat[src + k]) - zx)
+                                                * w_row[tap + k])
+                else:
+                    _mac_rows(acc[q_lo * channels:q_hi * channels].reshape(q_hi - q_lo, channels),
+                              x[n, h, first:first + (q_hi - q_lo - 1) * sw + 1:sw], w_centred[i, j], zx)
+        base = np.uint64(task * row)
         for q in range(out_w):
             for c in range(channels):
-                out[n, p, q, c] = requantize_value(acc[q, c], multiplier[c], out_zp, qmin, qmax)
+                k = np.uint64(q * channels + c)
+                out_flat[base + k] = requantize_value(acc[k], multiplier[c], out_zp, qmin, qmax)
     return out
 
 
@@ -173,7 +313,9 @@ class PreparedQConv2d:
     module docstring): built once per layer by `prepare_qconv2d`, used by every `qconv2d_nhwc` call.
 
     route          'pointwise', 'im2row' or 'depthwise'
-    packed         im2row / pointwise: one PackedWeight per group, weight rows in (i, j, c) order
+    packed         im2row / pointwise: one PackedWeight (qgemm) per group, weight rows in (i, j, c) order;
+                   or, when `gemm16` (AVX512-VNNI and symmetric weights), `_pack16`'s layout per group
+    w_sums         with gemm16: sum_k w per output channel (int64), for the x_zp term
     w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
     """
 
@@ -182,7 +324,7 @@ class PreparedQConv2d:
         self.in_channels = self.group_in * groups
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.depth = self.group_in * self.kh * self.kw
-        self.packed, self.w_centred = None, None
+        self.packed, self.w_centred, self.gemm16, self.w_sums = None, None, False, None
         pointwise = (self.kh, self.kw) == (1, 1) and padding == (0, 0) and groups == 1
         if groups == self.in_channels and self.group_in == 1 and not pointwise:
             self.route = "depthwise"
@@ -192,8 +334,15 @@ class PreparedQConv2d:
             self.route = "pointwise" if pointwise else "im2row"
             rows = np.ascontiguousarray(wq.transpose(0, 2, 3, 1)).reshape(self.out_channels, self.depth)
             group_out = self.out_channels // groups
-            self.packed = [pack_weight(rows[g * group_out:(g + 1) * group_out], w_zps[g * group_out:(g + 1) * group_out])
-                           for g in range(groups)]
+            parts = [rows[g * group_out:(g + 1) * group_out] for g in range(groups)]
+            self.gemm16 = qgemm.QGEMM_ROUTE == "vnni512" and not np.any(w_zps)
+            if self.gemm16:
+                self.packed = [pack16(part) for part in parts]
+                self.w_sums = rows.sum(axis=1, dtype=np.int64)
+            else:
+                self.packed = [pack_weight(part, w_zps[g * group_out:(g + 1) * group_out])
+                               for g, part in enumerate(parts)]
+        self.groups4 = -(-self.depth // 4)
 
     def output_size(self, height, width):
         return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
@@ -223,10 +372,23 @@ def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
             (sh, sw) = prepared.stride
             if (sh, sw) != (1, 1):
                 x = np.ascontiguousarray(x[:, ::sh, ::sw][:, :out_h, :out_w])
-            pixels = qgemm_requant(x.reshape(-1, prepared.in_channels), x_zp, prepared.packed[0], bias_q,
-                                   multiplier, out_zp, qmin, qmax)
+            pixels = _gemm(x.reshape(-1, prepared.in_channels), x_zp, prepared, 0, bias_q, multiplier, out_zp,
+                           qmin, qmax)
             return pixels.reshape(n_batch, out_h, out_w, c_out)
         return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w))
+
+
+def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax):
+    """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8."""
+    if not prepared.gemm16:
+        return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax)
+    n_cols = bias_q.shape[0]
+    w_sums = prepared.w_sums[group * n_cols:(group + 1) * n_cols]
+    col_term = (bias_q - x_zp * w_sums).astype(np.int32)          # fits: check_accumulator_range
+    out = np.empty(rows.shape[0] * n_cols, np.uint8)
+    gemm16_requant_kernel(_words(rows, prepared.groups4), prepared.groups4, prepared.packed[group], col_term,
+                          np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
+    return out.reshape(rows.shape[0], n_cols)
 
 
 def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size):
@@ -241,11 +403,11 @@ def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, o
     for first in range(0, n_batch * out_h, band):
         count = min(band, n_batch * out_h - first)
         pixels = slice(first * out_w, (first + count) * out_w)
+        row_width = 4 * prepared.groups4 if prepared.gemm16 else prepared.depth
         for g in range(groups):
-            rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in)
+            rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in, row_width)
             channels = slice(g * group_out, (g + 1) * group_out)
-            levels = qgemm_requant(rows, x_zp, prepared.packed[g], bias_q[channels], multiplier[channels],
-                                   out_zp, qmin, qmax)
+            levels = _gemm(rows, x_zp, prepared, g, bias_q[channels], multiplier[channels], out_zp, qmin, qmax)
             if groups == 1:
                 out[pixels] = levels
             else:
