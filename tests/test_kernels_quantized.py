@@ -27,7 +27,7 @@ from minicompress.kernels import qgemm as gemm_ladder
 from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, gemm16_requant_kernel,
                                         gemm16_requant_reference, im2row, im2row_reference, pack16,
                                         prepare_qconv2d, quantized_conv2d, quantized_conv2d_reference)
-from minicompress.kernels.qnhwc import (global_avg_pool_nhwc, global_avg_pool_nhwc_reference, quantize_nhwc,
+from minicompress.kernels.qnhwc import (add_flat, global_avg_pool_nhwc, global_avg_pool_nhwc_reference, quantize_nhwc,
                                         quantize_nhwc_reference)
 from minicompress.kernels.qlinear import (qgemm, qgemm_reference, quantize_bias, quantized_linear,
                                           quantized_linear_reference)
@@ -405,6 +405,8 @@ def test_quantized_add_matches_reference_and_torch(problem):
     np.testing.assert_array_equal(ours.reshape(-1), reference)
     np.testing.assert_array_equal(qadd(a, np.float32(a_scale), a_zp, b, np.float32(b_scale), b_zp,
                                        np.float32(1.0 / out_scale), out_zp, qmin, 255), reference)
+    np.testing.assert_array_equal(add_flat(a, np.float32(a_scale), a_zp, b, np.float32(b_scale), b_zp,
+                                           np.float32(1.0 / out_scale), out_zp, qmin, 255), reference)
 
     op = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
     theirs = op(torch_activation(aq, a_scale, a_zp), torch_activation(bq, b_scale, b_zp), out_scale, out_zp)

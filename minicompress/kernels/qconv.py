@@ -178,6 +178,7 @@ def _im2row(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, co
     rows = np.empty((count * out_w, row_width), dtype=np.uint8)
     x_flat, rows_flat = x.reshape(-1), rows.reshape(-1)
     c_in, depth = x.shape[3], kh * kw * channels
+    whole_lines = dilation[1] == 1 and channels == c_in
     for t in prange(count):
         n, p = (first + t) // out_h, (first + t) % out_h
         for q in range(out_w):
@@ -185,12 +186,25 @@ def _im2row(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, co
                 rows[t * out_w + q, k] = 0
         for i in range(kh):
             h = p * stride[0] + i * dilation[0] - padding[0]
+            if whole_lines and 0 <= h < height:
+                # Undilated taps of one whole channel range: where the window's row lies inside x, its kw
+                # pixels are kw * C adjacent bytes in x and in the row (a 3-channel stem copies 9, not 3 x 3).
+                whole_q_lo, whole_q_hi = valid_range(-padding[1], stride[1], width - kw + 1, out_w)
+                for q in range(whole_q_lo, whole_q_hi):
+                    dst = np.uint64((t * out_w + q) * row_width + i * kw * channels)
+                    src = np.uint64(((n * height + h) * width + q * stride[1] - padding[1]) * c_in)
+                    for c in range(np.uint64(kw * channels)):
+                        rows_flat[dst + c] = x_flat[src + c]
+            else:
+                whole_q_lo = whole_q_hi = 0
             for j in range(kw):
                 start = (i * kw + j) * channels
                 q_lo, q_hi = valid_range(j * dilation[1] - padding[1], stride[1], width, out_w)
                 if h < 0 or h >= height:
                     q_lo = q_hi = out_w
                 for q in range(out_w):
+                    if whole_q_lo <= q < whole_q_hi:
+                        continue                                # copied with its whole window row above
                     # Unsigned flat indices: no negative-index check, so the copy vectorises.
                     dst = np.uint64((t * out_w + q) * row_width + start)
                     if q_lo <= q < q_hi:

@@ -117,3 +117,22 @@ def global_avg_pool_nhwc_reference(x, zero_point):
     centred = x.astype(np.int64) - zero_point
     mean = (centred.sum(axis=(1, 2)) / x.shape[1] / x.shape[2]).astype(np.float32)
     return np.clip(np.rint(mean).astype(np.float64) + zero_point, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# The quantized add on two arrays of one layout, in memory order
+
+
+def _add_flat(a, a_scale, a_zp, b, b_scale, b_zp, inv_out_scale, out_zp, qmin, qmax):
+    """qelementwise.qadd's float32 arithmetic on flat uint8 arrays of one length, with every value of the
+    loop in int32 / float32 (qadd's int64 zero points keep LLVM from vectorising it): 1.5-2x faster."""
+    out = np.empty(a.shape, dtype=np.uint8)
+    za, zb = np.int32(a_zp), np.int32(b_zp)
+    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+    for i in prange(a.size):
+        real = np.float32(np.int32(a[i]) - za) * a_scale + np.float32(np.int32(b[i]) - zb) * b_scale
+        out[i] = np.uint8(np.int32(min(max(np.rint(real * inv_out_scale) + zp, lo), hi)))
+    return out
+
+
+add_flat = ParallelKernel(_add_flat)

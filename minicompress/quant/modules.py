@@ -22,9 +22,9 @@ import numpy as np
 from .. import functional as F
 from ..kernels.qconv import check_conv_geometry, check_conv_input, prepare_qconv2d, qconv2d_nhwc
 from ..kernels.qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_scale,
-                                    check_weight_qparams, check_zero_point, qadd, quantize_value,
+                                    check_weight_qparams, check_zero_point, quantize_value,
                                     quantized_add, requantize_multiplier)
-from ..kernels.qnhwc import channels_last, global_avg_pool_nhwc, quantize_nhwc
+from ..kernels.qnhwc import add_flat, channels_last, global_avg_pool_nhwc, quantize_nhwc
 from ..kernels.threads import threads_for
 from ..kernels.qlinear import quantize_bias, quantized_linear
 from ..nn.module import Module
@@ -104,7 +104,8 @@ class Quantize(QuantizedModule):
                 and data.size):
             # An image batch goes straight to channels-last codes, the layout the integer convolutions use.
             self._check_qparams()
-            levels = quantize_nhwc(data, self.scale, self.zero_point).transpose(0, 3, 1, 2)
+            with threads_for(data.size):
+                levels = quantize_nhwc(data, self.scale, self.zero_point).transpose(0, 3, 1, 2)
             return QTensor(levels, qd.per_tensor_affine, self.scale, self.zero_point)
         return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
 
@@ -299,7 +300,7 @@ class QuantizedAdd(QuantizedModule):
             order = (0, 2, 3, 1) if not la.flags.c_contiguous else tuple(range(la.ndim))
             memory_a, memory_b = la.transpose(order), lb.transpose(order)
             with threads_for(la.size):
-                flat = qadd(memory_a.reshape(-1), np.float32(a.q_scale()), a.q_zero_point(), memory_b.reshape(-1),
+                flat = add_flat(memory_a.reshape(-1), np.float32(a.q_scale()), a.q_zero_point(), memory_b.reshape(-1),
                             np.float32(b.q_scale()), b.q_zero_point(), np.float32(1.0 / self.scale),
                             self.zero_point, QUINT8_MIN, QUINT8_MAX)
             levels = flat.reshape(memory_a.shape).transpose(np.argsort(order))
