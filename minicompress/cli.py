@@ -135,6 +135,8 @@ def cmd_bench(args):
         raise CommandError(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
     if min(batches) < 1:
         raise CommandError("--batch-sizes must be positive")
+    from minicompress.kernels.qgemm import QGEMM_ROUTE
+    print(f"int8 GEMM route: {QGEMM_ROUTE} (MINICOMPRESS_QGEMM overrides it)")
     for batch, seconds in latency_per_image(model, shape, batches).items():
         print(f"batch {batch:4d}: {seconds * 1e3:.4f} ms/image, {seconds * batch * 1e3:.3f} ms/batch")
     return 0

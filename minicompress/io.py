@@ -34,7 +34,8 @@ _HEADER = "__format__.json"
 
 # Attributes that hold transient configuration (observer factories, bound callables) rather than
 # state; they are not saved and a loaded module does not have them.
-TRANSIENT_ATTRIBUTES = {"qconfig", "_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", "_conv_plan", "_checked"}
+TRANSIENT_ATTRIBUTES = {"qconfig", "_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", "_packed_weight", "_requant_plan",
+                        "_conv_plan", "_checked"}
 
 
 class ModelFileError(ValueError):

@@ -27,6 +27,7 @@ def test_bench_reports_both_batch_sizes(model_file, capsys):
     assert cli.main(["bench", str(model_file), "--batch-sizes", "1,4"]) == 0
     out = capsys.readouterr().out
     assert "batch    1" in out and "batch    4" in out
+    assert "int8 GEMM route: " in out
 
 
 def test_predict_prints_probabilities_that_sum_to_one(model_file, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """kernels.threads: small calls run the serial build of a kernel, large ones the parallel build; the
 results must not depend on it, and the choice must end with the `threads_for` block, also on an error."""
+import os
 import numpy as np
 import pytest
 
@@ -64,3 +65,14 @@ def test_the_choice_ends_with_the_block_also_after_an_error():
     with pytest.raises(RuntimeError), threads.threads_for(10):
         raise RuntimeError("kernel failed")
     assert not threads._state.serial
+
+
+def test_the_threading_layer_is_openmp_only_where_idle_threads_wait_passively(monkeypatch):
+    from minicompress.kernels.threads import choose_threading_layer
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert choose_threading_layer() == ("default", ["omp", "workqueue", "tbb"])     # workqueue if omp cannot load
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert choose_threading_layer()[0] == "workqueue"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    # torch (imported by conftest) has loaded libgomp, which read its wait policy then: too late to set it
+    assert choose_threading_layer()[0] == "workqueue" and "OMP_WAIT_POLICY" not in os.environ

@@ -265,8 +265,9 @@ def test_quantized_linear_and_linear_relu_match_torch(batch, in_features, out_fe
 
 
 def test_the_bias_memo_follows_the_input_scale_and_a_new_bias_and_is_not_saved(tmp_path):
-    """The quantized bias is rounded once per input scale. Feeding another scale, or replacing the bias,
-    must give what torch gives for that scale and bias, and the memo never reaches a model file."""
+    """The quantized bias and the multipliers are computed once per input scale, the packed weight once.
+    Feeding another scale, or replacing the bias, must give what torch gives for that scale and bias; the
+    memos never reach a model file, and a loaded layer packs its weight again on its first call."""
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, (4, 12)).astype(np.float32)
     w = rng.normal(0, 0.3, (5, 12)).astype(np.float32)
@@ -280,11 +281,11 @@ def test_the_bias_memo_follows_the_input_scale_and_a_new_bias_and_is_not_saved(t
         x_scale, x_zp = activation_qparams(rng, -x_range, x_range)
         qx, t_qx = quantized_pair(x * x_range, x_scale, x_zp)
         within_one_step(ours(qx).int_repr(), theirs(t_qx).int_repr().numpy(), f"Linear, input range {x_range}")
-    assert "_bias_q_memo" in vars(ours)
+    assert "_requant_plan" in vars(ours) and "_packed_weight" in vars(ours)
     path = tmp_path / "linear.npz"
     mc.save(ours, path)
     loaded = mc.load(path)
-    assert "_bias_q_memo" not in vars(loaded)
+    assert "_requant_plan" not in vars(loaded) and "_packed_weight" not in vars(loaded)
     assert np.array_equal(loaded(qx).int_repr(), ours(qx).int_repr())
 
 

@@ -13,6 +13,9 @@ This is fbgemm's arithmetic (torch's x86 / fbgemm engines): every step is float3
 rounds to nearest even (exact for |acc| < 2**24), and the rounding is lrintf's, half to even. qmin = 0,
 qmax = 255 for quint8; a fused ReLU raises qmin to out_zp, which is what quantizing max(real, 0) gives.
 
+Float32 activations are quantized (`quantize_uint8`, for the dynamic Linear) as torch's quantize_per_tensor:
+q = clamp(round_half_even(fma(x, float32(1 / scale), zero_point)), 0, 255), one rounding in the fma.
+
 The quantized add (torch.ops.quantized.add, torch.ops.quantized.add_relu) works in real numbers, also in
 float32 as torch does on CPU:
 
@@ -27,6 +30,7 @@ Kernels assume validated, C-contiguous input; `requantize` and `quantized_add` v
 import numpy as np
 from numba import njit, prange
 
+from .simd import fma32
 from .threads import ParallelKernel, threads_for
 
 QUINT8_MIN, QUINT8_MAX = 0, 255
@@ -184,6 +188,28 @@ def requantize(acc, multiplier, out_zp, qmin=QUINT8_MIN, qmax=QUINT8_MAX):
     with threads_for(acc.size):
         levels = requantize_rows(rows, scales.astype(np.float32), out_zp, qmin, qmax)
     return levels.reshape(acc.shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# Quantization of float32 activations (the dynamic Linear's per-call step)
+
+
+def _quantize_uint8(x, inv_scale, zero_point):
+    """x (L,) float32, finite -> (L,) uint8: clamp(round_half_even(fma(x, inv_scale, zero_point)), 0, 255),
+    torch's quantize_per_tensor for quint8 (one fused multiply-add in float32). Parallel over elements."""
+    out = np.empty(x.size, dtype=np.uint8)
+    zp, low, high = np.float32(zero_point), np.float32(QUINT8_MIN), np.float32(QUINT8_MAX)
+    for i in prange(x.size):
+        out[i] = np.uint8(np.int32(min(max(np.rint(fma32(x[i], inv_scale, zp)), low), high)))
+    return out
+
+
+quantize_uint8 = ParallelKernel(_quantize_uint8)
+
+
+def quantize_uint8_reference(x, inv_scale, zero_point):
+    from ..quant.affine import fma_float32          # the NumPy emulation of a float32 fma
+    return np.clip(np.rint(fma_float32(x, inv_scale, np.float32(zero_point))), QUINT8_MIN, QUINT8_MAX).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------

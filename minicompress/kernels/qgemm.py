@@ -4,7 +4,7 @@ on the fastest route this CPU has, with weights packed once for that route.
     acc[m, n] = sum_k (xq[m, k] - x_zp) * (wq[n, k] - w_zps[n]) + bias_q[n]                    (exact, int32)
     out[m, n] = clamp(round_half_even(float32(acc[m, n]) * multiplier[n]) + out_zp, qmin, qmax)   (qgemm_requant)
 
-`qgemm_reference` / `qgemm_requant_reference` below are the definition; every route equals them bit for bit.
+`qgemm_reference`, `qgemm_requant_reference` and `qgemm_dequant_reference` below are the definition; every route equals them bit for bit.
 
 The routes (a ladder, as fbgemm's and OpenBLAS's dispatch), best first; one is chosen at import from the
 CPU's features (`simd.host_features`), or named by the environment variable MINICOMPRESS_QGEMM:
@@ -34,16 +34,18 @@ Padding adds zero products, and padded columns are never stored. Model files kee
 
 Each task of the parallel loop owns one column panel (its packed weight stays in L2) and one tile of rows;
 rows past the last multiple of 4 get one-row tiles, so batch 1 does no wasted work. The epilogue adds
-the zero-point terms and the bias and either stores int32 or requantizes in place (fbgemm's float32
-arithmetic, `qelementwise.requantize_value`) with the ReLU / ReLU6 clamp, while the tile is in cache.
+the zero-point terms and the bias while the tile is in cache, then stores int32 (`qgemm_packed`),
+requantizes to uint8 with the ReLU / ReLU6 clamp (`qgemm_requant`, fbgemm's float32 arithmetic as
+`qelementwise.requantize_value`), or scales to float32 (`qgemm_dequant`, the dynamic Linear's output).
 """
 import os
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from . import simd
-from .qelementwise import INT32_MAX, QUINT8_MAX, QUINT8_MIN, requantize_value
+from .qelementwise import INT32_MAX, QUINT8_MAX, QUINT8_MIN
 from .threads import ParallelKernel, threads_for
 
 ROUTES = ("vnni512", "avxvnni", "int16", "portable")
@@ -59,6 +61,12 @@ _REQUIREMENTS = {
 # (tile width in columns, bytes of k per packed group, packed element type)
 _LAYOUT = {"vnni512": (64, 4, np.int8), "avxvnni": (16, 4, np.int8), "int16": (16, 2, np.int16),
            "portable": (64, 1, np.int8)}
+
+
+# Multiply-adds per unit of `threads.SERIAL_BELOW`'s work (one unit is ~0.1-0.5 ns of one thread): vpdpbusd
+# on zmm does 64 per instruction. The batch-1 1024 x 1024 Linear (1M multiply-adds, ~20-30 us on one
+# thread, bound by reading the weight) thus stays serial; waking the pool cost more than it saved.
+_MACS_PER_WORK_UNIT = {"vnni512": 16, "avxvnni": 8, "int16": 4, "portable": 1}
 
 
 def route_supported(route):
@@ -290,16 +298,70 @@ _TILES = {
 # The driver: tasks over (column panel, row tile), then the epilogue on the tile
 
 
+def _requantize_f32(acc, multiplier, out_zp, qmin, qmax):
+    """`qelementwise.requantize_value` with the zero point and clamp in float32 (out_zp, qmin, qmax given
+    as float32), so that the loop vectorises in 16 float32 lanes. The same result: round_half_even(...)
+    is an integer-valued float32, and adding out_zp in float32 is exact below 2**24, while anything
+    larger clamps to the same bound either way."""
+    rounded = np.rint(np.float32(acc) * multiplier)
+    return np.uint8(np.int32(min(max(rounded + out_zp, qmin), qmax)))
+
+
+requantize_f32 = njit(cache=True, inline="always")(_requantize_f32)
+
+
+def _epilogue(scratch, rows, width, m0, n0, count, x_sums, w_zps, col_terms, has_zero_points, multiplier,
+              out_zp, qmin, qmax, bias_f, acc_out, q_out, f_out, mode):
+    """Finish one tile: raw sums + col_terms[n] (- w_zps[n] * x_sums[m]), in wrapping int32 (exact, as
+    the result fits int32), then by `mode`: INT32 stores it, UINT8 requantizes it, FLOAT32 scales it to
+    float32 (fma(float32(acc), multiplier, bias_f) when bias_f is not empty). Every array is sliced to the
+    tile first, so that its indices start at 0 (an offset index defeats the vectoriser: Numba's
+    negative-index wraparound turns each load into a gather)."""
+    cols, zps = col_terms[n0:n0 + count], w_zps[n0:n0 + count]
+    for r in range(rows):
+        m, tile = m0 + r, scratch[r * width:r * width + count]
+        if has_zero_points:
+            row_term = x_sums[m]
+            for j in range(count):
+                tile[j] = np.int32(tile[j] + cols[j] - np.int32(zps[j] * row_term))
+        else:
+            for j in range(count):
+                tile[j] = np.int32(tile[j] + cols[j])
+        if mode == UINT8:
+            out, scales = q_out[m, n0:n0 + count], multiplier[n0:n0 + count]
+            for j in range(count):
+                out[j] = requantize_f32(tile[j], scales[j], out_zp, qmin, qmax)
+        elif mode == FLOAT32:
+            real, scales = f_out[m, n0:n0 + count], multiplier[n0:n0 + count]
+            if bias_f.shape[0] == 0:
+                for j in range(count):
+                    real[j] = np.float32(tile[j]) * scales[j]
+            else:
+                bias = bias_f[n0:n0 + count]
+                for j in range(count):
+                    real[j] = simd.fma32(np.float32(tile[j]), scales[j], bias[j])
+        else:
+            acc_out[m, n0:n0 + count] = tile
+
+
+epilogue = njit(cache=True)(_epilogue)
+
+
 def _driver(tile4, tile1, width):
-    def gemm(x, x_sums, x_zp, w, groups, depth, w_zps, w_sums, bias_q, multiplier, out_zp, qmin, qmax,
-             acc_out, q_out, requant):
+    def gemm(x, x_sums, x_zp, w, groups, depth, w_zps, w_sums, bias_q, has_zero_points, multiplier, out_zp, qmin,
+             qmax, bias_f, acc_out, q_out, f_out, mode, thread_slots):
         m_rows, n_cols = x.shape[0], w_zps.shape[0]
+        col_terms = np.empty(n_cols, np.int32)          # bias - zx * sum_k w + K * zx * zw, per column
+        for n in range(n_cols):
+            col_terms[n] = np.int32(bias_q[n] - x_zp * w_sums[n] + depth * x_zp * w_zps[n])
+        zp_f, qmin_f, qmax_f = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
         full = m_rows // 4
         tiles = full + m_rows % 4
         panels = (n_cols + width - 1) // width
+        scratches = np.empty((thread_slots, 4 * width), np.int32)      # one tile's raw sums per thread
         for task in prange(panels * tiles):
             panel, tile = task // tiles, task % tiles
-            scratch = np.empty(4 * width, np.int32)
+            scratch = scratches[numba.get_thread_id()]
             if tile < full:
                 m0, rows = 4 * tile, 4
                 tile4(x, m0, m0 + 1, m0 + 2, m0 + 3, w, panel, groups, scratch)
@@ -307,17 +369,8 @@ def _driver(tile4, tile1, width):
                 m0, rows = tile + 3 * full, 1
                 tile1(x, m0, w, panel, groups, scratch)
             n0 = panel * width
-            for r in range(rows):
-                m = m0 + r
-                row_term = np.int64(x_sums[m])
-                for j in range(min(width, n_cols - n0)):
-                    n = n0 + j
-                    total = (np.int64(scratch[r * width + j]) - w_zps[n] * row_term - x_zp * w_sums[n]
-                             + depth * x_zp * w_zps[n] + bias_q[n])
-                    if requant:
-                        q_out[m, n] = requantize_value(np.int32(total), multiplier[n], out_zp, qmin, qmax)
-                    else:
-                        acc_out[m, n] = np.int32(total)
+            epilogue(scratch, rows, width, m0, n0, min(width, n_cols - n0), x_sums, w_zps, col_terms,
+                     has_zero_points, multiplier, zp_f, qmin_f, qmax_f, bias_f, acc_out, q_out, f_out, mode)
     return gemm
 
 
@@ -328,34 +381,38 @@ def _kernel(route):
 
 
 _KERNELS = {route: _kernel(route) for route in ROUTES}     # compiled at first call, on a CPU that has the route
-_NO_INT32 = np.empty((0, 0), np.int32)
-_NO_UINT8 = np.empty((0, 0), np.uint8)
-_NO_MULTIPLIER = np.empty(0, np.float32)
+INT32, UINT8, FLOAT32 = 0, 1, 2                              # what the epilogue stores
+_NO_INT32, _NO_UINT8, _NO_FLOAT32 = np.empty((0, 0), np.int32), np.empty((0, 0), np.uint8), np.empty((0, 0), np.float32)
+_NO_VECTOR = np.empty(0, np.float32)
 
 
-def _run(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax, requant):
+def _run(xq, x_zp, packed, bias_q, mode, multiplier=_NO_VECTOR, out_zp=0, qmin=0, qmax=0, bias_f=_NO_VECTOR):
     m_rows = xq.shape[0]
     x = _activation_words(xq, packed.route, packed.groups)
     x_sums = xq.sum(axis=1, dtype=np.int64) if packed.has_zero_points else np.zeros(m_rows, np.int64)
-    if requant:
-        acc_out, q_out = _NO_INT32, np.empty((m_rows, packed.n), np.uint8)
-    else:
-        acc_out, q_out, multiplier = np.empty((m_rows, packed.n), np.int32), _NO_UINT8, _NO_MULTIPLIER
-    with threads_for(m_rows * packed.n * max(packed.k, 1)):
+    out = np.empty((m_rows, packed.n), (np.int32, np.uint8, np.float32)[mode])
+    outputs = [_NO_INT32, _NO_UINT8, _NO_FLOAT32]
+    outputs[mode] = out
+    with threads_for(m_rows * packed.n * max(packed.k, 1) // _MACS_PER_WORK_UNIT[packed.route]):
         _KERNELS[packed.route](x, x_sums, x_zp, packed.data, packed.groups, packed.k, packed.w_zps, packed.w_sums,
-                               packed.zero_bias if bias_q is None else bias_q, multiplier, out_zp, qmin, qmax,
-                               acc_out, q_out, requant)
-    return q_out if requant else acc_out
+                               packed.zero_bias if bias_q is None else bias_q, packed.has_zero_points, multiplier,
+                               out_zp, qmin, qmax, bias_f, *outputs, mode, numba.config.NUMBA_NUM_THREADS)
+    return out
 
 
 def qgemm_packed_unchecked(xq, x_zp, packed, bias_q):
     """`qgemm_packed` for arguments already checked (layers check theirs once, when they are built)."""
-    return _run(xq, x_zp, packed, bias_q, None, 0, 0, 0, False)
+    return _run(xq, x_zp, packed, bias_q, INT32)
 
 
 def qgemm_requant_unchecked(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
     """`qgemm_requant` for arguments already checked."""
-    return _run(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax, True)
+    return _run(xq, x_zp, packed, bias_q, UINT8, multiplier, out_zp, qmin, qmax)
+
+
+def qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, bias):
+    """`qgemm_dequant` for arguments already checked (bias: float32 (N,) or None)."""
+    return _run(xq, x_zp, packed, None, FLOAT32, multiplier, bias_f=_NO_VECTOR if bias is None else bias)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,6 +479,29 @@ def qgemm_requant(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
     return qgemm_requant_unchecked(xq, x_zp, packed, bias_q, np.ascontiguousarray(multiplier), out_zp, qmin, qmax)
 
 
+def qgemm_dequant(xq, x_zp, packed, multiplier, bias):
+    """The GEMM scaled to float32 in its epilogue, as fbgemm's ReQuantizeForFloat (dynamic Linear):
+
+        out = fma(float32(acc), multiplier[n], bias[n])   one rounding;   float32(acc) * multiplier[n] without bias
+
+    Args:
+        multiplier: float32 (N,), x_scale * w_scale[n] in float32.
+        bias: float32 (N,) or None.
+        The rest as `qgemm_packed` (no integer bias here).
+    """
+    xq, x_zp, _ = _check(xq, x_zp, packed, None)
+    multiplier = np.asarray(multiplier)
+    if multiplier.dtype != np.float32 or multiplier.shape != (packed.n,):
+        raise TypeError(f"multiplier must be a float32 array of shape ({packed.n},), got {multiplier.dtype} "
+                        f"{multiplier.shape}")
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.dtype != np.float32 or bias.shape != (packed.n,):
+            raise TypeError(f"bias must be a float32 array of shape ({packed.n},) or None, got {bias.dtype} {bias.shape}")
+        bias = np.ascontiguousarray(bias)
+    return qgemm_dequant_unchecked(xq, x_zp, packed, np.ascontiguousarray(multiplier), bias)
+
+
 # --------------------------------------------------------------------------------------------------
 # The definition
 
@@ -436,3 +516,11 @@ def qgemm_requant_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmi
     """qgemm_reference, then float32(acc) * multiplier rounded half to even, + out_zp, clamped."""
     scaled = qgemm_reference(xq, x_zp, wq, w_zps, bias_q).astype(np.float32) * multiplier
     return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+
+
+def qgemm_dequant_reference(xq, x_zp, wq, w_zps, multiplier, bias):
+    """qgemm_reference, then float32(acc) * multiplier (+ bias with one rounding: float64 holds the product
+    exactly, and the sum is rounded once to float32 via round-to-odd, as quant.affine.fma_float32)."""
+    from ..quant.affine import fma_float32
+    acc = qgemm_reference(xq, x_zp, wq, w_zps, None).astype(np.float32)
+    return acc * multiplier if bias is None else fma_float32(acc, multiplier, bias)

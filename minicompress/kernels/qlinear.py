@@ -22,18 +22,18 @@ The GEMM multiplies raw bytes and applies the zero points afterwards, by expandi
     sum_k (x - zx)(w - zw) = sum_k x w  -  zw * sum_k x  -  zx * sum_k w  +  K * zx * zw
 
 so the inner loop is a plain uint8 x int8 dot product and the corrections cost one row sum per row of x
-and of w. Both operands fit in int16, so LLVM lowers the dot product to pmaddwd; its loop vectoriser sizes
-vectors by the int32 accumulator (8 lanes on AVX2), so each byte is widened into a 32-bit lane and a 256-bit
-vpmaddwd does 8 multiply-adds (its odd 16-bit halves are zero), where fbgemm's hand-written vpmaddubsw
-does 32 on raw bytes. That instruction, not memory, is most of the distance to torch's speed.
+and of w. `quantized_linear` runs it on the CPU's best route (kernels/qgemm.py: AVX512-VNNI vpdpbusd and
+down a ladder), packing the weight on each call; layers pack theirs once (quant.modules.Linear). `qgemm`
+below is the plain Numba loop, which LLVM vectorises only to widened bytes and vpmaddwd.
 """
 import numpy as np
 from numba import njit, prange
 
 from .qelementwise import (INT32_MAX, QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point, per_channel,
-                           requantize_multiplier, requantize_rows)
-from .threads import ParallelKernel, threads_for
+                           requantize_multiplier)
+from .qgemm import pack_weight, qgemm_requant_unchecked
+from .threads import ParallelKernel
 
 # Each task owns this many rows of w (N_BLOCK * K bytes, cache-resident) and streams every row of x past
 # them, in tiles of 4 rows of x by 2 rows of w.
@@ -197,12 +197,7 @@ def quantized_linear(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, 
 
     rows = xq.reshape(-1, in_features)
     multiplier = requantize_multiplier(x_scale, w_scales, out_scale)
-    with threads_for(rows.shape[0] * out_features * max(in_features, 1)):
-        if rows.shape[0] == 0 or in_features == 0:
-            acc = np.broadcast_to(bias_q, (rows.shape[0], out_features)).astype(np.int32)
-        else:
-            acc = qgemm(rows, x_zp, wq, w_zps, bias_q)
-        levels = requantize_rows(acc, multiplier, out_zp, qmin, qmax)
+    levels = qgemm_requant_unchecked(rows, x_zp, pack_weight(wq, w_zps), bias_q, multiplier, out_zp, qmin, qmax)
     return levels.reshape(*xq.shape[:-1], out_features)
 
 

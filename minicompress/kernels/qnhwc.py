@@ -15,7 +15,7 @@ here the fused multiply-add is LLVM's `llvm.fma.f32`, which every target lowers 
 in libm), so it is safe to compile on any CPU.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 

@@ -147,3 +147,17 @@ def pmaddwd_add8(typingctx, acc, a, b):
         a16, b16 = builder.bitcast(args[1], halves), builder.bitcast(args[2], halves)
         return builder.add(args[0], _call(builder, "llvm.x86.avx2.pmadd.wd", _V8, [halves, halves], [a16, b16]))
     return I32x8(I32x8, I32x8, I32x8), codegen
+
+
+# --------------------------------------------------------------------------------------------------
+# Not x86-specific
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """float32 a * b + c with one rounding (llvm.fma.f32: the FMA instruction where there is one, the C
+    library's fmaf elsewhere; the loop vectoriser widens it). Safe to compile on any CPU."""
+    def codegen(context, builder, sig, args):
+        f32 = ir.FloatType()
+        return _call(builder, "llvm.fma.f32", f32, [f32] * 3, args)
+    return types.float32(types.float32, types.float32, types.float32), codegen

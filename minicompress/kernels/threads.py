@@ -1,8 +1,9 @@
 """When a parallel kernel is worth waking Numba's thread pool, and a serial build for when it is not.
 
 Starting a parallel loop hands the work to the pool's threads and waits for them. With Numba's
-`workqueue` layer (the default here, see `kernels/__init__.py`) that measured 0.3-0.4 ms per call on
-this 2-core machine even with one thread: every call wakes a worker and waits on it. A small layer (a
+`workqueue` layer that measured 70-110 us per call on this 2-core machine (0.3-0.4 ms when loaded):
+every call wakes a worker and waits on it; OpenMP with passive waiting, the default here (see
+`kernels/__init__.py`), ~14 us. A small layer (a
 1x1 conv on an 8x8 image) does all its work in a few microseconds. Before, every layer of a small model
 at batch 1 paid mostly for the hand-off, and the int8 classifier took ~7 ms per image.
 
@@ -12,6 +13,9 @@ entry point wraps the call in `threads_for(work)`, which picks the serial build 
 Both builds run the same loop body, and each iteration writes its own outputs, so the results are the
 same either way.
 """
+import ctypes
+import os
+import sys
 import threading
 import types
 from contextlib import contextmanager
@@ -23,6 +27,41 @@ from numba import njit
 SERIAL_BELOW = 1 << 20
 
 _state = threading.local()
+
+_OPENMP_RUNTIMES = ("libgomp.so.1", "libiomp5.so", "libomp.so", "libomp.dylib", "libiomp5.dylib")
+
+
+def _openmp_loaded():
+    """True when an OpenMP runtime is already in the process (torch brings libgomp): it read
+    OMP_WAIT_POLICY when it loaded, and Numba's OpenMP layer would share it."""
+    if not hasattr(os, "RTLD_NOLOAD"):
+        return "torch" in sys.modules
+    for name in _OPENMP_RUNTIMES:
+        try:
+            ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def choose_threading_layer():
+    """(THREADING_LAYER, THREADING_LAYER_PRIORITY) for Numba: OpenMP when its idle threads will wait
+    passively, else workqueue (see kernels/__init__.py for the measurements).
+
+    OMP_WAIT_POLICY=PASSIVE set by the user: OpenMP. Unset, with no OpenMP runtime loaded yet: set it to
+    PASSIVE (the runtime reads it when it loads, at the first parallel call) and use OpenMP. Otherwise
+    (another policy, or a runtime already spinning by its defaults): workqueue. "default" with OpenMP
+    first lets Numba fall back to workqueue where its OpenMP layer cannot load.
+    """
+    openmp_first = ("default", ["omp", "workqueue", "tbb"])
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    if policy is not None:
+        return openmp_first if policy.strip().upper() == "PASSIVE" else ("workqueue", ["workqueue", "omp", "tbb"])
+    if _openmp_loaded():
+        return "workqueue", ["workqueue", "omp", "tbb"]
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return openmp_first
 
 
 @contextmanager

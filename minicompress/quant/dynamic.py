@@ -14,7 +14,7 @@ No calibration data is needed: each call of a dynamic layer looks at its own inp
     3. xq = quantize_per_tensor(x, x_scale, x_zp, quint8)                         (affine.py)
        -- clamped to quint8's full [0, 255] (fbgemm quantizes with precision 8), so with reduce_range
        the ends of the range can round one level past [0, 127]
-    4. acc = sum_k (xq - x_zp) * (wq - w_zp)       exact int32                     (kernels.qlinear.qgemm)
+    4. acc = sum_k (xq - x_zp) * (wq - w_zp)       exact int32                     (kernels.qgemm)
     5. y = fma(float32(acc), float32(x_scale * w_scale), bias)      fbgemm's ReQuantizeForFloat (AVX2): one
        fused multiply-add in float32, so one rounding; without bias the float32 product
 
@@ -37,8 +37,8 @@ import copy
 import numpy as np
 
 from ..autograd import no_grad
-from ..kernels.qelementwise import check_accumulator_range, check_weight_qparams, requantize_multiplier
-from ..kernels.qlinear import qgemm
+from ..kernels.qelementwise import check_accumulator_range, check_weight_qparams, quantize_uint8, requantize_multiplier
+from ..kernels.qgemm import pack_weight, qgemm_dequant_unchecked, qgemm_reference
 from ..kernels.threads import threads_for
 from ..nn import layers as nn_layers
 from ..nn import rnn as nn_rnn
@@ -106,7 +106,20 @@ def quantize_input(x, reduce_range=True):
     return quantize_per_tensor(x, scale, zero_point, qd.quint8), scale, zero_point
 
 
-def linear_dynamic(x, weight, bias=None, reduce_range=True):
+def pack_dynamic_weight(weight, route=None):
+    """(w_scales float32 (N,), PackedWeight) of a qint8 QTensor weight (N, K): its qparams checked and its
+    codes packed for the GEMM (kernels.qgemm.pack_weight), once per weight."""
+    out_features, in_features = weight.shape
+    if weight.is_per_channel():
+        w_scales, w_zps = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+    else:
+        w_scales, w_zps = np.array([weight.q_scale()]), np.array([weight.q_zero_point()])
+    w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_features)
+    check_accumulator_range(in_features, None)
+    return w_scales, pack_weight(weight.int_repr(), w_zps, route)
+
+
+def linear_dynamic(x, weight, bias=None, reduce_range=True, packed=None):
     """y = x W^T + b with W int8 and x quantized on the fly, as `torch.ops.quantized.linear_dynamic`.
 
     Args:
@@ -114,31 +127,39 @@ def linear_dynamic(x, weight, bias=None, reduce_range=True):
         weight: qint8 QTensor (out_features, in_features), per tensor or per output channel.
         bias: float32 array (out_features,) or None; added in float after the integer product.
         reduce_range: quantize x to 7 bits [0, 127] (torch's x86 / fbgemm choice, see the module docstring).
+        packed: `pack_dynamic_weight(weight)`, when the caller keeps it; otherwise the weight's codes are
+            taken as they are (the portable GEMM route, no packing) on this call.
 
     Returns:
-        float32 array (*, out_features).
+        float32 array (*, out_features). `linear_dynamic_reference` is the same in plain NumPy.
     """
+    out_features, in_features = weight.shape
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"linear_dynamic: x must be a float32 array, got {getattr(x, 'dtype', type(x).__name__)}")
+    rows = np.ascontiguousarray(x.reshape(-1, in_features))
+    low, high = (rows.min(), rows.max()) if rows.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)):         # min / max are NaN or infinite if any element is
+        raise ValueError("linear_dynamic: the input contains NaN or infinite values, which have no quantized range")
+    w_scales, packed = pack_dynamic_weight(weight, "portable") if packed is None else packed
+    x_scale, x_zp = choose_quantization_params(low, high, reduce_range=reduce_range)
+    with threads_for(rows.size):
+        xq = quantize_uint8(rows.reshape(-1), np.float32(1) / x_scale, x_zp).reshape(rows.shape)
+    multiplier = requantize_multiplier(x_scale, w_scales, 1.0)
+    out = qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, None if bias is None else np.asarray(bias, np.float32))
+    return out.reshape(*x.shape[:-1], out_features)
+
+
+def linear_dynamic_reference(x, weight, bias=None, reduce_range=True):
+    """`linear_dynamic` step by step in NumPy: quantize_input, the int64 product, fma_float32."""
     out_features, in_features = weight.shape
     if not np.isfinite(x).all():
         raise ValueError("linear_dynamic: the input contains NaN or infinite values, which have no quantized range")
-    rows = np.ascontiguousarray(x.reshape(-1, in_features))
-    if weight.is_per_channel():
-        w_scales, w_zps = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
-    else:
-        w_scales, w_zps = np.array([weight.q_scale()]), np.array([weight.q_zero_point()])
-    w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_features)
-    check_accumulator_range(in_features, None)
+    rows = x.reshape(-1, in_features)
+    w_scales, packed = pack_dynamic_weight(weight, "portable")
     xq, x_scale, x_zp = quantize_input(rows, reduce_range)
-    if rows.shape[0] == 0 or in_features == 0:
-        acc = np.zeros((rows.shape[0], out_features), np.int32)
-    else:
-        with threads_for(rows.shape[0] * out_features * in_features):
-            acc = qgemm(xq, x_zp, weight.int_repr(), w_zps, np.zeros(out_features, np.int32))
+    acc = qgemm_reference(xq, x_zp, weight.int_repr(), packed.w_zps, None).astype(np.float32)
     multiplier = requantize_multiplier(x_scale, w_scales, 1.0)
-    if bias is None:
-        out = acc.astype(np.float32) * multiplier
-    else:
-        out = fma_float32(acc.astype(np.float32), multiplier, np.asarray(bias, np.float32))
+    out = acc * multiplier if bias is None else fma_float32(acc, multiplier, np.asarray(bias, np.float32))
     return out.reshape(*x.shape[:-1], out_features)
 
 
@@ -191,6 +212,7 @@ class DynamicQuantizedLinear(Module):
             bias = Tensor(bias)
         self._weight = weight
         self.register_buffer("_bias", bias)
+        self._packed()
 
     def weight(self):
         return self._weight
@@ -198,9 +220,18 @@ class DynamicQuantizedLinear(Module):
     def bias(self):
         return None if self._bias is None else self._bias.data
 
+    def _packed(self):
+        """(w_scales, PackedWeight) of the current weight, prepared once (at construction, or on the first
+        call after `load`: model files hold the plain codes); not saved (io.TRANSIENT_ATTRIBUTES)."""
+        memo = self.__dict__.get("_packed_weight")
+        if memo is None or memo[0] is not self._weight:
+            memo = (self._weight, pack_dynamic_weight(self._weight))
+            self.__dict__["_packed_weight"] = memo
+        return memo[1]
+
     def forward(self, x):
         x = check_float_input(x, type(self).__name__, self.in_features)
-        return Tensor._wrap(linear_dynamic(x, self._weight, self.bias()))
+        return Tensor._wrap(linear_dynamic(x, self._weight, self.bias(), packed=self._packed()))
 
     @classmethod
     def from_float(cls, mod):

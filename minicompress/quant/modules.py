@@ -8,7 +8,7 @@ the layer's own output (scale, zero_point), which its observer chose during cali
 
     Quantize                        float Tensor -> quint8 QTensor (replaces QuantStub)
     DeQuantize                      QTensor -> float Tensor (replaces DeQuantStub)
-    Linear, LinearReLU              kernels.qlinear.quantized_linear
+    Linear, LinearReLU              kernels.qgemm.qgemm_requant (the weight packed once, see Linear)
     Conv2d, ConvReLU2d              kernels.qconv.quantized_conv2d (depthwise when groups == channels)
     QuantizedAdd                    kernels.qelementwise.quantized_add (replaces nn.Add)
     ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout
@@ -21,12 +21,13 @@ import numpy as np
 
 from .. import functional as F
 from ..kernels.qconv import check_conv_geometry, check_conv_input, prepare_qconv2d, qconv2d_nhwc
-from ..kernels.qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_scale,
-                                    check_weight_qparams, check_zero_point, quantize_value,
-                                    quantized_add, requantize_multiplier)
+from ..kernels.qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range, check_scale,
+                                    check_weight_qparams, check_zero_point, quantize_value, quantized_add,
+                                    requantize_multiplier)
+from ..kernels.qgemm import pack_weight, qgemm_requant_unchecked
+from ..kernels.qlinear import quantize_bias
 from ..kernels.qnhwc import add_flat, channels_last, global_avg_pool_nhwc, quantize_nhwc
 from ..kernels.threads import threads_for
-from ..kernels.qlinear import quantize_bias, quantized_linear
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import dtypes as qd
@@ -137,7 +138,15 @@ class DeQuantize(QuantizedModule):
 
 
 class Linear(QuantizedModule):
-    """y = requantize(sum_k (x - x_zp)(W - w_zp) + bias_q) on quint8 x and qint8 W (torch.ao.nn.quantized.Linear)."""
+    """y = requantize(sum_k (x - x_zp)(W - w_zp) + bias_q) on quint8 x and qint8 W (torch.ao.nn.quantized.Linear).
+
+    Everything about the weight is prepared once: its qparams are checked and the int8 codes packed for
+    the CPU's GEMM route (`kernels.qgemm.pack_weight`) when the layer is built, or on the first call after
+    `load` (model files hold the plain codes). The int32 bias and the requantization multipliers depend on
+    the input's scale too, the previous layer's fixed output scale, so they are computed on the first call
+    and kept while that scale stays the same. Neither is saved (io.TRANSIENT_ATTRIBUTES). Replace the
+    weight or bias to change them; a change made in place to the same array is not seen.
+    """
 
     _relu = False
 
@@ -148,17 +157,45 @@ class Linear(QuantizedModule):
         self._weight, self.bias = weight, None if bias is None else np.asarray(bias, np.float32)
         self.scale, self.zero_point = float(scale), int(zero_point)
         self.out_features, self.in_features = weight.shape
+        self._packed()
 
     def weight(self):
         return self._weight
 
+    def _packed(self):
+        """(w_scales float32, PackedWeight) for the current weight, checked and packed once."""
+        memo = self.__dict__.get("_packed_weight")
+        if memo is None or memo[0] is not self._weight:
+            check_scale("scale", self.scale)
+            check_zero_point("zero_point", self.zero_point, 0, 255)
+            w_scales, w_zps = check_weight_qparams(*_weight_qparams(self._weight), self.out_features)
+            memo = (self._weight, w_scales, pack_weight(self._weight.int_repr(), w_zps))
+            self.__dict__["_packed_weight"] = memo
+        return memo[1], memo[2]
+
+    def _plan(self, x_scale):
+        """(packed, bias_q, multiplier, qmin, qmax) for inputs of scale `x_scale`, computed once per scale."""
+        plan = self.__dict__.get("_requant_plan")
+        if plan is None or plan[0] != x_scale or plan[1] is not self._weight or plan[2] is not self.bias:
+            w_scales, packed = self._packed()
+            bias_q = None if self.bias is None else quantize_bias(self.bias, x_scale, w_scales)
+            check_accumulator_range(self.in_features, bias_q)
+            qmin, qmax = check_output_range(self.zero_point, self._relu)
+            plan = (x_scale, self._weight, self.bias,
+                    (packed, bias_q, requantize_multiplier(x_scale, w_scales, self.scale), qmin, qmax))
+            self.__dict__["_requant_plan"] = plan
+        return plan[3]
+
     def forward(self, x):
         x = _check_input(x, type(self).__name__)
-        w_scales, w_zps = _weight_qparams(self._weight)
-        bias_q = _bias_q(self, x.q_scale(), w_scales)
-        levels = quantized_linear(x.int_repr(), x.q_scale(), x.q_zero_point(), self._weight.int_repr(), w_scales,
-                                  w_zps, bias_q, self.scale, self.zero_point, relu=self._relu)
-        return QTensor.per_tensor(levels, self.scale, self.zero_point)
+        levels = x._levels
+        if levels.ndim < 1 or levels.shape[-1] != self.in_features:
+            raise ValueError(f"{type(self).__name__} expects input of shape (*, {self.in_features}), got {levels.shape}")
+        packed, bias_q, multiplier, qmin, qmax = self._plan(x._scale)
+        out = qgemm_requant_unchecked(levels.reshape(-1, self.in_features), x._zero_point, packed, bias_q,
+                                      multiplier, self.zero_point, qmin, qmax)
+        return QTensor(out.reshape(*levels.shape[:-1], self.out_features), qd.per_tensor_affine, self.scale,
+                       self.zero_point)
 
     @classmethod
     def from_float(cls, mod):

@@ -1,0 +1,183 @@
+"""The int8 GEMM ladder (kernels/qgemm.py): every route this CPU can run, each forced in turn, equals the
+NumPy twins exactly (the results are integers, or float32 computed by the same float32 operations), on
+shapes with ragged edges (M = 1, K not a multiple of 4, N not a multiple of the tile width) and on the
+extreme codes 0 / 255 x -128 / 127. Routes the CPU lacks are skipped, naming the features they need;
+the portable route runs everywhere. The torch comparisons of the layers built on it are in
+test_kernels_quantized.py, test_quant_modules.py and test_quant_dynamic.py.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minicompress.kernels import qgemm, simd, threads
+from minicompress.kernels.qelementwise import requantize_rows
+from minicompress.kernels.qgemm import (ROUTES, pack_weight, qgemm_dequant, qgemm_dequant_reference, qgemm_packed,
+                                        qgemm_reference, qgemm_requant, qgemm_requant_reference)
+
+
+def runnable(route):
+    """`route` as a pytest parameter, skipped (with the reason) where this CPU cannot run it."""
+    needs = " or ".join("+".join(group) for group in qgemm._REQUIREMENTS[route])
+    return pytest.param(route, marks=pytest.mark.skipif(not qgemm.route_supported(route),
+                                                        reason=f"the {route} route needs {needs}"))
+
+
+ALL_ROUTES = [runnable(route) for route in ROUTES]
+
+
+def problem(rng, m_rows, depth, n_rows, extreme):
+    """Codes, zero points and an int32 bias; `extreme` draws only the ends of each range."""
+    if extreme:
+        xq = rng.choice(np.array([0, 255], np.uint8), (m_rows, depth))
+        wq = rng.choice(np.array([-128, 127], np.int8), (n_rows, depth))
+        w_zps, x_zp = rng.choice([-128, 0, 127], n_rows), int(rng.choice([0, 255]))
+    else:
+        xq = rng.integers(0, 256, (m_rows, depth)).astype(np.uint8)
+        wq = rng.integers(-128, 128, (n_rows, depth)).astype(np.int8)
+        w_zps, x_zp = rng.integers(-128, 128, n_rows), int(rng.integers(0, 256))
+    bias_q = rng.integers(-2**20, 2**20, n_rows).astype(np.int32)
+    return xq, x_zp, wq, w_zps, bias_q
+
+
+@pytest.mark.parametrize("route", ALL_ROUTES)
+@settings(max_examples=15, deadline=None)
+@given(m_rows=st.integers(1, 9), depth=st.integers(1, 70), n_rows=st.integers(1, 140), extreme=st.booleans(),
+       symmetric=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_every_route_equals_the_twins(route, m_rows, depth, n_rows, extreme, symmetric, seed):
+    """int32, uint8 (requantized and clamped as ReLU6 would) and float32 outputs; `symmetric` weights (zero
+    points 0) take the epilogue's branch without the sum_k x term."""
+    rng = np.random.default_rng(seed)
+    xq, x_zp, wq, w_zps, bias_q = problem(rng, m_rows, depth, n_rows, extreme)
+    if symmetric:
+        w_zps = np.zeros(n_rows, np.int64)
+    packed = pack_weight(wq, w_zps, route=route)
+    assert packed.route == route
+
+    acc = qgemm_packed(xq, x_zp, packed, bias_q)
+    assert acc.dtype == np.int32 and acc.shape == (m_rows, n_rows)
+    np.testing.assert_array_equal(acc, qgemm_reference(xq, x_zp, wq, w_zps, bias_q))
+
+    multiplier = rng.uniform(1e-6, 1e-2, n_rows).astype(np.float32)
+    out_zp = int(rng.integers(0, 256))
+    qmin, qmax = out_zp, int(rng.integers(out_zp, 256))
+    levels = qgemm_requant(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax)
+    np.testing.assert_array_equal(levels, qgemm_requant_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp,
+                                                                  qmin, qmax))
+    np.testing.assert_array_equal(levels, requantize_rows(acc, multiplier, out_zp, qmin, qmax))
+
+    bias = rng.normal(0, 10, n_rows).astype(np.float32)
+    for b in (None, bias):
+        np.testing.assert_array_equal(qgemm_dequant(xq, x_zp, packed, multiplier, b),
+                                      qgemm_dequant_reference(xq, x_zp, wq, w_zps, multiplier, b))
+
+
+@pytest.mark.parametrize("route", ALL_ROUTES)
+def test_every_route_is_exact_at_the_deepest_reduction_allowed(route):
+    """K = 33025 is the largest depth with K * 255 * 255 < 2**31: every product at its extreme and the
+    zero points at the far ends give sums right at the int32 limit."""
+    depth = (2**31 - 1) // (255 * 255)
+    xq = np.full((2, depth), 255, np.uint8)
+    xq[1] = 0
+    wq = np.array([[-128] * depth, [127] * depth, [-128] * depth], np.int8)
+    w_zps = np.array([127, -128, -128])
+    packed = pack_weight(wq, w_zps, route=route)
+    for x_zp in (0, 255):
+        acc = qgemm_packed(xq, x_zp, packed, None)
+        expected = qgemm_reference(xq, x_zp, wq, w_zps, None)
+        assert np.abs(expected.astype(np.int64)).max() > 2**31 - 2**22          # near the limit indeed
+        np.testing.assert_array_equal(acc, expected)
+
+
+@pytest.mark.parametrize("route", ALL_ROUTES)
+def test_every_route_on_a_problem_large_enough_for_the_parallel_build(route, monkeypatch):
+    """The kernel's parallel build (forced: SERIAL_BELOW = 0), with 4-row and 1-row tiles
+    (M = 34) over three column panels and a ragged one."""
+    monkeypatch.setattr(threads, "SERIAL_BELOW", 0)
+    rng = np.random.default_rng(5)
+    xq, x_zp, wq, w_zps, bias_q = problem(rng, 34, 301, 205, extreme=False)
+    packed = pack_weight(wq, w_zps, route=route)
+    multiplier = rng.uniform(1e-6, 1e-3, 205).astype(np.float32)
+    np.testing.assert_array_equal(qgemm_packed(xq, x_zp, packed, bias_q), qgemm_reference(xq, x_zp, wq, w_zps, bias_q))
+    np.testing.assert_array_equal(qgemm_requant(xq, x_zp, packed, bias_q, multiplier, 3, 0, 255),
+                                  qgemm_requant_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, 3, 0, 255))
+
+
+@pytest.mark.parametrize("route", ALL_ROUTES)
+def test_empty_operands(route):
+    """M = 0 gives no rows; K = 0 gives the bias; N = 0 gives no columns."""
+    bias_q = np.array([5, -7], np.int32)
+    packed = pack_weight(np.zeros((2, 0), np.int8), [0, 3], route=route)
+    np.testing.assert_array_equal(qgemm_packed(np.zeros((3, 0), np.uint8), 9, packed, bias_q), np.tile(bias_q, (3, 1)))
+    assert qgemm_packed(np.zeros((0, 0), np.uint8), 9, packed, bias_q).shape == (0, 2)
+    empty = pack_weight(np.zeros((0, 6), np.int8), np.zeros(0, np.int64), route=route)
+    assert qgemm_packed(np.ones((2, 6), np.uint8), 0, empty, None).shape == (2, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Choosing and forcing a route
+
+
+def test_the_portable_route_is_always_there_and_the_chosen_one_is_supported():
+    routes = qgemm.supported_routes()
+    assert routes[-1] == "portable" and qgemm.QGEMM_ROUTE in routes
+
+
+def test_a_cpu_without_x86_features_is_left_with_the_portable_route(monkeypatch):
+    """NUMBA_CPU_FEATURES, when set, is what Numba compiles for: here it lists nothing."""
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "-avx2,-avx512f")
+    assert simd.host_features() == set()
+    assert qgemm.supported_routes() == ("portable",)
+    with pytest.raises(ValueError, match="needs CPU features"):
+        pack_weight(np.zeros((1, 4), np.int8), [0], route="int16")
+
+
+def test_the_environment_variable_forces_a_route(monkeypatch):
+    monkeypatch.setenv("MINICOMPRESS_QGEMM", "portable")
+    assert qgemm._initial_route() == "portable"
+    monkeypatch.setenv("MINICOMPRESS_QGEMM", "fastest")
+    with pytest.raises(ValueError, match="MINICOMPRESS_QGEMM must be one of"):
+        qgemm._initial_route()
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "")
+    monkeypatch.setenv("MINICOMPRESS_QGEMM", "vnni512")
+    with pytest.raises(ValueError, match="lacks"):
+        qgemm._initial_route()
+
+
+def test_set_route_changes_what_new_weights_are_packed_for():
+    previous = qgemm.set_route("portable")
+    try:
+        assert pack_weight(np.ones((2, 3), np.int8), 0).route == "portable"
+        with pytest.raises(ValueError, match="route must be one of"):
+            qgemm.set_route("avx1024")
+    finally:
+        qgemm.set_route(previous)
+    assert qgemm.QGEMM_ROUTE == previous
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors at the entry points
+
+
+def test_bad_arguments_are_named():
+    packed = pack_weight(np.ones((2, 3), np.int8), [0, 0])
+    with pytest.raises(TypeError, match="wq must be an int8"):
+        pack_weight(np.ones((2, 3), np.int16), [0, 0])
+    with pytest.raises(ValueError, match="w_zps must lie in"):
+        pack_weight(np.ones((2, 3), np.int8), [0, 128])
+    with pytest.raises(ValueError, match="too deep"):
+        pack_weight(np.ones((1, 40000), np.int8), [0])
+    with pytest.raises(TypeError, match="xq must be a uint8"):
+        qgemm_packed(np.ones((1, 3), np.int8), 0, packed, None)
+    with pytest.raises(ValueError, match=r"xq must have shape \(M, 3\)"):
+        qgemm_packed(np.ones((1, 4), np.uint8), 0, packed, None)
+    with pytest.raises(ValueError, match="x_zp must lie in"):
+        qgemm_packed(np.ones((1, 3), np.uint8), 256, packed, None)
+    with pytest.raises(TypeError, match="bias_q must be an int32"):
+        qgemm_packed(np.ones((1, 3), np.uint8), 0, packed, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="can overflow"):
+        qgemm_packed(np.ones((1, 3), np.uint8), 0, packed, np.full(2, 2**31 - 1, np.int32))
+    with pytest.raises(TypeError, match="multiplier must be a float32"):
+        qgemm_requant(np.ones((1, 3), np.uint8), 0, packed, None, np.ones(2), 0, 0, 255)
+    with pytest.raises(ValueError, match="qmax must lie in"):
+        qgemm_requant(np.ones((1, 3), np.uint8), 0, packed, None, np.ones(2, np.float32), 9, 9, 8)
