@@ -9,10 +9,18 @@ the layer's own output (scale, zero_point), which its observer chose during cali
     Quantize                        float Tensor -> quint8 QTensor (replaces QuantStub)
     DeQuantize                      QTensor -> float Tensor (replaces DeQuantStub)
     Linear, LinearReLU              kernels.qgemm.qgemm_requant (the weight packed once, see Linear)
-    Conv2d, ConvReLU2d              kernels.qconv.quantized_conv2d (depthwise when groups == channels)
-    QuantizedAdd                    kernels.qelementwise.quantized_add (replaces nn.Add)
+    Conv2d, ConvReLU2d              kernels.qconv.qconv2d_nhwc (the weight prepared once, see _ConvPlan)
+    QuantizedAdd                    kernels.qnhwc.add_flat on two inputs of one layout, else
+                                    kernels.qelementwise.quantized_add (replaces nn.Add)
     ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout
                                     keep the input's (scale, zero_point) and work on the levels directly
+
+4-D activations travel channels-last between these modules (kernels/qnhwc.py): Quantize writes
+(N, H, W, C) bytes, every Conv2d reads and writes them, and the add, ReLU and global average pool keep
+them; the QTensor's shape stays torch's (N, C, H, W), its levels a transposed view, as torch's
+`channels_last`. What depends only on the layer (checked geometry and qparams, the prepared weight) or
+on its one input scale (int32 bias, multipliers) is computed on the first call and kept on the module,
+never saved (io.TRANSIENT_ATTRIBUTES).
 
 `from_float(mod)` builds each from a prepared (observed) float or QAT module: the output qparams from
 `mod.activation_post_process`, the weight qparams from a weight observer run over the (BN-folded) weight.
