@@ -45,7 +45,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
-from .qelementwise import INT32_MAX, QUINT8_MAX, QUINT8_MIN
+from .qelementwise import (INT32_MAX, QINT8_MAX, QINT8_MIN, QUINT8_MAX, QUINT8_MIN, check_accumulator_range,
+                           check_zero_point, per_channel)
 from .threads import ParallelKernel, threads_for
 
 ROUTES = ("vnni512", "avxvnni", "int16", "portable")
@@ -142,7 +143,6 @@ def pack_weight(wq, w_zps, route=None):
         >>> qgemm_packed(np.array([[130, 120]], np.uint8), 128, packed, None)
         array([[6]], dtype=int32)
     """
-    from .qelementwise import QINT8_MAX, QINT8_MIN, per_channel
     route = QGEMM_ROUTE if route is None else route
     if not route_supported(route):
         raise ValueError(f"route {route!r} needs CPU features this machine lacks; it can run {supported_routes()}")
@@ -420,7 +420,6 @@ def qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, bias):
 
 
 def _check(xq, x_zp, packed, bias_q):
-    from .qelementwise import check_accumulator_range, check_zero_point
     if not isinstance(packed, PackedWeight):
         raise TypeError(f"packed must be a PackedWeight from pack_weight, got {type(packed).__name__}")
     if not isinstance(xq, np.ndarray) or xq.dtype != np.uint8:
@@ -465,7 +464,6 @@ def qgemm_requant(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
             a ReLU, qmax = the code of 6.0 a ReLU6).
         The rest as `qgemm_packed`.
     """
-    from .qelementwise import check_zero_point
     xq, x_zp, bias_q = _check(xq, x_zp, packed, bias_q)
     out_zp = check_zero_point("out_zp", out_zp, QUINT8_MIN, QUINT8_MAX)
     qmin = check_zero_point("qmin", qmin, QUINT8_MIN, QUINT8_MAX)
