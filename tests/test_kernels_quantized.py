@@ -20,12 +20,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicompress.kernels.qelementwise import (qadd, qadd_reference, quantized_add, quantized_relu,
+from minicompress.kernels.qelementwise import (qadd, qadd_reference, quantize_value, quantized_add, quantized_relu,
                                                quantized_relu6, requantize, requantize_multiplier,
                                                requantize_rows, requantize_rows_reference)
-from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, im2row,
-                                        im2row_reference, pad_channels_last, quantized_conv2d,
-                                        quantized_conv2d_reference)
+from minicompress.kernels import qgemm as gemm_ladder
+from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, gemm16_requant_kernel,
+                                        gemm16_requant_reference, im2row, im2row_reference, pack16,
+                                        prepare_qconv2d, quantized_conv2d, quantized_conv2d_reference)
+from minicompress.kernels.qnhwc import (add_flat, global_avg_pool_nhwc, global_avg_pool_nhwc_reference, quantize_nhwc,
+                                        quantize_nhwc_reference)
 from minicompress.kernels.qlinear import (qgemm, qgemm_reference, quantize_bias, quantized_linear,
                                           quantized_linear_reference)
 from strategies import conv_geometry
@@ -237,25 +240,103 @@ def test_quantized_conv2d_matches_reference_and_torch(problem):
 @settings(max_examples=25, deadline=None)
 @given(problem=conv_problems())
 def test_conv_kernels_equal_references_on_full_range_codes(problem):
-    """im2row and the depthwise kernel against their twins, on every uint8 / int8 code and zero point."""
+    """im2row (whole and in two bands of output rows) and the depthwise kernel, serial and parallel builds,
+    against their twins, on every uint8 / int8 code and zero point and any clamp."""
     x_shape, w_shape, (stride, padding, dilation, groups), _, seed = problem
     rng = np.random.default_rng(seed)
     xq, wq, _ = draw_codes(rng, x_shape, w_shape, w_shape[0], False, x_high=256)
+    x = np.ascontiguousarray(xq.transpose(0, 2, 3, 1))                            # channels-last bytes
     x_zp, out_zp = int(rng.integers(0, 256)), int(rng.integers(0, 256))
+    qmin = int(rng.integers(0, 256))
+    qmax = int(rng.integers(qmin, 256))
     w_zps = rng.integers(-128, 128, w_shape[0])
     bias_q = rng.integers(-2**16, 2**16, w_shape[0]).astype(np.int32)
     multiplier = requantize_multiplier(0.05, rng.uniform(1e-3, 2e-2, w_shape[0]), 0.1)
     out_size = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
                      for n, k, s, p, d in zip(x_shape[2:], w_shape[2:], stride, padding, dilation))
 
-    x_pad = pad_channels_last(xq, padding, x_zp)
-    group_in = w_shape[1]
+    group_in, out_rows = w_shape[1], x_shape[0] * out_size[0]
+    bands = [(0, out_rows)] + ([(0, out_rows // 2), (out_rows // 2, out_rows - out_rows // 2)] if out_rows > 1 else [])
     for start in range(0, x_shape[1], group_in):
-        args = (x_pad, w_shape[2:], stride, dilation, out_size, start, group_in)
-        np.testing.assert_array_equal(im2row(*args), im2row_reference(*args))
+        for first, count in bands:
+            row_width = group_in * w_shape[2] * w_shape[3] + int(rng.integers(0, 4))     # padded to 4 bytes or not
+            args = (x, x_zp, w_shape[2:], stride, padding, dilation, out_size, first, count, start, group_in,
+                    row_width)
+            expected = im2row_reference(*args)
+            np.testing.assert_array_equal(im2row.serial(*args), expected)
+            np.testing.assert_array_equal(im2row.parallel(*args), expected)
     if groups == x_shape[1]:
-        args = (xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, 0, 255, stride, padding, dilation)
-        np.testing.assert_array_equal(depthwise_qconv2d(*args), depthwise_qconv2d_reference(*args))
+        w_centred = np.ascontiguousarray((wq[:, 0].astype(np.int32) - w_zps[:, None, None]).transpose(1, 2, 0),
+                                         dtype=np.int32)
+        x_repeated = np.repeat(x, w_shape[0] // x_shape[1], axis=3)                # channel multiplier
+        args = (x_repeated, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
+                dilation, out_size)
+        expected = depthwise_qconv2d_reference(*args)
+        np.testing.assert_array_equal(depthwise_qconv2d.serial(*args), expected)
+        np.testing.assert_array_equal(depthwise_qconv2d.parallel(*args), expected)
+
+
+@st.composite
+def pointwise_problems(draw):
+    """1x1 convolutions without padding (the GEMM route, strided ones take every s-th pixel first)."""
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    x_shape = (draw(st.integers(1, 3)), draw(st.integers(1, 20)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    w_shape = (draw(st.integers(1, 20)), x_shape[1], 1, 1)
+    return x_shape, w_shape, (stride, (0, 0), (1, 1), 1), draw(qparams(w_shape[0])), draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(problem=pointwise_problems(), relu6=st.booleans())
+def test_pointwise_and_relu6_conv2d_match_reference_and_torch(problem, relu6):
+    """The 1x1 route, and any route with a ReLU6 fused into the clamp (qmax = the code of 6.0), against the
+    twin and against torch's conv (then torch's quantized ReLU6: clamping twice is clamping once)."""
+    x_shape, w_shape, geometry, params, seed = problem
+    x_scale, x_zp, w_scales, w_zps, per_channel, out_scale, out_zp, relu, with_bias = params
+    assert prepare_qconv2d(np.zeros(w_shape, np.int8), np.zeros(w_shape[0], np.int64), *geometry).route == "pointwise"
+    xq, wq, bias = draw_codes(np.random.default_rng(seed), x_shape, w_shape, w_shape[0], with_bias)
+    bias_q = None if bias is None else quantize_bias(bias, x_scale, per_channel_scales(w_scales, w_shape[0]))
+    qmax = quantize_value(6.0, out_scale, out_zp) if relu6 else 255
+    qargs = (xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, out_zp)
+    ours = quantized_conv2d(*qargs, *geometry, relu=relu or relu6, qmax=qmax)
+    np.testing.assert_array_equal(ours, quantized_conv2d_reference(*qargs, *geometry, relu=relu or relu6, qmax=qmax))
+
+    weight = torch_weight(wq, w_scales, w_zps, per_channel)
+    module = conv_module(x_shape, w_shape, geometry, relu and not relu6)
+    module.set_weight_bias(weight, None if bias is None else torch.from_numpy(bias))
+    module.scale, module.zero_point = out_scale, out_zp
+    theirs = module(torch_activation(xq, x_scale, x_zp))
+    if relu6:
+        theirs = torch.ao.nn.quantized.ReLU6()(theirs)
+    assert_within_one_step(ours, theirs.int_repr().numpy(), exact=bias is None)
+
+
+@pytest.mark.parametrize("gemm_route", gemm_ladder.supported_routes())
+@settings(max_examples=10, deadline=None)
+@given(problem=conv_problems(), relu6=st.booleans())
+def test_conv2d_reads_channels_last_input_and_fuses_relu6(gemm_route, problem, relu6):
+    """A channels-last input (the layout the previous integer layer leaves) gives the same codes as a
+    contiguous one, on every conv route and every GEMM route this CPU runs; with ReLU6 fused, equal to
+    the twin. Symmetric weights (w_zps = 0, the x86 default), which take the VNNI conv GEMM where there is one."""
+    x_shape, w_shape, geometry, params, seed = problem
+    x_scale, x_zp, w_scales, _, _, out_scale, out_zp, relu, _ = params
+    w_zps = np.zeros(1, np.int64)
+    previous = gemm_ladder.set_route(gemm_route)
+    try:
+        _check_channels_last_and_relu6(x_shape, w_shape, geometry, x_scale, x_zp, w_scales, w_zps, out_scale,
+                                       out_zp, relu, relu6, seed)
+    finally:
+        gemm_ladder.set_route(previous)
+
+
+def _check_channels_last_and_relu6(x_shape, w_shape, geometry, x_scale, x_zp, w_scales, w_zps, out_scale, out_zp,
+                                   relu, relu6, seed):
+    xq, wq, _ = draw_codes(np.random.default_rng(seed), x_shape, w_shape, w_shape[0], False, x_high=256)
+    qmax = quantize_value(6.0, out_scale, out_zp) if relu6 else 255
+    qargs = (x_scale, x_zp, wq, w_scales, w_zps, None, out_scale, out_zp, *geometry)
+    channels_last = np.ascontiguousarray(xq.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    ours = quantized_conv2d(channels_last, *qargs, relu=relu, qmax=qmax)
+    np.testing.assert_array_equal(ours, quantized_conv2d(xq, *qargs, relu=relu, qmax=qmax))
+    np.testing.assert_array_equal(ours, quantized_conv2d_reference(xq, *qargs, relu=relu, qmax=qmax))
 
 
 def test_exact_fraction_conv2d_with_bias():
@@ -324,6 +405,8 @@ def test_quantized_add_matches_reference_and_torch(problem):
     np.testing.assert_array_equal(ours.reshape(-1), reference)
     np.testing.assert_array_equal(qadd(a, np.float32(a_scale), a_zp, b, np.float32(b_scale), b_zp,
                                        np.float32(1.0 / out_scale), out_zp, qmin, 255), reference)
+    np.testing.assert_array_equal(add_flat(a, np.float32(a_scale), a_zp, b, np.float32(b_scale), b_zp,
+                                           np.float32(1.0 / out_scale), out_zp, qmin, 255), reference)
 
     op = torch.ops.quantized.add_relu if relu else torch.ops.quantized.add
     theirs = op(torch_activation(aq, a_scale, a_zp), torch_activation(bq, b_scale, b_zp), out_scale, out_zp)
@@ -350,6 +433,65 @@ def test_quantized_relu_and_relu6_equal_torch(scale, zero_point, seed):
     np.testing.assert_array_equal(quantized_relu(xq, zero_point), torch.relu(qx).int_repr().numpy())
     np.testing.assert_array_equal(quantized_relu6(xq, scale, zero_point),
                                   torch.ao.nn.quantized.ReLU6()(qx).int_repr().numpy())
+
+
+@pytest.mark.skipif(gemm_ladder.QGEMM_ROUTE != "vnni512", reason="the conv GEMM needs AVX512-VNNI (the vnni512 route)")
+@settings(max_examples=25, deadline=None)
+@given(m_rows=st.integers(1, 40), depth=st.integers(1, 70), n_cols=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       serial=st.booleans())
+def test_gemm16_equals_reference_on_full_range_codes(m_rows, depth, n_cols, seed, serial):
+    """The conv GEMM's kernel: K and N not multiples of 4 / 16 (padding), partial 8-row tiles, every code,
+    column terms and multipliers that saturate both ways."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (m_rows, depth)).astype(np.uint8)
+    w = rng.integers(-128, 128, (n_cols, depth)).astype(np.int8)
+    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
+    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
+    out_zp = int(rng.integers(0, 256))
+    qmin = int(rng.integers(0, 256))
+    qmax = int(rng.integers(qmin, 256))
+    groups = -(-depth // 4)
+    words = np.zeros((m_rows, 4 * groups), np.uint8)
+    words[:, :depth] = x
+    out = np.empty(m_rows * n_cols, np.uint8)
+    kernel = gemm16_requant_kernel.serial if serial else gemm16_requant_kernel.parallel
+    kernel(words.view(np.int32), groups, pack16(w), col_term, multiplier, out_zp, qmin, qmax, n_cols, out)
+    np.testing.assert_array_equal(out.reshape(m_rows, n_cols),
+                                  gemm16_requant_reference(x, w, col_term, multiplier, out_zp, qmin, qmax))
+
+
+# --------------------------------------------------------------------------------------------------
+# Channels-last quantize and global average pooling
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),
+       scale=st.floats(1e-3, 0.5), zero_point=st.integers(0, 255), seed=st.integers(0, 2**32 - 1))
+def test_quantize_nhwc_equals_reference_and_torch(shape, scale, zero_point, seed):
+    """Values far outside the range (saturating), exact halves of a step (ties) and +-inf included."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * scale * 200).astype(np.float32)
+    x.flat[::3] = (np.rint(x.flat[::3] / scale) + 0.5) * np.float32(scale)
+    x.flat[0], x.flat[-1] = np.inf, -np.inf
+    ours = quantize_nhwc(x, scale, zero_point)
+    np.testing.assert_array_equal(ours, quantize_nhwc_reference(x, scale, zero_point))
+    theirs = torch.quantize_per_tensor(torch.from_numpy(x), scale, zero_point, torch.quint8)
+    np.testing.assert_array_equal(ours, theirs.int_repr().numpy().transpose(0, 2, 3, 1))
+    x.flat[-1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_nhwc(x, scale, zero_point)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(1, 7)),
+       zero_point=st.integers(0, 255), seed=st.integers(0, 2**32 - 1))
+def test_global_avg_pool_nhwc_equals_reference_and_torch(shape, zero_point, seed):
+    x = np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+    ours = global_avg_pool_nhwc(x, zero_point)
+    np.testing.assert_array_equal(ours, global_avg_pool_nhwc_reference(x, zero_point))
+    np.testing.assert_array_equal(global_avg_pool_nhwc.serial(x, zero_point), ours)
+    theirs = torch.nn.AdaptiveAvgPool2d(1)(torch_activation(x.transpose(0, 3, 1, 2).copy(), 0.05, zero_point))
+    assert_within_one_step(ours, theirs.int_repr().numpy()[:, :, 0, 0], exact=False)   # ties: module docstring
 
 
 # --------------------------------------------------------------------------------------------------

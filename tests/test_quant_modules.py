@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import minicompress as mc
 from minicompress import nn, quant
+from minicompress.kernels.qelementwise import quantized_add
 from minicompress.quant import modules as nnq
 from minicompress.quant import qat
 
@@ -311,6 +312,36 @@ def test_quantized_conv_depthwise_and_conv_relu_match_torch(channels, out_channe
     theirs.scale, theirs.zero_point = out_scale, out_zp
     name = ("Depthwise" if depthwise else "") + "Conv2d" + "ReLU" * relu
     within_one_step(ours(qx).int_repr(), theirs(t_qx).int_repr().numpy(), name)
+
+
+def test_conv_plan_follows_the_input_scale_and_is_not_saved_and_outputs_stay_channels_last(tmp_path):
+    """A Conv2d prepares its weight and requantization once and keeps them off the model file; another
+    input scale or a new bias is followed; its output is channels-last bytes in torch's NCHW shape, and a
+    residual add of two such outputs keeps that layout."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (2, 3, 6, 6)).astype(np.float32)
+    w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    qw, t_qw = weight_pair(w)
+    ours = nnq.ConvReLU2d(qw, rng.normal(0, 0.2, 4).astype(np.float32), 0.03, 10, 1, 1)
+    theirs = tnniq.ConvReLU2d(3, 4, 3, 1, 1)
+    theirs.scale, theirs.zero_point = 0.03, 10
+    for x_range, bias in [(1.0, ours.bias), (2.5, ours.bias), (2.5, rng.normal(0, 0.2, 4).astype(np.float32))]:
+        ours.bias = bias
+        theirs.set_weight_bias(t_qw, torch.from_numpy(bias))
+        qx, t_qx = quantized_pair(x * x_range, *activation_qparams(rng, -x_range, x_range))
+        out = ours(qx)
+        within_one_step(out.int_repr(), theirs(t_qx).int_repr().numpy(), f"ConvReLU2d, input range {x_range}")
+    assert out.shape == (2, 4, 6, 6) and out.int_repr().transpose(0, 2, 3, 1).flags.c_contiguous
+    added = nnq.QuantizedAdd(0.05, 3)(out, out)
+    assert added.int_repr().transpose(0, 2, 3, 1).flags.c_contiguous
+    levels = np.ascontiguousarray(out.int_repr())                                  # the NCHW-contiguous kernel
+    np.testing.assert_array_equal(added.int_repr(), quantized_add(levels, 0.03, 10, levels, 0.03, 10, 0.05, 3))
+    assert "_conv_plan" in vars(ours)
+    path = tmp_path / "conv.npz"
+    mc.save(ours, path)
+    loaded = mc.load(path)
+    assert "_conv_plan" not in vars(loaded)
+    np.testing.assert_array_equal(loaded(qx).int_repr(), ours(qx).int_repr())
 
 
 @settings(max_examples=15, deadline=None)

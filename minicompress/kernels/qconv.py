@@ -1,5 +1,5 @@
-"""Integer 2-D convolution: uint8 activations (NCHW) times int8 weights, int32 accumulation, requantized to
-uint8. Mirrors torch.ao.nn.quantized.Conv2d on the x86 / fbgemm engines (torch.ops.quantized.conv2d and
+"""Integer 2-D convolution: uint8 activations times int8 weights, int32 accumulation, requantized to uint8.
+Mirrors torch.ao.nn.quantized.Conv2d on the x86 / fbgemm engines (torch.ops.quantized.conv2d and
 conv2d_relu); see qlinear for the arithmetic, which is the same with K = C_in / groups * kh * kw:
 
     acc[n, o, p, q] = sum_{c, i, j} (x_pad[n, g * Cg + c, p * sh + i * dh, q * sw + j * dw] - x_zp)
@@ -7,131 +7,428 @@ conv2d_relu); see qlinear for the arithmetic, which is the same with K = C_in / 
     out[n, o, p, q] = clamp(round_half_even(float32(acc) * multiplier[o]) + out_zp, qmin, qmax)
 
 x_pad is x padded with its zero point x_zp (the quantized 0.0), so a padded tap adds exactly nothing.
+qmin = out_zp fuses a ReLU; qmax = the code of 6.0 fuses a ReLU6's upper clamp as well.
 
-General path (any groups): im2row then the integer GEMM of qlinear. The input is laid out channels-last
-and padded once; im2row then copies, for every output pixel, kh * kw runs of Cg contiguous bytes into one
-row, so a row is the pixel's window in (i, j, c) order and the weight is reordered to match,
-(O, kh, kw, Cg). The GEMM's (pixels, O) int32 result is requantized and transposed back to NCHW.
+The kernels work channels-last, (N, H, W, C) bytes, as fbgemm does (see qnhwc): every layer reads and
+writes whole pixels, so there is no transpose between layers. `prepare_qconv2d` picks one of three
+routes once, from the weight's shape, and prepares the weight for it (computed once per layer):
 
-Depthwise path (groups == C_in, weight (m * C_in, 1, kh, kw)): each output plane reads one input plane,
-so a direct loop over (n, o) accumulates tap by tap in an int32 plane buffer, with the zero points
-subtracted up front; taps that fall on padding are skipped, which is the same as adding 0.
+    pointwise   1x1, no padding, groups = 1: the activation *is* the GEMM's (pixels, C_in) matrix (strided
+                1x1 convs first take every s-th row and column); one `qgemm_requant` call
+    im2row      any other groups: for a band of output rows, im2row copies each output pixel's window in
+                (i, j, c) order into one row, the border filled with x_zp, and `qgemm_requant` multiplies
+                the rows by the weight reordered to (O, kh, kw, Cg), requantizing in its epilogue; bands are
+                bounded (ROWS_CHUNK_BYTES) so the rows never take much memory
+    depthwise   groups = C_in, weight (m * C_in, 1, kh, kw): a direct loop per output row whose inner loop
+                runs over the channels of a pixel (vectorised), requantized in place; a channel multiplier
+                m > 1 repeats each input channel m times first (output channel o reads input o // m)
+
+`quantized_conv2d` is the validated entry point on (N, C, H, W) arrays of any layout; `qconv2d_nhwc` runs a
+prepared convolution on channels-last bytes without checks (the quantized Conv2d module's forward).
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import qgemm, simd
 from .conv import conv_output_size, valid_range
 from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
-                           requantize_multiplier, requantize_rows, requantize_value)
-from .qlinear import check_bias_q, qgemm
+                           requantize_multiplier, requantize_value)
+from .qgemm import pack_weight, qgemm_requant_unchecked as qgemm_requant
+from .qlinear import check_bias_q
+from .qnhwc import channels_last
 from .threads import ParallelKernel, threads_for
 
-# Samples per im2row chunk keep the uint8 rows under this many bytes.
-ROWS_MAX_BYTES = 1 << 24
+# im2row builds at most this many bytes of rows at a time (a band of output rows), bounding the memory
+# it takes. Smaller, L2-sized bands measured slower: each band pays two parallel launches (~50-100 us each
+# on Numba's workqueue layer), more than the cache misses they save (3x3 64->64 at 56x56: 4 bands of
+# 512 KB 1.16 ms, one band 0.81 ms, one thread).
+ROWS_CHUNK_BYTES = 1 << 23
 
 
 # --------------------------------------------------------------------------------------------------
-# im2row on channels-last uint8
+# The channels-last GEMM of the convolutions on AVX512-VNNI, requantized by 16 columns at a time
+#
+# A conv's GEMM is long and thin: M = pixels (50,176 at 224x224), K = C_in * kh * kw (16 .. 576), N = C_out
+# (16 .. 64). Its int32 results are few per pixel, so the cost is in the epilogue, not the dot products:
+# this kernel keeps each 16-column result in a zmm register from vpdpbusd to the uint8 store, requantizing
+# it with 16-lane float32 arithmetic (`requantize_store16`). Tiles are 8 pixels x 16 columns (8 independent
+# accumulators, one weight load feeding 8 vpdpbusd); tasks are blocks of PIXEL_BLOCK pixels.
+
+PIXEL_BLOCK = 128
+_V16I, _V16F, _V16B = ir.VectorType(ir.IntType(32), 16), ir.VectorType(ir.FloatType(), 16), ir.VectorType(ir.IntType(8), 16)
 
 
-def _im2row(x_pad, kernel_size, stride, dilation, out_size, channel_start, channels):
-    """x_pad (N, Hp, Wp, C) uint8 (already padded) -> rows (N * Ho * Wo, kh * kw * channels):
-    rows[(n, p, q), (i, j, c)] = x_pad[n, p * sh + i * dh, q * sw + j * dw, channel_start + c].
-    Parallel over (n, p): each task fills its own Wo rows."""
-    n_batch = x_pad.shape[0]
+def _vector_at(context, builder, array_type, array, index, vector_type):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), vector_type.as_pointer())
+
+
+@intrinsic
+def requantize_store16(typingctx, out, out_index, acc, col_term, multiplier, column, zero_point, low, high):
+    """out[out_index : out_index + 16] = uint8(clamp(rint(float32(acc + col_term[column:+16])
+    * multiplier[column:+16]) + zero_point, low, high)): `qelementwise.requantize_value` on 16 lanes, in
+    generic LLVM vector instructions (legal on any CPU). zero_point, low, high are float32."""
+    def codegen(context, builder, sig, args):
+        out_a, out_i, acc_v, col_a, mult_a, col_i, zp, lo, hi = args
+        total = builder.add(acc_v, builder.load(_vector_at(context, builder, sig.args[3], col_a, col_i, _V16I), align=4))
+        scaled = builder.fmul(builder.sitofp(total, _V16F),
+                              builder.load(_vector_at(context, builder, sig.args[4], mult_a, col_i, _V16F), align=4))
+
+        def call(name, *values):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * len(values)), name)
+            return builder.call(fn, values)
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(_V16F, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(_V16F, ir.Undefined), ir.Constant(_V16I, [0] * 16))
+
+        level = builder.fadd(call("llvm.rint.v16f32", scaled), splat(zp))
+        level = call("llvm.minnum.v16f32", call("llvm.maxnum.v16f32", level, splat(lo)), splat(hi))
+        codes = builder.trunc(builder.fptosi(level, _V16I), _V16B)
+        builder.store(codes, _vector_at(context, builder, sig.args[0], out_a, out_i, _V16B), align=1)
+        return context.get_dummy_value()
+    return types.none(out, out_index, acc, col_term, multiplier, column, zero_point, low, high), codegen
+
+
+def pack16(wq):
+    """wq (N, K) int8 -> the vpdpbusd layout [N/16][K/4][16][4] as flat int32 words, K and N zero-padded."""
+    n_rows, depth = wq.shape
+    groups, panels = -(-depth // 4), -(-n_rows // 16)
+    padded = np.zeros((panels * 16, groups * 4), np.int8)
+    padded[:n_rows, :depth] = wq
+    return np.ascontiguousarray(padded.reshape(panels, 16, groups, 4).transpose(0, 2, 1, 3)).reshape(-1).view(np.int32)
+
+
+def _gemm16_requant_kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qmax, n_cols, out):
+    """x (M, groups) int32 words of 4 uint8 codes, w `_pack16`'s layout, col_term (panels * 16,) int32 =
+    bias_q - x_zp * sum_k w -> out (M * n_cols,) uint8 requantized. Parallel over blocks of pixels."""
+    m_rows = x.shape[0]
+    panels = (n_cols + 15) // 16
+    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+    for block in prange((m_rows + PIXEL_BLOCK - 1) // PIXEL_BLOCK):
+        scratch = np.empty(16, np.int32)
+        stop = min(m_rows, (block + 1) * PIXEL_BLOCK)
+        for m0 in range(block * PIXEL_BLOCK, stop, 8):
+            last = stop - 1
+            r0, r1, r2, r3 = m0, min(m0 + 1, last), min(m0 + 2, last), min(m0 + 3, last)
+            r4, r5, r6, r7 = min(m0 + 4, last), min(m0 + 5, last), min(m0 + 6, last), min(m0 + 7, last)
+            for panel in range(panels):
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = simd.zeros16()
+                for g in range(groups):
+                    wv = simd.load16(w, (panel * groups + g) * 16)
+                    a0 = simd.vpdpbusd16(a0, simd.splat16(x[r0, g]), wv)
+                    a1 = simd.vpdpbusd16(a1, simd.splat16(x[r1, g]), wv)
+                    a2 = simd.vpdpbusd16(a2, simd.splat16(x[r2, g]), wv)
+                    a3 = simd.vpdpbusd16(a3, simd.splat16(x[r3, g]), wv)
+                    a4 = simd.vpdpbusd16(a4, simd.splat16(x[r4, g]), wv)
+                    a5 = simd.vpdpbusd16(a5, simd.splat16(x[r5, g]), wv)
+                    a6 = simd.vpdpbusd16(a6, simd.splat16(x[r6, g]), wv)
+                    a7 = simd.vpdpbusd16(a7, simd.splat16(x[r7, g]), wv)
+                n0 = panel * 16
+                for i, acc in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
+                    if m0 + i >= stop:
+                        break
+                    if n0 + 16 <= n_cols:
+                        requantize_store16(out, (m0 + i) * n_cols + n0, acc, col_term, multiplier, n0, zp, lo, hi)
+                    else:                                   # the last, partial panel: one column at a time
+                        simd.store16(scratch, 0, acc)
+                        for j in range(n_cols - n0):
+                            out[(m0 + i) * n_cols + n0 + j] = requantize_value(
+                                np.int32(scratch[j] + col_term[n0 + j]), multiplier[n0 + j], out_zp, qmin, qmax)
+    return out
+
+
+gemm16_requant_kernel = ParallelKernel(_gemm16_requant_kernel)
+
+
+def gemm16_requant_reference(x, w_rows, col_term, multiplier, out_zp, qmin, qmax):
+    """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp)."""
+    acc = x.astype(np.int64) @ w_rows.astype(np.int64).T + col_term[:w_rows.shape[0]]
+    scaled = acc.astype(np.int32).astype(np.float32) * multiplier
+    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+
+
+def _words(rows, groups):
+    """(M, K) uint8 as (M, groups) int32 words of 4 codes, K zero-padded to 4 * groups (a view when K is)."""
+    if rows.shape[1] == 4 * groups:
+        return rows.view(np.int32)
+    words = np.zeros((rows.shape[0], 4 * groups), np.uint8)
+    words[:, :rows.shape[1]] = rows
+    return words.view(np.int32)
+
+
+# --------------------------------------------------------------------------------------------------
+# im2row on channels-last uint8, the border filled with the zero point
+
+
+def _im2row(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start, channels,
+            row_width):
+    """x (N, H, W, C) uint8 -> rows (count * Wo, row_width) for the output rows t = first .. first + count - 1
+    of the flattened (n, p) index (n = t // Ho, p = t % Ho):
+    rows[(t - first) * Wo + q, (i, j, c)] = x[n, p * sh + i * dh - ph, q * sw + j * dw - pw, channel_start + c],
+    x_zp where that lies outside x; the row_width - kh * kw * channels bytes after them are 0 (padding to
+    the GEMM's 4-byte groups). Parallel over output rows: each task fills its own Wo rows."""
+    height, width = x.shape[1], x.shape[2]
     kh, kw = kernel_size
     out_h, out_w = out_size
-    rows = np.empty((n_batch * out_h * out_w, kh * kw * channels), dtype=np.uint8)
-    for task in prange(n_batch * out_h):
-        n, p = task // out_h, task % out_h
+    fill = np.uint8(x_zp)
+    rows = np.empty((count * out_w, row_width), dtype=np.uint8)
+    x_flat, rows_flat = x.reshape(-1), rows.reshape(-1)
+    c_in, depth = x.shape[3], kh * kw * channels
+    whole_lines = dilation[1] == 1 and channels == c_in
+    for t in prange(count):
+        n, p = (first + t) // out_h, (first + t) % out_h
         for q in range(out_w):
-            row = rows[task * out_w + q]
-            for i in range(kh):
-                line = x_pad[n, p * stride[0] + i * dilation[0]]
-                for j in range(kw):
-                    start = (i * kw + j) * channels
-                    pixel = line[q * stride[1] + j * dilation[1]]
-                    row[start:start + channels] = pixel[channel_start:channel_start + channels]
+            for k in range(depth, row_width):
+                rows[t * out_w + q, k] = 0
+        for i in range(kh):
+            h = p * stride[0] + i * dilation[0] - padding[0]
+            if whole_lines and 0 <= h < height:
+                # Undilated taps of one whole channel range: where the window's row lies inside x, its kw
+                # pixels are kw * C adjacent bytes in x and in the row (a 3-channel stem copies 9, not 3 x 3).
+                whole_q_lo, whole_q_hi = valid_range(-padding[1], stride[1], width - kw + 1, out_w)
+                for q in range(whole_q_lo, whole_q_hi):
+                    dst = np.uint64((t * out_w + q) * row_width + i * kw * channels)
+                    src = np.uint64(((n * height + h) * width + q * stride[1] - padding[1]) * c_in)
+                    for c in range(np.uint64(kw * channels)):
+                        rows_flat[dst + c] = x_flat[src + c]
+            else:
+                whole_q_lo = whole_q_hi = 0
+            for j in range(kw):
+                start = (i * kw + j) * channels
+                q_lo, q_hi = valid_range(j * dilation[1] - padding[1], stride[1], width, out_w)
+                if h < 0 or h >= height:
+                    q_lo = q_hi = out_w
+                for q in range(out_w):
+                    if whole_q_lo <= q < whole_q_hi:
+                        continue                                # copied with its whole window row above
+                    # Unsigned flat indices: no negative-index check, so the copy vectorises.
+                    dst = np.uint64((t * out_w + q) * row_width + start)
+                    if q_lo <= q < q_hi:
+                        w = q * stride[1] + j * dilation[1] - padding[1]
+                        src = np.uint64(((n * height + h) * width + w) * c_in + channel_start)
+                        for c in range(np.uint64(channels)):
+                            rows_flat[dst + c] = x_flat[src + c]
+                    else:
+                        for c in range(np.uint64(channels)):
+                            rows_flat[dst + c] = fill
     return rows
 
 
 im2row = ParallelKernel(_im2row)
 
 
-def im2row_reference(x_pad, kernel_size, stride, dilation, out_size, channel_start, channels):
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    x_group = x_pad[..., channel_start:channel_start + channels]
-    windows = sliding_window_view(x_group, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]   # (N, Ho, Wo, C, kh, kw)
-    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * channels)
-
-
-def pad_channels_last(xq, padding, fill):
-    """(N, C, H, W) -> (N, H + 2 ph, W + 2 pw, C), the border filled with `fill`."""
-    n_batch, channels, height, width = xq.shape
-    (ph, pw) = padding
-    x_pad = np.full((n_batch, height + 2 * ph, width + 2 * pw, channels), fill, dtype=np.uint8)
-    x_pad[:, ph:ph + height, pw:pw + width] = xq.transpose(0, 2, 3, 1)
-    return x_pad
+def im2row_reference(x, x_zp, kernel_size, stride, padding, dilation, out_size, first, count, channel_start,
+                     channels, row_width):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    x_group = x[..., channel_start:channel_start + channels]
+    x_pad = np.pad(x_group, [(0, 0), (ph, ph), (pw, pw), (0, 0)], constant_values=x_zp)
+    windows = sliding_window_view(x_pad, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
+    windows = windows[:, ::sh, ::sw, :, ::dh, ::dw][:, :out_size[0], :out_size[1]]       # (N, Ho, Wo, C, kh, kw)
+    rows = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, out_size[1], kh * kw * channels)
+    rows = rows[first:first + count].reshape(-1, kh * kw * channels)
+    return np.pad(rows, [(0, 0), (0, row_width - rows.shape[1])])
 
 
 # --------------------------------------------------------------------------------------------------
-# Depthwise: a direct loop per (sample, output channel), requantized in place
+# Depthwise: a direct loop per output row, vectorised over channels, requantized in place
 
 
-def _depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation):
-    """xq (N, C, H, W) uint8, wq (m * C, 1, kh, kw) int8 -> (N, m * C, Ho, Wo) uint8; output channel o
-    reads input channel o // m (torch's order). Parallel over (n, o): each task owns one output plane
-    and its int32 accumulator plane."""
-    n_batch, channels, height, width = xq.shape
-    out_channels, _, kh, kw = wq.shape
-    per_input = out_channels // channels
+@njit(cache=True)
+def _mac_rows(acc, src, tap, zx):
+    """acc (L, C) int32 += (src (L, C) uint8 - zx) * tap (C,): a strided tap of the depthwise kernel."""
+    for a in range(acc.shape[0]):
+        for b in range(acc.shape[1]):
+            acc[a, b] = np.int32(acc[a, b] + np.int32(np.int32(src[a, b]) - zx) * tap[b])
+
+
+def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation,
+                       out_size):
+    """x (N, H, W, C) uint8, w_centred (kh, kw, C) int32 = wq - w_zp per channel -> (N, Ho, Wo, C) uint8:
+    out[n, p, q, c] = requantize(sum_{i, j} (x[n, p sh + i dh - ph, q sw + j dw - pw, c] - x_zp) w[i, j, c]
+    + bias_q[c]), taps outside x skipped (they would add (x_zp - x_zp) w = 0). Parallel over (n, p): each
+    task owns one output row and its Wo * C int32 accumulators.
+
+    With sw = 1 a tap's valid pixels are one contiguous run of bytes, so the tap is a single flat loop
+    acc[k] += (x[k + offset] - x_zp) * w_row[k], with each tap's weights repeated along the row beforehand
+    (w_row, kh * kw * Wo * C int32) so that no index wraps around C. The flat indices are unsigned, which
+    spares Numba's negative-index check and lets LLVM vectorise the loop. Other strides use `_mac_rows`."""
+    n_batch, height, width, channels = x.shape
+    kh, kw = w_centred.shape[0], w_centred.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    out_h = conv_output_size(height, kh, sh, ph, dh)
-    out_w = conv_output_size(width, kw, sw, pw, dw)
-    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=np.uint8)
-    for task in prange(n_batch * out_channels):
-        n, o = task // out_channels, task % out_channels
-        plane = xq[n, o // per_input]
-        acc = np.full((out_h, out_w), bias_q[o], dtype=np.int32)
-        for i in range(kh):
-            h_lo, h_hi = valid_range(i * dh - ph, sh, height, out_h)
-            for j in range(kw):
-                w_lo, w_hi = valid_range(j * dw - pw, sw, width, out_w)
-                tap = np.int32(wq[o, 0, i, j] - w_zps[o])
-                first = w_lo * sw + j * dw - pw                 # input column of output column w_lo
-                for p in range(h_lo, h_hi):
-                    line, dst = plane[p * sh + i * dh - ph], acc[p, w_lo:w_hi]
-                    if sw == 1:                                 # contiguous: the loop vectorises
-                        src = line[first:first + dst.size]
-                        for q in range(dst.size):
-                            dst[q] = np.int32(dst[q] + tap * (np.int32(src[q]) - x_zp))
-                    else:
-                        for q in range(dst.size):
-                            dst[q] = np.int32(dst[q] + tap * (np.int32(line[first + q * sw]) - x_zp))
-        for p in range(out_h):
+    out_h, out_w = out_size
+    zx = np.int32(x_zp)
+    out = np.empty((n_batch, out_h, out_w, channels), dtype=np.uint8)
+    row = out_w * channels
+    x_flat, out_flat = x.reshape(-1), out.reshape(-1)
+    w_row = np.empty(kh * kw * row if sw == 1 else 0, dtype=np.int32)
+    if sw == 1:
+        for t in range(kh * kw):
             for q in range(out_w):
-                out[n, o, p, q] = requantize_value(acc[p, q], multiplier[o], out_zp, qmin, qmax)
+                for c in range(channels):
+                    w_row[t * row + q * channels + c] = w_centred[t // kw, t % kw, c]
+    for task in prange(n_batch * out_h):
+        n, p = task // out_h, task % out_h
+        acc = np.empty(row, dtype=np.int32)
+        for q in range(out_w):
+            for c in range(channels):
+                acc[q * channels + c] = bias_q[c]
+        for i in range(kh):
+            h = p * sh + i * dh - ph
+            if h < 0 or h >= height:
+                continue
+            for j in range(kw):
+                q_lo, q_hi = valid_range(j * dw - pw, sw, width, out_w)
+                if q_hi <= q_lo:
+                    continue
+                first = q_lo * sw + j * dw - pw                 # input column of output column q_lo
+                if sw == 1:
+                    src = np.uint64(((n * height + h) * width + first) * channels)
+                    dst = np.uint64(q_lo * channels)
+                    tap = np.uint64((i * kw + j) * row + q_lo * channels)
+                    for k in range(np.uint64((q_hi - q_lo) * channels)):
+                        acc[dst + k] = np.int32(acc[dst + k] + np.int32(np.int32(x_flat[src + k]) - zx)
+                                                * w_row[tap + k])
+                else:
+                    _mac_rows(acc[q_lo * channels:q_hi * channels].reshape(q_hi - q_lo, channels),
+                              x[n, h, first:first + (q_hi - q_lo - 1) * sw + 1:sw], w_centred[i, j], zx)
+        base = np.uint64(task * row)
+        for q in range(out_w):
+            for c in range(channels):
+                k = np.uint64(q * channels + c)
+                out_flat[base + k] = requantize_value(acc[k], multiplier[c], out_zp, qmin, qmax)
     return out
 
 
 depthwise_qconv2d = ParallelKernel(_depthwise_qconv2d)
 
 
-def depthwise_qconv2d_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation):
-    channels = xq.shape[1]
-    out_channels, _, kh, kw = wq.shape
+def depthwise_qconv2d_reference(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
+                                dilation, out_size):
+    kh, kw = w_centred.shape[:2]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    centred = np.pad(xq.astype(np.int64) - x_zp, [(0, 0), (0, 0), (ph, ph), (pw, pw)])   # padding is x_zp - x_zp
-    windows = sliding_window_view(centred, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                                       # (N, C, Ho, Wo, kh, kw)
-    w = (wq.astype(np.int64) - w_zps[:, None, None, None]).reshape(channels, out_channels // channels, kh, kw)
-    acc = np.einsum("ncpqij,ckij->nckpq", windows, w).reshape(xq.shape[0], out_channels, *windows.shape[2:4])
-    acc = acc + bias_q[:, None, None]
-    scaled = acc.astype(np.float32) * multiplier[:, None, None]
+    centred = np.pad(x.astype(np.int64) - x_zp, [(0, 0), (ph, ph), (pw, pw), (0, 0)])      # padding is x_zp - x_zp
+    windows = sliding_window_view(centred, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
+    windows = windows[:, ::sh, ::sw, :, ::dh, ::dw][:, :out_size[0], :out_size[1]]          # (N, Ho, Wo, C, kh, kw)
+    acc = np.einsum("npqcij,ijc->npqc", windows, w_centred.astype(np.int64)) + bias_q
+    scaled = acc.astype(np.float32) * multiplier
     return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# A convolution prepared once, run on channels-last bytes
+
+
+class PreparedQConv2d:
+    """An integer convolution's checked geometry and its weight prepared for the chosen route (see the
+    module docstring): built once per layer by `prepare_qconv2d`, used by every `qconv2d_nhwc` call.
+
+    route          'pointwise', 'im2row' or 'depthwise'
+    packed         im2row / pointwise: one PackedWeight (qgemm) per group, weight rows in (i, j, c) order;
+                   or, when `gemm16` (AVX512-VNNI and symmetric weights), `_pack16`'s layout per group
+    w_sums         with gemm16: sum_k w per output channel (int64), for the x_zp term
+    w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
+    """
+
+    def __init__(self, wq, w_zps, stride, padding, dilation, groups):
+        self.out_channels, self.group_in, self.kh, self.kw = wq.shape
+        self.in_channels = self.group_in * groups
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.depth = self.group_in * self.kh * self.kw
+        self.packed, self.w_centred, self.gemm16, self.w_sums = None, None, False, None
+        pointwise = (self.kh, self.kw) == (1, 1) and padding == (0, 0) and groups == 1
+        if groups == self.in_channels and self.group_in == 1 and not pointwise:
+            self.route = "depthwise"
+            self.w_centred = np.ascontiguousarray(
+                (wq[:, 0].astype(np.int32) - w_zps.astype(np.int32)[:, None, None]).transpose(1, 2, 0))
+        else:
+            self.route = "pointwise" if pointwise else "im2row"
+            rows = np.ascontiguousarray(wq.transpose(0, 2, 3, 1)).reshape(self.out_channels, self.depth)
+            group_out = self.out_channels // groups
+            parts = [rows[g * group_out:(g + 1) * group_out] for g in range(groups)]
+            self.gemm16 = qgemm.QGEMM_ROUTE == "vnni512" and not np.any(w_zps)
+            if self.gemm16:
+                self.packed = [pack16(part) for part in parts]
+                self.w_sums = rows.sum(axis=1, dtype=np.int64)
+            else:
+                self.packed = [pack_weight(part, w_zps[g * group_out:(g + 1) * group_out])
+                               for g, part in enumerate(parts)]
+        self.groups4 = -(-self.depth // 4)
+
+    def output_size(self, height, width):
+        return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
+                conv_output_size(width, self.kw, self.stride[1], self.padding[1], self.dilation[1]))
+
+
+def prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups):
+    """A PreparedQConv2d for checked arguments: wq int8 (C_out, C_in / groups, kh, kw), w_zps int64 (C_out,),
+    stride / padding / dilation pairs of ints."""
+    return PreparedQConv2d(wq, w_zps, stride, padding, dilation, groups)
+
+
+def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
+    """Run a prepared convolution: x (N, H, W, C_in) uint8 C-contiguous -> (N, Ho, Wo, C_out) uint8.
+    bias_q int32 (C_out,), multiplier float32 (C_out,); no checks (the caller's), output at least 1x1."""
+    n_batch, height, width, _ = x.shape
+    out_h, out_w = prepared.output_size(height, width)
+    c_out = prepared.out_channels
+    with threads_for(n_batch * out_h * out_w * c_out * prepared.depth):
+        if prepared.route == "depthwise":
+            per_input = c_out // prepared.in_channels
+            if per_input > 1:
+                x = np.repeat(x, per_input, axis=3)
+            return depthwise_qconv2d(x, x_zp, prepared.w_centred, bias_q, multiplier, out_zp, qmin, qmax,
+                                     prepared.stride, prepared.padding, prepared.dilation, (out_h, out_w))
+        if prepared.route == "pointwise":
+            (sh, sw) = prepared.stride
+            if (sh, sw) != (1, 1):
+                x = np.ascontiguousarray(x[:, ::sh, ::sw][:, :out_h, :out_w])
+            pixels = _gemm(x.reshape(-1, prepared.in_channels), x_zp, prepared, 0, bias_q, multiplier, out_zp,
+                           qmin, qmax)
+            return pixels.reshape(n_batch, out_h, out_w, c_out)
+        return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w))
+
+
+def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax):
+    """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8."""
+    if not prepared.gemm16:
+        return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax)
+    n_cols = bias_q.shape[0]
+    w_sums = prepared.w_sums[group * n_cols:(group + 1) * n_cols]
+    col_term = (bias_q - x_zp * w_sums).astype(np.int32)          # fits: check_accumulator_range
+    out = np.empty(rows.shape[0] * n_cols, np.uint8)
+    gemm16_requant_kernel(_words(rows, prepared.groups4), prepared.groups4, prepared.packed[group], col_term,
+                          np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
+    return out.reshape(rows.shape[0], n_cols)
+
+
+def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size):
+    """The im2row route: per band of output rows and per group, im2row then `qgemm_requant`."""
+    n_batch = x.shape[0]
+    out_h, out_w = out_size
+    groups, group_in = prepared.groups, prepared.group_in
+    group_out = prepared.out_channels // groups
+    out = np.empty((n_batch * out_h * out_w, prepared.out_channels), dtype=np.uint8)
+    band = max(1, ROWS_CHUNK_BYTES // (out_w * prepared.depth))
+    geometry = ((prepared.kh, prepared.kw), prepared.stride, prepared.padding, prepared.dilation, out_size)
+    for first in range(0, n_batch * out_h, band):
+        count = min(band, n_batch * out_h - first)
+        pixels = slice(first * out_w, (first + count) * out_w)
+        row_width = 4 * prepared.groups4 if prepared.gemm16 else prepared.depth
+        for g in range(groups):
+            rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in, row_width)
+            channels = slice(g * group_out, (g + 1) * group_out)
+            levels = _gemm(rows, x_zp, prepared, g, bias_q[channels], multiplier[channels], out_zp, qmin, qmax)
+            if groups == 1:
+                out[pixels] = levels
+            else:
+                out[pixels, channels] = levels
+    return out.reshape(n_batch, out_h, out_w, prepared.out_channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,12 +445,35 @@ def _pair(name, value, minimum):
     return int(pair[0]), int(pair[1])
 
 
+def check_conv_geometry(w_shape, stride, padding, dilation, groups):
+    """stride, padding, dilation as pairs and groups as an int, checked against the weight's shape
+    (C_out, C_in / groups, kh, kw)."""
+    stride, padding, dilation = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    if w_shape[0] % groups:
+        raise ValueError(f"with groups={groups}, wq {w_shape} does not match: expected C_out divisible by groups")
+    return stride, padding, dilation, int(groups)
+
+
+def check_conv_input(x_shape, prepared):
+    """The output size (Ho, Wo) of an (N, C, H, W) input, after checking it matches the prepared weight."""
+    if len(x_shape) != 4 or x_shape[1] != prepared.in_channels:
+        raise ValueError(f"xq must be (N, {prepared.in_channels}, H, W) to match the weight "
+                         f"(groups={prepared.groups}, wq[1]={prepared.group_in}), got {tuple(x_shape)}")
+    out_h, out_w = prepared.output_size(x_shape[2], x_shape[3])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"the output would be empty: input {x_shape[2]}x{x_shape[3]}, kernel {prepared.kh}x"
+                         f"{prepared.kw}, padding {prepared.padding}, dilation {prepared.dilation}")
+    return out_h, out_w
+
+
 def quantized_conv2d(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, out_zp,
-                     stride=1, padding=0, dilation=1, groups=1, relu=False):
+                     stride=1, padding=0, dilation=1, groups=1, relu=False, qmax=QUINT8_MAX):
     """torch.ops.quantized.conv2d (relu=True: conv2d_relu) on raw integer data; see the module docstring.
 
     Args:
-        xq: uint8 (N, C_in, H, W) input codes, per tensor (x_scale, x_zp in [0, 255]).
+        xq: uint8 (N, C_in, H, W) input codes, per tensor (x_scale, x_zp in [0, 255]); any memory layout.
         wq: int8 (C_out, C_in / groups, kh, kw) weight codes; w_scales, w_zps per output channel (length
             C_out, or length 1 / scalar per tensor); w_zps in [-128, 127].
         bias_q: int32 (C_out,) from qlinear.quantize_bias, or None.
@@ -161,80 +481,44 @@ def quantized_conv2d(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, 
         stride, dilation (>= 1), padding (>= 0): ints or pairs, as torch.nn.functional.conv2d.
         groups: C_in and C_out must both be multiples of it.
         relu: fuse a ReLU (clamp at out_zp).
+        qmax: the upper clamp, 255; the code of 6.0 (qelementwise.quantize_value) fuses a ReLU6.
 
     Returns:
-        uint8 (N, C_out, Ho, Wo), Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise).
+        uint8 (N, C_out, Ho, Wo), Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (Wo likewise), laid out
+        channels-last: the transposed view of a C-contiguous (N, Ho, Wo, C_out) array.
 
     Raises:
         TypeError: wrong dtype (nothing is cast), or a non-integer stride, padding, dilation or zero point.
         ValueError: shapes or groups do not match, a qparam is out of range, the output would be empty,
             or the reduction is so long that int32 could overflow.
     """
-    xq, wq = check_quantized("xq", xq, np.uint8), check_quantized("wq", wq, np.int8)
+    if not isinstance(xq, np.ndarray) or xq.dtype != np.uint8:
+        check_quantized("xq", xq, np.uint8)
+    wq = check_quantized("wq", wq, np.int8)
     if xq.ndim != 4 or wq.ndim != 4:
         raise ValueError(f"xq must be (N, C, H, W) and wq (C_out, C_in / groups, kh, kw), "
                          f"got {xq.shape} and {wq.shape}")
-    stride, padding, dilation = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
-    groups = int(groups)
-    n_batch, in_channels, height, width = xq.shape
-    out_channels, group_in, kh, kw = wq.shape
-    if in_channels % groups or out_channels % groups or group_in * groups != in_channels:
-        raise ValueError(f"with groups={groups}, xq's {in_channels} channels and wq {wq.shape} do not match: "
-                         f"expected C_in = groups * wq.shape[1] and C_out divisible by groups")
-    out_h = conv_output_size(height, kh, stride[0], padding[0], dilation[0])
-    out_w = conv_output_size(width, kw, stride[1], padding[1], dilation[1])
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"the output would be empty: input {height}x{width}, kernel {kh}x{kw}, padding {padding}, "
-                         f"dilation {dilation}")
+    stride, padding, dilation, groups = check_conv_geometry(wq.shape, stride, padding, dilation, groups)
     x_scale, out_scale = check_scale("x_scale", x_scale), check_scale("out_scale", out_scale)
     x_zp = check_zero_point("x_zp", x_zp, QUINT8_MIN, QUINT8_MAX)
     out_zp = check_zero_point("out_zp", out_zp, QUINT8_MIN, QUINT8_MAX)
+    out_channels, group_in, kh, kw = wq.shape
     w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_channels)
     bias_q = check_bias_q(bias_q, out_channels)
-    depth = group_in * kh * kw
-    check_accumulator_range(depth, bias_q)
-    qmin, qmax = check_output_range(out_zp, relu)
+    check_accumulator_range(group_in * kh * kw, bias_q)
+    qmin, _ = check_output_range(out_zp, relu)
+    qmax = check_zero_point("qmax", qmax, qmin, QUINT8_MAX)
+    prepared = prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups)
+    out_h, out_w = check_conv_input(xq.shape, prepared)
     multiplier = requantize_multiplier(x_scale, w_scales, out_scale)
-
-    if n_batch == 0:
-        return np.empty((0, out_channels, out_h, out_w), dtype=np.uint8)
-    with threads_for(n_batch * out_h * out_w * out_channels * depth):
-        if groups == in_channels and group_in == 1:
-            return depthwise_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
-                                     dilation)
-        return _grouped_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding,
-                                dilation, groups, (out_h, out_w))
-
-
-def _grouped_qconv2d(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax, stride, padding, dilation,
-                     groups, out_size):
-    """The general case of `quantized_conv2d` (checked arguments): per group, im2row then `qgemm`, in chunks
-    of images small enough for the row matrix to stay under ROWS_MAX_BYTES."""
-    n_batch, in_channels = xq.shape[:2]
-    out_channels, group_in, kh, kw = wq.shape
-    (out_h, out_w), depth = out_size, group_in * kh * kw
-    group_out = out_channels // groups
-    weight_rows = np.ascontiguousarray(wq.transpose(0, 2, 3, 1)).reshape(out_channels, depth)   # (i, j, c) order
-    x_pad = pad_channels_last(xq, padding, x_zp)
-    plane = out_h * out_w
-    chunk = max(1, ROWS_MAX_BYTES // (plane * depth))
-    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=np.uint8)
-    for start in range(0, n_batch, chunk):
-        stop = min(n_batch, start + chunk)
-        acc = np.empty(((stop - start) * plane, out_channels), dtype=np.int32)
-        for g in range(groups):
-            rows = im2row(x_pad[start:stop], (kh, kw), stride, dilation, (out_h, out_w), g * group_in, group_in)
-            channels = slice(g * group_out, (g + 1) * group_out)
-            acc[:, channels] = qgemm(rows, x_zp, weight_rows[channels], w_zps[channels], bias_q[channels])
-        pixels = requantize_rows(acc, multiplier, out_zp, qmin, qmax)               # (pixels, C_out)
-        out[start:stop] = pixels.reshape(stop - start, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
-    return out
+    if xq.shape[0] == 0:
+        return np.empty((0, out_h, out_w, out_channels), dtype=np.uint8).transpose(0, 3, 1, 2)
+    out = qconv2d_nhwc(channels_last(xq), x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax)
+    return out.transpose(0, 3, 1, 2)
 
 
 def quantized_conv2d_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, out_scale, out_zp,
-                               stride, padding, dilation, groups, relu=False):
+                               stride, padding, dilation, groups, relu=False, qmax=QUINT8_MAX):
     """The whole layer in plain NumPy, for every groups: int64 accumulators over the windows of the
     zero-point-padded input, then the float32 requantization. stride, padding, dilation are pairs."""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -250,4 +534,4 @@ def quantized_conv2d_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, o
         acc = acc + bias_q[:, None, None]
     multiplier = requantize_multiplier(x_scale, np.broadcast_to(w_scales, (out_channels,)), out_scale)
     scaled = acc.astype(np.float32) * multiplier[:, None, None]
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, out_zp if relu else 0, 255).astype(np.uint8)
+    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, out_zp if relu else 0, qmax).astype(np.uint8)

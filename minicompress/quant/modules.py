@@ -9,10 +9,18 @@ the layer's own output (scale, zero_point), which its observer chose during cali
     Quantize                        float Tensor -> quint8 QTensor (replaces QuantStub)
     DeQuantize                      QTensor -> float Tensor (replaces DeQuantStub)
     Linear, LinearReLU              kernels.qgemm.qgemm_requant (the weight packed once, see Linear)
-    Conv2d, ConvReLU2d              kernels.qconv.quantized_conv2d (depthwise when groups == channels)
-    QuantizedAdd                    kernels.qelementwise.quantized_add (replaces nn.Add)
+    Conv2d, ConvReLU2d              kernels.qconv.qconv2d_nhwc (the weight prepared once, see _ConvPlan)
+    QuantizedAdd                    kernels.qnhwc.add_flat on two inputs of one layout, else
+                                    kernels.qelementwise.quantized_add (replaces nn.Add)
     ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout
                                     keep the input's (scale, zero_point) and work on the levels directly
+
+4-D activations travel channels-last between these modules (kernels/qnhwc.py): Quantize writes
+(N, H, W, C) bytes, every Conv2d reads and writes them, and the add, ReLU and global average pool keep
+them; the QTensor's shape stays torch's (N, C, H, W), its levels a transposed view, as torch's
+`channels_last`. What depends only on the layer (checked geometry and qparams, the prepared weight) or
+on its one input scale (int32 bias, multipliers) is computed on the first call and kept on the module,
+never saved (io.TRANSIENT_ATTRIBUTES).
 
 `from_float(mod)` builds each from a prepared (observed) float or QAT module: the output qparams from
 `mod.activation_post_process`, the weight qparams from a weight observer run over the (BN-folded) weight.
@@ -20,17 +28,19 @@ the layer's own output (scale, zero_point), which its observer chose during cali
 import numpy as np
 
 from .. import functional as F
-from ..kernels.qconv import quantized_conv2d
-from ..kernels.qelementwise import (check_accumulator_range, check_output_range, check_scale, check_weight_qparams,
-                                    check_zero_point, quantized_add, quantized_relu, quantized_relu6,
+from ..kernels.qconv import check_conv_geometry, check_conv_input, prepare_qconv2d, qconv2d_nhwc
+from ..kernels.qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range, check_scale,
+                                    check_weight_qparams, check_zero_point, quantize_value, quantized_add,
                                     requantize_multiplier)
 from ..kernels.qgemm import pack_weight, qgemm_requant_unchecked
 from ..kernels.qlinear import quantize_bias
+from ..kernels.qnhwc import add_flat, channels_last, global_avg_pool_nhwc, quantize_nhwc
+from ..kernels.threads import threads_for
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import dtypes as qd
 from . import fuse, qat
-from .qtensor import QTensor, quantize_per_channel, quantize_per_tensor
+from .qtensor import QTensor, _dense, quantize_per_channel, quantize_per_tensor
 
 
 def _output_qparams(mod):
@@ -98,7 +108,22 @@ class Quantize(QuantizedModule):
         self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), qd.check_dtype(dtype)
 
     def forward(self, x):
+        data = x.data if isinstance(x, Tensor) else x
+        if (self.dtype is qd.quint8 and isinstance(data, np.ndarray) and data.ndim == 4 and data.dtype == np.float32
+                and data.size):
+            # An image batch goes straight to channels-last codes, the layout the integer convolutions use.
+            self._check_qparams()
+            with threads_for(data.size):
+                levels = quantize_nhwc(data, self.scale, self.zero_point).transpose(0, 3, 1, 2)
+            return QTensor(levels, qd.per_tensor_affine, self.scale, self.zero_point)
         return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
+
+    def _check_qparams(self):
+        """The qparams, checked on the first call (and again after load or a change of them)."""
+        if self.__dict__.get("_checked") != (self.scale, self.zero_point):
+            check_scale("scale", self.scale)
+            check_zero_point("zero_point", self.zero_point, QUINT8_MIN, QUINT8_MAX)
+            self.__dict__["_checked"] = (self.scale, self.zero_point)
 
     @classmethod
     def from_float(cls, mod):
@@ -223,12 +248,15 @@ class Conv2d(QuantizedModule):
 
     def forward(self, x):
         x = _check_input(x, type(self).__name__)
-        w_scales, w_zps = _weight_qparams(self._weight)
-        bias_q = _bias_q(self, x.q_scale(), w_scales)
-        levels = quantized_conv2d(x.int_repr(), x.q_scale(), x.q_zero_point(), self._weight.int_repr(), w_scales,
-                                  w_zps, bias_q, self.scale, self.zero_point, self.stride, self.padding,
-                                  self.dilation, self.groups, relu=self._relu)
-        return QTensor.per_tensor(levels, self.scale, self.zero_point)
+        plan = _ConvPlan.of(self, x.q_scale())
+        levels = x.int_repr()
+        out_h, out_w = check_conv_input(levels.shape, plan.conv)
+        if levels.shape[0] == 0:
+            out = np.empty((0, out_h, out_w, self.out_channels), dtype=np.uint8)
+        else:
+            out = qconv2d_nhwc(channels_last(levels), x.q_zero_point(), plan.conv, plan.bias_q, plan.multiplier,
+                               self.zero_point, plan.qmin, plan.qmax)
+        return QTensor(out.transpose(0, 3, 1, 2), qd.per_tensor_affine, self.scale, self.zero_point)
 
     @classmethod
     def from_float(cls, mod):
@@ -252,6 +280,45 @@ class Conv2d(QuantizedModule):
                 f"padding={self.padding}, groups={self.groups}, " + super().extra_repr())
 
 
+class _ConvPlan:
+    """What a quantized Conv2d computes once instead of on every call, kept on the module as `_conv_plan`
+    (not saved with the model: io.TRANSIENT_ATTRIBUTES; rebuilt on the first call after load): the
+    checked geometry and weight qparams and the weight prepared for its kernel route (`prepare_qconv2d`),
+    then, for the input scale (one per layer in a converted model), the int32 bias, the requantization
+    multipliers and the clamp. Replacing the weight, the bias or the output qparams, or feeding another
+    input scale, rebuilds what depends on it; a change made in place to the same array is not seen."""
+
+    __slots__ = ("weight", "conv", "w_scales", "key", "bias_q", "multiplier", "qmin", "qmax")
+
+    def __init__(self, module):
+        self.weight, self.key = module._weight, None
+        self.w_scales, w_zps = check_weight_qparams(*_weight_qparams(module._weight), module.out_channels)
+        geometry = check_conv_geometry(module._weight.shape, module.stride, module.padding, module.dilation,
+                                       module.groups)
+        self.conv = prepare_qconv2d(module._weight.int_repr(), w_zps, *geometry)
+
+    @staticmethod
+    def of(module, x_scale):
+        plan = module.__dict__.get("_conv_plan")
+        if plan is None or plan.weight is not module._weight:
+            plan = module.__dict__["_conv_plan"] = _ConvPlan(module)
+        key = plan.key
+        if (key is None or key[0] != x_scale or key[1] is not module.bias
+                or key[2:] != (module.scale, module.zero_point, module._relu)):
+            plan._requantization(module, x_scale)
+        return plan
+
+    def _requantization(self, module, x_scale):
+        out_scale = check_scale("scale", module.scale)
+        out_zp = check_zero_point("zero_point", module.zero_point, QUINT8_MIN, QUINT8_MAX)
+        self.bias_q = (np.zeros(module.out_channels, np.int32) if module.bias is None
+                       else quantize_bias(module.bias, x_scale, self.w_scales))
+        check_accumulator_range(self.conv.depth, self.bias_q)
+        self.multiplier = requantize_multiplier(x_scale, self.w_scales, out_scale)
+        self.qmin, self.qmax = (out_zp if module._relu else QUINT8_MIN), QUINT8_MAX
+        self.key = (x_scale, module.bias, module.scale, module.zero_point, module._relu)
+
+
 class ConvReLU2d(Conv2d):
     """Conv2d with the ReLU folded into the requantization clamp (torch.ao.nn.intrinsic.quantized.ConvReLU2d)."""
 
@@ -268,9 +335,24 @@ class QuantizedAdd(QuantizedModule):
 
     def forward(self, a, b):
         a, b = _check_input(a, "QuantizedAdd"), _check_input(b, "QuantizedAdd")
-        levels = quantized_add(a.int_repr(), a.q_scale(), a.q_zero_point(), b.int_repr(), b.q_scale(),
-                               b.q_zero_point(), self.scale, self.zero_point)
-        return QTensor.per_tensor(levels, self.scale, self.zero_point)
+        la, lb = a.int_repr(), b.int_repr()
+        if la.shape == lb.shape and la.strides == lb.strides and _dense(la):
+            # Same shape and layout (a residual connection): add the bytes in memory order, no copies.
+            if self.__dict__.get("_checked") != (self.scale, self.zero_point):
+                check_scale("scale", self.scale)
+                check_zero_point("zero_point", self.zero_point, QUINT8_MIN, QUINT8_MAX)
+                self.__dict__["_checked"] = (self.scale, self.zero_point)
+            order = (0, 2, 3, 1) if not la.flags.c_contiguous else tuple(range(la.ndim))
+            memory_a, memory_b = la.transpose(order), lb.transpose(order)
+            with threads_for(la.size):
+                flat = add_flat(memory_a.reshape(-1), np.float32(a.q_scale()), a.q_zero_point(), memory_b.reshape(-1),
+                            np.float32(b.q_scale()), b.q_zero_point(), np.float32(1.0 / self.scale),
+                            self.zero_point, QUINT8_MIN, QUINT8_MAX)
+            levels = flat.reshape(memory_a.shape).transpose(np.argsort(order))
+        else:
+            levels = quantized_add(la, a.q_scale(), a.q_zero_point(), lb, b.q_scale(), b.q_zero_point(), self.scale,
+                                   self.zero_point)
+        return QTensor(levels, qd.per_tensor_affine, self.scale, self.zero_point)
 
     @classmethod
     def from_float(cls, mod):
@@ -282,7 +364,7 @@ class _SameQParams(Module):
 
     def forward(self, x):
         x = _check_input(x, type(self).__name__)
-        return QTensor.per_tensor(self._levels(x), x.q_scale(), x.q_zero_point())
+        return QTensor(self._levels(x), qd.per_tensor_affine, x.q_scale(), x.q_zero_point())
 
     @classmethod
     def from_float(cls, mod):
@@ -296,7 +378,7 @@ class ReLU(_SameQParams):
         super().__init__()
 
     def _levels(self, x):
-        return quantized_relu(x.int_repr(), x.q_zero_point())
+        return np.maximum(x.int_repr(), np.uint8(x.q_zero_point()))          # keeps the input's memory layout
 
 
 class ReLU6(_SameQParams):
@@ -306,14 +388,15 @@ class ReLU6(_SameQParams):
         super().__init__()
 
     def _levels(self, x):
-        return quantized_relu6(x.int_repr(), x.q_scale(), x.q_zero_point())
+        six = quantize_value(6.0, x.q_scale(), x.q_zero_point())
+        return np.clip(x.int_repr(), np.uint8(x.q_zero_point()), np.uint8(six))  # quantized_relu6, layout kept
 
 
 def _pooled_levels(x, pool):
     """Run a float pooling function on the centred levels (q - zero_point) and round back:
     max pooling is exact; averages round half to even, which can differ from torch's float32
     requantization by one step at an exact tie."""
-    centred = Tensor._wrap(x.int_repr().astype(np.float32) - np.float32(x.q_zero_point()))
+    centred = Tensor._wrap(x.int_repr().astype(np.float32, order="C") - np.float32(x.q_zero_point()))
     pooled = pool(centred).data
     return np.clip(np.rint(pooled) + x.q_zero_point(), 0, 255).astype(np.uint8)
 
@@ -348,6 +431,12 @@ class AdaptiveAvgPool2d(_SameQParams):
         self.output_size = mod.output_size
 
     def _levels(self, x):
+        levels = x.int_repr()
+        if levels.ndim == 4 and self.output_size in (1, (1, 1), [1, 1]) and levels.shape[2] * levels.shape[3]:
+            # Global pooling (the classifier's): one pass over channels-last bytes, the same arithmetic.
+            with threads_for(levels.size):
+                pooled = global_avg_pool_nhwc(channels_last(levels), x.q_zero_point())
+            return pooled.reshape(*pooled.shape, 1, 1)
         return _pooled_levels(x, lambda t: F.adaptive_avg_pool2d(t, self.output_size))
 
 

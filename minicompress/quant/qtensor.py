@@ -27,7 +27,7 @@ class QTensor:
     __slots__ = ("_levels", "_qscheme", "_scale", "_zero_point", "_axis")
 
     def __init__(self, levels, qscheme, scale, zero_point, axis=None):
-        self._levels = np.ascontiguousarray(levels)
+        self._levels = levels if _dense(levels) else np.ascontiguousarray(levels)
         self._qscheme = qd.check_qscheme(qscheme)
         self._scale, self._zero_point, self._axis = scale, zero_point, axis
 
@@ -132,6 +132,13 @@ class QTensor:
         else:
             qparams = f"scale={self._scale}, zero_point={self._zero_point}"
         return f"QTensor(shape={self.shape}, dtype={self.dtype!r}, qscheme={self._qscheme!r}, {qparams})"
+
+
+def _dense(levels):
+    """C-contiguous, or a 4-D (N, C, H, W) view of channels-last (N, H, W, C) bytes: the layout the integer
+    convolutions produce (torch's `channels_last`), kept as it is so the next layer reads it without a copy."""
+    return (isinstance(levels, np.ndarray) and (levels.flags.c_contiguous or (
+        levels.ndim == 4 and levels.transpose(0, 2, 3, 1).flags.c_contiguous)))
 
 
 def _array(x, name="x"):
