@@ -55,7 +55,7 @@ def _all_subclasses(cls):
 
 def _load_minicompress_modules():
     """Import the packages that define layers, so their classes are registered."""
-    for name in ("nn", "quant", "prune", "distill", "models"):
+    for name in ("nn", "quant", "prune", "distill", "models", "graph"):
         try:
             importlib.import_module(f"minicompress.{name}")
         except ImportError:

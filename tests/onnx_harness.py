@@ -35,6 +35,8 @@ def one_node_model(op_type, inputs, attrs=None, opset=17, n_outputs=1, constants
         else:
             graph_inputs.append(helper.make_tensor_value_info(name, _ELEM[array.dtype], array.shape))
             feeds[name] = array
+    while names and not names[-1]:   # a trailing omitted input is left out, not named ""
+        names.pop()
     outputs = [f"out{i}" for i in range(n_outputs)]
     node = helper.make_node(op_type, names, outputs, domain=domain, **(attrs or {}))
     graph = helper.make_graph([node], "one_node", graph_inputs,

@@ -153,12 +153,24 @@ class Slice_10(Op):
 
 
 def _slice(data, starts, ends, axes, steps):
+    """The spec's clamping: start into [0, dim] ([0, dim - 1] for a negative step), end into [0, dim]
+    ([-1, dim - 1]: -1 is "past the first element"), INT_MAX as end meaning "to the far end" either way."""
     index = [slice(None)] * data.ndim
     axes = range(len(starts)) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        # INT64 max/min mean "to the end": Python's slice clamps them the same way
-        index[_axis(axis, data.ndim)] = slice(start, end, step)
+        axis = _axis(axis, data.ndim)
+        dim = data.shape[axis]
+        if step == 0:
+            raise ValueError("Slice steps must not be 0")
+        start = start + dim if start < 0 else start
+        start = min(max(start, 0), dim if step > 0 else dim - 1)
+        if end in (2 ** 31 - 1, 2 ** 63 - 1):
+            end = dim if step > 0 else -1
+        else:
+            end = end + dim if end < 0 else end
+            end = min(max(end, 0), dim) if step > 0 else min(max(end, -1), dim - 1)
+        index[axis] = slice(start, None if end < 0 else end, step)
     return data[tuple(index)]
 
 
