@@ -11,7 +11,8 @@ is a plain dict, so a graph module saves and loads through `minicompress.save` /
 `kind == "module"` calls the submodule `target` (an `nn.Conv2d`, `nn.Linear`, `nn.BatchNorm2d`,
 `nn.LayerNorm`, ...: prune, quantize and shrink see ordinary layers), `kind == "op"` runs the registered
 operator class (domain, op_type, version) on the values' arrays. Constants that are not layer weights are
-buffers; `constants` maps their value names to the buffer names. `print(model.graph)` lists the nodes.
+buffers; `constants` maps their value names to [buffer name, shape] (the shape is kept because a model
+file stores a 0-d array as shape (1,)). `print(model.graph)` lists the nodes.
 
 Gradients flow through the submodules; the operator nodes compute on arrays (inference), so a loss
 through an operator node does not reach the layers before it.
@@ -57,8 +58,9 @@ class GraphModule(Module):
     def add_constant(self, value, array, buffer_name=None):
         """Register `array` as a buffer that the graph reads under the value name `value`."""
         buffer_name = buffer_name or unique_name("const_" + sanitize(value), self._buffers)
-        self.register_buffer(buffer_name, _tensor(array))
-        self.constants[value] = buffer_name
+        tensor = _tensor(array)
+        self.register_buffer(buffer_name, tensor)
+        self.constants[value] = [buffer_name, list(tensor.shape)]
         return buffer_name
 
     def validate(self):
@@ -101,8 +103,9 @@ class GraphModule(Module):
         """Run the graph; returns (outputs tuple, {value name: Tensor}) where the dict holds the values
         named in `keep` (every value when keep="all")."""
         env = self._bind(args)
-        for value, buffer in self.constants.items():
-            env[value] = self._buffers[buffer]
+        for value, (buffer, shape) in self.constants.items():
+            tensor = self._buffers[buffer]
+            env[value] = tensor if list(tensor.shape) == shape else Tensor._wrap(tensor.data.reshape(shape))
         last_use = {}
         for index, node in enumerate(self.nodes):
             for v in node["inputs"]:
