@@ -138,6 +138,14 @@ def test_mobile_classifier_matches_onnxruntime_and_imports_as_layers():
     assert kinds.count("Conv2d") == 9 and kinds.count("Linear") == 1
 
 
+def test_weights_shared_through_identity_still_become_layers():
+    # an untrained classifier has equal folded biases, which the exporter shares through Identity nodes
+    torch.manual_seed(0)
+    model = mco.load(export(MobileClassifier(), [seeded(0, 1, 1, 8, 8)], 17, {"in0": {0: "batch"}}))
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 9
+    assert not [n for n in model.nodes if n["kind"] == "op" and n["op_type"] in ("Conv", "Identity")]
+
+
 def test_graph_listing_names_layers_and_operators():
     model = mco.load(mobile_classifier_onnx())
     text = str(model.graph)

@@ -136,6 +136,9 @@ def load(source) -> GraphModule:
         if proto.op_type == "Constant" and domain == "":
             constants[outs[0]] = np.asarray(cls().run(**attrs))
             continue
+        if proto.op_type == "Identity" and domain == "" and ins[0] in constants:
+            constants[outs[0]] = constants[ins[0]]     # torch's exporter shares equal weights this way
+            continue
         lowered = lower(proto.op_type, cls.since_version, attrs, ins, outs, constant, rank, spatial) \
             if domain == "" else None
         if lowered is not None:
