@@ -209,3 +209,73 @@ class QLinearConv(Op):
         if b is not None:
             acc = acc + b.astype(np.int64).reshape(1, -1, 1, 1)
         return requantize(acc, _multiplier(x_scale, w_scales, y_scale).reshape(1, -1, 1, 1), y_zero_point)
+
+
+# ----- com.microsoft operators that onnxruntime's quantizer emits (QOperator format) ----------------
+# Formulas from onnxruntime's docs/ContribOperators.md; the float32 arithmetic follows its MLAS kernels.
+
+MS = "com.microsoft"
+
+
+def _real(q, scale, zero_point):
+    return (q.astype(np.int64) - np.asarray(zero_point).astype(np.int64)).astype(np.float32)
+
+
+def _store(real_over_scale, zero_point):
+    lo, hi = _RANGES[zero_point.dtype]
+    return np.clip(np.rint(real_over_scale).astype(np.float64) + float(zero_point), lo, hi).astype(zero_point.dtype)
+
+
+@register("QLinearAdd", 1, domain=MS)
+class QLinearAdd(Op):
+    """C = saturate(round((A_scale (A - A_zp) + B_scale (B - B_zp)) / C_scale) + C_zp), computed as
+    (A - A_zp) * float32(A_scale / C_scale) + (B - B_zp) * float32(B_scale / C_scale) as MLAS does."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+        zp = np.zeros((), a.dtype) if c_zero_point is None else c_zero_point
+        ka = np.float32(np.float32(a_scale) / np.float32(c_scale))
+        kb = np.float32(np.float32(b_scale) / np.float32(c_scale))
+        return _store(_real(a, a_scale, a_zero_point) * ka + _real(b, b_scale, b_zero_point) * kb, zp)
+
+
+@register("QLinearMul", 1, domain=MS)
+class QLinearMul(Op):
+    """C = saturate(round(A_scale B_scale / C_scale (A - A_zp)(B - B_zp)) + C_zp)."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+        zp = np.zeros((), a.dtype) if c_zero_point is None else c_zero_point
+        k = np.float32(np.float32(a_scale) * np.float32(b_scale) / np.float32(c_scale))
+        return _store(_real(a, a_scale, a_zero_point) * _real(b, b_scale, b_zero_point) * k, zp)
+
+
+@register("QLinearGlobalAveragePool", 1, domain=MS)
+class QLinearGlobalAveragePool(Op):
+    """y = saturate(round((sum(x) - N x_zp) * x_scale / (N y_scale)) + y_zp) over the N spatial positions
+    (channels_last=1: the channels are the last axis)."""
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point, *, channels_last=0):
+        axes = tuple(range(1, x.ndim - 1)) if channels_last else tuple(range(2, x.ndim))
+        n = int(np.prod([x.shape[a] for a in axes]))
+        acc = x.astype(np.int64).sum(axis=axes, keepdims=True) - n * int(x_zero_point)
+        k = np.float32(np.float32(x_scale) / (np.float32(y_scale) * np.float32(n)))
+        return _store(acc.astype(np.float32) * k, y_zero_point)
+
+
+@register("QGemm", 1, domain=MS)
+class QGemm(Op):
+    """acc = (A' - a_zp)(B' - b_zp) + C (C int32 at scale a_scale b_scale); with y_scale the output is
+    saturate(round(alpha a_scale b_scale / y_scale acc) + y_zp), without it the float alpha a_scale b_scale acc.
+    b_scale / b_zero_point per tensor or per output column."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None, *,
+            alpha=1.0, transA=0, transB=0):
+        a = a.T if transA else a
+        b = b.T if transB else b
+        acc = np.matmul(_shifted(a, a_zero_point), b.astype(np.int64) - np.asarray(b_zero_point).astype(np.int64))
+        if c is not None:
+            acc = acc + c.astype(np.int64)
+        k = np.float32(alpha) * np.float32(a_scale) * np.asarray(b_scale, np.float32)
+        if y_scale is None:
+            return (acc.astype(np.float32) * k).astype(np.float32)
+        zp = np.zeros((), a.dtype) if y_zero_point is None else y_zero_point
+        return _store(acc.astype(np.float32) * (k / np.float32(y_scale)), zp)
