@@ -312,8 +312,9 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
     onnx = _onnx()
     if not isinstance(model, Module):
         raise TypeError(f"model must be a minicompress Module, got {type(model).__name__}")
-    if not isinstance(opset_version, int) or not MIN_OPSET <= opset_version <= MAX_OPSET:
-        raise ValueError(f"opset_version must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset_version!r}")
+    lowest = max(MIN_OPSET, 7)     # opset 6's explicit broadcasting is read, never written
+    if not isinstance(opset_version, int) or not lowest <= opset_version <= MAX_OPSET:
+        raise ValueError(f"opset_version must be an int from {lowest} to {MAX_OPSET}, got {opset_version!r}")
     example = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     inputs = tuple(x if isinstance(x, Tensor) else Tensor(np.asarray(x)) for x in example)
     b = _Builder(opset_version)

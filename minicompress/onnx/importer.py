@@ -17,7 +17,7 @@ from ..graph.module import GraphModule, sanitize, unique_name
 from ..graph.ops.elementwise import numpy_dtype
 from .lower import lower
 
-MIN_OPSET, MAX_OPSET = 7, 21
+MIN_OPSET, MAX_OPSET = 6, 21
 
 
 def _onnx():

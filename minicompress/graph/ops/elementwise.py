@@ -277,3 +277,55 @@ class Cast_19(Cast):
 class CastLike(Op):
     def run(self, x, target):
         return x.astype(target.dtype)
+
+
+# ----- opset 6: explicit broadcasting ---------------------------------------------------------------
+# Before opset 7 a binary op broadcasts only with broadcast=1, aligning B's dimensions with A's starting
+# at `axis` (default: trailing alignment), e.g. A (2, 3, 4, 5) + B (3, 4) with axis=1.
+
+def legacy_broadcast(a, b, broadcast=0, axis=None):
+    if not broadcast or b.ndim == a.ndim:
+        return b
+    axis = a.ndim - b.ndim if axis is None else axis % a.ndim
+    return b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
+
+
+def _legacy_binary(op_type, modern):
+    def run(self, a, b, *, broadcast=0, axis=None, consumed_inputs=None):
+        return modern.run(self, a, legacy_broadcast(a, b, broadcast, axis))
+    cls = type(f"{op_type}_6", (Op,), {"run": run, "__doc__": f"{op_type} with opset 6's broadcast/axis attributes."})
+    register(op_type, 6)(cls)
+    return cls
+
+
+Add_6, Sub_6, Mul_6, Div_6 = (_legacy_binary(n, c) for n, c in (("Add", Add), ("Sub", Sub), ("Mul", Mul), ("Div", Div)))
+Pow_1 = _legacy_binary("Pow", Pow)
+
+
+@register("PRelu", 6)
+class PRelu_6(Op):
+    """Opset 6: the slope is a per-channel (C,) or broadcastable tensor; a 1-D slope of C > 1 values
+    applies along axis 1, as torch exported it."""
+
+    def run(self, x, slope, *, consumed_inputs=None):
+        if slope.ndim == 1 and slope.size > 1 and x.ndim > 1:
+            slope = slope.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return np.where(x >= 0, x, x * slope).astype(x.dtype, copy=False)
+
+
+def _legacy_variadic(op_type, modern):
+    register(op_type, 6)(type(f"{op_type}_6", (Op,), {"run": lambda self, *xs: modern.run(self, *xs),
+                                                       "__doc__": f"{op_type} of equal shapes (opset 6)."}))
+
+
+for _name, _cls in (("Sum", Sum), ("Max", Max), ("Min", Min), ("Mean", Mean)):
+    _legacy_variadic(_name, _cls)
+
+
+@register("Shrink", 9)
+class Shrink(Op):
+    """x - bias if x > lambd, x + bias if x < -lambd, else 0."""
+
+    def run(self, x, *, bias=0.0, lambd=0.5):
+        t = x.dtype.type
+        return np.where(x < -t(lambd), x + t(bias), np.where(x > t(lambd), x - t(bias), t(0))).astype(x.dtype)

@@ -153,6 +153,24 @@ def _channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+@register("BatchNormalization", 6)
+class BatchNormalization_6(Op):
+    """Opset 6: `is_test` says inference (the only mode supported here)."""
+
+    def run(self, x, scale, b, mean, var, *, epsilon=1e-5, is_test=0, momentum=0.9, spatial=1):
+        if not spatial:
+            raise NotImplementedError("BatchNormalization with spatial=0 is not supported")
+        return batch_norm(x, scale, b, mean, var, epsilon)
+
+
+@register("Gemm", 6)
+class Gemm_6(Op):
+    """Opset 6: C broadcasts to (M, N) only with broadcast=1 (otherwise it must be (M, N) already)."""
+
+    def run(self, a, b, c, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0):
+        return Gemm.run(self, a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
+
+
 @register("BatchNormalization", 7)
 class BatchNormalization_7(Op):
     """Inference: y = scale (x - mean) / sqrt(var + epsilon) + B, per channel (axis 1).
