@@ -120,3 +120,47 @@ def test_qlinear_conv(per_channel, c_in, c_out, kernel, size, pads, stride, bias
         inputs.append(("b", rng.integers(-2000, 2000, c_out).astype(np.int32)))
     attrs = {"pads": pads, "strides": [stride, stride], "group": group}
     assert_within_one_step(*run_both("QLinearConv", inputs, attrs, constants=("w", "ws", "wz", "b")))
+
+
+def qparams(rng, dtype):
+    return [np.float32(rng.uniform(0.01, 0.05)), codes(rng, (), dtype)]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 4), min_size=4, max_size=4), seed=seeds)
+def test_com_microsoft_elementwise_and_pooling(dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    x = codes(rng, shape, dtype)
+    xq, yq, zq = qparams(rng, dtype), qparams(rng, dtype), qparams(rng, dtype)
+    ms = dict(domain="com.microsoft")
+
+    def q(prefix, values):
+        return [(f"{prefix}s", values[0]), (f"{prefix}z", values[1])]
+    assert_within_one_step(*run_both("QLinearSigmoid", [("x", x)] + q("x", xq) + q("y", yq), **ms))
+    assert_within_one_step(*run_both("QLinearLeakyRelu", [("x", x)] + q("x", xq) + q("y", yq), {"alpha": 0.2}, **ms))
+    y = codes(rng, shape, dtype)
+    assert_within_one_step(*run_both("QLinearAdd", [("x", x)] + q("x", xq) + [("y", y)] + q("y", yq) + q("o", zq), **ms))
+    assert_within_one_step(*run_both("QLinearMul", [("x", x)] + q("x", xq) + [("y", y)] + q("y", yq) + q("o", zq), **ms))
+    assert_within_one_step(*run_both("QLinearConcat", q("o", zq) + [("x", x)] + q("x", xq) + [("y", y)] + q("y", yq),
+                                     {"axis": 1}, **ms))
+    assert_within_one_step(*run_both("QLinearGlobalAveragePool", [("x", x)] + q("x", xq) + q("y", yq), **ms))
+    assert_within_one_step(*run_both("QLinearAveragePool", [("x", x)] + q("x", xq) + q("y", yq),
+                                     {"kernel_shape": [2, 2], "pads": [1, 0, 0, 1]}, **ms))
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 5), min_size=2, max_size=3), seed=seeds)
+def test_qlinear_softmax_and_qgemm(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = codes(rng, shape, np.uint8)
+    ms = dict(domain="com.microsoft")
+    assert_within_one_step(*run_both("QLinearSoftmax", [("x", x), ("xs", np.float32(0.05)), ("xz", np.uint8(128)),
+                                                        ("ys", np.float32(1 / 256)), ("yz", np.uint8(0))],
+                                     {"axis": -1, "opset": 13}, **ms))
+    m, k, n = 3, shape[-1], 4
+    a, b = codes(rng, (m, k), np.uint8), codes(rng, (n, k), np.int8)
+    inputs = [("a", a), ("as", np.float32(0.02)), ("az", np.uint8(120)), ("b", b), ("bs", np.float32(0.01)),
+              ("bz", np.int8(0)), ("c", rng.integers(-500, 500, n).astype(np.int32)), ("ys", np.float32(0.05)),
+              ("yz", np.uint8(100))]
+    assert_within_one_step(*run_both("QGemm", inputs, {"transB": 1}, constants=("b", "bs", "bz", "c"), **ms))

@@ -279,3 +279,64 @@ class QGemm(Op):
             return (acc.astype(np.float32) * k).astype(np.float32)
         zp = np.zeros((), a.dtype) if y_zero_point is None else y_zero_point
         return _store(acc.astype(np.float32) * (k / np.float32(y_scale)), zp)
+
+
+# Operators without an integer formula: dequantize, apply the float operator, quantize again. onnxruntime
+# evaluates Sigmoid / LeakyRelu through a 256-entry table built the same way (one entry per code), so the
+# results agree up to float32 rounding of f.
+
+def _requantize_float(f, x, x_scale, x_zero_point, y_scale, y_zero_point, axis_shape=None):
+    zp = np.zeros((), x.dtype) if y_zero_point is None else y_zero_point
+    real = _real(x, x_scale, 0 if x_zero_point is None else x_zero_point) * np.float32(x_scale)
+    return quantize(f(real), y_scale, zp, zp.dtype)
+
+
+@register("QLinearSigmoid", 1, domain=MS)
+class QLinearSigmoid(Op):
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None):
+        from .elementwise import Sigmoid
+        return _requantize_float(Sigmoid().run, x, x_scale, x_zero_point, y_scale, y_zero_point)
+
+
+@register("QLinearLeakyRelu", 1, domain=MS)
+class QLinearLeakyRelu(Op):
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None, *, alpha=0.01):
+        from .elementwise import LeakyRelu
+        return _requantize_float(lambda r: LeakyRelu().run(r, alpha=alpha), x, x_scale, x_zero_point, y_scale,
+                                 y_zero_point)
+
+
+@register("QLinearConcat", 1, domain=MS)
+class QLinearConcat(Op):
+    """Y = concat(requantize(X_i) to (Y_scale, Y_zp)); inputs Y_scale, Y_zp, then (X, X_scale, X_zp) triples."""
+
+    def run(self, y_scale, y_zero_point, *triples, axis):
+        parts = [_requantize_float(lambda r: r, triples[i], triples[i + 1], triples[i + 2], y_scale, y_zero_point)
+                 for i in range(0, len(triples), 3)]
+        return np.concatenate(parts, axis=axis)
+
+
+@register("QLinearAveragePool", 1, domain=MS)
+class QLinearAveragePool(Op):
+    """AveragePool of the dequantized input, quantized to y's qparams (channels_last: NHWC)."""
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None, *, auto_pad="NOTSET", ceil_mode=0,
+            channels_last=0, count_include_pad=0, kernel_shape, pads=None, strides=None):
+        from .nn import AveragePool
+
+        def pool(r):
+            r = np.moveaxis(r, -1, 1) if channels_last else r
+            out = AveragePool().run(r, auto_pad=auto_pad, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                                    kernel_shape=kernel_shape, pads=pads, strides=strides)
+            return np.moveaxis(out, 1, -1) if channels_last else out
+        return _requantize_float(pool, x, x_scale, x_zero_point, y_scale, y_zero_point)
+
+
+@register("QLinearSoftmax", 1, domain=MS)
+class QLinearSoftmax(Op):
+    """Softmax of the dequantized input with the semantics of ONNX opset `opset` (flattened before 13)."""
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point, *, axis=-1, opset=13):
+        from .nn import Softmax_1, Softmax_13
+        op = (lambda r: Softmax_13().run(r, axis=axis)) if opset >= 13 else (lambda r: Softmax_1().run(r, axis=axis))
+        return _requantize_float(op, x, x_scale, x_zero_point, y_scale, y_zero_point)
