@@ -212,3 +212,11 @@ def test_dropout_and_identity_at_inference(opset):
     x = arange((2, 3))
     assert_matches("Dropout", [("x", x)], opset=opset)
     assert_matches("Identity", [("x", x)], opset=opset)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("out", [(1, 2, 5, 7), (1, 2, 2, 3)])
+def test_resize_half_pixel_symmetric_opset_19(mode, out):
+    assert_matches("Resize", [("x", arange((1, 2, 3, 4))), ("r", None), ("s", None), ("z", ints(out))],
+                   {"mode": mode, "coordinate_transformation_mode": "half_pixel_symmetric"}, opset=19,
+                   rtol=1e-5, atol=1e-5)
