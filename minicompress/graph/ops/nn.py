@@ -7,7 +7,6 @@ asymmetric geometry) and are the formula's reference.
 import numpy as np
 
 from ...kernels import conv as conv_kernels
-from ...kernels.special import erf  # noqa: F401  (re-exported for the activations that need it)
 from ..registry import Op, register
 
 
