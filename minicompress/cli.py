@@ -5,6 +5,7 @@
     minicompress inspect MODEL
     minicompress bench MODEL [--batch-sizes 1,64]
     minicompress predict MODEL INPUT.npy [--raw]
+    minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
 
 Bad input (a missing or non-model file, an input of the wrong shape, an unknown option value)
 prints one line to stderr and exits with status 2; no traceback. `optimize` checks every option,
@@ -352,6 +353,31 @@ def cmd_predict(args):
     return 0
 
 
+# ----- check (ONNX) ------------------------------------------------------------------------------
+
+def cmd_check(args):
+    if not os.path.isfile(args.model):
+        raise CommandError(f"no ONNX file at {args.model!r}")
+    try:
+        from .onnx.check import check_command
+    except ImportError as exc:
+        raise CommandError(f"check needs onnx and onnxruntime: pip install 'minicompress[onnx]' ({exc})") from exc
+    try:
+        return check_command(args)
+    except NotImplementedError as exc:     # an operator minicompress does not implement
+        raise CommandError(str(exc)) from exc
+
+
+def _add_check(sub):
+    chk = sub.add_parser("check", help="run an ONNX model in minicompress and onnxruntime, compare node by node")
+    chk.add_argument("model")
+    chk.add_argument("--input", action="append", default=None,
+                     help=".npy file of a graph input, repeated in the graph's input order (default: random)")
+    chk.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (of each value's max |x|)")
+    chk.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
+    chk.set_defaults(run=cmd_check)
+
+
 # ----- entry point -------------------------------------------------------------------------------
 
 def build_parser():
@@ -401,6 +427,7 @@ def build_parser():
     pre.add_argument("--raw", action="store_true",
                      help="INPUT holds raw values (digits: pixel counts 0..16); apply the model file's scaling")
     pre.set_defaults(run=cmd_predict)
+    _add_check(sub)
     return parser
 
 

@@ -13,7 +13,7 @@ from .autograd import Function
 from .ops import activation as act
 from .ops import elementwise as ew
 from .ops.attention import LinearAttention, ScaledDotProductAttention
-from .ops.conv import Conv2d
+from .ops.conv import Conv2d, ConvTranspose2d
 from .ops.embedding import Embedding
 from .ops.loss import NLLLoss
 from .ops.matmul import Linear
@@ -22,7 +22,7 @@ from .ops.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .tensor import Tensor, where
 
 __all__ = [
-    "linear", "embedding", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "linear", "embedding", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
     "relu", "relu6", "hardtanh", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
     "dropout", "cross_entropy", "nll_loss", "mse_loss", "kl_div", "scaled_dot_product_attention",
     "linear_attention", "pad",
@@ -135,6 +135,38 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _window_fits(input.shape[2], input.shape[3], weight.shape[2:], padding, dilation, "kernel size")
     return Conv2d.apply(_contiguous(input), _contiguous(weight), bias, stride=stride, padding=padding,
                         dilation=dilation, groups=int(groups))
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The transposed convolution over (N, C_in, H, W) with weight (C_in, C_out/groups, kh, kw), as
+    torch.nn.functional.conv_transpose2d (same argument order): the gradient of conv2d with respect to its
+    input, H_out = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1."""
+    _check_ndim(input, "input", (3, 4))
+    _check_ndim(weight, "weight", (4,))
+    if input.ndim == 3:
+        return conv_transpose2d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
+                                dilation).squeeze(0)
+    stride, dilation = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
+    padding, output_padding = _pair(padding, "padding", 0), _pair(output_padding, "output_padding", 0)
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if input.shape[1] != weight.shape[0] or weight.shape[0] % groups:
+        raise ValueError(f"input has {input.shape[1]} channels but weight of shape {weight.shape} expects "
+                         f"{weight.shape[0]} (a multiple of groups={groups})")
+    if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
+        raise ValueError(f"output_padding {output_padding} must be smaller than stride {stride} or dilation {dilation}")
+    out_channels = weight.shape[1] * groups
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    for i in range(2):
+        size = (input.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[2 + i] - 1) \
+            + output_padding[i] + 1
+        if size < 1:
+            raise ValueError(f"padding {padding} leaves an output of size {size} along spatial dimension {i}")
+    out_size = tuple((input.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[2 + i] - 1)
+                     + output_padding[i] + 1 for i in range(2))
+    return ConvTranspose2d.apply(_contiguous(input), _contiguous(weight), bias, stride=stride, dilation=dilation,
+                                 groups=int(groups), begin=padding, out_size=out_size)
 
 
 # ----- pooling ---------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from .activation import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, LeakyReLU, Max
 from .attention import EfficientAttention, LinearAttention
 from .bert import BertConfig, BertModel
 from .containers import ModuleList, Sequential
-from .layers import (Add, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Identity, LayerNorm,
-                     Linear)
+from .layers import (Add, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Embedding, Flatten, Identity,
+                     LayerNorm, Linear)
 from .loss import CrossEntropyLoss, KLDivLoss, MSELoss, NLLLoss
 from .mobilenet import (DepthwiseSeparableConv2d, MobileClassifier, MobileNetBlock, create_mobile_classifier,
                         make_divisible)

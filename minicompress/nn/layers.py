@@ -107,6 +107,47 @@ class Conv2d(Module):
         return s + ("" if self.bias is not None else ", bias=False")
 
 
+class ConvTranspose2d(Module):
+    """2-D transposed convolution, as torch.nn.ConvTranspose2d (weight (in, out/groups, kh, kw))."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1):
+        super().__init__()
+        self.in_channels = _validate_positive_int(in_channels, "in_channels")
+        self.out_channels = _validate_positive_int(out_channels, "out_channels")
+        self.groups = _validate_positive_int(groups, "groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        self.kernel_size = F._pair(kernel_size, "kernel_size", 1)
+        self.stride = F._pair(stride, "stride", 1)
+        self.padding = F._pair(padding, "padding", 0)
+        self.output_padding = F._pair(output_padding, "output_padding", 0)
+        self.dilation = F._pair(dilation, "dilation", 1)
+        self.weight = Parameter(np.empty((in_channels, out_channels // groups) + self.kernel_size, np.float32))
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, np.float32))
+        else:
+            self.register_parameter("bias", None)
+        # torch draws from fan_in = weight.size(1) * kh * kw for transposed convolutions too.
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
 class _BatchNorm(Module):
     """Batch normalization with running statistics; buffers and their names as torch."""
 

@@ -1,0 +1,342 @@
+"""ONNX's quantized operators as a readable integer reference.
+
+    QuantizeLinear        y = saturate(round_half_even(x / y_scale) + y_zero_point)   (per tensor or per axis)
+    DequantizeLinear      y = (x - x_zero_point) * x_scale
+    DynamicQuantizeLinear scale = (max(0, max x) - min(0, min x)) / 255, zp = saturate(round(-min(0, min x) / scale))
+    MatMulInteger         y = (A - a_zp) @ (B - b_zp)                                   (int32)
+    ConvInteger           y = conv(x - x_zp, w - w_zp)                                  (int32)
+    QLinearMatMul         y = saturate(round_half_even(acc * (a_scale b_scale / y_scale)) + y_zp)
+    QLinearConv           y = saturate(round_half_even((acc + B) * (x_scale w_scale / y_scale)) + y_zp)
+
+Accumulators are exact (int64 in NumPy, or the project's int32 kernels). The requantization multiplier is
+computed in float32 (float32(a_scale * b_scale) / y_scale, then acc * multiplier in float32) as
+onnxruntime's MLAS kernels do on x86 (`MlasRequantizeOutput`, a float scale and round-to-nearest-even);
+runtimes with fixed-point requantization (a 32-bit multiplier and a shift, as in gemmlowp / QNNPACK on ARM)
+can round a value that lands within ~1e-7 of a half step the other way: one output step of difference.
+uint8 activations with int8 weights run on `kernels.qlinear.quantized_linear` / `kernels.qconv.quantized_conv2d`;
+other type combinations on the NumPy reference here.
+"""
+import numpy as np
+
+from ...kernels import conv as conv_kernels
+from ..registry import Op, register
+from .nn import _defaults, _pad_spatial, window_pads
+
+_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127), np.dtype(np.uint16): (0, 65535),
+           np.dtype(np.int16): (-32768, 32767), np.dtype(np.int32): (-2 ** 31, 2 ** 31 - 1)}
+
+
+def _per_axis(value, ndim, axis):
+    """A scale or zero point shaped to broadcast along `axis` (a scalar stays a scalar)."""
+    value = np.asarray(value)
+    if value.ndim == 0 or value.size == 1:
+        return value.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = value.size
+    return value.reshape(shape)
+
+
+def quantize(x, scale, zero_point, dtype, axis=1):
+    lo, hi = _RANGES[np.dtype(dtype)]
+    s = _per_axis(scale, x.ndim, axis).astype(np.float32)
+    z = _per_axis(zero_point, x.ndim, axis).astype(np.float64)
+    q = np.rint(x.astype(np.float32) / s).astype(np.float64) + z
+    return np.clip(q, lo, hi).astype(dtype)
+
+
+def dequantize(x, scale, zero_point, axis=1):
+    s = _per_axis(scale, x.ndim, axis).astype(np.float32)
+    z = 0 if zero_point is None else _per_axis(zero_point, x.ndim, axis).astype(np.int64)
+    return ((x.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
+
+
+@register("QuantizeLinear", 10)
+class QuantizeLinear_10(Op):
+    """Per tensor; the output type is the zero point's (uint8 when it is omitted)."""
+
+    def run(self, x, y_scale, y_zero_point=None):
+        zp = np.zeros((), np.uint8) if y_zero_point is None else y_zero_point
+        return quantize(x, y_scale, zp, zp.dtype)
+
+
+@register("QuantizeLinear", 13)
+class QuantizeLinear_13(Op):
+    """Opset 13 adds per-axis scales and zero points (`axis`, default 1)."""
+
+    def run(self, x, y_scale, y_zero_point=None, *, axis=1):
+        zp = np.zeros((), np.uint8) if y_zero_point is None else y_zero_point
+        return quantize(x, y_scale, zp, zp.dtype, axis)
+
+
+@register("QuantizeLinear", 19)
+class QuantizeLinear_19(QuantizeLinear_13):
+    """Opset 19 adds `saturate`, which only concerns float8 outputs (not supported)."""
+
+    def run(self, x, y_scale, y_zero_point=None, *, axis=1, saturate=1):
+        return super().run(x, y_scale, y_zero_point, axis=axis)
+
+
+@register("DequantizeLinear", 10)
+class DequantizeLinear_10(Op):
+    def run(self, x, x_scale, x_zero_point=None):
+        return dequantize(x, x_scale, x_zero_point)
+
+
+@register("DequantizeLinear", 13)
+class DequantizeLinear_13(Op):
+    def run(self, x, x_scale, x_zero_point=None, *, axis=1):
+        return dequantize(x, x_scale, x_zero_point, axis)
+
+
+@register("DequantizeLinear", 19)
+class DequantizeLinear_19(DequantizeLinear_13):
+    """Opset 19 widens the types (float8, float16 scales); the formula is unchanged."""
+
+
+@register("DynamicQuantizeLinear", 11)
+class DynamicQuantizeLinear(Op):
+    """uint8 quantization whose range always includes 0: scale = (max(0, x_max) - min(0, x_min)) / 255."""
+
+    def run(self, x):
+        lo, hi = min(float(x.min()), 0.0) if x.size else 0.0, max(float(x.max()), 0.0) if x.size else 0.0
+        scale = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+        zp = np.uint8(np.clip(np.rint(np.float32(0) - np.float32(lo) / scale), 0, 255)) if scale else np.uint8(0)
+        y = quantize(x, scale if scale else np.float32(1), zp, np.uint8)
+        return y, np.array(scale, np.float32), np.array(zp, np.uint8)
+
+
+def _shifted(q, zp, ndim_axis=None):
+    return q.astype(np.int64) - (0 if zp is None else np.asarray(zp).astype(np.int64))
+
+
+@register("MatMulInteger", 10)
+class MatMulInteger(Op):
+    """(A - a_zero_point) @ (B - b_zero_point) in int32; a_zero_point per row of A (M) or scalar, b_zero_point
+    per column of B (N) or scalar."""
+
+    def run(self, a, b, a_zero_point=None, b_zero_point=None):
+        a_zp = None if a_zero_point is None else np.asarray(a_zero_point).reshape(-1, 1) \
+            if np.asarray(a_zero_point).size > 1 else a_zero_point
+        return np.matmul(_shifted(a, a_zp), _shifted(b, b_zero_point)).astype(np.int32)
+
+
+def _integer_conv(x, w, group, strides, dilations, pads):
+    """An exact integer convolution: float64 holds every partial sum (|sum| < 2^53) exactly."""
+    if x.ndim != 4:
+        raise NotImplementedError(f"quantized convolution on {x.ndim - 2}-D input is not supported (2-D is)")
+    xp = _pad_spatial(x.astype(np.float64), pads)
+    y = conv_kernels.conv2d_forward(np.ascontiguousarray(xp), np.ascontiguousarray(w.astype(np.float64)),
+                                    tuple(strides), (0, 0), tuple(dilations), int(group))
+    return np.rint(y).astype(np.int64)
+
+
+def _conv_geometry(x, w, auto_pad, dilations, pads, strides):
+    kernel = list(w.shape[2:])
+    strides, dilations = _defaults(x, kernel, strides, dilations)
+    return strides, dilations, window_pads(x.shape[2:], kernel, strides, dilations, pads, auto_pad)
+
+
+@register("ConvInteger", 10)
+class ConvInteger(Op):
+    """conv(x - x_zero_point, w - w_zero_point) in int32 (w_zero_point per tensor or per output channel).
+    The padding is x_zero_point, i.e. zero after the shift, as the spec asks."""
+
+    def run(self, x, w, x_zero_point=None, w_zero_point=None, *, auto_pad="NOTSET", dilations=None, group=1,
+            kernel_shape=None, pads=None, strides=None):
+        strides, dilations, pads = _conv_geometry(x, w, auto_pad, dilations, pads, strides)
+        xs = _shifted(x, x_zero_point)
+        wz = 0 if w_zero_point is None else _per_axis(w_zero_point, w.ndim, 0).astype(np.int64)
+        return _integer_conv(xs, w.astype(np.int64) - wz, group, strides, dilations, pads).astype(np.int32)
+
+
+def requantize(acc, multiplier, y_zero_point):
+    """saturate(round_half_even(float32(acc) * multiplier) + y_zp) in y_zp's type."""
+    lo, hi = _RANGES[y_zero_point.dtype]
+    scaled = acc.astype(np.float32) * multiplier.astype(np.float32)
+    return np.clip(np.rint(scaled).astype(np.float64) + float(y_zero_point), lo, hi).astype(y_zero_point.dtype)
+
+
+def _multiplier(x_scale, w_scale, y_scale):
+    return (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
+
+
+@register("QLinearMatMul", 10)
+class QLinearMatMul(Op):
+    """A (..., M, K) by B (..., K, N) on codes, requantized to y's qparams; b_scale / b_zero_point per column.
+
+    uint8 A and int8 2-D B with per-tensor or per-column qparams run on `quantized_linear`."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
+        if a.dtype == np.uint8 and b.dtype == np.int8 and b.ndim == 2 and y_zero_point.dtype == np.uint8 \
+                and a.ndim >= 1 and np.asarray(a_scale).size == 1:
+            from ...kernels.qlinear import quantized_linear
+            n = b.shape[1]
+            return quantized_linear(a, float(a_scale), int(a_zero_point), np.ascontiguousarray(b.T),
+                                    np.broadcast_to(np.asarray(b_scale, np.float32).reshape(-1), (n,)),
+                                    np.broadcast_to(np.asarray(b_zero_point, np.int64).reshape(-1), (n,)),
+                                    None, float(y_scale), int(y_zero_point))
+        acc = np.matmul(_shifted(a, np.asarray(a_zero_point).reshape(-1, 1) if np.asarray(a_zero_point).size > 1
+                                 else a_zero_point), _shifted(b, b_zero_point))
+        return requantize(acc, _multiplier(np.asarray(a_scale).reshape(-1, 1) if np.asarray(a_scale).size > 1
+                                           else a_scale, b_scale, y_scale), y_zero_point)
+
+
+@register("QLinearMatMul", 21)
+class QLinearMatMul_21(QLinearMatMul):
+    """Opset 21 adds float8 and 16-bit types; the formula is unchanged."""
+
+
+@register("QLinearConv", 10)
+class QLinearConv(Op):
+    """conv(x - x_zp, w - w_zp) + B (int32, scale x_scale * w_scale), requantized to y's qparams; w_scale and
+    w_zero_point per tensor or per output channel. uint8 x with int8 w and symmetric pads run on
+    `quantized_conv2d`."""
+
+    def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, b=None, *,
+            auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+        strides, dilations, pads = _conv_geometry(x, w, auto_pad, dilations, pads, strides)
+        c_out = w.shape[0]
+        w_scales = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (c_out,))
+        w_zps = np.broadcast_to(np.asarray(w_zero_point, np.int64).reshape(-1), (c_out,))
+        if x.dtype == np.uint8 and w.dtype == np.int8 and y_zero_point.dtype == np.uint8 and x.ndim == 4 \
+                and pads[:2] == pads[2:]:
+            from ...kernels.qconv import quantized_conv2d
+            return quantized_conv2d(x, float(x_scale), int(x_zero_point), w, w_scales, w_zps,
+                                    None if b is None else b.astype(np.int32), float(y_scale), int(y_zero_point),
+                                    tuple(strides), tuple(pads[:2]), tuple(dilations), int(group))
+        acc = _integer_conv(_shifted(x, x_zero_point), w.astype(np.int64) - w_zps.reshape(-1, 1, 1, 1), group,
+                            strides, dilations, pads)
+        if b is not None:
+            acc = acc + b.astype(np.int64).reshape(1, -1, 1, 1)
+        return requantize(acc, _multiplier(x_scale, w_scales, y_scale).reshape(1, -1, 1, 1), y_zero_point)
+
+
+# ----- com.microsoft operators that onnxruntime's quantizer emits (QOperator format) ----------------
+# Formulas from onnxruntime's docs/ContribOperators.md; the float32 arithmetic follows its MLAS kernels.
+
+MS = "com.microsoft"
+
+
+def _real(q, scale, zero_point):
+    return (q.astype(np.int64) - np.asarray(zero_point).astype(np.int64)).astype(np.float32)
+
+
+def _store(real_over_scale, zero_point):
+    lo, hi = _RANGES[zero_point.dtype]
+    return np.clip(np.rint(real_over_scale).astype(np.float64) + float(zero_point), lo, hi).astype(zero_point.dtype)
+
+
+@register("QLinearAdd", 1, domain=MS)
+class QLinearAdd(Op):
+    """C = saturate(round((A_scale (A - A_zp) + B_scale (B - B_zp)) / C_scale) + C_zp), computed as
+    (A - A_zp) * float32(A_scale / C_scale) + (B - B_zp) * float32(B_scale / C_scale) as MLAS does."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+        zp = np.zeros((), a.dtype) if c_zero_point is None else c_zero_point
+        ka = np.float32(np.float32(a_scale) / np.float32(c_scale))
+        kb = np.float32(np.float32(b_scale) / np.float32(c_scale))
+        return _store(_real(a, a_scale, a_zero_point) * ka + _real(b, b_scale, b_zero_point) * kb, zp)
+
+
+@register("QLinearMul", 1, domain=MS)
+class QLinearMul(Op):
+    """C = saturate(round(A_scale B_scale / C_scale (A - A_zp)(B - B_zp)) + C_zp)."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+        zp = np.zeros((), a.dtype) if c_zero_point is None else c_zero_point
+        k = np.float32(np.float32(a_scale) * np.float32(b_scale) / np.float32(c_scale))
+        return _store(_real(a, a_scale, a_zero_point) * _real(b, b_scale, b_zero_point) * k, zp)
+
+
+@register("QLinearGlobalAveragePool", 1, domain=MS)
+class QLinearGlobalAveragePool(Op):
+    """y = saturate(round((sum(x) - N x_zp) * x_scale / (N y_scale)) + y_zp) over the N spatial positions
+    (channels_last=1: the channels are the last axis)."""
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point, *, channels_last=0):
+        axes = tuple(range(1, x.ndim - 1)) if channels_last else tuple(range(2, x.ndim))
+        n = int(np.prod([x.shape[a] for a in axes]))
+        acc = x.astype(np.int64).sum(axis=axes, keepdims=True) - n * int(x_zero_point)
+        k = np.float32(np.float32(x_scale) / (np.float32(y_scale) * np.float32(n)))
+        return _store(acc.astype(np.float32) * k, y_zero_point)
+
+
+@register("QGemm", 1, domain=MS)
+class QGemm(Op):
+    """acc = (A' - a_zp)(B' - b_zp) + C (C int32 at scale a_scale b_scale); with y_scale the output is
+    saturate(round(alpha a_scale b_scale / y_scale acc) + y_zp), without it the float alpha a_scale b_scale acc.
+    b_scale / b_zero_point per tensor or per output column."""
+
+    def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None, *,
+            alpha=1.0, transA=0, transB=0):
+        a = a.T if transA else a
+        b = b.T if transB else b
+        acc = np.matmul(_shifted(a, a_zero_point), b.astype(np.int64) - np.asarray(b_zero_point).astype(np.int64))
+        if c is not None:
+            acc = acc + c.astype(np.int64)
+        k = np.float32(alpha) * np.float32(a_scale) * np.asarray(b_scale, np.float32)
+        if y_scale is None:
+            return (acc.astype(np.float32) * k).astype(np.float32)
+        zp = np.zeros((), a.dtype) if y_zero_point is None else y_zero_point
+        return _store(acc.astype(np.float32) * (k / np.float32(y_scale)), zp)
+
+
+# Operators without an integer formula: dequantize, apply the float operator, quantize again. onnxruntime
+# evaluates Sigmoid / LeakyRelu through a 256-entry table built the same way (one entry per code), so the
+# results agree up to float32 rounding of f.
+
+def _requantize_float(f, x, x_scale, x_zero_point, y_scale, y_zero_point, axis_shape=None):
+    zp = np.zeros((), x.dtype) if y_zero_point is None else y_zero_point
+    real = _real(x, x_scale, 0 if x_zero_point is None else x_zero_point) * np.float32(x_scale)
+    return quantize(f(real), y_scale, zp, zp.dtype)
+
+
+@register("QLinearSigmoid", 1, domain=MS)
+class QLinearSigmoid(Op):
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None):
+        from .elementwise import Sigmoid
+        return _requantize_float(Sigmoid().run, x, x_scale, x_zero_point, y_scale, y_zero_point)
+
+
+@register("QLinearLeakyRelu", 1, domain=MS)
+class QLinearLeakyRelu(Op):
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None, *, alpha=0.01):
+        from .elementwise import LeakyRelu
+        return _requantize_float(lambda r: LeakyRelu().run(r, alpha=alpha), x, x_scale, x_zero_point, y_scale,
+                                 y_zero_point)
+
+
+@register("QLinearConcat", 1, domain=MS)
+class QLinearConcat(Op):
+    """Y = concat(requantize(X_i) to (Y_scale, Y_zp)); inputs Y_scale, Y_zp, then (X, X_scale, X_zp) triples."""
+
+    def run(self, y_scale, y_zero_point, *triples, axis):
+        parts = [_requantize_float(lambda r: r, triples[i], triples[i + 1], triples[i + 2], y_scale, y_zero_point)
+                 for i in range(0, len(triples), 3)]
+        return np.concatenate(parts, axis=axis)
+
+
+@register("QLinearAveragePool", 1, domain=MS)
+class QLinearAveragePool(Op):
+    """AveragePool of the dequantized input, quantized to y's qparams (channels_last: NHWC)."""
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point=None, *, auto_pad="NOTSET", ceil_mode=0,
+            channels_last=0, count_include_pad=0, kernel_shape, pads=None, strides=None):
+        from .nn import AveragePool
+
+        def pool(r):
+            r = np.moveaxis(r, -1, 1) if channels_last else r
+            out = AveragePool().run(r, auto_pad=auto_pad, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                                    kernel_shape=kernel_shape, pads=pads, strides=strides)
+            return np.moveaxis(out, 1, -1) if channels_last else out
+        return _requantize_float(pool, x, x_scale, x_zero_point, y_scale, y_zero_point)
+
+
+@register("QLinearSoftmax", 1, domain=MS)
+class QLinearSoftmax(Op):
+    """Softmax of the dequantized input with the semantics of ONNX opset `opset` (flattened before 13)."""
+
+    def run(self, x, x_scale, x_zero_point, y_scale, y_zero_point, *, axis=-1, opset=13):
+        from .nn import Softmax_1, Softmax_13
+        op = (lambda r: Softmax_13().run(r, axis=axis)) if opset >= 13 else (lambda r: Softmax_1().run(r, axis=axis))
+        return _requantize_float(op, x, x_scale, x_zero_point, y_scale, y_zero_point)

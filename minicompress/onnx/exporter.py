@@ -1,0 +1,350 @@
+"""Model -> ONNX: `export(model, example_inputs, path, opset_version=17)` for float models.
+
+A GraphModule is written node by node (its layers back to Conv / Gemm / ...; its operator nodes as they
+are, when the target opset gives them the same semantics). Any other model is traced: a forward hook on
+every layer that has an ONNX form records (layer, input tensors, output tensor) while `example_inputs` run,
+and the data flow is read from which recorded output each layer consumed, so the model's forward must only
+chain layers (as the project's own models do; a tensor operation between layers is reported, not guessed).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import nn
+from ..graph import registry
+from ..graph.module import GraphModule, sanitize
+from ..nn.module import Module
+from ..tensor import Tensor
+
+_ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
+
+
+class ExportError(ValueError):
+    """A model, layer or node that has no ONNX form here."""
+
+
+class _Builder:
+    """Collects nodes and initializers with unique names."""
+
+    def __init__(self, opset):
+        from onnx import helper, numpy_helper
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.opset = opset
+        self.nodes, self.initializers, self.names = [], [], set()
+
+    def name(self, base):
+        base = base or "v"
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def constant(self, base, array):
+        name = self.name(base)
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op_type, inputs, outputs, name, **attrs):
+        self.nodes.append(self.helper.make_node(op_type, inputs, outputs, name=self.name(name), **attrs))
+
+
+def _pairs(value):
+    return [int(v) for v in ((value, value) if isinstance(value, (int, np.integer)) else value)]
+
+
+# ----- layers ------------------------------------------------------------------------------------
+
+def _weight(layer, name="weight"):
+    value = getattr(layer, name)
+    return None if value is None else np.asarray(value.data, np.float32)
+
+
+def _emit_layer(b, layer, name, x, out, rank):
+    """ONNX nodes computing `out` from `x` for one layer (rank: the input's number of dimensions)."""
+    kind = type(layer)
+    if kind is nn.Conv2d:
+        ins = [x, b.constant(f"{name}.weight", _weight(layer))]
+        if layer.bias is not None:
+            ins.append(b.constant(f"{name}.bias", _weight(layer, "bias")))
+        p = _pairs(layer.padding)
+        b.node("Conv", ins, [out], name, kernel_shape=_pairs(layer.kernel_size), strides=_pairs(layer.stride),
+               pads=p + p, dilations=_pairs(layer.dilation), group=int(layer.groups))
+    elif kind is nn.ConvTranspose2d:
+        ins = [x, b.constant(f"{name}.weight", _weight(layer))]
+        if layer.bias is not None:
+            ins.append(b.constant(f"{name}.bias", _weight(layer, "bias")))
+        p = _pairs(layer.padding)
+        b.node("ConvTranspose", ins, [out], name, kernel_shape=_pairs(layer.kernel_size),
+               strides=_pairs(layer.stride), pads=p + p, dilations=_pairs(layer.dilation), group=int(layer.groups),
+               output_padding=_pairs(layer.output_padding))
+    elif kind is nn.Linear:
+        w = _weight(layer)
+        if rank == 2:
+            ins = [x, b.constant(f"{name}.weight", w)]
+            if layer.bias is not None:
+                ins.append(b.constant(f"{name}.bias", _weight(layer, "bias")))
+            b.node("Gemm", ins, [out], name, transB=1)
+        elif layer.bias is None:
+            b.node("MatMul", [x, b.constant(f"{name}.weight_t", w.T.copy())], [out], name)
+        else:
+            mid = b.name(f"{name}_matmul")
+            b.node("MatMul", [x, b.constant(f"{name}.weight_t", w.T.copy())], [mid], name)
+            b.node("Add", [mid, b.constant(f"{name}.bias", _weight(layer, "bias"))], [out], f"{name}_bias")
+    elif kind in (nn.BatchNorm2d, nn.BatchNorm1d):
+        if layer.training or layer.running_mean is None:
+            raise ExportError(f"layer {name!r}: a BatchNorm exports in eval mode with running statistics "
+                              "(call model.eval())")
+        c = layer.num_features
+        scale = _weight(layer) if layer.weight is not None else np.ones(c, np.float32)
+        shift = _weight(layer, "bias") if layer.bias is not None else np.zeros(c, np.float32)
+        ins = [x, b.constant(f"{name}.weight", scale), b.constant(f"{name}.bias", shift),
+               b.constant(f"{name}.running_mean", np.asarray(layer.running_mean.data, np.float32)),
+               b.constant(f"{name}.running_var", np.asarray(layer.running_var.data, np.float32))]
+        momentum = 0.1 if layer.momentum is None else layer.momentum
+        b.node("BatchNormalization", ins, [out], name, epsilon=float(layer.eps), momentum=1.0 - float(momentum))
+    elif kind is nn.LayerNorm:
+        if b.opset < 17:
+            raise ExportError(f"layer {name!r}: LayerNormalization needs opset_version >= 17")
+        shape = tuple(layer.normalized_shape)
+        scale = _weight(layer) if layer.weight is not None else np.ones(shape, np.float32)
+        ins = [x, b.constant(f"{name}.weight", scale)]
+        if layer.bias is not None:
+            ins.append(b.constant(f"{name}.bias", _weight(layer, "bias")))
+        b.node("LayerNormalization", ins, [out], name, axis=-len(shape), epsilon=float(layer.eps))
+    elif kind is nn.ReLU:
+        b.node("Relu", [x], [out], name)
+    elif kind is nn.ReLU6 and b.opset < 11:
+        b.node("Clip", [x], [out], name, min=0.0, max=6.0)
+    elif kind is nn.ReLU6:
+        b.node("Clip", [x, b.constant(f"{name}.min", np.float32(0)), b.constant(f"{name}.max", np.float32(6))],
+               [out], name)
+    elif kind is nn.LeakyReLU:
+        b.node("LeakyRelu", [x], [out], name, alpha=float(layer.negative_slope))
+    elif kind is nn.ELU:
+        b.node("Elu", [x], [out], name, alpha=float(layer.alpha))
+    elif kind is nn.Sigmoid:
+        b.node("Sigmoid", [x], [out], name)
+    elif kind is nn.Tanh:
+        b.node("Tanh", [x], [out], name)
+    elif kind is nn.GELU:
+        if b.opset >= 20:
+            b.node("Gelu", [x], [out], name, approximate=layer.approximate)
+        elif layer.approximate == "none":       # x * 0.5 * (1 + erf(x / sqrt(2)))
+            scaled, e, one = b.name(f"{name}_scaled"), b.name(f"{name}_erf"), b.name(f"{name}_plus1")
+            half = b.name(f"{name}_half")
+            b.node("Mul", [x, b.constant(f"{name}.inv_sqrt2", np.float32(1 / np.sqrt(2)))], [scaled], name)
+            b.node("Erf", [scaled], [e], f"{name}_erf")
+            b.node("Add", [e, b.constant(f"{name}.one", np.float32(1))], [one], f"{name}_add")
+            b.node("Mul", [x, b.constant(f"{name}.half", np.float32(0.5))], [half], f"{name}_mulhalf")
+            b.node("Mul", [half, one], [out], f"{name}_mul")
+        else:
+            raise ExportError(f"layer {name!r}: GELU(approximate='tanh') needs opset_version >= 20")
+    elif kind is nn.Softmax:
+        if b.opset < 13:
+            raise ExportError(f"layer {name!r}: Softmax over one axis needs opset_version >= 13")
+        b.node("Softmax", [x], [out], name, axis=int(-1 if layer.dim is None else layer.dim))
+    elif kind is nn.MaxPool2d:
+        p = _pairs(layer.padding)
+        b.node("MaxPool", [x], [out], name, kernel_shape=_pairs(layer.kernel_size), strides=_pairs(layer.stride),
+               pads=p + p, dilations=_pairs(layer.dilation), ceil_mode=int(layer.ceil_mode))
+    elif kind is nn.AvgPool2d:
+        if layer.divisor_override:
+            raise ExportError(f"layer {name!r}: AvgPool2d's divisor_override has no ONNX form")
+        p = _pairs(layer.padding)
+        b.node("AveragePool", [x], [out], name, kernel_shape=_pairs(layer.kernel_size),
+               strides=_pairs(layer.stride), pads=p + p, ceil_mode=int(layer.ceil_mode),
+               count_include_pad=int(layer.count_include_pad))
+    elif kind is nn.AdaptiveAvgPool2d:
+        if _pairs(layer.output_size) != [1, 1]:
+            raise ExportError(f"layer {name!r}: only AdaptiveAvgPool2d(1) has an ONNX form (GlobalAveragePool)")
+        b.node("GlobalAveragePool", [x], [out], name)
+    elif kind is nn.Flatten:
+        if layer.end_dim not in (-1, rank - 1):
+            raise ExportError(f"layer {name!r}: Flatten with end_dim={layer.end_dim} is not supported")
+        start = layer.start_dim % rank
+        if start == rank - 1:
+            b.node("Identity", [x], [out], name)
+        else:
+            shape = b.constant(f"{name}.shape", np.array([0] * start + [-1], np.int64))
+            b.node("Reshape", [x, shape], [out], name)
+    elif kind.__name__ in _IDENTITY_LAYERS and kind.__module__.startswith("minicompress."):
+        b.node("Identity", [x], [out], name)
+    else:
+        raise ExportError(f"layer {name!r} ({kind.__name__}) has no ONNX export here")
+
+
+# layers that are the identity in an exported float model (dropout at inference, float quant stubs)
+_IDENTITY_LAYERS = {"Identity", "Dropout", "QuantStub", "DeQuantStub"}
+_LEAF_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.ReLU,
+               nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Softmax, nn.MaxPool2d, nn.AvgPool2d,
+               nn.AdaptiveAvgPool2d, nn.Flatten, nn.Add)
+
+
+def _is_leaf(module):
+    return isinstance(module, _LEAF_TYPES) or type(module).__name__ in _IDENTITY_LAYERS or not module._modules
+
+
+# ----- tracing a Module ----------------------------------------------------------------------------
+
+def _trace(model, inputs):
+    """[(name, layer, [input tensors], output tensor)] in call order."""
+    from ..autograd import no_grad
+    calls, handles = [], []
+
+    def visit(module, prefix):
+        for child_name, child in module._modules.items():
+            if child is None:
+                continue
+            full = f"{prefix}.{child_name}" if prefix else child_name
+            if _is_leaf(child):
+                handles.append(child.register_forward_hook(
+                    lambda m, args, out, full=full: calls.append((full, m, list(args), out)) and None))
+            else:
+                visit(child, full)
+
+    visit(model, "")
+    try:
+        with no_grad():
+            output = model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, output
+
+
+def _export_module(b, model, inputs):
+    calls, output = _trace(model, inputs)
+    names = {}
+    graph_inputs = []
+    for i, t in enumerate(inputs):
+        names[id(t)] = b.name("input" if len(inputs) == 1 else f"input_{i}")
+        graph_inputs.append((names[id(t)], t))
+    keep = []                    # holds every traced tensor, so that no id is reused while tracing
+    for name, layer, args, out in calls:
+        keep.append((args, out))
+        if not isinstance(out, Tensor):
+            raise ExportError(f"layer {name!r} returned a {type(out).__name__}; only single tensors export")
+        missing = [i for i, a in enumerate(args) if id(a) not in names]
+        if missing:
+            raise ExportError(f"cannot trace layer {name!r} ({type(layer).__name__}): its input {missing[0]} was "
+                              "computed by a tensor operation outside any layer; export traces models whose "
+                              "forward only chains layers (or load the model as a GraphModule)")
+        out_name = b.name(sanitize(name))
+        if isinstance(layer, nn.Add):
+            b.node("Add", [names[id(a)] for a in args], [out_name], name)
+        else:
+            _emit_layer(b, layer, name, names[id(args[0])], out_name, args[0].ndim)
+        names[id(out)] = out_name
+    outputs = output if isinstance(output, tuple) else (output,)
+    for o in outputs:
+        if id(o) not in names:
+            raise ExportError("the model's output was computed outside any layer: export cannot trace it")
+    return graph_inputs, [(names[id(o)], o) for o in outputs]
+
+
+# ----- a GraphModule -------------------------------------------------------------------------------
+
+def _export_graph(b, model, inputs):
+    for spec in model.inputs:
+        b.names.add(spec["name"])
+    for node in model.nodes:
+        b.names.update(v for v in node["outputs"] if v)
+    for value, (buffer, shape) in model.constants.items():
+        b.names.add(value)
+        b.initializers.append(b.numpy_helper.from_array(
+            np.ascontiguousarray(model._buffers[buffer].data.reshape(shape)), value))
+    with _no_grad():
+        outputs, env = model.run(*inputs, keep="all")
+    for node in model.nodes:
+        if node["kind"] == "module":
+            layer = model.get_submodule(node["target"])
+            _emit_layer(b, layer, node["target"], node["inputs"][0], node["outputs"][0], env[node["inputs"][0]].ndim)
+            continue
+        _emit_operator(b, node)
+    return ([(spec["name"], env[spec["name"]]) for spec in model.inputs],
+            [(v, env[v]) for v in model.outputs])
+
+
+def _no_grad():
+    from ..autograd import no_grad
+    return no_grad()
+
+
+def _emit_operator(b, node):
+    domain = node.get("domain", "")
+    version = b.opset if not domain else 1
+    attrs = dict(node.get("attrs", {}))
+    if node["op_type"] == "Pad" and node["version"] == 2 and b.opset >= 11:
+        # the importer's explicit padding before an asymmetric Conv: pads become an input from opset 11
+        pads = b.constant(f"{node['name']}.pads", np.array(attrs.pop("pads"), np.int64))
+        b.node("Pad", node["inputs"] + [pads], node["outputs"], node["name"], **attrs)
+        return
+    cls = registry.resolve(domain, node["op_type"], version, node["name"])
+    if cls.since_version != node["version"]:
+        raise ExportError(f"node {node['name']!r} ({node['op_type']}) has the semantics of its opset-"
+                          f"{node['version']} form, which opset {b.opset} changes: export with the graph's "
+                          f"opset_version ({registry.normalise_domain(domain) or 'default'} domain)")
+    from .importer import _onnx
+    onnx = _onnx()
+    converted = {k: onnx.numpy_helper.from_array(np.asarray(v)) if isinstance(v, np.ndarray) else v
+                 for k, v in attrs.items()}
+    b.nodes.append(b.helper.make_node(node["op_type"], node["inputs"], node["outputs"], name=node["name"],
+                                      domain=domain, **converted))
+
+
+# ----- entry point ---------------------------------------------------------------------------------
+
+def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=True):
+    """Write `model` as ONNX to `path` (or return the bytes when path is None); returns the ModelProto.
+
+    Args:
+        model: a float Module (traced on `example_inputs`) or a GraphModule (written node by node).
+        example_inputs: a Tensor / array or a tuple of them, the model's positional inputs.
+        opset_version: the default-domain opset, 7 to 21 (a traced Softmax needs 13, LayerNorm 17).
+        dynamic_batch: name the first dimension of traced inputs and outputs "batch" (a GraphModule keeps
+            its own input shapes).
+    """
+    from .importer import MAX_OPSET, MIN_OPSET, _onnx
+    onnx = _onnx()
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a minicompress Module, got {type(model).__name__}")
+    lowest = max(MIN_OPSET, 7)     # opset 6's explicit broadcasting is read, never written
+    if not isinstance(opset_version, int) or not lowest <= opset_version <= MAX_OPSET:
+        raise ValueError(f"opset_version must be an int from {lowest} to {MAX_OPSET}, got {opset_version!r}")
+    example = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    inputs = tuple(x if isinstance(x, Tensor) else Tensor(np.asarray(x)) for x in example)
+    b = _Builder(opset_version)
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(model, GraphModule):
+            graph_inputs, graph_outputs = _export_graph(b, model, inputs)
+            shapes = {s["name"]: s.get("shape") for s in model.inputs}
+        else:
+            graph_inputs, graph_outputs = _export_module(b, model, inputs)
+            shapes = {}
+    finally:
+        model.train(was_training)
+
+    def info(name, tensor, declared=None):
+        shape = list(declared) if declared is not None else list(tensor.shape)
+        if declared is None and dynamic_batch and shape:
+            shape[0] = "batch"
+        return b.helper.make_tensor_value_info(name, _ELEM[tensor.dtype.name], shape)
+
+    graph = b.helper.make_graph(b.nodes, "minicompress", [info(n, t, shapes.get(n)) for n, t in graph_inputs],
+                                [info(n, t) if not isinstance(model, GraphModule) else
+                                 b.helper.make_tensor_value_info(n, _ELEM[t.dtype.name], [None] * t.ndim)
+                                 for n, t in graph_outputs], b.initializers)
+    proto = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", opset_version)],
+                                producer_name="minicompress", ir_version=8 if opset_version < 21 else 10)
+    onnx.checker.check_model(proto)
+    if path is not None:
+        path = os.fspath(path)
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString())
+    return proto

@@ -1,0 +1,164 @@
+"""ONNX -> GraphModule: `load(path | bytes | ModelProto)`.
+
+The model's nodes are read in topological order; a Conv, Gemm, MatMul or normalization with constant
+weights becomes an `nn` layer (see `lower.py`), every other node an operator node resolved in the registry
+at the model's opset for its domain, so each node keeps the semantics of the opset it was written for.
+Initializers and Constant nodes become constants of the graph. An operator, opset or attribute that is not
+implemented raises `UnsupportedOperatorError` naming the op type, the node and the opset.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..graph import registry
+from ..graph.module import GraphModule, sanitize, unique_name
+from ..graph.ops.elementwise import numpy_dtype
+from .lower import lower
+
+MIN_OPSET, MAX_OPSET = 6, 21
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading ONNX files needs the onnx package: pip install 'minicompress[onnx]'") from exc
+    return onnx
+
+
+def read_model(source):
+    """A ModelProto from a path, bytes or a ModelProto."""
+    onnx = _onnx()
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return onnx.load_from_string(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no ONNX file at {path!r}")
+        return onnx.load(path)
+    raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(source).__name__}")
+
+
+def attribute_values(node):
+    """{name: Python value} of a NodeProto's attributes (tensors as NumPy arrays, strings decoded)."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+    values = {}
+    for attr in node.attribute:
+        if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            raise registry.UnsupportedOperatorError(
+                f"operator {node.op_type!r} (node {node.name!r}): subgraph attribute {attr.name!r} "
+                "(control flow) is not supported")
+        if attr.type == onnx.AttributeProto.TENSOR:
+            values[attr.name] = numpy_helper.to_array(attr.t)
+        elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+            raise registry.UnsupportedOperatorError(f"node {node.name!r}: sparse tensor attributes are not supported")
+        else:
+            value = onnx.helper.get_attribute_value(attr)
+            if isinstance(value, bytes):
+                value = value.decode()
+            elif isinstance(value, list):
+                value = [v.decode() if isinstance(v, bytes) else v for v in value]
+            values[attr.name] = value
+    return values
+
+
+def _value_shapes(model):
+    """{value name: [dim, ...]} from the graph's declarations and onnx's shape inference (None = unknown)."""
+    onnx = _onnx()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:   # shape inference is a help here, never a requirement
+        inferred = model
+    shapes = {}
+    graph = inferred.graph
+    for info in list(graph.value_info) + list(graph.input) + list(graph.output):
+        t = info.type.tensor_type
+        if t.HasField("shape"):
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                 for d in t.shape.dim]
+    return shapes
+
+
+def _input_spec(info, shapes):
+    t = info.type.tensor_type
+    dtype = numpy_dtype(t.elem_type, f"input {info.name!r}").name if t.elem_type else None
+    return {"name": info.name, "dtype": dtype, "shape": shapes.get(info.name)}
+
+
+def load(source) -> GraphModule:
+    """Build a GraphModule from an ONNX model (a path, bytes or onnx.ModelProto); it is in eval mode.
+
+    `model(*inputs)` takes arrays or Tensors in the graph's input order (initializers excluded) and returns
+    a Tensor, or a tuple in the graph's output order.
+    """
+    from onnx import numpy_helper
+    model = read_model(source)
+    opsets = {registry.normalise_domain(o.domain): o.version for o in model.opset_import}
+    opset = opsets.get("", None)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise registry.UnsupportedOperatorError(
+            f"the model's default-domain opset is {opset}; minicompress reads opsets {MIN_OPSET} to {MAX_OPSET}")
+    graph = model.graph
+    shapes = _value_shapes(model)
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    inputs = [_input_spec(i, shapes) for i in graph.input if i.name not in constants]
+    nodes, modules, used = [], {}, set()
+
+    def constant(value):
+        return constants.get(value) if value else None
+
+    def rank(value):
+        shape = shapes.get(value)
+        return None if shape is None else len(shape)
+
+    def spatial(value):
+        shape = shapes.get(value)
+        if shape is None or any(not isinstance(d, int) or d <= 0 for d in shape[2:]):
+            return None
+        return shape[2:]
+
+    for index, proto in enumerate(graph.node):
+        name = proto.name or f"{proto.op_type}_{index}"
+        domain = registry.normalise_domain(proto.domain)
+        version = opsets.get(domain)
+        if version is None:
+            raise registry.UnsupportedOperatorError(
+                f"operator {proto.op_type!r} (node {name!r}) is in domain {domain!r}, which the model does not import")
+        cls = registry.resolve(domain, proto.op_type, version, name)
+        attrs = attribute_values(proto)
+        registry.check_attributes(cls, attrs, name, version)
+        ins, outs = list(proto.input), list(proto.output)
+        if proto.op_type == "Constant" and domain == "":
+            constants[outs[0]] = np.asarray(cls().run(**attrs))
+            continue
+        if proto.op_type == "Identity" and domain == "" and ins[0] in constants:
+            constants[outs[0]] = constants[ins[0]]     # torch's exporter shares equal weights this way
+            continue
+        lowered = lower(proto.op_type, cls.since_version, attrs, ins, outs, constant, rank, spatial) \
+            if domain == "" else None
+        if lowered is not None:
+            layer, pre = lowered
+            target = unique_name(sanitize(name), modules)
+            modules[target] = layer
+            source = ins[0]
+            for k, (op_type, op_version, op_attrs) in enumerate(pre):
+                staged = f"{name}/{op_type.lower()}_{k}"
+                nodes.append({"name": staged, "kind": "op", "op_type": op_type, "domain": "",
+                              "version": op_version, "attrs": op_attrs, "inputs": [source], "outputs": [staged]})
+                source = staged
+            nodes.append({"name": name, "kind": "module", "target": target, "op_type": proto.op_type,
+                          "inputs": [source], "outputs": outs[:1]})
+            continue
+        used.update(v for v in ins if v in constants)
+        nodes.append({"name": name, "kind": "op", "op_type": proto.op_type, "domain": domain,
+                      "version": cls.since_version, "attrs": attrs, "inputs": ins, "outputs": outs})
+    used.update(o.name for o in graph.output if o.name in constants)
+    module = GraphModule(inputs, [o.name for o in graph.output], nodes, modules,
+                         {v: constants[v] for v in sorted(used)}, opset_import=opsets)
+    module.eval()
+    return module

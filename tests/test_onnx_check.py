@@ -1,0 +1,43 @@
+"""`minicompress check`: node-by-node agreement with onnxruntime, and the first node that disagrees."""
+import numpy as np
+import pytest
+import torch
+
+from test_onnx_models import SmallCNN, export, randomize_batch_norms
+
+from minicompress import cli
+from minicompress.graph.ops import elementwise
+
+
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory):
+    torch.manual_seed(0)
+    data = export(randomize_batch_norms(SmallCNN()), [np.zeros((1, 3, 16, 16), np.float32)], 13)
+    path = tmp_path_factory.mktemp("check") / "cnn.onnx"
+    path.write_bytes(data)
+    return path
+
+
+def test_agreeing_model_exits_0_with_a_row_per_node(cnn_file, tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32))
+    assert cli.main(["check", str(cnn_file), "--input", str(x)]) == 0
+    out = capsys.readouterr().out
+    assert "node outputs agree with onnxruntime" in out
+    assert "Relu" in out and "ConvTranspose" in out and "diverges" not in out
+
+
+def test_first_divergent_node_is_named(cnn_file, capsys, monkeypatch):
+    # a Relu that leaks: every value after the first Relu may differ, the report must name that Relu
+    monkeypatch.setattr(elementwise.Relu, "run", lambda self, x: np.where(x >= 0, x, x * np.float32(0.01)))
+    assert cli.main(["check", str(cnn_file)]) == 1
+    out = capsys.readouterr().out
+    first = [line for line in out.splitlines() if line.startswith("first divergence")]
+    assert len(first) == 1 and "(Relu)" in first[0]
+    rows = [line for line in out.splitlines() if "<-- diverges" in line]
+    assert rows[0].split()[1] == "Relu"
+
+
+def test_missing_files_are_one_line_errors(tmp_path, capsys):
+    assert cli.main(["check", str(tmp_path / "none.onnx")]) == 2
+    assert "no ONNX file" in capsys.readouterr().err
