@@ -23,94 +23,15 @@ The GEMM multiplies raw bytes and applies the zero points afterwards, by expandi
 
 so the inner loop is a plain uint8 x int8 dot product and the corrections cost one row sum per row of x
 and of w. `quantized_linear` runs it on the CPU's best route (kernels/qgemm.py: AVX512-VNNI vpdpbusd and
-down a ladder), packing the weight on each call; layers pack theirs once (quant.modules.Linear). `qgemm`
-below is the plain Numba loop, which LLVM vectorises only to widened bytes and vpmaddwd.
+down a ladder; its NumPy twin is `qgemm.qgemm_reference`), packing the weight on each call; layers pack
+theirs once (quant.modules.Linear).
 """
 import numpy as np
-from numba import njit, prange
 
 from .qelementwise import (INT32_MAX, QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point, per_channel,
                            requantize_multiplier)
 from .qgemm import pack_weight, qgemm_requant_unchecked
-from .threads import ParallelKernel
-
-# Each task owns this many rows of w (N_BLOCK * K bytes, cache-resident) and streams every row of x past
-# them, in tiles of 4 rows of x by 2 rows of w.
-N_BLOCK = 64
-
-
-# --------------------------------------------------------------------------------------------------
-# int32 GEMM with zero points: the kernel every integer layer runs
-
-
-def _row_sums(a):
-    """a (R, K) -> (R,) int64, sum along K."""
-    sums = np.zeros(a.shape[0], dtype=np.int64)
-    for r in range(a.shape[0]):
-        total = np.int64(0)
-        for k in range(a.shape[1]):
-            total += np.int64(a[r, k])
-        sums[r] = total
-    return sums
-
-
-row_sums = njit(cache=True)(_row_sums)
-
-
-def _qgemm(xq, x_zp, wq, w_zps, bias_q):
-    """acc (M, N) int32 = (xq - x_zp) @ (wq - w_zps[:, None]).T + bias_q, for xq (M, K) uint8,
-    wq (N, K) int8, w_zps (N,) int64, bias_q (N,) int32 (zeros when there is no bias).
-
-    Stage 1 computes the raw dot products sum_k x w tile by tile: a 4 x 2 tile keeps eight int32
-    accumulators in registers, and each of the six rows loaded per step of k feeds two or four of them.
-    Tiles hanging over the last row of x or w repeat that row; they store the same value twice.
-    Stage 2 adds the zero-point terms and the bias, in int64, to a result that fits int32 (checked by
-    the caller). Parallel over (block of w rows, tile of x rows) tasks; each writes its own outputs.
-    """
-    m_rows, depth = xq.shape
-    n_rows = wq.shape[0]
-    out = np.empty((m_rows, n_rows), dtype=np.int32)
-    m_tiles = (m_rows + 3) // 4
-    n_blocks = (n_rows + N_BLOCK - 1) // N_BLOCK
-    last_m = m_rows - 1
-    for task in prange(n_blocks * m_tiles):
-        block, tile = task // m_tiles, task % m_tiles
-        m0, m1, m2, m3 = 4 * tile, min(4 * tile + 1, last_m), min(4 * tile + 2, last_m), min(4 * tile + 3, last_m)
-        x0, x1, x2, x3 = xq[m0], xq[m1], xq[m2], xq[m3]
-        n_stop = min(n_rows, (block + 1) * N_BLOCK)
-        for n0 in range(block * N_BLOCK, n_stop, 2):
-            n1 = min(n0 + 1, n_stop - 1)
-            w0, w1 = wq[n0], wq[n1]
-            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = np.int32(0)
-            for k in range(depth):
-                u0, u1, u2, u3 = np.int16(x0[k]), np.int16(x1[k]), np.int16(x2[k]), np.int16(x3[k])
-                v0, v1 = np.int16(w0[k]), np.int16(w1[k])
-                a00, a01 = np.int32(a00 + u0 * v0), np.int32(a01 + u0 * v1)
-                a10, a11 = np.int32(a10 + u1 * v0), np.int32(a11 + u1 * v1)
-                a20, a21 = np.int32(a20 + u2 * v0), np.int32(a21 + u2 * v1)
-                a30, a31 = np.int32(a30 + u3 * v0), np.int32(a31 + u3 * v1)
-            out[m0, n0], out[m0, n1] = a00, a01
-            out[m1, n0], out[m1, n1] = a10, a11
-            out[m2, n0], out[m2, n1] = a20, a21
-            out[m3, n0], out[m3, n1] = a30, a31
-
-    x_sums = row_sums(xq) if np.any(w_zps) else np.zeros(m_rows, dtype=np.int64)    # only zw * sum_k x needs it
-    w_sums = row_sums(wq)
-    for m in prange(m_rows):
-        for n in range(n_rows):
-            out[m, n] = (out[m, n] - w_zps[n] * x_sums[m] - x_zp * w_sums[n]
-                         + depth * x_zp * w_zps[n] + bias_q[n])
-    return out
-
-
-qgemm = ParallelKernel(_qgemm)
-
-
-def qgemm_reference(xq, x_zp, wq, w_zps, bias_q):
-    acc = (xq.astype(np.int64) - x_zp) @ (wq.astype(np.int64) - w_zps[:, None]).T + bias_q
-    return acc.astype(np.int32)
-
 
 # --------------------------------------------------------------------------------------------------
 # Public entry points
