@@ -310,6 +310,16 @@ def test_max_pool(case, seed):
     assert_matches("MaxPool", [("x", rng_array(seed, shape))], attrs, opset=12)
 
 
+@SETTINGS
+@given(case=pool_case(dilated=False), storage_order=st.integers(0, 1), seed=seeds)
+def test_max_pool_indices(case, storage_order, seed):
+    """The Indices output (flat positions in the input, N and C included) equals onnxruntime's; random
+    floats have no ties, so the first maximum is the only one."""
+    shape, attrs = case
+    assert_matches("MaxPool", [("x", rng_array(seed, shape))], dict(attrs, storage_order=storage_order), opset=12,
+                   n_outputs=2)
+
+
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
 def test_max_pool_auto_pad(auto_pad):
     assert_matches("MaxPool", [("x", rng_array(0, (1, 2, 7, 6)))],

@@ -18,6 +18,22 @@ from ..graph.ops.elementwise import numpy_dtype
 from .lower import lower
 
 MIN_OPSET, MAX_OPSET = 6, 21
+# Opsets 22 to 28 revised operators mostly to accept more element types (bfloat16, float8, int4, int2,
+# float4). A model of those opsets is read when each of its operators is unchanged since opset 21, or its
+# revision only widened the types (same inputs, outputs, attributes and text in onnx's schema), or it is one
+# of the revisions below, checked by hand: an added attribute that acts only on types minicompress refuses
+# (a node setting it is refused by the attribute check), or a clarification that minicompress already
+# follows. Element types that are not implemented are refused where the values are read.
+NEWEST_OPSET = 28
+REVISIONS_READ_AS_21 = {
+    ("MaxPool", 22): "states that windows starting in the right padding are ignored (ceil_mode), as here",
+    ("AveragePool", 22): "states that windows starting in the right padding are ignored (ceil_mode), as here",
+    ("Cast", 24): "adds float8e8m0 and its round_mode attribute", ("Cast", 28): "adds types",
+    ("Range", 27): "adds stash_type, for float16 and bfloat16 only",
+    ("QuantizeLinear", 23): "adds 4-bit types and precision (default: the scale's type, as before)",
+    ("QuantizeLinear", 25): "adds 2-bit types",
+    ("DequantizeLinear", 23): "adds 4-bit types and output_dtype (default: the scale's type, as before)",
+}
 
 
 def _onnx():
@@ -26,6 +42,30 @@ def _onnx():
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("reading ONNX files needs the onnx package: pip install 'minicompress[onnx]'") from exc
     return onnx
+
+
+def _schema_text(schema):
+    return ([(i.name, i.option) for i in schema.inputs], [(o.name, o.option) for o in schema.outputs],
+            sorted(schema.attributes), schema.doc)
+
+
+def _check_read_as_21(op_type, opset, node_name):
+    """Refuse a node of a model opset above 21 whose operator changed meaning after opset 21."""
+    from onnx import defs
+    try:
+        old = defs.get_schema(op_type, MAX_OPSET)
+    except Exception:  # noqa: BLE001  (onnx raises SchemaError for an unknown operator or opset)
+        return          # not an operator of onnx's schema at 21: the registry lookup names it
+    for version in range(MAX_OPSET + 1, opset + 1):
+        schema = defs.get_schema(op_type, version)
+        if schema.since_version <= old.since_version or (op_type, schema.since_version) in REVISIONS_READ_AS_21:
+            continue
+        previous = defs.get_schema(op_type, schema.since_version - 1)
+        if _schema_text(schema) != _schema_text(previous):
+            raise registry.UnsupportedOperatorError(
+                f"operator {op_type!r} (node {node_name!r}, opset {opset}): its revision at opset "
+                f"{schema.since_version} changed more than the types it accepts; minicompress implements it "
+                f"up to opset {MAX_OPSET}")
 
 
 def read_model(source):
@@ -100,9 +140,10 @@ def load(source) -> GraphModule:
     model = read_model(source)
     opsets = {registry.normalise_domain(o.domain): o.version for o in model.opset_import}
     opset = opsets.get("", None)
-    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+    if opset is None or not MIN_OPSET <= opset <= NEWEST_OPSET:
         raise registry.UnsupportedOperatorError(
-            f"the model's default-domain opset is {opset}; minicompress reads opsets {MIN_OPSET} to {MAX_OPSET}")
+            f"the model's default-domain opset is {opset}; minicompress reads opsets {MIN_OPSET} to {MAX_OPSET} "
+            f"(and {MAX_OPSET + 1} to {NEWEST_OPSET} where an operator is unchanged since {MAX_OPSET} but for types)")
     graph = model.graph
     shapes = _value_shapes(model)
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
@@ -129,6 +170,8 @@ def load(source) -> GraphModule:
         if version is None:
             raise registry.UnsupportedOperatorError(
                 f"operator {proto.op_type!r} (node {name!r}) is in domain {domain!r}, which the model does not import")
+        if domain == "" and version > MAX_OPSET:
+            _check_read_as_21(proto.op_type, version, name)
         cls = registry.resolve(domain, proto.op_type, version, name)
         attrs = attribute_values(proto)
         registry.check_attributes(cls, attrs, name, version)

@@ -333,16 +333,31 @@ def _windows(x, kernel, strides, dilations, pads, out, fill):
 
 @register("MaxPool", 1)
 class MaxPool(Op):
-    """y = max over each window; padding never wins (it is -inf). Opset 8 adds the Indices output
-    (not supported), opset 10 dilations and ceil_mode."""
+    """y = max over each window; padding never wins (it is -inf). Opset 8 adds the Indices output: the
+    position of each window's first maximum in the flattened input (N, C and padding-free spatial
+    coordinates; storage_order=1 counts the spatial axes column-major), opset 10 dilations and ceil_mode."""
+
+    needs_output_count = True
 
     def run(self, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
-            strides=None):
+            strides=None, n_outputs=1):
         strides, dilations, pads, out = _pool_geometry(x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode)
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         windows, _ = _windows(x, kernel_shape, strides, dilations, pads, out, fill)
         axes = tuple(range(-len(kernel_shape), 0))
-        return windows.max(axis=axes)
+        y = windows.max(axis=axes)
+        if n_outputs < 2:
+            return y
+        spatial = x.shape[2:]
+        order = "F" if storage_order else "C"
+        plane = np.arange(int(np.prod(spatial)), dtype=np.int64).reshape(spatial, order=order)
+        flat = (np.arange(x.shape[0] * x.shape[1], dtype=np.int64).reshape(x.shape[:2] + (1,) * len(spatial))
+                * plane.size + plane)
+        index_windows, _ = _windows(flat, kernel_shape, strides, dilations, pads, out, -1)
+        k = int(np.prod(kernel_shape))
+        first = windows.reshape(windows.shape[:-len(axes)] + (k,)).argmax(axis=-1)[..., None]
+        indices = np.take_along_axis(index_windows.reshape(index_windows.shape[:-len(axes)] + (k,)), first, axis=-1)
+        return y, indices[..., 0]
 
 
 @register("AveragePool", 1)

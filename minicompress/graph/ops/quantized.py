@@ -26,6 +26,11 @@ _RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127), np.dtyp
            np.dtype(np.int16): (-32768, 32767), np.dtype(np.int32): (-2 ** 31, 2 ** 31 - 1)}
 
 
+def _scalar(value):
+    """A per-tensor scale or zero point, given as a 0-d or a one-element 1-D array, as a Python number."""
+    return np.asarray(value).reshape(-1)[0].item()
+
+
 def _per_axis(value, ndim, axis):
     """A scale or zero point shaped to broadcast along `axis` (a scalar stays a scalar)."""
     value = np.asarray(value)
@@ -153,7 +158,7 @@ def requantize(acc, multiplier, y_zero_point):
     """saturate(round_half_even(float32(acc) * multiplier) + y_zp) in y_zp's type."""
     lo, hi = _RANGES[y_zero_point.dtype]
     scaled = acc.astype(np.float32) * multiplier.astype(np.float32)
-    return np.clip(np.rint(scaled).astype(np.float64) + float(y_zero_point), lo, hi).astype(y_zero_point.dtype)
+    return np.clip(np.rint(scaled).astype(np.float64) + _scalar(y_zero_point), lo, hi).astype(y_zero_point.dtype)
 
 
 def _multiplier(x_scale, w_scale, y_scale):
@@ -171,10 +176,10 @@ class QLinearMatMul(Op):
                 and a.ndim >= 1 and np.asarray(a_scale).size == 1:
             from ...kernels.qlinear import quantized_linear
             n = b.shape[1]
-            return quantized_linear(a, float(a_scale), int(a_zero_point), np.ascontiguousarray(b.T),
+            return quantized_linear(a, _scalar(a_scale), int(_scalar(a_zero_point)), np.ascontiguousarray(b.T),
                                     np.broadcast_to(np.asarray(b_scale, np.float32).reshape(-1), (n,)),
                                     np.broadcast_to(np.asarray(b_zero_point, np.int64).reshape(-1), (n,)),
-                                    None, float(y_scale), int(y_zero_point))
+                                    None, _scalar(y_scale), int(_scalar(y_zero_point)))
         acc = np.matmul(_shifted(a, np.asarray(a_zero_point).reshape(-1, 1) if np.asarray(a_zero_point).size > 1
                                  else a_zero_point), _shifted(b, b_zero_point))
         return requantize(acc, _multiplier(np.asarray(a_scale).reshape(-1, 1) if np.asarray(a_scale).size > 1
@@ -201,8 +206,8 @@ class QLinearConv(Op):
         if x.dtype == np.uint8 and w.dtype == np.int8 and y_zero_point.dtype == np.uint8 and x.ndim == 4 \
                 and pads[:2] == pads[2:]:
             from ...kernels.qconv import quantized_conv2d
-            return quantized_conv2d(x, float(x_scale), int(x_zero_point), w, w_scales, w_zps,
-                                    None if b is None else b.astype(np.int32), float(y_scale), int(y_zero_point),
+            return quantized_conv2d(x, _scalar(x_scale), int(_scalar(x_zero_point)), w, w_scales, w_zps,
+                                    None if b is None else b.astype(np.int32), _scalar(y_scale), int(_scalar(y_zero_point)),
                                     tuple(strides), tuple(pads[:2]), tuple(dilations), int(group))
         acc = _integer_conv(_shifted(x, x_zero_point), w.astype(np.int64) - w_zps.reshape(-1, 1, 1, 1), group,
                             strides, dilations, pads)

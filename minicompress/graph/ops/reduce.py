@@ -27,11 +27,28 @@ def _mean(x, axes, keep):
         .astype(x.dtype, copy=False)
 
 
+def _lowest(dtype):
+    return -np.inf if dtype.kind == "f" else (False if dtype.kind == "b" else np.iinfo(dtype).min)
+
+
+def _highest(dtype):
+    return np.inf if dtype.kind == "f" else (True if dtype.kind == "b" else np.iinfo(dtype).max)
+
+
+def _max(x, axes, keep):
+    """Over an empty set: -inf, or the type's lowest value (False for bool), as the spec says since opset 18."""
+    return np.max(x, axis=axes, keepdims=keep, **({"initial": _lowest(x.dtype)} if x.size == 0 else {}))
+
+
+def _min(x, axes, keep):
+    return np.min(x, axis=axes, keepdims=keep, **({"initial": _highest(x.dtype)} if x.size == 0 else {}))
+
+
 _FUNCTIONS = {
     "ReduceSum": _sum,
     "ReduceMean": _mean,
-    "ReduceMax": lambda x, a, k: np.max(x, axis=a, keepdims=k),
-    "ReduceMin": lambda x, a, k: np.min(x, axis=a, keepdims=k),
+    "ReduceMax": _max,
+    "ReduceMin": _min,
     "ReduceProd": lambda x, a, k: np.prod(x, axis=a, keepdims=k, dtype=x.dtype),
     "ReduceL1": lambda x, a, k: np.sum(np.abs(x), axis=a, keepdims=k, dtype=x.dtype),
     "ReduceL2": lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k, dtype=x.dtype)),
@@ -105,7 +122,8 @@ class TopK_11(Op):
 
 
 def _topk(x, k, axis, largest):
-    keys = -x if largest else x
+    # ~x orders integers (signed or not) in reverse without the overflow of -x
+    keys = (~x if x.dtype.kind in "iub" else -x) if largest else x
     order = np.argsort(keys, axis=axis, kind="stable")
     index = np.take(order, np.arange(k), axis=axis)
     return np.take_along_axis(x, index, axis=axis), index.astype(np.int64)

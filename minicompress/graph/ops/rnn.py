@@ -10,8 +10,9 @@
 
 `sequence_lens` stops each batch element at its length (its state is carried, its outputs are 0), and the
 reverse direction runs over each element's own length. Other activations, `clip` and `input_forget` are
-not supported (an error, not a different result), nor is `layout=1` (opset 14's batch first), which
-onnxruntime does not run either, so nothing here could be checked against it.
+not supported (an error, not a different result). `layout=1` (opset 14's batch first: X (batch, seq, input),
+Y (batch, seq, dirs, H), states (batch, dirs, H)) is the same computation on transposed arrays; onnxruntime
+does not run it, so it is checked against onnx's recorded node cases.
 """
 import numpy as np
 
@@ -51,16 +52,23 @@ def _run(cell, x, lens, states, reverse):
 
 
 def _prepare(x, sequence_lens, layout):
-    if layout:
-        raise NotImplementedError("LSTM/GRU with layout=1 (batch first) is not supported")
+    if layout:                                                  # batch first: (batch, seq, input)
+        x = np.swapaxes(x, 0, 1)
     seq, batch = x.shape[:2]
     lens = np.full(batch, seq, np.int64) if sequence_lens is None else sequence_lens.astype(np.int64)
     return x, lens
 
 
-def _finish(ys, finals):
+def _states(state, layout):
+    """initial_h / initial_c as (dirs, batch, H); layout=1 gives them as (batch, dirs, H)."""
+    return state if state is None or not layout else np.swapaxes(state, 0, 1)
+
+
+def _finish(ys, finals, layout=0):
     y = np.stack(ys, axis=1)                                    # (seq, dirs, batch, H)
     finals = [np.stack(f, axis=0) for f in zip(*finals)]        # each (dirs, batch, H)
+    if layout:                                                  # (batch, seq, dirs, H) and (batch, dirs, H)
+        return (np.transpose(y, (2, 0, 1, 3)),) + tuple(np.swapaxes(f, 0, 1) for f in finals)
     return (y,) + tuple(finals)
 
 
@@ -77,6 +85,7 @@ class LSTM(Op):
         if input_forget:
             raise NotImplementedError("LSTM with input_forget=1 is not supported")
         x, lens = _prepare(x, sequence_lens, layout)
+        initial_h, initial_c = _states(initial_h, layout), _states(initial_c, layout)
         hidden = r.shape[-1]
         batch = x.shape[1]
         ys, finals = [], []
@@ -99,7 +108,7 @@ class LSTM(Op):
             y, states = _run(cell, x, lens, (h0, c0), reverse)
             ys.append(y)
             finals.append(states)
-        return tuple(a.astype(x.dtype, copy=False) for a in _finish(ys, finals))
+        return tuple(a.astype(x.dtype, copy=False) for a in _finish(ys, finals, layout))
 
 
 @register("GRU", 7)
@@ -109,6 +118,7 @@ class GRU(Op):
             linear_before_reset=0, layout=0):
         _check(activations, clip, ["sigmoid", "tanh"], "GRU")
         x, lens = _prepare(x, sequence_lens, layout)
+        initial_h = _states(initial_h, layout)
         hidden = r.shape[-1]
         batch = x.shape[1]
         ys, finals = [], []
@@ -132,4 +142,4 @@ class GRU(Op):
             y, states = _run(cell, x, lens, (h0,), reverse)
             ys.append(y)
             finals.append(states)
-        return tuple(a.astype(x.dtype, copy=False) for a in _finish(ys, finals))
+        return tuple(a.astype(x.dtype, copy=False) for a in _finish(ys, finals, layout))

@@ -432,3 +432,46 @@ class Resize_11(Op):
 @register("Resize", 13)
 class Resize_13(Resize_11):
     """Opset 13: roi and scales become optional (semantics as opset 11)."""
+
+
+@register("Resize", 18)
+class Resize_18(Resize_11):
+    """Opset 18 adds `axes` (scales, sizes and roi then name only those axes; the others keep their size)
+    and `keep_aspect_ratio_policy` for sizes: "stretch" (each axis to its size), "not_larger" /
+    "not_smaller" (one scale, the smallest / largest of sizes[i] / in[i] over the axes, and
+    out[i] = floor(scale * in[i] + 0.5)). Opset 19 adds the half_pixel_symmetric mode (handled above).
+    `antialias=1` is not implemented (refused)."""
+
+    def run(self, x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None, coordinate_transformation_mode="half_pixel",
+            cubic_coeff_a=-0.75, exclude_outside=0, extrapolation_value=0.0, keep_aspect_ratio_policy="stretch",
+            mode="nearest", nearest_mode="round_prefer_floor"):
+        if antialias:
+            raise NotImplementedError("Resize with antialias=1 is not supported")
+        rank = x.ndim
+        axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+        roi_list = None if roi is None or not roi.size else [float(r) for r in roi]
+        if roi_list is not None and axes != list(range(rank)):
+            full = [0.0] * rank + [1.0] * rank
+            for i, a in enumerate(axes):
+                full[a], full[rank + a] = roi_list[i], roi_list[len(axes) + i]
+            roi_list = full
+        if sizes is not None and sizes.size:
+            out_shape = list(x.shape)
+            for a, n in zip(axes, _ints(sizes)):
+                out_shape[a] = n
+            scale_list = [o / i for o, i in zip(out_shape, x.shape)]
+            if keep_aspect_ratio_policy != "stretch":
+                pick = {"not_larger": min, "not_smaller": max}.get(keep_aspect_ratio_policy)
+                if pick is None:
+                    raise NotImplementedError(f"Resize keep_aspect_ratio_policy {keep_aspect_ratio_policy!r} "
+                                              "is not supported")
+                scale = pick(scale_list[a] for a in axes)
+                scale_list = [scale if a in axes else 1.0 for a in range(rank)]
+                out_shape = [int(scale * x.shape[a] + 0.5) if a in axes else x.shape[a] for a in range(rank)]
+        else:
+            scale_list = [1.0] * rank
+            for a, s in zip(axes, scales):
+                scale_list[a] = float(s)
+            out_shape = [int(np.floor(n * s)) for n, s in zip(x.shape, scale_list)]
+        return resize(x, out_shape, scale_list, mode, coordinate_transformation_mode, nearest_mode, cubic_coeff_a,
+                      exclude_outside, extrapolation_value, roi_list)
