@@ -12,8 +12,8 @@ from onnx_backend_cases import ROOT, run_case  # noqa: E402
 
 CASES = sorted(glob.glob(os.path.join(ROOT, "pytorch-converted", "*")) + glob.glob(os.path.join(ROOT, "pytorch-operator", "*"))
                + glob.glob(os.path.join(ROOT, "simple", "*")))
-# what is known not to be implemented: 3-D convolutions, string tensors, sequences and training graphs
-NOT_IMPLEMENTED = ("Conv3d", "strnorm", "sequence", "gradient")
+# what is known not to be implemented: string tensors, sequences and training graphs
+NOT_IMPLEMENTED = ("strnorm", "sequence", "gradient")
 
 
 @pytest.mark.parametrize("folder", CASES, ids=[os.path.basename(c) for c in CASES])

@@ -225,6 +225,18 @@ def test_conv_1d(length, kernel, stride, pads, seed):
 
 
 @SETTINGS
+@given(size=st.tuples(st.integers(3, 6), st.integers(3, 6), st.integers(3, 6)), kernel=st.integers(1, 3),
+       stride=st.integers(1, 2), dilation=st.integers(1, 2), pad=st.integers(0, 1), groups=st.sampled_from([1, 2]),
+       bias=st.booleans(), seed=seeds)
+def test_conv_3d(size, kernel, stride, dilation, pad, groups, bias, seed):
+    kernel = min(kernel, (min(size) + 2 * pad - 1) // dilation + 1)
+    x, w = rng_array(seed, (2, 4, *size)), rng_array(seed + 1, (6, 4 // groups, kernel, kernel, kernel))
+    inputs = [("x", x), ("w", w)] + ([("b", rng_array(seed + 2, (6,)))] if bias else [])
+    assert_matches("Conv", inputs, {"strides": [stride] * 3, "dilations": [dilation] * 3, "pads": [pad] * 6,
+                                    "group": groups}, constants=("w", "b"), **SUMS)
+
+
+@SETTINGS
 @given(case=conv_case(transposed=True), bias=st.booleans(), constant=st.booleans(), seed=seeds)
 def test_conv_transpose(case, bias, constant, seed):
     x_shape, w_shape, c_out, attrs = case
@@ -232,6 +244,16 @@ def test_conv_transpose(case, bias, constant, seed):
     if bias:
         inputs.append(("b", rng_array(seed + 2, (c_out,))))
     assert_matches("ConvTranspose", inputs, attrs, opset=11, constants=("w", "b") if constant else (), **SUMS)
+
+
+@SETTINGS
+@given(length=st.integers(1, 7), kernel=st.integers(1, 3), stride=st.integers(1, 3), pad=st.integers(0, 1),
+       seed=seeds)
+def test_conv_transpose_1d(length, kernel, stride, pad, seed):
+    pad = min(pad, (kernel - 1) // 2)
+    x, w = rng_array(seed, (2, 3, length)), rng_array(seed + 1, (3, 4, kernel))
+    assert_matches("ConvTranspose", [("x", x), ("w", w)], {"strides": [stride], "pads": [pad, pad]},
+                   constants=("w",), **SUMS)
 
 
 def test_conv_transpose_output_shape():

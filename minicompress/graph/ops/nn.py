@@ -48,7 +48,10 @@ def _to_2d(x, weight):
 
 @register("Conv", 1)
 class Conv(Op):
-    """y[n, o] = sum_{c in group(o)} sum_k x_pad[n, c, s * p + d * k] w[o, c, k] + B[o] (1-D and 2-D)."""
+    """y[n, o] = sum_{c in group(o)} sum_k x_pad[n, c, s * p + d * k] w[o, c, k] + B[o] (1-D, 2-D, 3-D).
+
+    1-D runs as 2-D with a height of one; 3-D as a sum over the kernel's depth taps of 2-D convolutions
+    of the input's depth slices, y[:, :, t] = sum_j conv2d(x_pad[:, :, t * s + j * d], w[:, :, j])."""
 
     def run(self, x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
             strides=None):
@@ -58,14 +61,31 @@ class Conv(Op):
         if x.ndim == 3:
             x, w = _to_2d(x, w)
             strides, dilations, pads = [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]]
+        if x.ndim == 5:
+            y = _conv3d(_pad_spatial(x, pads), w, strides, dilations, int(group))
+            return y if b is None else y + b.reshape(1, -1, 1, 1, 1)
         if x.ndim != 4:
-            raise NotImplementedError(f"Conv on {x.ndim - 2}-D input is not supported (1-D and 2-D are)")
+            raise NotImplementedError(f"Conv on {x.ndim - 2}-D input is not supported (1-D, 2-D and 3-D are)")
         x = _pad_spatial(x, pads)
         y = conv_kernels.conv2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), tuple(strides), (0, 0),
                                         tuple(dilations), int(group))
         if b is not None:
             y = y + b.reshape(1, -1, 1, 1)
         return y[:, :, 0, :] if len(kernel) == 1 else y
+
+
+def _conv3d(x, w, strides, dilations, group):
+    depth, stride, dilation = w.shape[2], strides[0], dilations[0]
+    out_depth = (x.shape[2] - dilation * (depth - 1) - 1) // stride + 1
+    planes = []
+    for t in range(out_depth):
+        plane = 0
+        for j in range(depth):
+            plane = plane + conv_kernels.conv2d_forward(
+                np.ascontiguousarray(x[:, :, t * stride + j * dilation]), np.ascontiguousarray(w[:, :, j]),
+                tuple(strides[1:]), (0, 0), tuple(dilations[1:]), group)
+        planes.append(plane)
+    return np.stack(planes, axis=2)
 
 
 def _pad_spatial(x, pads, value=0.0):
@@ -78,7 +98,7 @@ def _pad_spatial(x, pads, value=0.0):
 
 @register("ConvTranspose", 1)
 class ConvTranspose(Op):
-    """The adjoint of Conv: out[n, o, s * i + d * k - pad_begin] += x[n, c, i] w[c, o, k] (2-D).
+    """The adjoint of Conv: out[n, o, s * i + d * k - pad_begin] += x[n, c, i] w[c, o, k] (1-D and 2-D).
 
     Output size: s (in - 1) + output_padding + d (k - 1) + 1 - pad_begin - pad_end, or `output_shape`, with
     the padding then chosen as the spec says (SAME_UPPER puts the extra element at the end). SAME padding
@@ -89,15 +109,20 @@ class ConvTranspose(Op):
             output_padding=None, output_shape=None, pads=None, strides=None):
         from ...ops.conv import ConvTranspose2d
         from ...autograd import Context
-        if x.ndim != 4:
-            raise NotImplementedError(f"ConvTranspose on {x.ndim - 2}-D input is not supported (2-D is)")
+        if x.ndim not in (3, 4):
+            raise NotImplementedError(f"ConvTranspose on {x.ndim - 2}-D input is not supported (1-D and 2-D are)")
         kernel = list(w.shape[2:])
         strides, dilations = _defaults(x, kernel, strides, dilations)
         begin, size = transpose_window(x.shape[2:], kernel, strides, dilations, pads, auto_pad, output_padding,
                                        output_shape)
+        one_d = x.ndim == 3                     # 1-D runs as 2-D with a height of one
+        if one_d:
+            x, w = x[:, :, None, :], w[:, :, None, :]
+            strides, dilations, begin, size = [1] + strides, [1] + dilations, [0] + list(begin), [1] + list(size)
         ctx = Context((False,) * 3)
-        return ConvTranspose2d.forward(ctx, np.ascontiguousarray(x), np.ascontiguousarray(w), b, tuple(strides),
-                                       tuple(dilations), int(group), tuple(begin), tuple(size))
+        y = ConvTranspose2d.forward(ctx, np.ascontiguousarray(x), np.ascontiguousarray(w), b, tuple(strides),
+                                    tuple(dilations), int(group), tuple(begin), tuple(size))
+        return y[:, :, 0, :] if one_d else y
 
 
 def transpose_window(in_spatial, kernel, strides, dilations, pads, auto_pad, output_padding, output_shape):
