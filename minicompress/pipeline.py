@@ -188,7 +188,13 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
                          finetune_epochs=finetune_epochs, qat_epochs=qat_epochs)
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
-    sample_shape = next(iter(test_loader))[0].shape[1:]
+    from .training import _check_not_empty
+    _check_not_empty(train_loader, "train_loader")
+    _check_not_empty(test_loader, "test_loader")
+    first = next(iter(test_loader), None)
+    if first is None:
+        raise ValueError("test_loader yielded no batch; the job needs test data to measure each stage")
+    sample_shape = first[0].shape[1:]
     report = Report(settings=dict(prune=prune, structured=structured, quantize=quantize, epochs=epochs,
                                   teacher_epochs=teacher_epochs, finetune_epochs=finetune_epochs,
                                   temperature=temperature, alpha=alpha, lr=lr))

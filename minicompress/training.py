@@ -21,7 +21,7 @@ def digits_loaders(batch_size=64, test_fraction=0.2, seed=0):
     return train, test
 
 
-def _check_not_empty(loader):
+def _check_not_empty(loader, name="loader"):
     """A loader that knows its length and has none fails here, before any work; one that does not
     know it is checked once it has been iterated (no samples seen)."""
     try:
@@ -29,7 +29,7 @@ def _check_not_empty(loader):
     except TypeError:
         return
     if n == 0:
-        raise ValueError("loader is empty (len(loader) == 0); it must yield at least one batch")
+        raise ValueError(f"{name} is empty (len({name}) == 0); it must yield at least one batch")
 
 
 def train_epoch(model, loader, optimizer, loss_fn=F.cross_entropy):
