@@ -233,3 +233,16 @@ def test_pruned_channels_with_a_conv_bias_before_a_padded_conv_warn_with_the_out
     assert change > 1e-3  # the dropped constants do change the output
     reported = float(re.search(r"largest output change on example_input: (\S+) \(", message).group(1))
     np.testing.assert_allclose(reported, change, rtol=1e-2)  # printed with 3 significant digits
+
+
+def test_to_sparse_of_the_stem_keeps_the_sequential_order():
+    """Replacing the first layer of a Sequential keeps it first (a replaced child keeps its place, as
+    torch's Module.__setattr__ does), so the converted model computes the same outputs."""
+    model = nn.create_mobile_classifier(10, 1).eval()
+    P.l1_unstructured(model.stem[0], "weight", amount=0.6)
+    x = mc.randn(2, 1, 8, 8)
+    with mc.no_grad():
+        expected = model(x).data
+        converted = P.to_sparse(model, min_sparsity=0.5)
+        assert [type(m).__name__ for m in converted.stem] == ["SparseConv2d", "BatchNorm2d", "ReLU"]
+        np.testing.assert_allclose(converted(x).data, expected, rtol=1e-5, atol=1e-6)

@@ -62,9 +62,11 @@ class Module:
             raise RuntimeError(f"cannot assign {name!r} before Module.__init__() is called")
         if isinstance(value, (Parameter, Module)):
             self.__dict__.pop(name, None)
+            target = self._parameters if isinstance(value, Parameter) else self._modules
             for store in (self._parameters, self._buffers, self._modules):
-                store.pop(name, None)
-            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+                if store is not target:
+                    store.pop(name, None)
+            target[name] = value            # a replaced entry keeps its place (a Sequential's order), as in torch
         elif name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"buffer {name!r} must be a Tensor or None, got {type(value).__name__}")
