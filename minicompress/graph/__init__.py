@@ -4,6 +4,7 @@ ONNX files and writes them back; nothing here imports onnx."""
 from .listing import Graph
 from .module import GraphModule, sanitize
 from .registry import Op, UnsupportedOperatorError, lookup, register, resolve, supported_operators
+from .trace import TraceError, trace
 
 __all__ = ["Graph", "GraphModule", "Op", "UnsupportedOperatorError", "lookup", "register", "resolve",
-           "sanitize", "supported_operators"]
+           "sanitize", "supported_operators", "TraceError", "trace"]
