@@ -28,7 +28,10 @@ from . import registry
 
 
 def _tensor(value):
-    return value if isinstance(value, Tensor) else Tensor._wrap(np.asarray(value))
+    """A node's result as a value of the graph: a Tensor, or a QTensor as is (a converted graph's layers
+    pass quantized values between them)."""
+    from ..quant.qtensor import QTensor
+    return value if isinstance(value, (Tensor, QTensor)) else Tensor._wrap(np.asarray(value))
 
 
 class GraphModule(Module):
