@@ -16,9 +16,16 @@ from .. import nn
 from ..graph import registry
 from ..graph.module import GraphModule, sanitize
 from ..nn.module import Module
+from ..quant.qtensor import QTensor
 from ..tensor import Tensor
+from .export_quantized import emit_quantized, is_quantized_layer
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
+
+
+def _elem(tensor):
+    """The ONNX element type of a traced value; a QTensor is the float output of its DequantizeLinear."""
+    return _ELEM["float32"] if isinstance(tensor, QTensor) else _ELEM[tensor.dtype.name]
 
 
 class ExportError(ValueError):
@@ -45,7 +52,8 @@ class _Builder:
 
     def constant(self, base, array):
         name = self.name(base)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)           # a 0-d array stays a scalar (ascontiguousarray would make it 1-d)
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array) if array.ndim else array, name))
         return name
 
     def node(self, op_type, inputs, outputs, name, **attrs):
@@ -185,7 +193,8 @@ _LEAF_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.Batc
 
 
 def _is_leaf(module):
-    return isinstance(module, _LEAF_TYPES) or type(module).__name__ in _IDENTITY_LAYERS or not module._modules
+    return (isinstance(module, _LEAF_TYPES) or is_quantized_layer(module) or type(module).__name__ in _IDENTITY_LAYERS
+            or not module._modules)
 
 
 # ----- tracing a Module ----------------------------------------------------------------------------
@@ -226,7 +235,10 @@ def _export_module(b, model, inputs):
     keep = []                    # holds every traced tensor, so that no id is reused while tracing
     for name, layer, args, out in calls:
         keep.append((args, out))
-        if not isinstance(out, Tensor):
+        quantized = is_quantized_layer(layer)
+        if quantized and isinstance(out, tuple):
+            emit_quantized(b, layer, name, [], args, None)          # raises ExportError naming the layer
+        if not isinstance(out, (Tensor, QTensor)):
             raise ExportError(f"layer {name!r} returned a {type(out).__name__}; only single tensors export")
         missing = [i for i, a in enumerate(args) if id(a) not in names]
         if missing:
@@ -234,7 +246,9 @@ def _export_module(b, model, inputs):
                               "computed by a tensor operation outside any layer; export traces models whose "
                               "forward only chains layers (or load the model as a GraphModule)")
         out_name = b.name(sanitize(name))
-        if isinstance(layer, nn.Add):
+        if quantized:
+            emit_quantized(b, layer, name, [names[id(a)] for a in args], args, out_name)
+        elif isinstance(layer, nn.Add):
             b.node("Add", [names[id(a)] for a in args], [out_name], name)
         else:
             _emit_layer(b, layer, name, names[id(args[0])], out_name, args[0].ndim)
@@ -262,6 +276,10 @@ def _export_graph(b, model, inputs):
     for node in model.nodes:
         if node["kind"] == "module":
             layer = model.get_submodule(node["target"])
+            if is_quantized_layer(layer):
+                emit_quantized(b, layer, node["target"], node["inputs"], [env[v] for v in node["inputs"]],
+                               node["outputs"][0])
+                continue
             _emit_layer(b, layer, node["target"], node["inputs"][0], node["outputs"][0], env[node["inputs"][0]].ndim)
             continue
         _emit_operator(b, node)
@@ -334,11 +352,11 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
         shape = list(declared) if declared is not None else list(tensor.shape)
         if declared is None and dynamic_batch and shape:
             shape[0] = "batch"
-        return b.helper.make_tensor_value_info(name, _ELEM[tensor.dtype.name], shape)
+        return b.helper.make_tensor_value_info(name, _elem(tensor), shape)
 
     graph = b.helper.make_graph(b.nodes, "minicompress", [info(n, t, shapes.get(n)) for n, t in graph_inputs],
                                 [info(n, t) if not isinstance(model, GraphModule) else
-                                 b.helper.make_tensor_value_info(n, _ELEM[t.dtype.name], [None] * t.ndim)
+                                 b.helper.make_tensor_value_info(n, _elem(t), [None] * t.ndim)
                                  for n, t in graph_outputs], b.initializers)
     proto = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", opset_version)],
                                 producer_name="minicompress", ir_version=8 if opset_version < 21 else 10)
