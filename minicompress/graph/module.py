@@ -22,12 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.module import Module
+from ..quant.qtensor import QTensor
 from ..tensor import Tensor
 from . import registry
 
 
 def _tensor(value):
-    return value if isinstance(value, Tensor) else Tensor._wrap(np.asarray(value))
+    """A node's result as a graph value: Tensors and QTensors (a quantized layer's output) as they are."""
+    return value if isinstance(value, (Tensor, QTensor)) else Tensor._wrap(np.asarray(value))
 
 
 class GraphModule(Module):
