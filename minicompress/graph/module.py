@@ -23,14 +23,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.module import Module
+from ..quant.qtensor import QTensor
 from ..tensor import Tensor
 from . import registry
 
 
 def _tensor(value):
-    """A node's result as a value of the graph: a Tensor, or a QTensor as is (a converted graph's layers
-    pass quantized values between them)."""
-    from ..quant.qtensor import QTensor
+    """A node's result as a graph value: Tensors and QTensors (a quantized layer's output) as they are."""
     return value if isinstance(value, (Tensor, QTensor)) else Tensor._wrap(np.asarray(value))
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import nn
 from ..nn.module import Module
+from ..quant.qtensor import QTensor
 from ..tensor import Tensor
 from .module import GraphModule, sanitize, unique_name
 
@@ -54,9 +55,10 @@ def layer_op_type(layer):
 
 
 def is_leaf(module):
+    """A layer that becomes one node: no children, one of LEAF_TYPES, a fused run or a quantized layer."""
     from ..quant.fuse import _FusedModule
     return (isinstance(module, LEAF_TYPES + (_FusedModule,)) or type(module).__name__ in IDENTITY_LAYERS
-            or not module._modules)
+            or type(module).__module__.startswith("minicompress.quant.") or not module._modules)
 
 
 def record_calls(model, inputs):
@@ -127,9 +129,10 @@ def trace(model, example_inputs, dynamic_batch=True):
     taken, nodes = set(names.values()), []
     for qualified, layer, args, out in calls:
         keep.append((args, out))              # holds every traced tensor, so that no id is reused
-        if not isinstance(out, Tensor):
-            raise TraceError(f"layer {qualified!r} returned a {type(out).__name__}; only single tensors trace")
-        tensors = [a for a in args if isinstance(a, Tensor)]
+        if not isinstance(out, (Tensor, QTensor)):
+            raise TraceError(f"layer {qualified!r} ({type(layer).__name__}) returned a {type(out).__name__}; "
+                             "only layers returning a single tensor trace")
+        tensors = [a for a in args if isinstance(a, (Tensor, QTensor))]
         missing = [i for i, a in enumerate(tensors) if id(a) not in names]
         if missing:
             raise TraceError(f"cannot trace layer {qualified!r} ({type(layer).__name__}): its input {missing[0]} "

@@ -17,9 +17,16 @@ from ..graph import registry
 from ..graph.module import GraphModule
 from ..graph.trace import IDENTITY_LAYERS, TraceError, trace
 from ..nn.module import Module
+from ..quant.qtensor import QTensor
 from ..tensor import Tensor
+from .export_quantized import emit_quantized, is_quantized_layer
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
+
+
+def _elem(tensor):
+    """The ONNX element type of a traced value; a QTensor is the float output of its DequantizeLinear."""
+    return _ELEM["float32"] if isinstance(tensor, QTensor) else _ELEM[tensor.dtype.name]
 
 
 class ExportError(ValueError):
@@ -50,7 +57,8 @@ class _Builder:
 
     def constant(self, base, array):
         name = self.name(base)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)           # a 0-d array stays a scalar (ascontiguousarray would make it 1-d)
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array) if array.ndim else array, name))
         return name
 
     def node(self, op_type, inputs, outputs, name, **attrs):
@@ -198,7 +206,10 @@ def _export_graph(b, model, inputs):
     for node in model.nodes:
         if node["kind"] == "module":
             layer = model.get_submodule(node["target"])
-            if isinstance(layer, nn.Add):
+            if is_quantized_layer(layer):
+                emit_quantized(b, layer, node["target"], node["inputs"], [env[v] for v in node["inputs"]],
+                               node["outputs"][0])
+            elif isinstance(layer, nn.Add):
                 b.node("Add", node["inputs"], node["outputs"], node["target"])
             else:
                 _emit_layer(b, layer, node["target"], node["inputs"][0], node["outputs"][0],
@@ -278,11 +289,11 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
         shape = list(declared) if declared is not None else list(tensor.shape)
         if declared is None and dynamic_batch and shape:
             shape[0] = "batch"
-        return b.helper.make_tensor_value_info(name, _ELEM[tensor.dtype.name], shape)
+        return b.helper.make_tensor_value_info(name, _elem(tensor), shape)
 
     graph = b.helper.make_graph(b.nodes, "minicompress", [info(n, t, shapes.get(n)) for n, t in graph_inputs],
                                 [info(n, t) if traced else
-                                 b.helper.make_tensor_value_info(n, _ELEM[t.dtype.name], [None] * t.ndim)
+                                 b.helper.make_tensor_value_info(n, _elem(t), [None] * t.ndim)
                                  for n, t in graph_outputs], b.initializers)
     proto = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", opset_version)],
                                 producer_name="minicompress", ir_version=8 if opset_version < 21 else 10)
