@@ -15,7 +15,8 @@ QLinearAveragePool, QLinearGlobalAveragePool; MaxPool, Reshape on the uint8 code
     Linear / LinearReLU    the same with Gemm(transB=1) on 2-D input; MatMul on W^T (axis=1) then Add
                            of the dequantized bias on other ranks
     QuantizedAdd           Add(DQ(a), DQ(b)) -> Q -> DQ in the add's qparams
-    ReLU, ReLU6, pools, Flatten    the float op on DQ(x) -> Q -> DQ in the input's qparams (these layers
+    QuantizedConcat        Concat(DQ(a), DQ(b), ...) -> Q -> DQ in the concat's qparams
+    ReLU, ReLU6, pools, Flatten, Reshape    the float op on DQ(x) -> Q -> DQ in the input's qparams (these layers
                            keep them)
     DeQuantize             Identity: the value is already the DequantizeLinear's float output
 
@@ -153,6 +154,13 @@ def emit_quantized(b, layer, name, in_names, in_values, out):
         b.node("Add", [x, in_names[1]], [mid], name)
         _qdq(b, mid, out, name, layer.scale, layer.zero_point, storage)
         return
+    if kind is nnq.QuantizedConcat:
+        for i, value in enumerate(in_values[1:], 1):
+            _input_qtensor(layer, name, value, i)
+        mid = b.name(f"{name}_Concat_Output")
+        b.node("Concat", list(in_names), [mid], name, axis=layer.axis)
+        _qdq(b, mid, out, name, layer.scale, layer.zero_point, storage)
+        return
     mid = b.name(f"{name}_QuantizeLinear_Input")
     if kind in (nnq.Conv2d, nnq.ConvReLU2d):
         ins = [x, _dequantized_weight(b, name, layer.weight())]
@@ -234,9 +242,14 @@ def _flatten(b, layer, name, x, out, qx):
     b.node("Reshape", [x, shape], [out], name)
 
 
+def _reshape(b, layer, name, x, out, qx):
+    b.node("Reshape", [x, b.constant(f"{name}.shape", np.array(layer.shape, np.int64))], [out], name)
+
+
 _SAME_QPARAMS = {nnq.ReLU: _relu, nnq.ReLU6: _relu6, nnq.MaxPool2d: _max_pool, nnq.AvgPool2d: _avg_pool,
-                 nnq.AdaptiveAvgPool2d: _adaptive_avg_pool, nnq.Flatten: _flatten}
-_STATIC = set(_SAME_QPARAMS) | {nnq.Conv2d, nnq.ConvReLU2d, nnq.Linear, nnq.LinearReLU, nnq.QuantizedAdd}
+                 nnq.AdaptiveAvgPool2d: _adaptive_avg_pool, nnq.Flatten: _flatten, nnq.Reshape: _reshape}
+_STATIC = set(_SAME_QPARAMS) | {nnq.Conv2d, nnq.ConvReLU2d, nnq.Linear, nnq.LinearReLU, nnq.QuantizedAdd,
+                                nnq.QuantizedConcat}
 _PASS_THROUGH = {nnq.Quantize, nnq.DeQuantize, nnq.Dropout, DynamicQuantizedLinear}
 
 

@@ -303,6 +303,10 @@ def convert_fx(prepared):
     graph.nodes, graph.outputs = new_nodes, final
     for m in graph.modules():
         m.__dict__.pop("qconfig", None)
+    read = {v for n in new_nodes for v in n["inputs"]} | set(final)
+    for value in [v for v in graph.constants if v not in read]:      # a Reshape's shape, now in its module
+        buffer, _ = graph.constants.pop(value)
+        del graph._buffers[buffer]
     graph.validate()
     return graph.eval()
 
