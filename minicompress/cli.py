@@ -6,6 +6,7 @@
     minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64]      (.onnx: onnxruntime timed too)
     minicompress predict MODEL | MODEL.onnx INPUT.npy [--raw]       (or --input INPUT.npy)
     minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
+    minicompress quantize MODEL.onnx --calibration data.npy --out model.int8.onnx
 
 Bad input (a missing or non-model file, an input of the wrong shape, an unknown option value)
 prints one line to stderr and exits with status 2; no traceback. `optimize` checks every option,
@@ -402,6 +403,29 @@ def cmd_check(args):
         raise CommandError(str(exc)) from exc
 
 
+def cmd_quantize(args):
+    from .onnx_cli import is_onnx_path
+    if not is_onnx_path(args.model):
+        raise CommandError(f"quantize takes an .onnx file, got {args.model!r}")
+    if not os.path.isfile(args.model):
+        raise CommandError(f"no ONNX file at {args.model!r}")
+    from .onnx.quantize_command import quantize_command
+    try:
+        return quantize_command(args, CommandError)
+    except NotImplementedError as exc:     # an operator minicompress does not implement
+        raise CommandError(str(exc)) from exc
+
+
+def _add_quantize(sub):
+    qua = sub.add_parser("quantize", help="static int8 (per channel) of an ONNX model, compared with onnxruntime's "
+                                          "quantize_static on the same calibration data")
+    qua.add_argument("model", help="a float .onnx file with one float32 input")
+    qua.add_argument("--calibration", required=True, help=".npy array of calibration samples (batch, *input shape)")
+    qua.add_argument("--out", required=True, help="the int8 model to write (QDQ .onnx)")
+    qua.add_argument("--batch-size", type=int, default=32, help="calibration batch size (default 32)")
+    qua.set_defaults(run=cmd_quantize)
+
+
 def _add_check(sub):
     chk = sub.add_parser("check", help="run an ONNX model in minicompress and onnxruntime, compare node by node")
     chk.add_argument("model")
@@ -464,6 +488,7 @@ def build_parser():
                      help="INPUT holds raw values (digits: pixel counts 0..16); apply the model file's scaling")
     pre.set_defaults(run=cmd_predict)
     _add_check(sub)
+    _add_quantize(sub)
     return parser
 
 
