@@ -28,7 +28,12 @@ from .module import GraphModule, sanitize, unique_name
 
 
 class TraceError(ValueError):
-    """A forward that does not only chain layers (a tensor made outside any layer)."""
+    """A forward that does not only chain layers (a tensor made outside any layer); `layer` names the
+    layer that reads it (None when it is the model's output)."""
+
+    def __init__(self, message, layer=None):
+        super().__init__(message)
+        self.layer = layer
 
 
 # ONNX op_type of each layer kind (module nodes carry it; an unknown layer keeps its class name)
@@ -138,7 +143,7 @@ def trace(model, example_inputs, dynamic_batch=True):
             raise TraceError(f"cannot trace layer {qualified!r} ({type(layer).__name__}): its input {missing[0]} "
                              "was computed by a tensor operation outside any layer; tracing follows models whose "
                              "forward only chains layers (express it as a layer, e.g. nn.Add, or load the model "
-                             "as a GraphModule)")
+                             "as a GraphModule)", layer=qualified)
         value = unique_name(sanitize(qualified), taken)
         taken.add(value)
         nodes.append({"name": value, "kind": "module", "target": qualified, "op_type": layer_op_type(layer),
