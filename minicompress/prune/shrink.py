@@ -11,17 +11,26 @@ costs as much as before.
       a global pool, and a depthwise Conv2d, which loses the same channels and passes the removal on;
     - the matching input channels (weight columns) of the next Conv2d / Linear, which ends the chain.
 
-How the layer order is found: the forward is traced once on `example_input` with a forward hook on
-every leaf module, recording which tensor each call reads and writes. Tensors are then grouped:
-the input and output of a per-channel layer (BatchNorm, ReLU, depthwise conv, ...) are one group,
-and so are both inputs and the output of a residual `nn.Add`, whose channels must line up. A channel
-of a group can be removed only if EVERY Conv2d / Linear writing into the group has pruned it (the
-residual case keeps the channels that either branch needs); a group touching anything else (the
-model's input or output, a layer of unknown kind, a grouped conv that is not depthwise) keeps all
-its channels. Each group keeps at least one channel. A tensor computed outside a module (an
-operator in a forward method) cannot be followed, and raises an error naming the layer.
-`tied_output_groups` lists the Conv2d / Linear layers of each group, so that they can prune on one
-shared ranking and lose the same channels.
+How the channel dependencies are found: from the graph. A GraphModule (an imported ONNX model) is
+used as it is; any other model is traced once on `example_input` (`graph.trace`, which shares its
+layers, so slicing them shrinks the copy). The graph runs once keeping every value, and the channels
+(axis 1) of the values are joined in one union-find over channels:
+
+    per-channel layers and operators   BatchNorm, ReLU / Relu, Clip, pools, Dropout, Identity, quant
+                                       stubs, a depthwise conv: channel c of the input is channel c
+                                       of the output
+    residual add (nn.Add, Add)         channel c of every input and of the output
+    Concat (axis 1)                    channel c of input k is channel offset_k + c of the output
+    Flatten / Reshape(batch, -1)       feature c * spatial + s of the output is channel c of the input
+    into a Linear / Gemm               (spatial = H * W of the flattened tensor)
+
+A channel can be removed only if EVERY Conv2d / Linear writing into its set has pruned it (a residual
+add keeps the channels that either branch needs); a set touching anything else (the model's input or
+output, a layer or operator of unknown kind, a grouped conv that is not depthwise) keeps all its
+channels, and every dense layer keeps at least one output channel. A tensor computed outside a module
+(an operator in a forward method) cannot be traced and raises an error naming the layer; load such a
+model as a GraphModule instead. `tied_output_groups` lists the Conv2d / Linear layers whose outputs
+share channel sets, so that they can prune on one shared ranking and lose the same channels.
 
 Exactness: a removed channel is its bias b_c where its conv writes it (zero without a bias), and a
 BatchNorm after it (eval mode) turns that into the constant beta + gamma * (b_c - running_mean) /
