@@ -89,3 +89,25 @@ def test_concat_and_flatten_into_gemm_keep_channel_offsets(dynamic):
     assert linear.in_features == mix.out_channels * 2 * 2 < 32                   # flatten: channel * spatial
     with mc.no_grad():
         np.testing.assert_allclose(shrunk(x).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_graph_written_by_minicompress_shrinks_through_reshape_and_batch_norm_layers():
+    """mco.export writes Flatten as Reshape(x, [0, -1]) and keeps BatchNormalization: both are followed."""
+    mc.manual_seed(2)
+    model = nn.create_mobile_classifier().eval()
+    x = np.random.default_rng(2).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    graph = mco.load(mco.export(model, x).SerializeToString())
+    assert "Reshape" in {n["op_type"] for n in graph.nodes}
+    graph = prune_channels(graph, 0.5, 2)
+    for m in graph.modules():                  # BN turns a removed zero channel into beta - gamma * mean / std
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data = (m.weight.data * m.running_mean.data / np.sqrt(m.running_var.data + m.eps)).astype(np.float32)
+    with mc.no_grad():
+        expected = graph(x).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shrunk = P.shrink(graph, example_input=x)
+    assert [m for m in shrunk.modules() if isinstance(m, nn.Linear)][0].in_features < 64
+    assert parameter_count(shrunk) < parameter_count(graph)
+    with mc.no_grad():
+        np.testing.assert_allclose(shrunk(x).numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

@@ -112,7 +112,9 @@ def clip_bounds(graph_module, node):
         return (0.0, 6.0) if node["op_type"] == "Clip" else (0.0, None)
     if node.get("version", 11) < 11:
         attrs = node.get("attrs", {})
-        return attrs.get("min", -3.4028234663852886e38), attrs.get("max", 3.4028234663852886e38)
+        low, high = attrs.get("min"), attrs.get("max")       # the spec's defaults are float32's -max / max
+        return (None if low is None or low <= -3.4e38 else float(low),
+                None if high is None or high >= 3.4e38 else float(high))
     bounds = []
     for v in (node["inputs"] + ["", ""])[1:3]:
         entry = graph_module.constants.get(v) if v else None
