@@ -86,7 +86,7 @@ class _Reader:
 
 
 def quantize_command(args, CommandError):
-    from ..onnx_cli import _OrtModel, _ort_session, load_onnx
+    from ..onnx_cli import load_onnx
     model, proto = load_onnx(args.model, CommandError)
     if len(model.inputs) != 1 or (model.inputs[0].get("dtype") or "float32") != "float32":
         raise CommandError(f"{args.model}: quantize takes models with one float32 input, got "
@@ -104,7 +104,6 @@ def quantize_command(args, CommandError):
     import numba
 
     from ..autograd import no_grad
-    from ..latency import measure_latency
     from ..quant.quantize_fx import convert_fx, prepare_fx
     from .exporter import export
     threads = numba.get_num_threads()
@@ -117,13 +116,22 @@ def quantize_command(args, CommandError):
     quantized = convert_fx(prepared)
     handle, tmp = tempfile.mkstemp(suffix=".onnx", dir=folder)
     os.close(handle)
-    try:
+    try:                               # --out appears only once everything has worked
         export(quantized, data[:1], tmp, opset_version=max(13, _opset(proto)))
+        _compare(args, proto, spec, data, batches, quantized, os.path.getsize(tmp), threads)
         os.replace(tmp, args.out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    print(f"wrote {args.out}")
+    return 0
 
+
+def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
+    """Run onnxruntime's quantize_static on the same data and print the table (see the module docstring)."""
+    from ..autograd import no_grad
+    from ..latency import measure_latency
+    from ..onnx_cli import _OrtModel, _ort_session
     theirs_bytes = _ort_quantize_static(args.model, spec["name"], data, args.batch_size)
     float_session = _ort_session(proto, threads)
     theirs_session = _ort_session(_onnx_from(theirs_bytes), threads)
@@ -134,7 +142,7 @@ def quantize_command(args, CommandError):
     one = data[:1]
     rows = [("float (onnxruntime)", (1.0 if reference.ndim == 2 and reference.shape[1] > 1 else None, 0.0, 1.0),
              len(proto.SerializeToString()), measure_latency(_OrtModel(float_session), one)),
-            ("minicompress int8", _agreement(ours, reference), os.path.getsize(args.out),
+            ("minicompress int8", _agreement(ours, reference), our_bytes,
              measure_latency(quantized, one)),
             ("onnxruntime quantize_static", _agreement(theirs, reference), len(theirs_bytes),
              measure_latency(_OrtModel(theirs_session), one))]
@@ -144,8 +152,6 @@ def quantize_command(args, CommandError):
     for name, (top1, diff, cosine), size, seconds in rows:
         agree = "-" if top1 is None else f"{top1:.4f}"
         print(f"{name:30s} {agree:>11s} {diff:11.4g} {cosine:9.6f} {size:11,d} {seconds * 1e3:9.3f} ms")
-    print(f"wrote {args.out}")
-    return 0
 
 
 def _ort_quantize_static(path, input_name, data, batch):
