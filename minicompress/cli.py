@@ -2,10 +2,11 @@
 
     minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0] [--task detect]
     minicompress optimize --task embed --model DIR [--prune-heads 6]
-    minicompress inspect MODEL
-    minicompress bench MODEL [--batch-sizes 1,64]
-    minicompress predict MODEL INPUT.npy [--raw]
+    minicompress inspect MODEL | MODEL.onnx
+    minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64]      (.onnx: onnxruntime timed too)
+    minicompress predict MODEL | MODEL.onnx INPUT.npy [--raw]       (or --input INPUT.npy)
     minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
+    minicompress quantize MODEL.onnx --calibration data.npy --out model.int8.onnx
 
 Bad input (a missing or non-model file, an input of the wrong shape, an unknown option value)
 prints one line to stderr and exits with status 2; no traceback. `optimize` checks every option,
@@ -227,8 +228,18 @@ def _input_shape(model, given):
     return tuple(shape)
 
 
+def _load_onnx(path):
+    from minicompress.onnx_cli import load_onnx
+    return load_onnx(path, CommandError)
+
+
 def cmd_inspect(args):
     from minicompress.summary import describe_model
+    from minicompress.onnx_cli import describe_onnx, is_onnx_path
+    if is_onnx_path(args.model):
+        model, proto = _load_onnx(args.model)
+        print(describe_onnx(model, proto, args.model))
+        return 0
     model = _load(args.model)
     spec = _input_spec(args.model)
     try:
@@ -251,16 +262,26 @@ def _describe_spec(spec):
     return text + (f"; {spec['description']}" if isinstance(spec.get("description"), str) else "")
 
 
-def cmd_bench(args):
-    from minicompress.latency import latency_per_image
-    model = _load(args.model)
-    shape = _input_shape(model, args.input_shape)
+def _batch_sizes(text):
     try:
-        batches = tuple(int(b) for b in args.batch_sizes.split(","))
+        batches = tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise CommandError(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
+        raise CommandError(f"--batch-sizes must be comma-separated integers, got {text!r}")
     if min(batches) < 1:
         raise CommandError("--batch-sizes must be positive")
+    return batches
+
+
+def cmd_bench(args):
+    from minicompress.latency import latency_per_image
+    from minicompress.onnx_cli import bench_onnx, is_onnx_path, sample_shape
+    batches = _batch_sizes(args.batch_sizes)
+    if is_onnx_path(args.model):
+        model, proto = _load_onnx(args.model)
+        return bench_onnx(model, proto, sample_shape(model, args.model, args.input_shape, CommandError), batches,
+                          CommandError)
+    model = _load(args.model)
+    shape = _input_shape(model, args.input_shape)
     from minicompress.kernels.qgemm import QGEMM_ROUTE
     print(f"int8 GEMM route: {QGEMM_ROUTE} (MINICOMPRESS_QGEMM overrides it)")
     for batch, seconds in latency_per_image(model, shape, batches).items():
@@ -315,9 +336,19 @@ def _preprocess(x, spec, raw):
 def cmd_predict(args):
     import minicompress as mc
     import minicompress.functional as F
-    model = _load(args.model)
-    spec = _input_spec(args.model)
-    shape = tuple(spec["shape"]) if spec is not None else getattr(model, "input_shape", None)
+    from minicompress.onnx_cli import is_onnx_path, sample_shape
+    if args.input is not None and args.input_option is not None:
+        raise CommandError("give the input once: INPUT or --input INPUT, not both")
+    args.input = args.input if args.input is not None else args.input_option
+    if args.input is None:
+        raise CommandError("predict needs an input: INPUT.npy or --input INPUT.npy")
+    if is_onnx_path(args.model):
+        model, _ = _load_onnx(args.model)
+        spec, shape = None, sample_shape(model, args.model, None, CommandError)
+    else:
+        model = _load(args.model)
+        spec = _input_spec(args.model)
+        shape = tuple(spec["shape"]) if spec is not None else getattr(model, "input_shape", None)
     if shape is not None:
         if not (isinstance(shape, tuple) and shape and all(isinstance(n, int) and n > 0 for n in shape)):
             raise CommandError(f"{args.model}: the model file's input_shape {shape!r} is not a tuple of positive ints")
@@ -343,10 +374,14 @@ def cmd_predict(args):
     try:
         with mc.no_grad():
             logits = model(mc.tensor(x))
+            logits = logits[0] if isinstance(logits, tuple) else logits       # an ONNX graph's first output
             logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
-            probs = F.softmax(logits, dim=1).numpy()
     except Exception as exc:  # a crafted file can hold a model that loads but cannot run
         raise CommandError(f"the model in {args.model} failed on this input ({type(exc).__name__}: {exc})")
+    if logits.ndim != 2:
+        raise CommandError(f"the model's output has shape {logits.shape}; predict reads (batch, classes) logits")
+    with mc.no_grad():
+        probs = F.softmax(logits, dim=1).numpy()
     np.set_printoptions(precision=4, suppress=True)
     for i, p in enumerate(probs):
         print(f"sample {i}: class {int(p.argmax())}  probabilities {p}")
@@ -366,6 +401,29 @@ def cmd_check(args):
         return check_command(args)
     except NotImplementedError as exc:     # an operator minicompress does not implement
         raise CommandError(str(exc)) from exc
+
+
+def cmd_quantize(args):
+    from .onnx_cli import is_onnx_path
+    if not is_onnx_path(args.model):
+        raise CommandError(f"quantize takes an .onnx file, got {args.model!r}")
+    if not os.path.isfile(args.model):
+        raise CommandError(f"no ONNX file at {args.model!r}")
+    from .onnx.quantize_command import quantize_command
+    try:
+        return quantize_command(args, CommandError)
+    except NotImplementedError as exc:     # an operator minicompress does not implement
+        raise CommandError(str(exc)) from exc
+
+
+def _add_quantize(sub):
+    qua = sub.add_parser("quantize", help="static int8 (per channel) of an ONNX model, compared with onnxruntime's "
+                                          "quantize_static on the same calibration data")
+    qua.add_argument("model", help="a float .onnx file with one float32 input")
+    qua.add_argument("--calibration", required=True, help=".npy array of calibration samples (batch, *input shape)")
+    qua.add_argument("--out", required=True, help="the int8 model to write (QDQ .onnx)")
+    qua.add_argument("--batch-size", type=int, default=32, help="calibration batch size (default 32)")
+    qua.set_defaults(run=cmd_quantize)
 
 
 def _add_check(sub):
@@ -405,10 +463,10 @@ def build_parser():
     opt.add_argument("--prune-heads", type=int, default=6, help="--task embed: attention heads to remove (default 6)")
     opt.set_defaults(run=cmd_optimize)
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
-    ins.add_argument("model", help="a model file written by minicompress")
+    ins.add_argument("model", help="a model file written by minicompress, or an .onnx file")
     ins.set_defaults(run=cmd_inspect)
-    ben = sub.add_parser("bench", help="latency of a model file at batch 1 and 64")
-    ben.add_argument("model")
+    ben = sub.add_parser("bench", help="latency of a model file at batch 1 and 64 (an .onnx file: onnxruntime's too)")
+    ben.add_argument("model", help="a model file written by minicompress, or an .onnx file")
     ben.add_argument("--batch-sizes", default="1,64")
     ben.add_argument("--input-shape", default=None, help="C,H,W when the model file records none")
     ben.set_defaults(run=cmd_bench)
@@ -422,12 +480,15 @@ def build_parser():
                     "the UCI digits' pixel counts 0..16 divided by 16. Values outside that range are refused;\n"
                     "give raw pixel counts with --raw and they are scaled as in training. An empty batch is an\n"
                     "error.")
-    pre.add_argument("model", help="a model file written by minicompress (optimize, or minicompress.io.save)")
-    pre.add_argument("input", help="a .npy array of samples (see above)")
+    pre.add_argument("model", help="a model file written by minicompress (optimize, or minicompress.io.save), or "
+                                    "an .onnx file (its input shape is the graph's, without the batch dimension)")
+    pre.add_argument("input", nargs="?", default=None, help="a .npy array of samples (see above)")
+    pre.add_argument("--input", dest="input_option", default=None, metavar="INPUT", help="the same as INPUT")
     pre.add_argument("--raw", action="store_true",
                      help="INPUT holds raw values (digits: pixel counts 0..16); apply the model file's scaling")
     pre.set_defaults(run=cmd_predict)
     _add_check(sub)
+    _add_quantize(sub)
     return parser
 
 

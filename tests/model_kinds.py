@@ -115,9 +115,32 @@ def dynamic_gru_cell():
     return _dynamic(nn.GRUCell(6, 5)), _sequence()[0]
 
 
+def traced_graph():
+    from minicompress.graph import trace
+    return trace(_classifier(), _images()), _images()
+
+
+def _graph_prepared():
+    from minicompress.quant.quantize_fx import prepare_fx
+    prepared = prepare_fx(_classifier(), Q.get_default_qconfig("x86"), _images())
+    with mc.no_grad():
+        for k in range(2):
+            prepared(np.random.default_rng(k + 1).random((8, 1, 8, 8), dtype=np.float32))
+    return prepared
+
+
+def graph_observed():
+    return _graph_prepared(), _images()
+
+
+def graph_int8():
+    from minicompress.quant.quantize_fx import convert_fx
+    return convert_fx(_graph_prepared()), _images()
+
+
 KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, observed_histogram, observed_minmax,
                                  qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru, dynamic_lstm_cell,
-                                 dynamic_gru_cell)}
+                                 dynamic_gru_cell, traced_graph, graph_observed, graph_int8)}
 
 
 def outputs(model, x):

@@ -283,3 +283,94 @@ def test_crafted_model_files_are_one_error_line(tmp_path, capsys, kind, command)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("minicompress: error:") and "\n" not in err
+
+
+# ----- .onnx files ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    """A float and an int8 (QDQ) export of the mobile classifier, a file that is not ONNX, and one whose
+    operator minicompress does not implement."""
+    onnx = pytest.importorskip("onnx")
+    import minicompress.onnx as mco
+    from minicompress import quant
+    folder = tmp_path_factory.mktemp("cli_onnx")
+    mc.manual_seed(0)
+    model = nn.create_mobile_classifier(10, 1).eval()
+    x = mc.tensor(np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32))
+    mco.export(model, x, folder / "float.onnx")
+    fused = quant.fuse_mobile_classifier(model)
+    fused.qconfig = quant.get_default_qconfig("x86")
+    prepared = quant.prepare(fused)
+    with mc.no_grad():
+        prepared(x)
+    int8 = quant.convert(prepared)
+    mco.export(int8, x, folder / "int8.onnx")
+    (folder / "garbage.onnx").write_bytes(b"\x08\x07 these bytes are not a protobuf ModelProto \xff\xff")
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Einsum", ["a", "a"], ["y"], equation="ij,ij->i")], "g",
+                         [h.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 2])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(folder / "einsum.onnx"))
+    return dict(folder=folder, model=model, int8=int8)
+
+
+def test_inspect_onnx_lists_operators_and_initializer_bytes(onnx_files, capsys):
+    assert cli.main(["inspect", str(onnx_files["folder"] / "int8.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "input: input float32 ['batch', 1, 8, 8]" in out
+    assert "QuantizeLinear" in out and "Conv 9" in out and "QDQ format" in out
+    weights = [m.weight() for m in onnx_files["int8"].modules() if hasattr(m, "_weight")]
+    # int8: the weight codes and their zero points (one per output channel, or one per tensor)
+    int8_bytes = sum(w.int_repr().nbytes + (w.shape[0] if w.is_per_channel() else 1) for w in weights)
+    assert f"int8 {int8_bytes:,}" in out
+
+
+def test_bench_onnx_times_minicompress_and_onnxruntime(onnx_files, capsys):
+    pytest.importorskip("onnxruntime")
+    assert cli.main(["bench", str(onnx_files["folder"] / "int8.onnx"), "--batch-sizes", "1,2"]) == 0
+    out = capsys.readouterr().out
+    for batch in ("batch    1", "batch    2"):
+        line = next(l for l in out.splitlines() if l.startswith(batch))
+        assert "minicompress" in line and "onnxruntime" in line and "minicompress / onnxruntime" in line
+
+
+@pytest.mark.parametrize("name, kind", [("float.onnx", "model"), ("int8.onnx", "int8")])
+@pytest.mark.parametrize("how", ["positional", "--input"])
+def test_predict_onnx_gives_the_models_classes(onnx_files, name, kind, how, tmp_path, capsys):
+    x = np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    argv = ["predict", str(onnx_files["folder"] / name)]
+    argv += [str(tmp_path / "x.npy")] if how == "positional" else ["--input", str(tmp_path / "x.npy")]
+    assert cli.main(argv) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("sample")]
+    with mc.no_grad():
+        logits = onnx_files[kind](mc.tensor(x)).numpy()
+    # the int8 export runs as float QDQ arithmetic when loaded: its logits are within one output step of
+    # the int8 model's, so only samples whose top two logits are further apart than that must agree
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    step = onnx_files["int8"].classifier.scale if kind == "int8" else 0.0
+    decided = top2[:, 1] - top2[:, 0] > 2 * step
+    assert decided.any()
+    predicted = np.array([int(l.split("class ")[1].split()[0]) for l in lines])
+    assert (predicted[decided] == logits.argmax(1)[decided]).all()
+
+
+@pytest.mark.parametrize("command", ["inspect", "bench", "predict"])
+@pytest.mark.parametrize("name, message", [("garbage.onnx", "is not an ONNX model"),
+                                           ("einsum.onnx", "'Einsum'"), ("missing.onnx", "no such ONNX file")])
+def test_bad_onnx_files_are_one_error_line(onnx_files, command, name, message, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    argv = [command, str(onnx_files["folder"] / name)] + (["--input", str(tmp_path / "x.npy")]
+                                                          if command == "predict" else [])
+    assert cli.main(argv) == 2
+    _one_error_line(capsys, message, name)
+
+
+def test_predict_onnx_refuses_input_of_the_wrong_shape_and_two_inputs(onnx_files, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 3), np.float32))
+    path = str(onnx_files["folder"] / "float.onnx")
+    assert cli.main(["predict", path, "--input", str(tmp_path / "x.npy")]) == 2
+    _one_error_line(capsys, "expected (1, 8, 8)")
+    assert cli.main(["predict", path, str(tmp_path / "x.npy"), "--input", str(tmp_path / "x.npy")]) == 2
+    _one_error_line(capsys, "not both")

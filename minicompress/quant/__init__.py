@@ -6,6 +6,7 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
     qtensor                               QTensor and quantize_per_tensor / quantize_per_channel / dequantize
     observer, fake_quantize, qconfig      what records ranges and how a model is told which to use
     fuse, prepare, modules, qat           the module-level flow
+    quantize_fx                           the graph-mode flow (fuse_fx, prepare_fx, convert_fx) on GraphModules
     size                                  how many bytes a model needs, and the before / after comparison
     dynamic                               quantize_dynamic (weights int8 ahead of time, activations on the fly)
 """
@@ -28,6 +29,24 @@ from .qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_qcon
 from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
 from .stubs import DeQuantStub, QuantStub
+
+
+def fuse_fx(model, example_inputs=None):
+    """`torch.ao.quantization.quantize_fx.fuse_fx`; defined in `minicompress.quant.quantize_fx`."""
+    from .quantize_fx import fuse_fx as _fuse_fx
+    return _fuse_fx(model, example_inputs)
+
+
+def prepare_fx(model, qconfig_mapping, example_inputs=None):
+    """`torch.ao.quantization.quantize_fx.prepare_fx`; defined in `minicompress.quant.quantize_fx`."""
+    from .quantize_fx import prepare_fx as _prepare_fx
+    return _prepare_fx(model, qconfig_mapping, example_inputs)
+
+
+def convert_fx(prepared):
+    """`torch.ao.quantization.quantize_fx.convert_fx`; defined in `minicompress.quant.quantize_fx`."""
+    from .quantize_fx import convert_fx as _convert_fx
+    return _convert_fx(prepared)
 
 
 def quantize_dynamic(model, *args, **kwargs):

@@ -462,3 +462,32 @@ class Dropout(Module):
     @classmethod
     def from_float(cls, mod):
         return cls()
+
+
+class Reshape(Module):
+    """A reshape of the levels to a fixed `shape` (ONNX Reshape semantics: 0 copies the input's dimension,
+    -1 is inferred); the qparams stay. Made by `convert_fx` for a Reshape node with a constant shape."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = [int(d) for d in shape]
+
+    def forward(self, x):
+        x = _check_input(x, "Reshape")
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(self.shape)]
+        return x.reshape(tuple(shape))
+
+
+class QuantizedConcat(QuantizedModule):
+    """Concatenation along `axis` requantized to one (scale, zero_point), the concat's observed qparams
+    (torch's `QFunctional.cat`): each input's levels are dequantized and requantized with round half to
+    even, so an input already in the output's qparams passes unchanged."""
+
+    def __init__(self, scale, zero_point, axis=1):
+        super().__init__()
+        self.scale, self.zero_point, self.axis = float(scale), int(zero_point), int(axis)
+
+    def forward(self, *xs):
+        parts = [_check_input(x, "QuantizedConcat").dequantize().data for x in xs]
+        return quantize_per_tensor(Tensor._wrap(np.concatenate(parts, axis=self.axis)), self.scale, self.zero_point,
+                                   qd.quint8)

@@ -1,0 +1,140 @@
+""".onnx files in `minicompress inspect`, `bench` and `predict`: the file is read with `minicompress.onnx.load`
+(a GraphModule) and described, timed or run like a minicompress model file; `bench` also times onnxruntime on
+the same inputs, when it is installed, with as many threads as minicompress uses, and prints the ratio.
+
+Every problem with the file (not ONNX, an operator minicompress does not implement, more than one input, an
+input that is not float32) is a `CommandError` raised before any work starts.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def is_onnx_path(path):
+    return os.fspath(path).lower().endswith(".onnx")
+
+
+def load_onnx(path, CommandError):
+    """(GraphModule, ModelProto) of the file at `path`, or CommandError naming the problem."""
+    if not os.path.isfile(path):
+        raise CommandError(f"no such ONNX file: {path}")
+    try:
+        from .graph.registry import UnsupportedOperatorError
+        from .onnx.importer import load, read_model
+    except ImportError as exc:
+        raise CommandError(f"reading .onnx files needs the onnx package: pip install 'minicompress[onnx]' ({exc})")
+    try:
+        proto = read_model(path)
+    except Exception as exc:            # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise CommandError(f"{path} is not an ONNX model ({type(exc).__name__}: {exc})")
+    try:
+        model = load(proto)
+    except UnsupportedOperatorError as exc:
+        raise CommandError(f"{path}: unsupported by minicompress: {exc}")
+    except Exception as exc:            # a malformed graph: the importer names the node
+        raise CommandError(f"{path}: cannot load the ONNX graph ({type(exc).__name__}: {exc})")
+    return model.eval(), proto
+
+
+def sample_shape(model, path, given, CommandError):
+    """The shape of one sample of the graph's single float32 input: --input-shape, or the declared input
+    shape without its first (batch) dimension."""
+    if len(model.inputs) != 1:
+        raise CommandError(f"{path} has {len(model.inputs)} inputs {[s['name'] for s in model.inputs]}; "
+                           "bench and predict run models with one input")
+    spec = model.inputs[0]
+    if (spec.get("dtype") or "float32") != "float32":
+        raise CommandError(f"{path}: input {spec['name']!r} is {spec['dtype']}; bench and predict feed float32")
+    if given:
+        try:
+            return tuple(int(v) for v in given.split(","))
+        except ValueError:
+            raise CommandError(f"--input-shape must be comma-separated integers, got {given!r}")
+    dims = spec.get("shape")
+    if not dims or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        raise CommandError(f"{path}: input {spec['name']!r} has shape {dims}, not (batch, fixed dims...); "
+                           "pass --input-shape")
+    return tuple(dims[1:])
+
+
+def describe_onnx(model, proto, path):
+    """The file's header, inputs and outputs, operator counts, initializer bytes by dtype, and the node
+    listing of the loaded graph."""
+    from .onnx.importer import _onnx
+    numpy_helper = _onnx().numpy_helper
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
+    lines = [f"ONNX model {path}: ir_version {proto.ir_version}, opset {opsets}, "
+             f"producer {proto.producer_name or '?'} {proto.producer_version}".rstrip()]
+    for kind, specs in (("input", model.inputs), ("output", [{"name": n} for n in model.outputs])):
+        for spec in specs:
+            shape = spec.get("shape")
+            lines.append(f"{kind}: {spec['name']}" + (f" {spec.get('dtype')} {shape}" if "shape" in spec else ""))
+    counts = {}
+    for node in proto.graph.node:
+        key = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        counts[key] = counts.get(key, 0) + 1
+    lines.append(f"nodes: {len(proto.graph.node)} (" + ", ".join(f"{k} {v}" for k, v in
+                                                               sorted(counts.items(), key=lambda kv: -kv[1])) + ")")
+    by_dtype = {}
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init)
+        by_dtype[str(array.dtype)] = by_dtype.get(str(array.dtype), 0) + array.nbytes
+    total = sum(by_dtype.values())
+    lines.append(f"initializers: {total:,} bytes" + (" (" + ", ".join(f"{d} {n:,}" for d, n in
+                                                                     sorted(by_dtype.items())) + ")" if total else ""))
+    if counts.get("QuantizeLinear") and counts.get("DequantizeLinear"):
+        lines.append("quantized: QDQ format (QuantizeLinear / DequantizeLinear around float operators)")
+    lines.append(str(model.graph))
+    return "\n".join(lines)
+
+
+def _ort_session(proto, threads):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def bench_onnx(model, proto, shape, batches, CommandError):
+    """Print minicompress's (and onnxruntime's) median latency per image at each batch size."""
+    from .latency import measure_latency
+    import numba
+    threads = numba.get_num_threads()
+    try:
+        session = _ort_session(proto, threads)
+    except ImportError:
+        session = None
+        print("onnxruntime is not installed: timing minicompress only")
+    except Exception as exc:          # onnxruntime refuses a graph minicompress runs: time minicompress alone
+        session = None
+        print(f"onnxruntime cannot run this model ({type(exc).__name__}): timing minicompress only")
+    print(f"threads: {threads} (minicompress" + (" and onnxruntime)" if session is not None else ")"))
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        x = rng.random((batch,) + tuple(shape), dtype=np.float32)
+        try:
+            ours = measure_latency(model, x) / batch
+        except Exception as exc:      # the graph cannot run on this input shape
+            raise CommandError(f"the model failed on an input of shape {x.shape} ({type(exc).__name__}: {exc})")
+        line = f"batch {batch:4d}: minicompress {ours * 1e3:.4f} ms/image"
+        if session is not None:
+            theirs = measure_latency(_OrtModel(session), x) / batch
+            line += f", onnxruntime {theirs * 1e3:.4f} ms/image, minicompress / onnxruntime {ours / theirs:.2f}x"
+        print(line)
+    return 0
+
+
+class _OrtModel:
+    """An onnxruntime session behind the two methods `latency.measure_latency` calls, so both are timed alike."""
+
+    def __init__(self, session):
+        self.session, self.name = session, session.get_inputs()[0].name
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        return self.session.run(None, {self.name: x.data})
