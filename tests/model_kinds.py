@@ -123,8 +123,8 @@ def dynamic_gru_cell():
 
 
 KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, folded_qdq, observed_histogram,
-                                 observed_minmax, qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru, dynamic_lstm_cell,
-                                 dynamic_gru_cell)}
+                                 observed_minmax, qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru,
+                                 dynamic_lstm_cell, dynamic_gru_cell)}
 
 
 def outputs(model, x):
