@@ -1,10 +1,11 @@
-"""int8 models out through ONNX in QDQ form, and back in (`load`, `fold_qdq`): onnxruntime (the oracle), with its graph optimizer on (QDQ groups
-fused into QLinearConv / QGemm / QLinearAdd ...) and off (every DequantizeLinear -> float op -> QuantizeLinear
-run as written), must give the minicompress int8 model's output within one output quantization step on at
-least 99.9% of elements and two anywhere. One step, not zero: minicompress quantizes activations as torch,
-round(x * (1 / scale)), onnxruntime as round(x / scale), and the two differ at ties; the unfused float path
-also rounds the float32 sums in another order than the integer kernels. Dynamic Linear is checked against
-onnxruntime's DynamicQuantizeLinear + MatMulInteger."""
+"""int8 models out through ONNX in QDQ form, and back in (`load`, `fold_qdq`): onnxruntime (the oracle), with
+its graph optimizer on (QDQ groups fused into QLinearConv / QGemm / QLinearAdd ...) and off (every
+DequantizeLinear -> float op -> QuantizeLinear run as written), must give the minicompress int8 model's output
+within one output quantization step on at least 99.9% of elements and two anywhere. One step, not zero:
+minicompress quantizes activations as torch, round(x * (1 / scale)), onnxruntime as round(x / scale), and the
+two differ at ties; the unfused float path also rounds the float32 sums in another order than the integer
+kernels. Folded back onto integer layers (`fold_qdq`), the file is the int8 model again, bit for bit. Dynamic
+Linear is checked against onnxruntime's DynamicQuantizeLinear + MatMulInteger."""
 import numpy as np
 import onnx
 import onnxruntime as ort

@@ -77,7 +77,8 @@ def test_dynamic_quantize_lstm(direction, seq, batch, inp, hidden, per_channel, 
     def codes(*shape):
         return rng.integers(-127, 128, shape).astype(np.int8)
     scales = (dirs, 4 * hidden) if per_channel else (dirs,)
-    inputs = [("x", arr(seq, batch, inp) * 3), ("w", codes(dirs, inp, 4 * hidden)), ("r", codes(dirs, hidden, 4 * hidden)),
+    inputs = [("x", arr(seq, batch, inp) * 3), ("w", codes(dirs, inp, 4 * hidden)),
+              ("r", codes(dirs, hidden, 4 * hidden)),
               ("b", arr(dirs, 8 * hidden) if extras else None),
               ("l", rng.integers(1, seq + 1, batch).astype(np.int32) if lens else None),
               ("h", arr(dirs, batch, hidden) if extras else None), ("c", arr(dirs, batch, hidden) if extras else None),
@@ -103,8 +104,9 @@ def test_quantize_dynamic_lstm_model_matches_onnxruntime(tmp_path):
                (("W", (2, 4 * hidden, inp)), ("R", (2, 4 * hidden, hidden)), ("B", (2, 8 * hidden)))]
     node = helper.make_node("LSTM", ["x", "W", "R", "B", "lens"], ["y", "y_h", "y_c"], hidden_size=hidden,
                             direction="bidirectional")
-    graph = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["t", "n", inp]),
-                                               helper.make_tensor_value_info("lens", onnx.TensorProto.INT32, ["n"])],
+    graph = helper.make_graph([node], "lstm",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["t", "n", inp]),
+                               helper.make_tensor_value_info("lens", onnx.TensorProto.INT32, ["n"])],
                               [helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None) for v in node.output],
                               weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(tmp_path / "lstm.onnx"))
