@@ -401,3 +401,24 @@ def test_unsupported_quantized_layers_raise_export_error_naming_the_layer():
                       rng.normal(0, 1, (2, 2, 4, 4)).astype(np.float32))
     with pytest.raises(mco.ExportError, match=r"'1\.1'.*AdaptiveAvgPool2d"):
         mco.export(model, mc.tensor(np.zeros((1, 2, 4, 4), np.float32)))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 21])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_opsets(opset, per_channel):
+    """QuantizeLinear / DequantizeLinear exist from opset 10; their per-channel `axis` from 13."""
+    rng = np.random.default_rng(0)
+    qconfig = quant.QConfig(activation=quant.get_default_qconfig("x86").activation,
+                            weight=(quant.default_per_channel_qconfig if per_channel else quant.default_qconfig).weight)
+    model = converted(ConvThen(nn.Identity(), residual=True), rng.normal(0, 1, (4, 2, 8, 8)).astype(np.float32),
+                      qconfig)
+    x = mc.tensor(rng.normal(0, 1, (2, 2, 8, 8)).astype(np.float32))
+    if per_channel and opset < 13:
+        with pytest.raises(mco.ExportError, match=r"'conv'.*opset_version >= 13"):
+            mco.export(model, x, opset_version=opset)
+        return
+    data = mco.export(model, x, opset_version=opset).SerializeToString()
+    with mc.no_grad():
+        ours = model(x).numpy()
+    for level in LEVELS:
+        assert_within_steps(steps(ours, run_ort(data, x.numpy(), level), model.add.scale), f"opset {opset} {level}")

@@ -103,10 +103,13 @@ def _dequantized_bias(b, name, layer, x_scale):
     w_scales = _weight_scales(weight)
     codes = quantize_bias(layer.bias, x_scale, w_scales)
     scale = np.float32(x_scale) * w_scales.astype(np.float32)       # as requantize_multiplier's product
-    ins = [b.constant(f"{name}.bias_quantized", codes), b.constant(f"{name}.bias_quantized_scale", scale),
-           b.constant(f"{name}.bias_quantized_zero_point", np.zeros(codes.shape, np.int32))]
+    per_channel = weight.is_per_channel()
+    zero_point = np.zeros(codes.shape, np.int32) if per_channel else np.int32(0)
+    ins = [b.constant(f"{name}.bias_quantized", codes),
+           b.constant(f"{name}.bias_quantized_scale", scale if per_channel else scale[0]),
+           b.constant(f"{name}.bias_quantized_zero_point", zero_point)]
     out = b.name(f"{name}.bias")
-    b.node("DequantizeLinear", ins, [out], f"{name}.bias_DequantizeLinear", axis=0)
+    b.node("DequantizeLinear", ins, [out], f"{name}.bias_DequantizeLinear", **({"axis": 0} if per_channel else {}))
     return out
 
 
