@@ -422,3 +422,18 @@ def test_opsets(opset, per_channel):
         ours = model(x).numpy()
     for level in LEVELS:
         assert_within_steps(steps(ours, run_ort(data, x.numpy(), level), model.add.scale), f"opset {opset} {level}")
+
+
+def test_fold_qdq_leaves_a_float_graph_as_it_is():
+    mc.manual_seed(0)
+    model = nn.create_mobile_classifier(10, 1, width_mult=0.5).eval()
+    x = mc.tensor(np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32))
+    loaded = mco.load(mco.export(model, x))
+    folded = mco.fold_qdq(loaded)
+    ops = lambda graph: [n["op_type"] for n in graph.nodes if n["op_type"] != "Identity"]   # the stubs' go
+    assert ops(folded) == ops(loaded)
+    assert not any(isinstance(m, nnq.QuantizedModule) for m in folded.modules())
+    with mc.no_grad():
+        np.testing.assert_array_equal(folded(x).numpy(), loaded(x).numpy())
+    with pytest.raises(TypeError, match="GraphModule"):
+        mco.fold_qdq(model)
