@@ -123,6 +123,13 @@ def _input_qtensor(layer, name, value, index=0):
     return value
 
 
+def check_supported(layer, name):
+    """Raise ExportError naming `layer` when it is a quantized layer with no ONNX form here."""
+    if type(layer) not in _STATIC and type(layer) not in _PASS_THROUGH:
+        _fail(f"layer {name!r} ({type(layer).__name__}) is a quantized layer with no ONNX export here (supported: "
+              f"{', '.join(sorted(k.__name__ for k in _STATIC | _PASS_THROUGH))})")
+
+
 def emit_quantized(b, layer, name, in_names, in_values, out):
     """ONNX nodes computing `out` (an ONNX tensor name) from `in_names` for one quantized layer.
 
@@ -130,10 +137,8 @@ def emit_quantized(b, layer, name, in_names, in_values, out):
     that the int32 bias is quantized with). Raises ExportError naming the layer for a quantized layer with
     no QDQ form here.
     """
+    check_supported(layer, name)
     kind = type(layer)
-    if kind not in _STATIC and kind not in _PASS_THROUGH:
-        _fail(f"layer {name!r} ({kind.__name__}) is a quantized layer with no ONNX export here (supported: "
-              f"{', '.join(sorted(k.__name__ for k in _STATIC | _PASS_THROUGH))})")
     x = in_names[0]
     if kind is nnq.Quantize:
         storage = np.uint8 if layer.dtype is qd.quint8 else np.int8 if layer.dtype is qd.qint8 else None

@@ -20,7 +20,7 @@ from ..graph.module import GraphModule, sanitize
 from ..nn.module import Module
 from ..quant.qtensor import QTensor
 from ..tensor import Tensor
-from .export_quantized import emit_quantized, is_quantized_layer
+from .export_quantized import check_supported, emit_quantized, is_quantized_layer
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
 
@@ -239,8 +239,8 @@ def _export_module(b, model, inputs):
     for name, layer, args, out in calls:
         keep.append((args, out))
         quantized = is_quantized_layer(layer)
-        if quantized and isinstance(out, tuple):
-            emit_quantized(b, layer, name, [], args, None)          # raises ExportError naming the layer
+        if quantized:
+            check_supported(layer, name)          # before the output check: a quantized LSTM returns a tuple
         if not isinstance(out, (Tensor, QTensor)):
             raise ExportError(f"layer {name!r} returned a {type(out).__name__}; only single tensors export")
         missing = [i for i, a in enumerate(args) if id(a) not in names]
