@@ -3,10 +3,11 @@
 
 In QDQ form every quantized tensor of the model is the output of a DequantizeLinear, and every layer is
 its float ONNX operator between them, so the file says exactly which integers the model holds while any
-ONNX runtime can run it in float; onnxruntime's graph optimizer (ORT_ENABLE_BASIC and up) finds the
-DQ -> op -> Q groups and runs them as its integer kernels (QLinearConv, QGemm, QLinearMatMul, QLinearAdd,
-QLinearAveragePool, QLinearGlobalAveragePool; MaxPool, Reshape on the uint8 codes). The layout is the one
-`onnxruntime.quantization.quantize_static(quant_format=QuantFormat.QDQ)` produces:
+ONNX runtime can run it in float. onnxruntime's graph optimizer (ORT_ENABLE_EXTENDED and up; BASIC leaves
+the groups alone) finds the DQ -> op -> Q groups and runs them as its integer kernels: on the mobile
+classifier (tests/test_onnx_export_quantized.py) every Conv becomes QLinearConv, the Gemm QGemm, the adds
+QLinearAdd, the global pool QLinearGlobalAveragePool, and the Reshape runs on the uint8 codes. The layout
+is the one `onnxruntime.quantization.quantize_static(quant_format=QuantFormat.QDQ)` produces:
 
     Quantize (QuantStub)   x -> QuantizeLinear(s, zp) -> DequantizeLinear(s, zp)
     Conv2d / ConvReLU2d    DQ(x), DQ(W int8, w_scale, w_zp[, axis=0 per channel]),
