@@ -1,6 +1,8 @@
 """.onnx files in `minicompress inspect`, `bench` and `predict`: the file is read with `minicompress.onnx.load`
 (a GraphModule) and described, timed or run like a minicompress model file; `bench` also times onnxruntime on
-the same inputs, when it is installed, with as many threads as minicompress uses, and prints the ratio.
+the same inputs, when it is installed, with as many threads as minicompress uses, and prints the ratio. A QDQ
+file is timed twice in minicompress: as written (float operators between Q / DQ) and folded onto its
+integer layers (`onnx.fold_qdq`), as onnxruntime runs it.
 
 Every problem with the file (not ONNX, an operator minicompress does not implement, more than one input, an
 input that is not float32) is a `CommandError` raised before any work starts.
@@ -112,19 +114,35 @@ def bench_onnx(model, proto, shape, batches, CommandError):
         session = None
         print(f"onnxruntime cannot run this model ({type(exc).__name__}): timing minicompress only")
     print(f"threads: {threads} (minicompress" + (" and onnxruntime)" if session is not None else ")"))
+    folded = _folded(model)
+    if folded is not None:
+        print("QDQ units folded onto minicompress's integer layers (onnx.fold_qdq): timed as 'int8 layers'")
     rng = np.random.default_rng(0)
     for batch in batches:
         x = rng.random((batch,) + tuple(shape), dtype=np.float32)
         try:
             ours = measure_latency(model, x) / batch
+            if folded is not None:
+                ours_folded = measure_latency(folded, x) / batch
         except Exception as exc:      # the graph cannot run on this input shape
             raise CommandError(f"the model failed on an input of shape {x.shape} ({type(exc).__name__}: {exc})")
         line = f"batch {batch:4d}: minicompress {ours * 1e3:.4f} ms/image"
+        if folded is not None:
+            line += f", minicompress int8 layers {ours_folded * 1e3:.4f} ms/image"
         if session is not None:
             theirs = measure_latency(_OrtModel(session), x) / batch
             line += f", onnxruntime {theirs * 1e3:.4f} ms/image, minicompress / onnxruntime {ours / theirs:.2f}x"
+            if folded is not None:
+                line += f" (int8 layers {ours_folded / theirs:.2f}x)"
         print(line)
     return 0
+
+
+def _folded(model):
+    """`fold_qdq(model)` when it turned QDQ units into integer layers, else None."""
+    from .onnx.qdq_fold import fold_qdq
+    folded = fold_qdq(model)
+    return folded if any(n["kind"] == "module" and n["op_type"] == "Quantize" for n in folded.nodes) else None
 
 
 class _OrtModel:

@@ -59,6 +59,13 @@ def static_int8():
     return Q.convert(_calibrate(Q.prepare(model, inplace=True))), _images()
 
 
+def folded_qdq():
+    """static_int8 through ONNX (QDQ) and back onto integer layers: a GraphModule of quantized modules."""
+    import minicompress.onnx as mco
+    model, x = static_int8()
+    return mco.fold_qdq(mco.load(mco.export(model, mc.tensor(x)))), x
+
+
 def observed_histogram():
     """prepare()d and calibrated, not converted: HistogramObserver activations (x86 default qconfig)."""
     model = Q.fuse_mobile_classifier(_classifier(), inplace=True)
@@ -138,9 +145,9 @@ def graph_int8():
     return convert_fx(_graph_prepared()), _images()
 
 
-KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, observed_histogram, observed_minmax,
-                                 qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru, dynamic_lstm_cell,
-                                 dynamic_gru_cell, traced_graph, graph_observed, graph_int8)}
+KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, folded_qdq, observed_histogram,
+                                 observed_minmax, qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru,
+                                 dynamic_lstm_cell, dynamic_gru_cell, traced_graph, graph_observed, graph_int8)}
 
 
 def outputs(model, x):

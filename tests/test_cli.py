@@ -333,6 +333,7 @@ def test_bench_onnx_times_minicompress_and_onnxruntime(onnx_files, capsys):
     for batch in ("batch    1", "batch    2"):
         line = next(l for l in out.splitlines() if l.startswith(batch))
         assert "minicompress" in line and "onnxruntime" in line and "minicompress / onnxruntime" in line
+        assert "int8 layers" in line
 
 
 @pytest.mark.parametrize("name, kind", [("float.onnx", "model"), ("int8.onnx", "int8")])

@@ -1,10 +1,11 @@
-"""int8 models out through ONNX in QDQ form: onnxruntime (the oracle), with its graph optimizer on (QDQ groups
-fused into QLinearConv / QGemm / QLinearAdd ...) and off (every DequantizeLinear -> float op -> QuantizeLinear
-run as written), must give the minicompress int8 model's output within one output quantization step on at
-least 99.9% of elements and two anywhere. One step, not zero: minicompress quantizes activations as torch,
-round(x * (1 / scale)), onnxruntime as round(x / scale), and the two differ at ties; the unfused float path
-also rounds the float32 sums in another order than the integer kernels. Dynamic Linear is checked against
-onnxruntime's DynamicQuantizeLinear + MatMulInteger."""
+"""int8 models out through ONNX in QDQ form, and back in (`load`, `fold_qdq`): onnxruntime (the oracle), with
+its graph optimizer on (QDQ groups fused into QLinearConv / QGemm / QLinearAdd ...) and off (every
+DequantizeLinear -> float op -> QuantizeLinear run as written), must give the minicompress int8 model's output
+within one output quantization step on at least 99.9% of elements and two anywhere. One step, not zero:
+minicompress quantizes activations as torch, round(x * (1 / scale)), onnxruntime as round(x / scale), and the
+two differ at ties; the unfused float path also rounds the float32 sums in another order than the integer
+kernels. Folded back onto integer layers (`fold_qdq`), the file is the int8 model again, bit for bit. Dynamic
+Linear is checked against onnxruntime's DynamicQuantizeLinear + MatMulInteger."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -58,6 +59,11 @@ def assert_within_steps(diff, what):
     assert within >= 0.999 and diff.max() <= 2, f"{what}: {within:.5f} within one step, max {diff.max()} steps"
 
 
+def assert_all_folded(graph):
+    left = [n["op_type"] for n in graph.nodes if n["kind"] == "op" and n["op_type"] != "Identity"]
+    assert not left, f"operators left unfolded: {left}"
+
+
 def check_against_ort(model, x, out_scale, argmax=False):
     """Export `model` (ending in DeQuantize, output step `out_scale`), run it in onnxruntime with and
     without graph optimizations and loaded back into minicompress; returns the bytes."""
@@ -71,9 +77,15 @@ def check_against_ort(model, x, out_scale, argmax=False):
         assert_within_steps(steps(ours, theirs, out_scale), f"onnxruntime ({level})")
         if argmax:
             assert (theirs.argmax(1) == ours.argmax(1)).all()
+    loaded = mco.load(data)
+    folded_model = mco.fold_qdq(loaded)
+    assert_all_folded(folded_model)
     with mc.no_grad():
-        loaded = mco.load(data)(x).numpy()
-    assert_within_steps(steps(ours, loaded, out_scale), "minicompress.onnx.load")
+        as_written = loaded(x).numpy()
+        folded = folded_model(x).numpy()
+    assert_within_steps(steps(ours, as_written, out_scale), "minicompress.onnx.load")
+    # folded back onto integer layers, the file is the int8 model again: the same codes, bit for bit
+    np.testing.assert_array_equal(folded, ours)
     return data
 
 
@@ -282,6 +294,45 @@ def test_digits_int8_student_matches_onnxruntime():
         theirs = run_ort(data, x, level)
         assert_within_steps(steps(ours, theirs, q.classifier.scale), f"onnxruntime ({level})")
         assert (theirs.argmax(1) == ours.argmax(1)).all()
+    folded = mco.fold_qdq(mco.load(data))
+    assert_all_folded(folded)
+    with mc.no_grad():
+        np.testing.assert_array_equal(folded(mc.tensor(x)).numpy(), ours)
+
+
+def test_onnxruntime_s_own_qdq_model_folds_and_matches_its_fused_kernels(tmp_path):
+    """A file from onnxruntime.quantization.quantize_static (QDQ, per-channel int8 weights, uint8
+    activations) folded onto minicompress's integer layers against onnxruntime's QLinear* kernels."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    rng = np.random.default_rng(0)
+    mc.manual_seed(0)
+    float_model = ConvThen(nn.MaxPool2d(2), residual=True).eval()
+    float_model.dequant = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    calibration = rng.normal(0, 1, (16, 2, 8, 8)).astype(np.float32)
+    mco.export(float_model, mc.tensor(calibration[:1]), tmp_path / "float.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": calibration[i:i + 4]} for i in range(0, 16, 4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    data = (tmp_path / "int8.onnx").read_bytes()
+    folded = mco.fold_qdq(mco.load(data))
+    # onnxruntime gives the global pool qparams of its own; minicompress's pool keeps its input's, so that one
+    # unit stays float, between a DeQuantize and a Quantize
+    left = [n["op_type"] for n in folded.nodes if n["kind"] == "op"]
+    assert left == ["GlobalAveragePool"]
+    assert sum(isinstance(m, nnq.Conv2d) for m in folded.modules()) == 2
+    assert sum(isinstance(m, (nnq.QuantizedAdd, nnq.MaxPool2d, nnq.Linear)) for m in folded.modules()) == 3
+    x = rng.normal(0, 1, (32, 2, 8, 8)).astype(np.float32)
+    with mc.no_grad():
+        ours = folded(mc.tensor(x))
+    out_scale = [m.scale for m in folded.modules() if isinstance(m, nnq.Linear)][-1]
+    assert_within_steps(steps(ours.numpy(), run_ort(data, x, "all"), out_scale), "onnxruntime (fused)")
 
 
 # ----- GraphModule nodes holding quantized layers ----------------------------------------------------
@@ -350,3 +401,39 @@ def test_unsupported_quantized_layers_raise_export_error_naming_the_layer():
                       rng.normal(0, 1, (2, 2, 4, 4)).astype(np.float32))
     with pytest.raises(mco.ExportError, match=r"'1\.1'.*AdaptiveAvgPool2d"):
         mco.export(model, mc.tensor(np.zeros((1, 2, 4, 4), np.float32)))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 21])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_opsets(opset, per_channel):
+    """QuantizeLinear / DequantizeLinear exist from opset 10; their per-channel `axis` from 13."""
+    rng = np.random.default_rng(0)
+    qconfig = quant.QConfig(activation=quant.get_default_qconfig("x86").activation,
+                            weight=(quant.default_per_channel_qconfig if per_channel else quant.default_qconfig).weight)
+    model = converted(ConvThen(nn.Identity(), residual=True), rng.normal(0, 1, (4, 2, 8, 8)).astype(np.float32),
+                      qconfig)
+    x = mc.tensor(rng.normal(0, 1, (2, 2, 8, 8)).astype(np.float32))
+    if per_channel and opset < 13:
+        with pytest.raises(mco.ExportError, match=r"'conv'.*opset_version >= 13"):
+            mco.export(model, x, opset_version=opset)
+        return
+    data = mco.export(model, x, opset_version=opset).SerializeToString()
+    with mc.no_grad():
+        ours = model(x).numpy()
+    for level in LEVELS:
+        assert_within_steps(steps(ours, run_ort(data, x.numpy(), level), model.add.scale), f"opset {opset} {level}")
+
+
+def test_fold_qdq_leaves_a_float_graph_as_it_is():
+    mc.manual_seed(0)
+    model = nn.create_mobile_classifier(10, 1, width_mult=0.5).eval()
+    x = mc.tensor(np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32))
+    loaded = mco.load(mco.export(model, x))
+    folded = mco.fold_qdq(loaded)
+    ops = lambda graph: [n["op_type"] for n in graph.nodes if n["op_type"] != "Identity"]   # the stubs' go
+    assert ops(folded) == ops(loaded)
+    assert not any(isinstance(m, nnq.QuantizedModule) for m in folded.modules())
+    with mc.no_grad():
+        np.testing.assert_array_equal(folded(x).numpy(), loaded(x).numpy())
+    with pytest.raises(TypeError, match="GraphModule"):
+        mco.fold_qdq(model)

@@ -55,3 +55,70 @@ def test_torch_recurrent_layers_match_onnxruntime(kind):
     x = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
     assert_close_to_onnxruntime(export(Net(), [x], 14, {"in0": {0: "n", 1: "t"}}),
                                 [np.random.default_rng(1).standard_normal((3, 6, 5)).astype(np.float32)])
+
+
+# ----- com.microsoft DynamicQuantizeLSTM (onnxruntime.quantization.quantize_dynamic's LSTM) --------------
+# Both runtimes quantize the same float inputs to the same codes and sum them exactly; what is left is float32
+# rounding of the gate activations (MLAS's logistic / tanh against NumPy's): 1e-5, where 2.4e-7 was seen.
+QTOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@SETTINGS
+@given(seq=st.integers(1, 4), batch=st.integers(1, 3), inp=st.integers(1, 4), hidden=st.integers(1, 4),
+       per_channel=st.booleans(), extras=st.booleans(), lens=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_dynamic_quantize_lstm(direction, seq, batch, inp, hidden, per_channel, extras, lens, seed):
+    rng = np.random.default_rng(seed)
+    dirs = 2 if direction == "bidirectional" else 1
+
+    def arr(*shape):
+        return rng.uniform(-1, 1, shape).astype(np.float32)
+
+    def codes(*shape):
+        return rng.integers(-127, 128, shape).astype(np.int8)
+    scales = (dirs, 4 * hidden) if per_channel else (dirs,)
+    inputs = [("x", arr(seq, batch, inp) * 3), ("w", codes(dirs, inp, 4 * hidden)),
+              ("r", codes(dirs, hidden, 4 * hidden)),
+              ("b", arr(dirs, 8 * hidden) if extras else None),
+              ("l", rng.integers(1, seq + 1, batch).astype(np.int32) if lens else None),
+              ("h", arr(dirs, batch, hidden) if extras else None), ("c", arr(dirs, batch, hidden) if extras else None),
+              ("p", arr(dirs, 3 * hidden) if extras else None),
+              ("ws", rng.uniform(0.001, 0.01, scales).astype(np.float32)), ("wz", np.zeros(scales, np.int8)),
+              ("rs", rng.uniform(0.001, 0.01, scales).astype(np.float32)), ("rz", np.zeros(scales, np.int8))]
+    assert_matches("DynamicQuantizeLSTM", inputs, {"hidden_size": hidden, "direction": direction}, n_outputs=3,
+                   constants=("w", "r", "ws", "wz", "rs", "rz"), domain="com.microsoft", **QTOL)
+
+
+def test_quantize_dynamic_lstm_model_matches_onnxruntime(tmp_path):
+    """What onnxruntime.quantization.quantize_dynamic writes for a bidirectional LSTM, per tensor and per channel."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from onnx_harness import ort_session
+    import minicompress as mc
+    import minicompress.onnx as mco
+    rng = np.random.default_rng(0)
+    hidden, inp = 5, 3
+    weights = [numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), name) for name, shape in
+               (("W", (2, 4 * hidden, inp)), ("R", (2, 4 * hidden, hidden)), ("B", (2, 8 * hidden)))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "lens"], ["y", "y_h", "y_c"], hidden_size=hidden,
+                            direction="bidirectional")
+    graph = helper.make_graph([node], "lstm",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["t", "n", inp]),
+                               helper.make_tensor_value_info("lens", onnx.TensorProto.INT32, ["n"])],
+                              [helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None) for v in node.output],
+                              weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(tmp_path / "lstm.onnx"))
+    x = rng.uniform(-2, 2, (6, 4, inp)).astype(np.float32)
+    lens = np.array([6, 2, 5, 1], np.int32)
+    for per_channel in (False, True):
+        quantize_dynamic(str(tmp_path / "lstm.onnx"), str(tmp_path / "int8.onnx"), weight_type=QuantType.QInt8,
+                         per_channel=per_channel)
+        data = (tmp_path / "int8.onnx").read_bytes()
+        assert "DynamicQuantizeLSTM" in [n.op_type for n in onnx.load_from_string(data).graph.node]
+        expected = ort_session(data).run(None, {"x": x, "lens": lens})
+        with mc.no_grad():
+            got = mco.load(data)(x, lens)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a.numpy(), b, **QTOL)

@@ -1,10 +1,12 @@
 """ONNX in and out: `load(path | bytes | ModelProto) -> GraphModule` and
-`export(model, example_inputs, path, opset_version=17)`.
+`export(model, example_inputs, path, opset_version=17)` (float models, and minicompress's int8 models in
+onnxruntime's QDQ format); `fold_qdq(graph_module)` runs a loaded QDQ graph on integer layers.
 
 Needs the optional `onnx` package (`pip install 'minicompress[onnx]'`); running a loaded model needs only
 NumPy and Numba.
 """
 from .exporter import ExportError, export
 from .importer import MAX_OPSET, MIN_OPSET, load
+from .qdq_fold import fold_qdq
 
-__all__ = ["load", "export", "ExportError", "MIN_OPSET", "MAX_OPSET"]
+__all__ = ["load", "export", "fold_qdq", "ExportError", "MIN_OPSET", "MAX_OPSET"]

@@ -3,10 +3,11 @@
 
 In QDQ form every quantized tensor of the model is the output of a DequantizeLinear, and every layer is
 its float ONNX operator between them, so the file says exactly which integers the model holds while any
-ONNX runtime can run it in float; onnxruntime's graph optimizer (ORT_ENABLE_BASIC and up) finds the
-DQ -> op -> Q groups and runs them as its integer kernels (QLinearConv, QGemm, QLinearMatMul, QLinearAdd,
-QLinearAveragePool, QLinearGlobalAveragePool; MaxPool, Reshape on the uint8 codes). The layout is the one
-`onnxruntime.quantization.quantize_static(quant_format=QuantFormat.QDQ)` produces:
+ONNX runtime can run it in float. onnxruntime's graph optimizer (ORT_ENABLE_EXTENDED and up; BASIC leaves
+the groups alone) finds the DQ -> op -> Q groups and runs them as its integer kernels: on the mobile
+classifier (tests/test_onnx_export_quantized.py) every Conv becomes QLinearConv, the Gemm QGemm, the adds
+QLinearAdd, the global pool QLinearGlobalAveragePool, and the Reshape runs on the uint8 codes. The layout
+is the one `onnxruntime.quantization.quantize_static(quant_format=QuantFormat.QDQ)` produces:
 
     Quantize (QuantStub)   x -> QuantizeLinear(s, zp) -> DequantizeLinear(s, zp)
     Conv2d / ConvReLU2d    DQ(x), DQ(W int8, w_scale, w_zp[, axis=0 per channel]),
@@ -104,10 +105,13 @@ def _dequantized_bias(b, name, layer, x_scale):
     w_scales = _weight_scales(weight)
     codes = quantize_bias(layer.bias, x_scale, w_scales)
     scale = np.float32(x_scale) * w_scales.astype(np.float32)       # as requantize_multiplier's product
-    ins = [b.constant(f"{name}.bias_quantized", codes), b.constant(f"{name}.bias_quantized_scale", scale),
-           b.constant(f"{name}.bias_quantized_zero_point", np.zeros(codes.shape, np.int32))]
+    per_channel = weight.is_per_channel()
+    zero_point = np.zeros(codes.shape, np.int32) if per_channel else np.int32(0)
+    ins = [b.constant(f"{name}.bias_quantized", codes),
+           b.constant(f"{name}.bias_quantized_scale", scale if per_channel else scale[0]),
+           b.constant(f"{name}.bias_quantized_zero_point", zero_point)]
     out = b.name(f"{name}.bias")
-    b.node("DequantizeLinear", ins, [out], f"{name}.bias_DequantizeLinear", axis=0)
+    b.node("DequantizeLinear", ins, [out], f"{name}.bias_DequantizeLinear", **({"axis": 0} if per_channel else {}))
     return out
 
 
@@ -121,6 +125,13 @@ def _input_qtensor(layer, name, value, index=0):
     return value
 
 
+def check_supported(layer, name):
+    """Raise ExportError naming `layer` when it is a quantized layer with no ONNX form here."""
+    if type(layer) not in _STATIC and type(layer) not in _PASS_THROUGH:
+        _fail(f"layer {name!r} ({type(layer).__name__}) is a quantized layer with no ONNX export here (supported: "
+              f"{', '.join(sorted(k.__name__ for k in _STATIC | _PASS_THROUGH))})")
+
+
 def emit_quantized(b, layer, name, in_names, in_values, out):
     """ONNX nodes computing `out` (an ONNX tensor name) from `in_names` for one quantized layer.
 
@@ -128,10 +139,8 @@ def emit_quantized(b, layer, name, in_names, in_values, out):
     that the int32 bias is quantized with). Raises ExportError naming the layer for a quantized layer with
     no QDQ form here.
     """
+    check_supported(layer, name)
     kind = type(layer)
-    if kind not in _STATIC and kind not in _PASS_THROUGH:
-        _fail(f"layer {name!r} ({kind.__name__}) is a quantized layer with no ONNX export here (supported: "
-              f"{', '.join(sorted(k.__name__ for k in _STATIC | _PASS_THROUGH))})")
     x = in_names[0]
     if kind is nnq.Quantize:
         storage = np.uint8 if layer.dtype is qd.quint8 else np.int8 if layer.dtype is qd.qint8 else None

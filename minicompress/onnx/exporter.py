@@ -1,4 +1,6 @@
-"""Model -> ONNX: `export(model, example_inputs, path, opset_version=17)` for float models.
+"""Model -> ONNX: `export(model, example_inputs, path, opset_version=17)` for float models, and for
+minicompress's int8 models in onnxruntime's QDQ format (each quantized layer by its type, in a traced model
+or as a GraphModule node: `export_quantized.py`).
 
 A GraphModule is written node by node (its layers back to Conv / Gemm / ...; its operator nodes as they
 are, when the target opset gives them the same semantics). Any other model is first traced on
@@ -19,7 +21,7 @@ from ..graph.trace import IDENTITY_LAYERS, TraceError, trace
 from ..nn.module import Module
 from ..quant.qtensor import QTensor
 from ..tensor import Tensor
-from .export_quantized import emit_quantized, is_quantized_layer
+from .export_quantized import check_supported, emit_quantized, is_quantized_layer
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
 
@@ -58,7 +60,8 @@ class _Builder:
     def constant(self, base, array):
         name = self.name(base)
         array = np.asarray(array)           # a 0-d array stays a scalar (ascontiguousarray would make it 1-d)
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array) if array.ndim else array, name))
+        array = np.ascontiguousarray(array) if array.ndim else array
+        self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
     def node(self, op_type, inputs, outputs, name, **attrs):
@@ -253,7 +256,9 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
     """Write `model` as ONNX to `path` (or return the bytes when path is None); returns the ModelProto.
 
     Args:
-        model: a float Module (traced on `example_inputs`) or a GraphModule (written node by node).
+        model: a Module (traced on `example_inputs`) or a GraphModule (written node by node); float layers
+            become their ONNX operators, quantized ones (`quant.convert`, `quantize_dynamic`) QDQ units
+            (export_quantized.py); a quantized layer with no such form raises ExportError naming it.
         example_inputs: a Tensor / array or a tuple of them, the model's positional inputs.
         opset_version: the default-domain opset, 7 to 21 (a traced Softmax needs 13, LayerNorm 17).
         dynamic_batch: name the first dimension of traced inputs and outputs "batch" (a GraphModule keeps
