@@ -8,8 +8,9 @@ is a plain dict, so a graph module saves and loads through `minicompress.save` /
     {"name": "relu1", "kind": "op", "op_type": "Relu", "domain": "", "version": 14, "attrs": {},
      "inputs": ["h"], "outputs": ["y"]}
 
-`kind == "module"` calls the submodule `target` (an `nn.Conv2d`, `nn.Linear`, `nn.BatchNorm2d`,
-`nn.LayerNorm`, ...: prune, quantize and shrink see ordinary layers), `kind == "op"` runs the registered
+`kind == "module"` calls the submodule `target` (a dotted name, as torch.fx's call_module; an `nn.Conv2d`,
+`nn.Linear`, `nn.BatchNorm2d`, `nn.LayerNorm`, ...: prune, quantize and shrink see ordinary layers; `trace`
+keeps a traced model's own names), `kind == "op"` runs the registered
 operator class (domain, op_type, version) on the values' arrays. Constants that are not layer weights are
 buffers; `constants` maps their value names to [buffer name, shape] (the shape is kept because a model
 file stores a 0-d array as shape (1,)). `print(model.graph)` lists the nodes.
@@ -73,8 +74,11 @@ class GraphModule(Module):
                 raise ValueError(f"node {node['name']!r} reads {missing}, which no earlier node, input or "
                                  "constant defines (nodes must be in topological order)")
             if node["kind"] == "module":
-                if node["target"] not in self._modules:
-                    raise ValueError(f"node {node['name']!r} calls submodule {node['target']!r}, which does not exist")
+                try:
+                    self.get_submodule(node["target"])
+                except AttributeError:
+                    raise ValueError(f"node {node['name']!r} calls submodule {node['target']!r}, which does not "
+                                     "exist") from None
             elif node["kind"] == "op":
                 registry.lookup(node.get("domain", ""), node["op_type"], node["version"])
             else:
@@ -129,7 +133,7 @@ class GraphModule(Module):
 
     def _run_node(self, node, args):
         if node["kind"] == "module":
-            out = self._modules[node["target"]](*[a for a in args if a is not None])
+            out = self.get_submodule(node["target"])(*[a for a in args if a is not None])
             return out if isinstance(out, tuple) else (out,)
         cls = registry.lookup(node.get("domain", ""), node["op_type"], node["version"])
         attrs = node.get("attrs", {})

@@ -1,10 +1,10 @@
 """Model -> ONNX: `export(model, example_inputs, path, opset_version=17)` for float models.
 
 A GraphModule is written node by node (its layers back to Conv / Gemm / ...; its operator nodes as they
-are, when the target opset gives them the same semantics). Any other model is traced: a forward hook on
-every layer that has an ONNX form records (layer, input tensors, output tensor) while `example_inputs` run,
-and the data flow is read from which recorded output each layer consumed, so the model's forward must only
-chain layers (as the project's own models do; a tensor operation between layers is reported, not guessed).
+are, when the target opset gives them the same semantics). Any other model is first traced on
+`example_inputs` (`graph.trace`: a forward hook on every leaf layer, the data flow read from which recorded
+output each layer consumed), so the model's forward must only chain layers (as the project's own models
+do; a tensor operation between layers is reported, not guessed), then written as that graph.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import nn
 from ..graph import registry
-from ..graph.module import GraphModule, sanitize
+from ..graph.module import GraphModule
+from ..graph.trace import IDENTITY_LAYERS, TraceError, trace
 from ..nn.module import Module
 from ..tensor import Tensor
 
@@ -23,6 +24,10 @@ _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9,
 
 class ExportError(ValueError):
     """A model, layer or node that has no ONNX form here."""
+
+
+class _TraceExportError(ExportError, TraceError):
+    """A model that cannot be traced, reported as an export error."""
 
 
 class _Builder:
@@ -171,79 +176,10 @@ def _emit_layer(b, layer, name, x, out, rank):
         else:
             shape = b.constant(f"{name}.shape", np.array([0] * start + [-1], np.int64))
             b.node("Reshape", [x, shape], [out], name)
-    elif kind.__name__ in _IDENTITY_LAYERS and kind.__module__.startswith("minicompress."):
+    elif kind.__name__ in IDENTITY_LAYERS and kind.__module__.startswith("minicompress."):
         b.node("Identity", [x], [out], name)
     else:
         raise ExportError(f"layer {name!r} ({kind.__name__}) has no ONNX export here")
-
-
-# layers that are the identity in an exported float model (dropout at inference, float quant stubs)
-_IDENTITY_LAYERS = {"Identity", "Dropout", "QuantStub", "DeQuantStub"}
-_LEAF_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.ReLU,
-               nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Softmax, nn.MaxPool2d, nn.AvgPool2d,
-               nn.AdaptiveAvgPool2d, nn.Flatten, nn.Add)
-
-
-def _is_leaf(module):
-    return isinstance(module, _LEAF_TYPES) or type(module).__name__ in _IDENTITY_LAYERS or not module._modules
-
-
-# ----- tracing a Module ----------------------------------------------------------------------------
-
-def _trace(model, inputs):
-    """[(name, layer, [input tensors], output tensor)] in call order."""
-    from ..autograd import no_grad
-    calls, handles = [], []
-
-    def visit(module, prefix):
-        for child_name, child in module._modules.items():
-            if child is None:
-                continue
-            full = f"{prefix}.{child_name}" if prefix else child_name
-            if _is_leaf(child):
-                handles.append(child.register_forward_hook(
-                    lambda m, args, out, full=full: calls.append((full, m, list(args), out)) and None))
-            else:
-                visit(child, full)
-
-    visit(model, "")
-    try:
-        with no_grad():
-            output = model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return calls, output
-
-
-def _export_module(b, model, inputs):
-    calls, output = _trace(model, inputs)
-    names = {}
-    graph_inputs = []
-    for i, t in enumerate(inputs):
-        names[id(t)] = b.name("input" if len(inputs) == 1 else f"input_{i}")
-        graph_inputs.append((names[id(t)], t))
-    keep = []                    # holds every traced tensor, so that no id is reused while tracing
-    for name, layer, args, out in calls:
-        keep.append((args, out))
-        if not isinstance(out, Tensor):
-            raise ExportError(f"layer {name!r} returned a {type(out).__name__}; only single tensors export")
-        missing = [i for i, a in enumerate(args) if id(a) not in names]
-        if missing:
-            raise ExportError(f"cannot trace layer {name!r} ({type(layer).__name__}): its input {missing[0]} was "
-                              "computed by a tensor operation outside any layer; export traces models whose "
-                              "forward only chains layers (or load the model as a GraphModule)")
-        out_name = b.name(sanitize(name))
-        if isinstance(layer, nn.Add):
-            b.node("Add", [names[id(a)] for a in args], [out_name], name)
-        else:
-            _emit_layer(b, layer, name, names[id(args[0])], out_name, args[0].ndim)
-        names[id(out)] = out_name
-    outputs = output if isinstance(output, tuple) else (output,)
-    for o in outputs:
-        if id(o) not in names:
-            raise ExportError("the model's output was computed outside any layer: export cannot trace it")
-    return graph_inputs, [(names[id(o)], o) for o in outputs]
 
 
 # ----- a GraphModule -------------------------------------------------------------------------------
@@ -262,7 +198,11 @@ def _export_graph(b, model, inputs):
     for node in model.nodes:
         if node["kind"] == "module":
             layer = model.get_submodule(node["target"])
-            _emit_layer(b, layer, node["target"], node["inputs"][0], node["outputs"][0], env[node["inputs"][0]].ndim)
+            if isinstance(layer, nn.Add):
+                b.node("Add", node["inputs"], node["outputs"], node["target"])
+            else:
+                _emit_layer(b, layer, node["target"], node["inputs"][0], node["outputs"][0],
+                            env[node["inputs"][0]].ndim)
             continue
         _emit_operator(b, node)
     return ([(spec["name"], env[spec["name"]]) for spec in model.inputs],
@@ -321,12 +261,16 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, GraphModule):
-            graph_inputs, graph_outputs = _export_graph(b, model, inputs)
-            shapes = {s["name"]: s.get("shape") for s in model.inputs}
+        traced = not isinstance(model, GraphModule)
+        if traced:
+            try:
+                graph = trace(model, inputs, dynamic_batch=dynamic_batch)
+            except TraceError as exc:
+                raise _TraceExportError(str(exc)) from None
         else:
-            graph_inputs, graph_outputs = _export_module(b, model, inputs)
-            shapes = {}
+            graph = model
+        graph_inputs, graph_outputs = _export_graph(b, graph, inputs)
+        shapes = {s["name"]: s.get("shape") for s in graph.inputs}
     finally:
         model.train(was_training)
 
@@ -337,7 +281,7 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
         return b.helper.make_tensor_value_info(name, _ELEM[tensor.dtype.name], shape)
 
     graph = b.helper.make_graph(b.nodes, "minicompress", [info(n, t, shapes.get(n)) for n, t in graph_inputs],
-                                [info(n, t) if not isinstance(model, GraphModule) else
+                                [info(n, t) if traced else
                                  b.helper.make_tensor_value_info(n, _ELEM[t.dtype.name], [None] * t.ndim)
                                  for n, t in graph_outputs], b.initializers)
     proto = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", opset_version)],

@@ -19,12 +19,11 @@ gamma * (y - mean) / sqrt(var + eps) + beta on y = W x + b, which is again affin
 
 The first name of each run receives the fused module; the others become Identity.
 
-`find_fusable_patterns(model)` discovers the runs by looking, in every module, for consecutive children
-of the patterns above in registration order. That is only correct when forward calls the children in
-the order they were registered with nothing in between -- true of Sequential and of the MobileNet
-blocks (`DepthwiseSeparableConv2d`: depthwise, bn1, relu1, pointwise, bn2, relu2) -- so
-`fuse_mobile_classifier` applies it to the classifier of `nn.mobilenet`; check a model's forward before
-using it elsewhere.
+`fuse_mobile_classifier(model)` finds the runs in the model's traced graph (`graph.fuse`: a run is a chain
+of the data flow, whatever the registration order). `find_fusable_patterns(model)` is the older, eager
+way: consecutive children of the patterns above in registration order, which is only correct when forward
+calls the children in the order they were registered with nothing in between (true of Sequential and of
+the MobileNet blocks); check a model's forward before using it.
 """
 import copy
 
@@ -198,8 +197,33 @@ def find_fusable_patterns(model):
     return found
 
 
-def fuse_mobile_classifier(model, inplace=False, is_qat=False):
+def fuse_mobile_classifier(model, inplace=False, is_qat=False, example_inputs=None):
     """Fuse every conv+bn+relu of the MobileNet-style classifier (`nn.create_mobile_classifier`): the stem
-    and both convolutions of every block. Eval mode folds BN; is_qat keeps it for `prepare_qat`."""
-    patterns = find_fusable_patterns(model)
-    return (fuse_modules_qat if is_qat else fuse_modules)(model, patterns, inplace)
+    and both convolutions of every block. Eval mode folds BN; is_qat keeps it for `prepare_qat`.
+
+    The runs are found in the traced graph's data flow (`graph.fuse` on `graph.trace(model, ...)`, which
+    shares the model's layers and fuses them in place), so this holds for any model whose forward chains
+    layers, whatever order they were registered in. `example_inputs` defaults to zeros of shape
+    (1, in_channels, S, S) for the first Conv2d, S the model's `image_size` or 8 (the digits' size).
+    A forward with tensor operations outside layers (the detector reshapes its outputs) cannot be traced:
+    its runs are then found in registration order (`find_fusable_patterns`), as they always were."""
+    from ..graph.fusion import fuse
+    from ..graph.trace import TraceError
+    if not inplace:
+        model = copy.deepcopy(model)
+    try:
+        fuse(model, _example_inputs(model) if example_inputs is None else example_inputs, inplace=True,
+             is_qat=is_qat)
+    except TraceError:
+        (fuse_modules_qat if is_qat else fuse_modules)(model, find_fusable_patterns(model), inplace=True)
+    return model
+
+
+def _example_inputs(model):
+    size = getattr(model, "image_size", 8)
+    for m in model.modules():
+        if isinstance(m, Conv2d):
+            return np.zeros((1, m.in_channels, size, size), np.float32)
+        if isinstance(m, Linear):
+            return np.zeros((1, m.in_features), np.float32)
+    raise ValueError("the model has no Conv2d or Linear layer to fuse; pass example_inputs")
