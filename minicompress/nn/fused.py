@@ -39,6 +39,11 @@ def fusable(conv, bn=None, activation=None):
     return activation is None or any(_is_plain(activation, kind) for kind in ACTIVATION_CLIPS)
 
 
+def activation_clip(activation):
+    """The clamp (lo, hi) of a ReLU / ReLU6 layer, None for no activation."""
+    return None if activation is None else ACTIVATION_CLIPS[type(activation)]
+
+
 def batch_norm_affine(bn, dtype):
     """(mean, inv_std, gamma, beta) of an eval BatchNorm2d as arrays of `dtype`, or None when a
     parameter has another dtype (NumPy would promote, the fused kernel would not)."""
@@ -52,14 +57,21 @@ def batch_norm_affine(bn, dtype):
 def fused_conv_forward(conv, bn, activation, x):
     """activation(bn(conv(x))) (bn and activation may be None) as one kernel call, or None when the
     layers must run one by one (see the module docstring)."""
-    if is_grad_enabled() or not fusable(conv, bn, activation) or x.ndim != 4:
+    if not fusable(conv, bn, activation):
+        return None
+    return fused_conv_clip_forward(conv, bn, activation_clip(activation), x)
+
+
+def fused_conv_clip_forward(conv, bn, clip, x):
+    """clamp(bn(conv(x)), *clip) (bn and clip may be None) as one kernel call, or None when the layers
+    must run one by one; the activation given as its bounds (an imported graph's Relu or Clip node)."""
+    if is_grad_enabled() or not fusable(conv, bn) or x.ndim != 4:
         return None
     norm = None
     if bn is not None:
         norm = batch_norm_affine(bn, x.dtype)
         if norm is None:
             return None
-    clip = None if activation is None else ACTIVATION_CLIPS[type(activation)]
     args = (x,)
     for hook in list(conv._forward_pre_hooks.values()):
         result = hook(conv, args)
