@@ -206,7 +206,7 @@ def col2im_reference(cols, input_shape, kernel_size, stride, padding, dilation):
 # layers run one by one (conv + bias, then BatchNorm, then the activation). The kernels take the epilogue
 # as arrays: params (5, O) = rows bias, mean, inv_std, gamma, beta; flags (has_bias, has_norm); bounds
 # (lo, hi). A direct kernel (depthwise) applies it to each output row while the row is in L1; the GEMM
-# paths multiply a block of columns at a time and apply it to the block while it is in L2.
+# paths apply it in one pass over each GEMM's output.
 
 
 class Epilogue:
@@ -276,41 +276,23 @@ def _finish_row(row, params, o, flags, bounds):
 finish_row = njit(cache=True, inline="always")(_finish_row)
 
 
-def _finish_columns(out, start, stop, params, flags, bounds):
-    """The epilogue over columns [start, stop) of out (O, L), channel by channel."""
-    for o in range(out.shape[0]):
-        finish_row(out[o, start:stop], params, o, flags, bounds)
-
-
-finish_columns = njit(cache=True)(_finish_columns)
-
-
 def _finish_planes(out, params, flags, bounds):
-    """The epilogue over out (N, O, L), plane by plane."""
-    for n in range(out.shape[0]):
-        for o in range(out.shape[1]):
-            finish_row(out[n, o], params, o, flags, bounds)
+    """The epilogue over out (N, O, L), in place; the N * O rows in parallel above the work cutoff."""
+    channels = out.shape[1]
+    for task in prange(out.shape[0] * channels):
+        n, o = task // channels, task % channels
+        finish_row(out[n, o], params, o, flags, bounds)
 
 
-finish_planes = njit(cache=True)(_finish_planes)
-
-# Columns of a GEMM output block: O * columns stays near this many elements (512 KB in float32), so that
-# the block is still in L2 when the epilogue runs over it. A sample's output smaller than that is
-# multiplied in one batched GEMM with the others instead.
-EPILOGUE_BLOCK_ELEMENTS = 1 << 17
+finish_planes_kernel = ParallelKernel(_finish_planes)
 
 
-def gemm_with_epilogue(w, cols, out, epilogue_arrays):
-    """out (O, L) = w (O, K) @ cols (K, L), a block of columns at a time, each block finished by the
-    epilogue (when given) while it is in cache. The blocks are the same with or without an epilogue, so
-    the products have the same bits either way."""
-    length = out.shape[1]
-    step = max(256, EPILOGUE_BLOCK_ELEMENTS // max(1, out.shape[0]))
-    for start in range(0, length, step):
-        stop = min(start + step, length)
-        np.matmul(w, cols[:, start:stop], out=out[:, start:stop])
-        if epilogue_arrays is not None:
-            finish_columns(out, start, stop, *epilogue_arrays)
+def finish_planes(out, params, flags, bounds):
+    """The epilogue over a GEMM's output (N, O, L) in one pass, after the GEMM. (Multiplying a block of
+    columns at a time and finishing each block while it is in cache saved ~0.2 ms per 224x224 layer on one
+    BLAS thread, but with BLAS's own threads on a loaded machine every extra call waited on them: 10x slower.)"""
+    with threads_for(out.size):
+        finish_planes_kernel(out, params, flags, bounds)
     return out
 
 
@@ -328,9 +310,9 @@ def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogu
     epilogue (`Epilogue.arrays`), if given.
 
     A sample whose cols fill at least SAMPLE_COLS_ELEMENTS is its own chunk, and its product is written
-    straight into its slice of `out` (same layout, (G, Og, Ho * Wo)); with one group, a block of columns at
-    a time, each finished while it is in cache (`gemm_with_epilogue`). Smaller samples are batched into one
-    matmul per chunk and the product is reordered into `out` afterwards."""
+    straight into its slice of `out` (same layout, (G, Og, Ho * Wo)); smaller samples are batched into one
+    matmul per chunk and the product is reordered into `out` afterwards. Each chunk is finished by the
+    epilogue right after its GEMM."""
     n_batch, channels, height, width = x.shape
     out_channels, group_in, kh, kw = weight.shape
     out_h = _conv_output_size(height, kh, stride[0], padding[0], dilation[0])
@@ -344,9 +326,6 @@ def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogu
     for start, stop in chunks:
         cols = im2col(x[start:stop], (kh, kw), stride, padding, dilation)
         cols = cols.reshape(groups, -1, cols.shape[1])
-        if stop - start == 1 and groups == 1:
-            gemm_with_epilogue(w[0], cols[0], out[start], epilogue_arrays)
-            continue
         if stop - start == 1:
             np.matmul(w, cols, out=out[start].reshape(groups, out_channels // groups, plane))
         else:
@@ -402,22 +381,12 @@ def is_pointwise(weight_shape, stride, padding, groups):
 
 
 def pointwise_conv2d_forward(x, weight, epilogue_arrays=None):
-    """out[n] = W @ x[n], then the epilogue (`Epilogue.arrays`) if given. A sample whose output reaches
-    EPILOGUE_BLOCK_ELEMENTS is multiplied a block of columns at a time (`gemm_with_epilogue`); smaller
-    ones in one batched GEMM, finished afterwards."""
+    """out[n] = W @ x[n] for every sample in one batched GEMM, then the epilogue (`Epilogue.arrays`) if given."""
     n_batch, channels, height, width = x.shape
-    out_channels = weight.shape[0]
-    w = weight.reshape(out_channels, channels)
-    samples = x.reshape(n_batch, channels, height * width)
-    if out_channels * height * width < EPILOGUE_BLOCK_ELEMENTS:
-        out = np.matmul(w, samples)
-        if epilogue_arrays is not None:
-            finish_planes(out, *epilogue_arrays)
-        return out.reshape(n_batch, out_channels, height, width)
-    out = np.empty((n_batch, out_channels, height * width), dtype=x.dtype)
-    for n in range(n_batch):
-        gemm_with_epilogue(w, samples[n], out[n], epilogue_arrays)
-    return out.reshape(n_batch, out_channels, height, width)
+    out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n_batch, channels, height * width))
+    if epilogue_arrays is not None:
+        finish_planes(out, *epilogue_arrays)
+    return out.reshape(n_batch, weight.shape[0], height, width)
 
 
 def pointwise_conv2d_backward_input(grad_out, weight, input_shape):
