@@ -1,6 +1,6 @@
 """Import + run of CNNs exported from torch, against onnxruntime, on one thread.
 
-    python benchmarks/bench_onnx.py [--repeat 10] [--profile] [--models digits,mobile,resnet]
+    python benchmarks/bench_onnx.py [--repeat 10] [--profile] [--models digits,mobile,resnet] [--keep-freed-memory]
 
 Each model is a torch twin in eval mode, exported with `torch.onnx.export(..., dynamo=False)` (which folds
 BatchNorm into the convs), then loaded with `minicompress.onnx.load` and timed against onnxruntime (one
@@ -15,13 +15,15 @@ intra-op thread each) at the model's batch sizes:
 onnx's ReferenceEvaluator (pure NumPy) is timed at batch 1 on the digits and mobile models as the slow
 anchor. Prints a Markdown table per model; the ratio is minicompress / onnxruntime (below 1: minicompress
 is faster). --profile prints the time per node type of the imported graph (summed over one call, median of
-the calls).
+the calls; a fused Conv chain counts as its conv, split into depthwise, 1x1 and dense). --keep-freed-memory
+makes glibc reuse freed memory instead of mapping large blocks afresh (`timing.keep_freed_memory`), as
+onnxruntime's arena does: without it every 224x224 activation is page-faulted in again at each call.
 """
 import os
 import sys
 
 os.environ["BENCH_THREADS"] = "1"
-from timing import median_seconds, print_table, set_threads  # noqa: E402  (first: it sets thread environment)
+from timing import keep_freed_memory, median_seconds, print_table, set_threads  # noqa: E402  (first: it sets thread environment)
 
 import argparse  # noqa: E402
 import io  # noqa: E402
@@ -38,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from torch_twins import MobileClassifier  # noqa: E402
 
 import minicompress as mc  # noqa: E402
+import minicompress.graph.module as graph_module  # noqa: E402
 import minicompress.onnx as mco  # noqa: E402
 
 
@@ -107,10 +110,21 @@ def node_profile(model, x, repeat):
     def timed(node, args):
         start = time.perf_counter()
         out = original(node, args)
-        kind = node["op_type"] if node["kind"] == "op" else type(model._modules[node["target"]]).__name__
+        layer = None if node["kind"] == "op" else model.get_submodule(node["target"])
+        kind = node["op_type"] if layer is None else type(layer).__name__
+        if isinstance(layer, mc.nn.Conv2d):
+            kind += " " + conv_kind(layer)
         totals[kind] += time.perf_counter() - start
         return out
+    fused_original = graph_module.fused_conv_clip_forward
+
+    def timed_fused(conv, bn, clip, x):
+        start = time.perf_counter()
+        out = fused_original(conv, bn, clip, x)
+        totals[f"Conv2d {conv_kind(conv)} (fused chain)"] += time.perf_counter() - start
+        return out
     model._run_node = timed
+    graph_module.fused_conv_clip_forward = timed_fused
     try:
         for _ in range(repeat):
             totals = defaultdict(float)
@@ -120,8 +134,15 @@ def node_profile(model, x, repeat):
             per_call.append(totals)
     finally:
         del model._run_node
+        graph_module.fused_conv_clip_forward = fused_original
     kinds = sorted({k for t in per_call for k in t}, key=lambda k: -per_call[0].get(k, 0))
     return {k: float(np.median([t.get(k, 0.0) for t in per_call])) * 1e3 for k in kinds}
+
+
+def conv_kind(conv):
+    if conv.groups > 1 and conv.groups == conv.in_channels:
+        return "depthwise"
+    return "1x1" if conv.kernel_size == (1, 1) else f"{conv.kernel_size[0]}x{conv.kernel_size[1]}"
 
 
 def native_mobile(torch_model):
@@ -184,7 +205,10 @@ def main():
     parser.add_argument("--repeat", type=int, default=10, help="calls timed at batch 1 (fewer at larger batches)")
     parser.add_argument("--profile", action="store_true", help="also print the time per node kind")
     parser.add_argument("--models", default="digits,mobile,resnet", help="comma-separated: digits, mobile, resnet")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory for reuse")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        print(f"glibc keeps freed memory: {keep_freed_memory()}")
     set_threads(1)
     models = args.models.split(",")
     torch.manual_seed(0)
