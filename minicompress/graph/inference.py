@@ -9,15 +9,18 @@ layers as they are (prune, quantize and export still see ordinary layers) and in
   one convolution kernel with the rest in its output pass (`nn.fused.fused_conv_clip_forward`, the bits
   of the nodes one by one); a chain whose layers cannot be fused at run time (a hook, a quantized
   replacement, another dtype) runs node by node;
-- a Relu operator node in place when its input is a fresh array (written by a Conv, Gemm, MatMul,
-  BatchNormalization or elementwise arithmetic node, not a view of anything) that no other node reads
-  and that is not a graph output.
+- a Relu or Add operator node in place, over an input that is a fresh array (written by a Conv, Gemm,
+  MatMul, BatchNormalization, Relu or elementwise arithmetic node, not a view of anything) that no other node
+  reads and that is not a graph output (an Add only when that input already has the result's shape and
+  dtype: checked at run time).
 
 The plan is built once per graph and rebuilt when the nodes change (`signature`).
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from .. import nn
 from ..nn.fused import ACTIVATION_CLIPS
@@ -27,7 +30,7 @@ INFERENCE_CHAINS = ((nn.Conv2d, nn.BatchNorm2d, ("Relu", "Clip")), (nn.Conv2d, n
                     (nn.Conv2d, ("Relu", "Clip")))
 
 # Nodes whose output is a new array (never a view of an input): a Relu after one may overwrite it.
-FRESH_OUTPUT_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div"}
+FRESH_OUTPUT_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu"}
 
 
 def signature(graph_module):
@@ -39,8 +42,8 @@ def signature(graph_module):
 
 class InferencePlan:
     """chains: {first node index: (last node index, batch-norm node index or None, clip (lo, hi) or None)};
-    inplace_relu: indices of the Relu nodes that may write over their input; last_use: {value: index of the
-    last node reading it}."""
+    inplace: {index of a Relu or Add node: position of the input it may write over}; last_use: {value:
+    index of the last node reading it}."""
 
     def __init__(self, graph_module):
         nodes = graph_module.nodes
@@ -65,15 +68,29 @@ class InferencePlan:
         readers = consumers(graph_module)
         producer = {v: node for node in nodes for v in node["outputs"] if v}
         protected = set(graph_module.outputs) | set(graph_module.constants)
-        self.inplace_relu = set()
+        self.inplace = {}
         for index, node in enumerate(nodes):
-            if node["kind"] != "op" or node["op_type"] != "Relu" or not node["inputs"]:
+            if node["kind"] != "op" or node["op_type"] not in ("Relu", "Add"):
                 continue
-            value = node["inputs"][0]
-            source = producer.get(value)
-            if (source is not None and source.get("op_type") in FRESH_OUTPUT_OPS and len(readers.get(value, [])) == 1
-                    and value not in protected):
-                self.inplace_relu.add(index)
+            for position, value in enumerate(node["inputs"][:2]):
+                source = producer.get(value)
+                if (source is not None and source.get("op_type") in FRESH_OUTPUT_OPS
+                        and len(readers.get(value, [])) == 1 and node["inputs"].count(value) == 1
+                        and value not in protected):
+                    self.inplace[index] = position
+                    break
+
+
+def run_in_place(node, args, position):
+    """The Relu / Add node's result written over args[position]'s array, or None when it does not fit
+    (an Add whose result would broadcast past that input or change its dtype)."""
+    target = args[position].data
+    if node["op_type"] == "Relu":
+        return np.maximum(target, target.dtype.type(0), out=target)
+    other = args[1 - position].data
+    if other.dtype != target.dtype or np.broadcast_shapes(target.shape, other.shape) != target.shape:
+        return None
+    return np.add(target, other, out=target)     # addition commutes: the same bits as a + b
 
 
 def _clip_of(graph_module, node):

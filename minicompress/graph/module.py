@@ -140,11 +140,10 @@ class GraphModule(Module):
                     env[nodes[last]["outputs"][0]] = out
             if last == index:
                 args_ = [env[v] if v else None for v in node["inputs"]]
-                if fast and index in plan.inplace_relu:
-                    data = args_[0].data
-                    results = (Tensor._wrap(np.maximum(data, data.dtype.type(0), out=data)),)
-                else:
-                    results = self._run_node(node, args_)
+                result = None
+                if fast and index in plan.inplace:
+                    result = inference.run_in_place(node, args_, plan.inplace[index])
+                results = self._run_node(node, args_) if result is None else (Tensor._wrap(result),)
                 names = node["outputs"]
                 if len([n for n in names if n]) > len(results) and any(names[len(results):]):
                     raise NotImplementedError(f"node {node['name']!r} ({node.get('op_type')}): the optional "
