@@ -342,12 +342,11 @@ class MaxPool(Op):
             strides=None):
         strides, dilations, pads, out = _pool_geometry(x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode)
         if len(kernel_shape) == 2 and x.dtype in (np.float32, np.float64):
-            # torch's max-pool kernel (kernels/pool.py) on the same windows: it reads from the begin pads
+            # the max-pool kernel (kernels/pool.py, values only) on the same windows: it reads from the begin pads
             # and clips taps to the input, so the end pads enter only through the output size.
             with threads_for(x.size):
-                y, _ = pool_kernels.max_pool2d(np.ascontiguousarray(x), tuple(kernel_shape), tuple(strides),
-                                               tuple(pads[:2]), tuple(dilations), tuple(out))
-            return y
+                return pool_kernels.max_pool2d_values(np.ascontiguousarray(x), tuple(kernel_shape), tuple(strides),
+                                                      tuple(pads[:2]), tuple(dilations), tuple(out))
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         windows, _ = _windows(x, kernel_shape, strides, dilations, pads, out, fill)
         axes = tuple(range(-len(kernel_shape), 0))
