@@ -13,7 +13,7 @@ from .autograd import Function
 from .ops import activation as act
 from .ops import elementwise as ew
 from .ops.attention import LinearAttention, ScaledDotProductAttention
-from .ops.conv import Conv2d, ConvTranspose2d
+from .ops.conv import Conv2d, ConvTranspose2d, conv2d_inference
 from .ops.embedding import Embedding
 from .ops.loss import NLLLoss
 from .ops.matmul import Linear
@@ -117,6 +117,27 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _check_ndim(weight, "weight", (4,))
     if input.ndim == 3:
         return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    stride, padding, dilation = _check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return Conv2d.apply(_contiguous(input), _contiguous(weight), bias, stride=stride, padding=padding,
+                        dilation=dilation, groups=int(groups))
+
+
+def conv2d_fused_inference(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, norm=None,
+                           clip=None):
+    """clip(batch_norm_eval(conv2d(input, weight, bias))) in one kernel, for inference: no graph is
+    recorded, so callers use it only when no gradient is wanted. input (N, C, H, W); norm = (mean,
+    inv_std, gamma, beta) arrays (O,) in input's dtype, or None; clip = (lo, hi) or None (ReLU is
+    (0, inf)). Same arguments and checks as `conv2d`; the result has the bits of the layers one by one."""
+    _check_ndim(input, "input", (4,))
+    _check_ndim(weight, "weight", (4,))
+    stride, padding, dilation = _check_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    out = conv2d_inference(_contiguous(input).data, _contiguous(weight).data, None if bias is None else bias.data,
+                           stride, padding, dilation, int(groups), norm, clip)
+    return Tensor._wrap(out)
+
+
+def _check_conv2d(input, weight, bias, stride, padding, dilation, groups):
+    """conv2d's argument checks on 4-D input; returns (stride, padding, dilation) as pairs."""
     stride, dilation = _pair(stride, "stride", 1), _pair(dilation, "dilation", 1)
     if isinstance(padding, str):
         raise ValueError(f"padding={padding!r}: string padding is not supported; give ints")
@@ -133,8 +154,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
     _check_same_dtype("conv2d", input=input, weight=weight, bias=bias)
     _window_fits(input.shape[2], input.shape[3], weight.shape[2:], padding, dilation, "kernel size")
-    return Conv2d.apply(_contiguous(input), _contiguous(weight), bias, stride=stride, padding=padding,
-                        dilation=dilation, groups=int(groups))
+    return stride, padding, dilation
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):

@@ -214,6 +214,81 @@ def test_depthwise_forward_is_the_same_in_any_number_of_runs_and_threads(problem
     by the same loop whichever run it falls in."""
     _, x, weight, (stride, padding, dilation, _) = make_inputs(problem, np.float32)
     kernel = K.depthwise_conv2d_forward_kernel
-    expected = kernel.serial(x, weight, stride, padding, dilation, 1)
-    np.testing.assert_array_equal(kernel.serial(x, weight, stride, padding, dilation, n_runs), expected)
-    np.testing.assert_array_equal(kernel.parallel(x, weight, stride, padding, dilation, n_runs), expected)
+    epilogue = K.NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
+    expected = kernel.serial(x, weight, stride, padding, dilation, 1, *epilogue)
+    np.testing.assert_array_equal(kernel.serial(x, weight, stride, padding, dilation, n_runs, *epilogue), expected)
+    np.testing.assert_array_equal(kernel.parallel(x, weight, stride, padding, dilation, n_runs, *epilogue), expected)
+
+
+# ----- the fused epilogue: bias, eval BatchNorm and clamp in the conv's output pass -----------------
+
+CLIPS = st.sampled_from([None, (0.0, np.inf), (0.0, 6.0), (-0.5, 0.5)])
+
+
+def make_epilogue(rng, out_channels, dtype, with_bias, with_norm, clip):
+    bias = rng.standard_normal(out_channels).astype(dtype) if with_bias else None
+    norm = None
+    if with_norm:
+        mean, gamma, beta = (rng.standard_normal(out_channels).astype(dtype) for _ in range(3))
+        var = rng.uniform(0.1, 2.0, out_channels).astype(dtype)
+        norm = (mean, (1.0 / np.sqrt(var + 1e-5)).astype(dtype), gamma, beta, var)
+    return K.Epilogue(bias, None if norm is None else norm[:4], clip), norm
+
+
+def torch_epilogue(x, weight, epilogue, var, stride, padding, dilation, groups):
+    """conv2d (+ bias), then torch's batch_norm in eval mode, then clamp."""
+    out = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight),
+                   None if epilogue.bias is None else torch.from_numpy(epilogue.bias), stride, padding, dilation, groups)
+    if epilogue.norm is not None:
+        mean, _, gamma, beta = (torch.from_numpy(a) for a in epilogue.norm)
+        out = F.batch_norm(out, mean, torch.from_numpy(var), gamma, beta, training=False, eps=1e-5)
+    if epilogue.clip is not None:
+        out = torch.clamp(out, *epilogue.clip)
+    return out.numpy()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(grouped_problems(), depthwise_problems()), DTYPES, st.booleans(), st.booleans(), CLIPS,
+       st.booleans())
+def test_epilogue_is_the_layers_after_the_conv(problem, dtype, with_bias, with_norm, clip, pointwise):
+    """conv2d_forward(..., epilogue) == the epilogue's NumPy twin on the plain conv, bit for bit (same
+    arithmetic, same order); twin on the reference conv == torch's conv, batch_norm and clamp. `pointwise`
+    makes the kernel 1x1 (stride 1, no padding, one group) for the GEMM path."""
+    x_shape, w_shape, stride, padding, dilation, groups, seed = problem
+    if pointwise:
+        w_shape, stride, padding, groups = (w_shape[0], x_shape[1], 1, 1), (1, 1), (0, 0), 1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(w_shape).astype(dtype)
+    epilogue, norm = make_epilogue(rng, w_shape[0], dtype, with_bias, with_norm, clip)
+    args = (stride, padding, dilation, groups)
+    fused = K.conv2d_forward(x, weight, *args, epilogue)
+    np.testing.assert_array_equal(fused, K.apply_epilogue_reference(K.conv2d_forward(x, weight, *args), epilogue))
+    expected = torch_epilogue(x, weight, epilogue, None if norm is None else norm[4], *args)
+    # torch folds the batch norm into a scale and shift (see test_kernels_norm.py): one rounding more or
+    # fewer per element on top of the conv's.
+    assert_close(fused, expected, "fused")
+    assert_close(K.apply_epilogue_reference(K.conv2d_forward_reference(x, weight, *args), epilogue), expected,
+                 "reference")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["pointwise", "dense", "depthwise"])
+def test_epilogue_keeps_nan_and_the_plain_conv_bits(kind, dtype):
+    """On each kernel path, the fused output is the epilogue's twin on the plain conv, bit for bit; a NaN
+    input stays NaN where it is read (in the samples that read it only)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 23, 29)).astype(dtype)
+    x[1, 2, 5, 7] = np.nan
+    weight, groups, padding = {"pointwise": ((6, 4, 1, 1), 1, (0, 0)), "dense": ((6, 4, 3, 3), 1, (1, 1)),
+                               "depthwise": ((8, 1, 3, 3), 4, (1, 1))}[kind]
+    weight = rng.standard_normal(weight).astype(dtype)
+    epilogue, norm = make_epilogue(rng, weight.shape[0], dtype, True, True, (0.0, np.inf))
+    args = ((1, 1), padding, (1, 1), groups)
+    fused = K.conv2d_forward(x, weight, *args, epilogue)
+    plain = K.conv2d_forward(x, weight, *args)
+    np.testing.assert_array_equal(fused, K.apply_epilogue_reference(plain, epilogue))
+    assert np.isnan(fused[1]).any() and not np.isnan(fused[0]).any()
+    clean = np.nan_to_num(x, nan=0.0)
+    assert_close(K.conv2d_forward(clean, weight, *args, epilogue), torch_epilogue(clean, weight, epilogue, norm[4], *args),
+                 "fused, no NaN")

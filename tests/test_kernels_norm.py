@@ -91,7 +91,7 @@ def _layer_by_layer(model, x):
     return model.dequant(model.classifier(model.dropout(model.flatten(model.pool(h)))))
 
 
-def test_in_place_conv_bn_relu_gives_the_bits_of_the_layers_one_by_one():
+def test_fused_conv_bn_relu_gives_the_bits_of_the_layers_one_by_one():
     model = _random_classifier()
     x = mc.tensor(np.random.default_rng(1).standard_normal((3, 2, 9, 9)).astype(np.float32))
     x_before = x.data.copy()

@@ -1,4 +1,5 @@
-"""Pooling kernels at the array level: kernel == NumPy twin == torch, forward and gradient.
+"""Pooling kernels at the array level: kernel == NumPy twin == torch, forward and gradient (max pooling's
+values-only inference kernel too).
 
 torch is the oracle: its forward (with return_indices for max pooling) and its autograd gradient for a
 random upstream gradient. Shapes and window arguments are drawn by hypothesis, small enough that every
@@ -88,6 +89,8 @@ def test_max_pool2d_matches_torch_and_reference(case, dtype, data):
     ref_out, ref_indices = P.max_pool2d_reference(x, kernel, stride, padding, dilation, out.shape[2:])
     np.testing.assert_array_equal(ref_out, expected)
     np.testing.assert_array_equal(ref_indices, expected_indices)
+    np.testing.assert_array_equal(P.max_pool2d_values_forward(x, kernel, stride, padding, dilation, ceil_mode),
+                                  expected)
 
     grad = P.max_pool2d_backward(grad_out, indices, shape)
     assert grad.dtype == x.dtype
@@ -110,6 +113,8 @@ def test_max_pool2d_nan_and_infinity_as_torch(case, dtype, data):
     ref_out, ref_indices = P.max_pool2d_reference(x, kernel, stride, padding, dilation, out.shape[2:])
     np.testing.assert_array_equal(ref_out, expected.numpy())
     np.testing.assert_array_equal(ref_indices, expected_indices.numpy())
+    np.testing.assert_array_equal(P.max_pool2d_values_forward(x, kernel, stride, padding, dilation, ceil_mode),
+                                  expected.numpy())
 
 
 def test_max_pool2d_ties_and_all_minus_infinity_pick_the_first_in_bounds_tap():

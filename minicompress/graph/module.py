@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import is_grad_enabled
+from ..nn.fused import fused_conv_clip_forward
 from ..nn.module import Module
 from ..quant.qtensor import QTensor
 from ..tensor import Tensor
-from . import registry
+from . import inference, registry
 
 
 def _tensor(value):
@@ -105,32 +107,57 @@ class GraphModule(Module):
             env[spec["name"]] = _check_input(spec, value)
         return env
 
+    def inference_plan(self):
+        """The `graph.inference.InferencePlan` of the current nodes (built again when they change)."""
+        key = inference.signature(self)
+        cached = self.__dict__.get("_inference_plan")
+        if cached is None or cached[0] != key:
+            cached = (key, inference.InferencePlan(self))
+            self.__dict__["_inference_plan"] = cached
+        return cached[1]
+
     def run(self, *args, keep=None):
         """Run the graph; returns (outputs tuple, {value name: Tensor}) where the dict holds the values
-        named in `keep` (every value when keep="all")."""
+        named in `keep` (every value when keep="all"). Without grad and keep, the inference plan applies
+        (fused conv chains, in-place Relu: `graph/inference.py`)."""
         env = self._bind(args)
         for value, (buffer, shape) in self.constants.items():
             tensor = self._buffers[buffer]
             env[value] = tensor if list(tensor.shape) == shape else Tensor._wrap(tensor.data.reshape(shape))
-        last_use = {}
-        for index, node in enumerate(self.nodes):
-            for v in node["inputs"]:
-                last_use[v] = index
+        plan = self.inference_plan()
+        last_use = plan.last_use
+        fast = keep is None and not is_grad_enabled()
         pinned = set(self.outputs) | (set() if keep in (None, "all") else set(keep))
-        for index, node in enumerate(self.nodes):
-            args_ = [env[v] if v else None for v in node["inputs"]]
-            results = self._run_node(node, args_)
-            names = node["outputs"]
-            if len([n for n in names if n]) > len(results) and any(names[len(results):]):
-                raise NotImplementedError(f"node {node['name']!r} ({node.get('op_type')}): the optional "
-                                          f"output(s) {names[len(results):]} are not supported")
-            for name, value in zip(names, results):
-                if name:
-                    env[name] = _tensor(value)
+        nodes, index = self.nodes, 0
+        while index < len(nodes):
+            node, last = nodes[index], index
+            if fast and index in plan.chains:
+                last, bn, clip = plan.chains[index]
+                out = fused_conv_clip_forward(self.get_submodule(node["target"]),
+                                              None if bn is None else self.get_submodule(nodes[bn]["target"]), clip,
+                                              env[node["inputs"][0]])
+                if out is None:
+                    last = index
+                else:
+                    env[nodes[last]["outputs"][0]] = out
+            if last == index:
+                args_ = [env[v] if v else None for v in node["inputs"]]
+                result = None
+                if fast and index in plan.inplace:
+                    result = inference.run_in_place(node, args_, plan.inplace[index])
+                results = self._run_node(node, args_) if result is None else (Tensor._wrap(result),)
+                names = node["outputs"]
+                if len([n for n in names if n]) > len(results) and any(names[len(results):]):
+                    raise NotImplementedError(f"node {node['name']!r} ({node.get('op_type')}): the optional "
+                                              f"output(s) {names[len(results):]} are not supported")
+                for name, value in zip(names, results):
+                    if name:
+                        env[name] = _tensor(value)
             if keep != "all":
                 for v in node["inputs"]:
-                    if v and last_use.get(v) == index and v not in pinned and v not in self.constants:
+                    if v and last_use.get(v, -1) <= last and v not in pinned and v not in self.constants:
                         env.pop(v, None)
+            index = last + 1
         return tuple(env[v] for v in self.outputs), env
 
     def _run_node(self, node, args):

@@ -119,6 +119,47 @@ def _max_pool2d(x, kernel_size, stride, padding, dilation, out_size):
 max_pool2d = ParallelKernel(_max_pool2d)
 
 
+def _max_pool2d_values(x, kernel_size, stride, padding, dilation, out_size):
+    """The max-pool output without indices (inference: an ONNX MaxPool node), as a separable max: each
+    plane's rows are first reduced over every window's columns (rowmax (H, Wo)), then rowmax over every
+    window's rows, a contiguous pass over output rows that vectorises. max is exact and a NaN wins both
+    reductions, so the values are those of `max_pool2d` (whose scan order only matters for its indices)."""
+    n_batch, channels, height, width = x.shape
+    kh, kw = kernel_size
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    out_h, out_w = out_size
+    out = np.empty((n_batch, channels, out_h, out_w), dtype=x.dtype)
+    for task in prange(n_batch * channels):
+        n, c = task // channels, task % channels
+        plane = x[n, c]
+        rowmax = np.empty((height, out_w), dtype=x.dtype)
+        for h in range(height):
+            row, dst = plane[h], rowmax[h]
+            for q in range(out_w):
+                w0, w1 = tap_range(q * sw - pw, kw, dw, width)
+                best = -np.inf
+                for w in range(w0, w1, dw):
+                    value = row[w]
+                    best = value if value > best or value != value else best
+                dst[q] = best
+        for p in range(out_h):
+            h0, h1 = tap_range(p * sh - ph, kh, dh, height)
+            row_out = out[n, c, p]
+            for q in range(out_w):
+                row_out[q] = -np.inf
+            for h in range(h0, h1, dh):
+                src = rowmax[h]
+                for q in range(out_w):
+                    value, best = src[q], row_out[q]
+                    row_out[q] = value if value > best or value != value else best
+    return out
+
+
+max_pool2d_values = ParallelKernel(_max_pool2d_values)
+
+
 def max_pool2d_reference(x, kernel_size, stride, padding, dilation, out_size):
     n_batch, channels, height, width = x.shape
     rows = _taps(height, kernel_size[0], stride[0], padding[0], dilation[0], out_size[0])[:, None, :, None]
@@ -399,6 +440,15 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
                                                                      dilation, ceil_mode)
     with threads_for(x.size):
         return max_pool2d(x, kernel_size, stride, padding, dilation, out_size)
+
+
+def max_pool2d_values_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """x (N, C, H, W) -> out (N, C, Ho, Wo) of `max_pool2d_forward`, without the indices (inference)."""
+    x = _check_array(x, "x")
+    kernel_size, stride, padding, dilation, out_size = _check_window(x.shape, kernel_size, stride, padding,
+                                                                     dilation, ceil_mode)
+    with threads_for(x.size):
+        return max_pool2d_values(x, kernel_size, stride, padding, dilation, out_size)
 
 
 def max_pool2d_backward(grad_out, indices, input_shape):

@@ -5,11 +5,10 @@ per-channel k x k "depthwise" convolution and a 1 x 1 "pointwise" one: C*k*k + C
 instead of C*O*k*k. The residual addition is an `Add` module, so quantization can observe it
 and swap it for an integer add without the model being rewritten.
 """
-from ..autograd import is_grad_enabled
-from ..ops.norm import batch_norm_relu_inplace
 from ..quant.stubs import DeQuantStub, QuantStub
 from .activation import AdaptiveAvgPool2d, ReLU
 from .containers import Sequential
+from .fused import fused_conv_forward
 from .layers import Add, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
 from .module import Module
 
@@ -22,28 +21,12 @@ def make_divisible(value, divisor=8, min_value=None):
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def _is_plain(module, kind):
-    """module is exactly `kind` (not a fused or quantized replacement) and has no hooks to run."""
-    return type(module) is kind and not module._forward_hooks and not module._forward_pre_hooks
-
-
-def _fusable(conv, bn, relu):
-    """conv is a float Conv2d whose output nobody else can hold (no forward hook: a pruning pre-hook is
-    fine), bn is a plain BatchNorm2d in evaluation mode with running statistics, relu a plain ReLU."""
-    return (type(conv) is Conv2d and not conv._forward_hooks and _is_plain(bn, BatchNorm2d) and not bn.training
-            and bn.running_mean is not None and _is_plain(relu, ReLU))
-
-
 def conv_bn_relu(conv, bn, relu, x):
-    """relu(bn(conv(x))). In evaluation without grad, when `_fusable(conv, bn, relu)`, bn and relu run as
-    one pass over conv's new output, in place (`ops.norm.batch_norm_relu_inplace`): the same arithmetic
-    and the same bits as the layers one by one, minus two full-size passes and allocations."""
-    y = conv(x)
-    if not is_grad_enabled() and _fusable(conv, bn, relu) and y.ndim == 4 and batch_norm_relu_inplace(
-            y.data, bn.running_mean.data, bn.running_var.data, None if bn.weight is None else bn.weight.data,
-            None if bn.bias is None else bn.bias.data, bn.eps):
-        return y
-    return relu(bn(y))
+    """relu(bn(conv(x))). In evaluation without grad, when the layers allow it (`nn.fused.fusable`), one
+    convolution kernel applies bn and relu in the pass that writes its output (`nn.fused`): the same
+    arithmetic and the same bits as the layers one by one, minus two full-size passes and allocations."""
+    fused = fused_conv_forward(conv, bn, relu, x)
+    return relu(bn(conv(x))) if fused is None else fused
 
 
 class DepthwiseSeparableConv2d(Module):

@@ -16,10 +16,8 @@ class Conv2d(Function):
         ctx.save_for_backward(x, weight)
         ctx.params = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
-        out = kernels.conv2d_forward(x, weight, stride, padding, dilation, groups)
-        if bias is not None:
-            out += bias.reshape(1, -1, 1, 1)
-        return out
+        # the bias is added in the kernel's output pass (the same sum, rounded the same way)
+        return kernels.conv2d_forward(x, weight, stride, padding, dilation, groups, kernels.Epilogue(bias=bias))
 
     @staticmethod
     def backward(ctx, g):
@@ -33,6 +31,16 @@ class Conv2d(Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(axis=(0, 2, 3))
         return grad_x, grad_w, grad_b
+
+
+def conv2d_inference(x, weight, bias, stride, padding, dilation, groups, norm=None, clip=None):
+    """clip(batch_norm(conv2d(x, weight, bias))) on arrays, in one kernel (no graph is recorded): the
+    conv -> BatchNorm (eval) -> ReLU/ReLU6/Clip of an inference forward, each step applied in the pass
+    that writes the conv's output (`kernels.conv.Epilogue`), with the bits of the layers run one by one.
+
+    x (N, C, H, W) C-contiguous, weight (O, C / groups, kh, kw), bias (O,) or None, all one float dtype;
+    norm = (mean, inv_std, gamma, beta) (O,) or None; clip = (lo, hi) or None. Returns (N, O, Ho, Wo)."""
+    return kernels.conv2d_forward(x, weight, stride, padding, dilation, groups, kernels.Epilogue(bias, norm, clip))
 
 
 class ConvTranspose2d(Function):

@@ -23,11 +23,19 @@ def _one_pass_applies(x, mean, weight, bias):
             and all(t is None or t.dtype == x.dtype for t in (weight, bias)))
 
 
+def eval_affine(mean, var, weight, bias, eps, dtype):
+    """(mean, inv_std, gamma, beta) of an evaluation-mode batch norm in `dtype`, inv_std = 1 / sqrt(var + eps)
+    computed as the autograd path does (missing gamma / beta are ones / zeros): the operands of the
+    one-pass kernel and of a convolution's fused epilogue (`kernels.conv.Epilogue`)."""
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(dtype)
+    w = np.ones(mean.shape[0], dtype) if weight is None else weight
+    b = np.zeros(mean.shape[0], dtype) if bias is None else bias
+    return mean, inv_std, w, b
+
+
 def _one_pass(x, mean, var, weight, bias, eps, relu, out):
     """The evaluation formula through the one-pass kernel, inv_std computed as the autograd path does."""
-    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-    w = np.ones(x.shape[1], x.dtype) if weight is None else weight
-    b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
+    mean, inv_std, w, b = eval_affine(mean, var, weight, bias, eps, x.dtype)
     return batch_norm_inference(x, mean, inv_std, w, b, relu=relu, out=out)
 
 
@@ -82,16 +90,6 @@ class BatchNorm(Function):
         dw = (g * x_hat).sum(axis=ctx.axes) if ctx.needs_input_grad[3] else None
         db = g.sum(axis=ctx.axes) if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4] else None
         return dx, None, None, dw, db
-
-
-def batch_norm_relu_inplace(x, running_mean, running_var, weight, bias, eps):
-    """relu(batch_norm(x)) in evaluation mode written over the array x itself, in one pass; for a caller
-    that owns x (a layer's fresh output) and records no graph. Returns False, leaving x alone, when the
-    one-pass kernel does not apply (see `_one_pass_applies`); the caller then runs the layers one by one."""
-    if not _one_pass_applies(x, running_mean, weight, bias):
-        return False
-    _one_pass(x, running_mean, running_var, weight, bias, eps, relu=True, out=x)
-    return True
 
 
 class LayerNorm(Function):

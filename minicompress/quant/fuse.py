@@ -31,6 +31,7 @@ import numpy as np
 
 from ..nn.activation import ReLU
 from ..nn.containers import Sequential
+from ..nn.fused import fused_conv_forward
 from ..nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Identity, Linear
 from ..nn.module import Parameter
 
@@ -40,9 +41,24 @@ class _FusedModule(Sequential):
     `torch.ao.nn.intrinsic._FusedModule`); forward runs them in order."""
 
 
-class ConvReLU2d(_FusedModule):
+class _FusedConv(_FusedModule):
+    """conv (-> bn) (-> relu): in inference without grad, one convolution kernel with the rest in its
+    output pass (`nn.fused`, the same bits as the layers in order); otherwise the layers in order."""
+
+    def _chain(self):
+        raise NotImplementedError
+
+    def forward(self, x):
+        out = fused_conv_forward(*self._chain(), x)
+        return super().forward(x) if out is None else out
+
+
+class ConvReLU2d(_FusedConv):
     def __init__(self, conv, relu):
         super().__init__(conv, relu)
+
+    def _chain(self):
+        return self[0], None, self[1]
 
 
 class LinearReLU(_FusedModule):
@@ -50,14 +66,20 @@ class LinearReLU(_FusedModule):
         super().__init__(linear, relu)
 
 
-class ConvBn2d(_FusedModule):
+class ConvBn2d(_FusedConv):
     def __init__(self, conv, bn):
         super().__init__(conv, bn)
 
+    def _chain(self):
+        return self[0], self[1], None
 
-class ConvBnReLU2d(_FusedModule):
+
+class ConvBnReLU2d(_FusedConv):
     def __init__(self, conv, bn, relu):
         super().__init__(conv, bn, relu)
+
+    def _chain(self):
+        return self[0], self[1], self[2]
 
 
 def fuse_conv_bn_weights(weight, bias, running_mean, running_var, eps, gamma, beta):

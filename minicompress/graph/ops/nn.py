@@ -7,6 +7,8 @@ asymmetric geometry) and are the formula's reference.
 import numpy as np
 
 from ...kernels import conv as conv_kernels
+from ...kernels import pool as pool_kernels
+from ...kernels.threads import threads_for
 from ..registry import Op, register
 
 
@@ -367,6 +369,12 @@ class MaxPool(Op):
     def run(self, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
             strides=None, n_outputs=1):
         strides, dilations, pads, out = _pool_geometry(x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode)
+        if len(kernel_shape) == 2 and x.dtype in (np.float32, np.float64):
+            # the max-pool kernel (kernels/pool.py, values only) on the same windows: it reads from the begin pads
+            # and clips taps to the input, so the end pads enter only through the output size.
+            with threads_for(x.size):
+                return pool_kernels.max_pool2d_values(np.ascontiguousarray(x), tuple(kernel_shape), tuple(strides),
+                                                      tuple(pads[:2]), tuple(dilations), tuple(out))
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         windows, _ = _windows(x, kernel_shape, strides, dilations, pads, out, fill)
         axes = tuple(range(-len(kernel_shape), 0))
