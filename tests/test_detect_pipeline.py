@@ -74,3 +74,18 @@ def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys)
     assert cli.main(["predict", str(out / "model.npz"), str(tmp_path / "x.npy")]) == 0
     printed = capsys.readouterr().out
     assert printed.count("image ") == len(images)
+
+
+def test_resampled_scenes_are_new_each_pass_and_the_same_for_the_same_draw():
+    from minicompress.data import digit_scene_sampler
+    from minicompress.detect import resampled_scene_loader
+
+    draw = digit_scene_sampler(6, image_size=32, max_objects=2, seed=3)
+    first, again = draw(0), draw(0)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert (draw(1).images != first.images).any()
+    loader = resampled_scene_loader(Detector(image_size=32), draw, batch_size=4)
+    passes = [np.concatenate([x.data for x, _, _ in loader]) for _ in range(2)]
+    assert len(loader) == 2 and all(p.shape == (6, 1, 32, 32) for p in passes)
+    assert not np.array_equal(np.sort(passes[0].ravel()), np.sort(passes[1].ravel()))
+    np.testing.assert_array_equal(np.sort(passes[0].ravel()), np.sort(first.images.ravel()))
