@@ -89,6 +89,11 @@ def _example_input(model, example_input):
 
 
 def _default_input(model):
+    """Zeros of the model's `input_shape` (C, H, W) when it declares one (a detector's image size),
+    else of the first layer's input at the digits' size."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return Tensor(np.zeros((1, *shape), np.float32))
     for m in model.modules():
         if isinstance(m, Conv2d):
             return Tensor(np.zeros((1, m.in_channels, 8, 8), np.float32))
@@ -167,7 +172,18 @@ def _build_groups(calls, example_input, output):
     consumed = set()
     groups.fix(example_input)
     groups.fix(output)
+    first_call = {}
     for name, module, inputs, out in calls:
+        # A layer with weights called again (a detection head shared by pyramid levels) must keep the
+        # same input and output channels on every call: its tensors are tied to those of its first
+        # call. (Parameter-free layers such as a DeQuantStub may see unrelated tensors each time.)
+        if not module._parameters:
+            pass
+        elif id(module) in first_call:
+            for a, b in zip(first_call[id(module)], inputs + [out]):
+                groups.union(a, b, f"layer {name!r} called again")
+        else:
+            first_call[id(module)] = inputs + [out]
         for t in inputs:
             if id(t) not in produced:
                 raise ValueError(f"cannot shrink: the input of layer {name!r} is computed outside a module; "
@@ -322,8 +338,8 @@ def shrink(model, example_input=None):
     Args:
         model: a Module, typically after `ln_structured(..., n=2, dim=0)` on its convolutions.
         example_input: a Tensor the model accepts, to trace the forward; by default zeros of shape
-            (1, in_channels, 8, 8) for a first Conv2d (the digits' size) or (1, in_features) for a
-            first Linear.
+            (1, *model.input_shape) when the model has that attribute, else (1, in_channels, 8, 8)
+            for a first Conv2d (the digits' size) or (1, in_features) for a first Linear.
 
     Returns:
         the shrunk copy; in eval mode its outputs equal those of the masked model (see Exactness).
