@@ -18,6 +18,7 @@ Stages (one row each):
                 together), fine-tuned, `shrink`-ed to smaller dense layers, fine-tuned again
     int8        pruned, statically quantized: conv-bn-relu fused, observers calibrated on training
                 scenes, converted to integer kernels (nearest upsampling maps int8 levels to levels)
+    channel-pruned int8  (structured=True) the channel-pruned model, quantized the same way
     dynamic int8  (dynamic=True) pruned under `quantize_dynamic` with torch's default mapping, which
                 quantizes Linear and recurrent layers only: a conv-only detector stays float, as it
                 does in torch (the row shows that dynamic quantization is no route for this model)
@@ -174,13 +175,18 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
         record("pruned", current)
         if structured:
             say(f"pruning {prune:.0%} of the channels (L2) + shrink, fine-tuning {finetune_epochs} epochs twice")
-            record("channel-pruned", prune_model(copy.deepcopy(distilled), prune, True, None, finetune_epochs,
-                                                 lr / 10, finetune=finetune))
+            channels = prune_model(copy.deepcopy(distilled), prune, True, None, finetune_epochs, lr / 10,
+                                   finetune=finetune)
+            record("channel-pruned", channels)
     float_final = current
+    calibration = train_scenes.images[:calibration_images]
     if quantize == "static":
         say("quantizing to int8 (static)")
-        current = quantize_detector(float_final, train_scenes.images[:calibration_images])
+        current = quantize_detector(float_final, calibration)
         record("int8", current)
+        if prune > 0 and structured:
+            say("quantizing the channel-pruned model to int8 (static)")
+            record("channel-pruned int8", quantize_detector(channels, calibration))
     if dynamic:
         from . import quant as Q
         say("quantize_dynamic (torch's default mapping: Linear and recurrent layers)")

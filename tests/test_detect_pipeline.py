@@ -70,11 +70,13 @@ def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys)
     assert {"report.json", "report.md", "model.npz"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "report.json").read_text())
     assert [s["stage"] for s in saved["stages"]] == ["teacher", "student", "distilled", "pruned", "channel-pruned",
-                                                     "int8", "dynamic int8"]
+                                                     "int8", "channel-pruned int8", "dynamic int8"]
     assert saved["settings"]["final_stage"] == "int8" and saved["settings"]["prune"] == 0.2
     assert saved["settings"]["wall_seconds"] > 0
     rows = {s["stage"]: s for s in saved["stages"]}
     assert rows["channel-pruned"]["parameters"] < rows["pruned"]["parameters"]   # shrink removed channels
+    assert rows["channel-pruned int8"]["bytes"] < rows["int8"]["bytes"]
+    assert rows["dynamic int8"]["bytes"] == rows["pruned"]["bytes"]   # torch's default mapping: no conv
     images = load_digit_scenes(10, image_size=32, seed=1)[1].images
     np.save(tmp_path / "x.npy", images)
     capsys.readouterr()
