@@ -18,6 +18,7 @@ from minicompress import detect_cli as D
 from minicompress.data import digit_scene_sampler, load_digit_scenes
 from minicompress.detect.training import evaluate_detector, fit_detector, resampled_scene_loader
 from minicompress.distill.detection import train_detector_with_distillation
+from minicompress.kernels.threads import blas_threads
 from minicompress.models import create_detector, create_teacher_detector
 
 OFF = dict(kd_weight=0.0, feature_weight=0.0, box_weight=0.0)
@@ -69,7 +70,8 @@ def main():
     parser.add_argument("--teacher-epochs", type=int, default=D.DETECT_TEACHER_EPOCHS)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    results = {seed: run(seed, args.variants, args.epochs, args.teacher_epochs) for seed in args.seeds}
+    with blas_threads(1):   # as optimize_detector runs the job
+        results = {seed: run(seed, args.variants, args.epochs, args.teacher_epochs) for seed in args.seeds}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

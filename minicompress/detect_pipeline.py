@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from . import nn
 from .detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
+from .kernels.threads import blas_threads
 from .latency import latency_per_image
 from .pipeline import Report, prune_model
 from .models.detector import QuantizedUpsample
@@ -105,9 +106,6 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
     epoch (then `train_scenes` serves calibration only). `structured` adds the channel-pruned row,
     `dynamic` the dynamic-int8 row.
     """
-    from .distill.detection import train_detector_with_distillation
-    from .quant import model_size_bytes
-
     if not isinstance(prune, (int, float)) or not 0.0 <= prune < 1.0:
         raise ValueError(f"prune must be a fraction in [0, 1), got {prune!r}")
     quantize = "none" if quantize is None else quantize
@@ -117,6 +115,20 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if resample is not None and not callable(resample):
         raise ValueError(f"resample must be None or a function draw(k) -> DigitScenes, got {resample!r}")
+    # One OpenBLAS thread: the detector's 1x1 convs are many small GEMMs, which two threads on a shared
+    # 2-core machine ran 9-12x slower in CPU time (kernels.threads.blas_threads); Numba's kernels keep theirs.
+    with blas_threads(1):
+        return _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs,
+                        teacher_epochs, finetune_epochs, lr, batch_size, calibration_images, distill, progress, log,
+                        latency_repeat, seed, resample, dynamic)
+
+
+def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs, teacher_epochs,
+             finetune_epochs, lr, batch_size, calibration_images, distill, progress, log, latency_repeat, seed,
+             resample, dynamic):
+    from .distill.detection import train_detector_with_distillation
+    from .quant import model_size_bytes
+
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
     distill = dict(distill or {})
