@@ -10,7 +10,7 @@ scenes are 64 x 64 with up to 4 digits; 48 x 48 with up to 3 keeps every digit a
 least its 8 x 8 source, so no digit loses detail) at about half the cost per scene, which is what
 lets the whole job fit in ten minutes on two cores. The teacher trains DETECT_TEACHER_EPOCHS epochs
 unless --teacher-epochs says otherwise. It writes report.json, report.md, model.npz (the int8
-model, or the last float stage with --quantize none) and, where matplotlib is installed,
+model of the channel-pruned student: the smallest; the last float stage with --quantize none) and, where matplotlib is installed,
 detections.png (test scenes with true boxes in green, predicted in red).
 """
 import json
@@ -86,7 +86,8 @@ def optimize_detect(args):
                                epochs=args.epochs, teacher_epochs=teacher_epochs, lr=DETECT_LR,
                                distill=DETECT_DISTILL, progress=not args.no_progress, log=print, seed=args.seed,
                                resample=draw, dynamic=True)
-    final_stage = next(s for s in ("int8", "pruned", "distilled") if s in report.models)
+    final_stage = next(s for s in ("channel-pruned int8", "int8", "channel-pruned", "pruned", "distilled")
+                       if s in report.models)
     final = report.models[final_stage]
     final.input_shape = (1, DETECT_IMAGE_SIZE, DETECT_IMAGE_SIZE)
     io.save(final, os.path.join(args.out, "model.npz"))

@@ -71,7 +71,7 @@ def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys)
     saved = json.loads((out / "report.json").read_text())
     assert [s["stage"] for s in saved["stages"]] == ["teacher", "student", "distilled", "pruned", "channel-pruned",
                                                      "int8", "channel-pruned int8", "dynamic int8"]
-    assert saved["settings"]["final_stage"] == "int8" and saved["settings"]["prune"] == 0.2
+    assert saved["settings"]["final_stage"] == "channel-pruned int8" and saved["settings"]["prune"] == 0.2
     assert saved["settings"]["wall_seconds"] > 0
     rows = {s["stage"]: s for s in saved["stages"]}
     assert rows["channel-pruned"]["parameters"] < rows["pruned"]["parameters"]   # shrink removed channels
