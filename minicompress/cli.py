@@ -67,7 +67,15 @@ def _write_charts(report, out):
 
 
 def _check_optimize_options(args):
-    """Every numeric option of `optimize`, before anything is printed or created."""
+    """Every numeric option of `optimize`, before anything is printed or created. --prune and --epochs
+    left out take the task's defaults (the digits job's 0.3 and 15, the detection job's own)."""
+    if args.task == "detect":
+        from minicompress.detect_cli import DETECT_EPOCHS, DETECT_PRUNE
+        defaults = (DETECT_PRUNE, DETECT_EPOCHS)
+    else:
+        defaults = (0.3, 15)
+    args.prune = defaults[0] if args.prune is None else args.prune
+    args.epochs = defaults[1] if args.epochs is None else args.epochs
     if not 0.0 <= args.prune < 1.0:
         raise CommandError(f"--prune must be in [0, 1), got {args.prune}")
     if args.epochs < 1:
@@ -444,13 +452,15 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     opt = sub.add_parser("optimize", help="run distill -> prune -> quantize on the bundled digits")
     opt.add_argument("--out", default="minicompress-out", help="output folder (default: minicompress-out)")
-    opt.add_argument("--prune", type=float, default=0.3, help="fraction to prune (default 0.3)")
+    opt.add_argument("--prune", type=float, default=None,
+                     help="fraction to prune (default 0.3; --task detect: 0.2)")
     opt.add_argument("--unstructured", action="store_true", help="global L1 pruning instead of L2 channel pruning")
     opt.add_argument("--quantize", choices=["static", "dynamic", "qat", "none"], default="static",
                      help="int8 quantization of the pruned model: static (fuse, calibrate, convert), dynamic "
                           "(Linear layers, activations quantized at run time), qat (fake-quant fine-tuning, "
                           "then convert) or none (default: static)")
-    opt.add_argument("--epochs", type=int, default=15, help="training epochs of each stage (default 15)")
+    opt.add_argument("--epochs", type=int, default=None,
+                     help="training epochs of each stage (default 15; --task detect: see detect_cli.DETECT_EPOCHS)")
     opt.add_argument("--teacher-epochs", type=int, default=None,
                      help="teacher epochs, 0 for none (default: --epochs)")
     opt.add_argument("--seed", type=int, default=0,

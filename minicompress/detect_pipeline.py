@@ -11,10 +11,21 @@ Stages (one row each):
     distilled   the small detector trained with `DetectionDistillation` (class-map KD, neck
                 imitation, box imitation)
     pruned      distilled, magnitude-pruned (`pipeline.prune_model`: one global L1 threshold over
-                every conv weight, the design's 20% by default; or L2 channel pruning and `shrink`
-                with structured=True), fine-tuned with the masks in place, masks made permanent
+                every conv weight, the design's 20% by default), fine-tuned with the masks in place,
+                masks made permanent
+    channel-pruned  (structured=True) distilled, L2 channel pruning of the same fraction of every
+                conv-bn unit's output channels (convs tied by an addition or by the shared head rank
+                together), fine-tuned, `shrink`-ed to smaller dense layers, fine-tuned again
     int8        pruned, statically quantized: conv-bn-relu fused, observers calibrated on training
                 scenes, converted to integer kernels (nearest upsampling maps int8 levels to levels)
+    channel-pruned int8  (structured=True) the channel-pruned model, quantized the same way
+    dynamic int8  (dynamic=True) pruned under `quantize_dynamic` with torch's default mapping, which
+                quantizes Linear and recurrent layers only: a conv-only detector stays float, as it
+                does in torch (the row shows that dynamic quantization is no route for this model)
+
+Training scenes are `train_scenes` (fixed) or, with `resample=draw`, a fresh `draw(k)` every epoch
+(`data.digit_scene_sampler`; the teacher, the student, the distillation and the fine-tunes each run
+through their own sequence of draws, all from the same training digits).
 
 Each row holds mAP@0.5 and mAP@[.5:.95] on the test scenes, parameters, bytes, latency per image at
 batch 1 and 64, and ratios against the teacher and the float student: `pipeline.Report` and its
@@ -26,7 +37,8 @@ import copy
 from dataclasses import dataclass
 
 from . import nn
-from .detect.training import evaluate_detector, fit_detector, scene_loader
+from .detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
+from .kernels.threads import blas_threads
 from .latency import latency_per_image
 from .pipeline import Report, prune_model
 from .models.detector import QuantizedUpsample
@@ -84,15 +96,16 @@ def quantize_detector(model, calibration_images, batch_size=32):
 
 def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, structured=False, quantize="static",
                       epochs=10, teacher_epochs=None, finetune_epochs=2, lr=3e-3, batch_size=32,
-                      calibration_images=128, distill=None, progress=True, log=print, latency_repeat=10, seed=0):
+                      calibration_images=128, distill=None, progress=True, log=print, latency_repeat=10, seed=0,
+                      resample=None, dynamic=False):
     """Run the detection job on copies of `student` and `teacher`; returns a `DetectionReport`.
 
     `distill` holds `DetectionDistillation`'s keyword arguments (temperature, kd_weight,
-    feature_weight, box_weight); `teacher_epochs` defaults to `epochs`, 0 takes the teacher as trained.
+    feature_weight, box_weight, kd_weighting); `teacher_epochs` defaults to `epochs`, 0 takes the
+    teacher as trained. `resample`: None, or draw(k) -> DigitScenes for fresh training scenes each
+    epoch (then `train_scenes` serves calibration only). `structured` adds the channel-pruned row,
+    `dynamic` the dynamic-int8 row.
     """
-    from .distill.detection import train_detector_with_distillation
-    from .quant import model_size_bytes
-
     if not isinstance(prune, (int, float)) or not 0.0 <= prune < 1.0:
         raise ValueError(f"prune must be a fraction in [0, 1), got {prune!r}")
     quantize = "none" if quantize is None else quantize
@@ -100,18 +113,44 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
         raise ValueError(f"quantize must be one of {DETECT_QUANTIZE_MODES} for a detector, got {quantize!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if resample is not None and not callable(resample):
+        raise ValueError(f"resample must be None or a function draw(k) -> DigitScenes, got {resample!r}")
+    # One OpenBLAS thread: the detector's 1x1 convs are many small GEMMs, which two threads on a shared
+    # 2-core machine ran 9-12x slower in CPU time (kernels.threads.blas_threads); Numba's kernels keep theirs.
+    with blas_threads(1):
+        return _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs,
+                        teacher_epochs, finetune_epochs, lr, batch_size, calibration_images, distill, progress, log,
+                        latency_repeat, seed, resample, dynamic)
+
+
+def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs, teacher_epochs,
+             finetune_epochs, lr, batch_size, calibration_images, distill, progress, log, latency_repeat, seed,
+             resample, dynamic):
+    from .distill.detection import train_detector_with_distillation
+    from .quant import model_size_bytes
+
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
     distill = dict(distill or {})
-    loader = scene_loader(student, train_scenes, batch_size=batch_size, shuffle=True, seed=seed)
+    draws = [0]
+
+    def new_loader():
+        """A loader for one training run; with `resample`, its own sequence of draws (k = 1000 * run + epoch)."""
+        if resample is None:
+            return scene_loader(student, train_scenes, batch_size=batch_size, shuffle=True, seed=seed)
+        draws[0] += 1
+        offset = 1000 * draws[0]
+        return resampled_scene_loader(student, lambda k: resample(offset + k), batch_size=batch_size, seed=seed + offset)
+
     sample_shape = test_scenes.images.shape[1:]
     report = DetectionReport(settings=dict(prune=prune, structured=structured, quantize=quantize, epochs=epochs,
                                            teacher_epochs=teacher_epochs, finetune_epochs=finetune_epochs, lr=lr,
                                            distill=distill, train_images=len(train_scenes.images),
-                                           test_images=len(test_scenes.images), seed=seed))
+                                           test_images=len(test_scenes.images), seed=seed,
+                                           resampled=resample is not None))
 
     def train(model, n_epochs, name, rate=lr):
-        fit_detector(model, loader, n_epochs, lr=rate, progress=progress, desc=name)
+        fit_detector(model, new_loader(), n_epochs, lr=rate, progress=progress, desc=name)
 
     def record(stage, model):
         latency = latency_per_image(model, sample_shape, repeat=latency_repeat)
@@ -136,20 +175,34 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
 
     say(f"distilling the student for {epochs} epochs ({distill or 'default weights'})")
     distilled = copy.deepcopy(student)
-    train_detector_with_distillation(teacher, distilled, loader, epochs, lr=lr, progress=progress, **distill)
+    train_detector_with_distillation(teacher, distilled, new_loader(), epochs, lr=lr, progress=progress, **distill)
     record("distilled", distilled)
 
     current = distilled
+    finetune = lambda m, n: train(m, n, "fine-tune", lr / 10)   # noqa: E731
     if prune > 0:
-        kind = "L2 channel + shrink" if structured else "global L1 magnitude"
-        say(f"pruning {prune:.0%} ({kind}) and fine-tuning for {finetune_epochs} epochs")
-        current = prune_model(copy.deepcopy(distilled), prune, structured, loader, finetune_epochs, lr / 10,
-                              finetune=lambda m, n: train(m, n, "fine-tune", lr / 10))
+        say(f"pruning {prune:.0%} (global L1 magnitude) and fine-tuning for {finetune_epochs} epochs")
+        current = prune_model(copy.deepcopy(distilled), prune, False, None, finetune_epochs, lr / 10,
+                              finetune=finetune)
         record("pruned", current)
+        if structured:
+            say(f"pruning {prune:.0%} of the channels (L2) + shrink, fine-tuning {finetune_epochs} epochs twice")
+            channels = prune_model(copy.deepcopy(distilled), prune, True, None, finetune_epochs, lr / 10,
+                                   finetune=finetune)
+            record("channel-pruned", channels)
+    float_final = current
+    calibration = train_scenes.images[:calibration_images]
     if quantize == "static":
         say("quantizing to int8 (static)")
-        current = quantize_detector(current, train_scenes.images[:calibration_images])
+        current = quantize_detector(float_final, calibration)
         record("int8", current)
+        if prune > 0 and structured:
+            say("quantizing the channel-pruned model to int8 (static)")
+            record("channel-pruned int8", quantize_detector(channels, calibration))
+    if dynamic:
+        from . import quant as Q
+        say("quantize_dynamic (torch's default mapping: Linear and recurrent layers)")
+        record("dynamic int8", Q.quantize_dynamic(copy.deepcopy(float_final).eval(), dtype=Q.qint8))
 
     base_teacher, base_student = report.row("teacher"), report.row("student")
     for r in report.rows:

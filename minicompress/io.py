@@ -52,7 +52,7 @@ MAX_HEADER_BYTES = 64 << 20
 # Attributes that hold transient state (bound callables, memos) rather than model data; they are not
 # saved and a loaded module does not have them. Hooks are saved on their own (see `_Writer.module`).
 TRANSIENT_ATTRIBUTES = {"_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", "_packed_weight", "_requant_plan",
-                        "_conv_plan", "_checked"}
+                        "_conv_plan", "_checked", "_inference_plan"}
 
 # The modules that define layers, imported before a file is read so that each class can be found by
 # name in a fresh process (quant.dynamic, for one, is otherwise only imported on first use).

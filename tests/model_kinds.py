@@ -145,9 +145,43 @@ def graph_int8():
     return convert_fx(_graph_prepared()), _images()
 
 
+def _scene_images(n=2, size=16):
+    return np.random.default_rng(0).random((n, 1, size, size), dtype=np.float32)
+
+
+def _detector():
+    from minicompress.models import Detector
+
+    mc.manual_seed(0)
+    model = Detector(image_size=16, width_mult=0.5).train()
+    with mc.no_grad():
+        model(mc.tensor(_scene_images(4)))  # batch-norm statistics away from their defaults
+    return model.eval()
+
+
+def detector_channel_pruned():
+    """The detection job's channel-pruned stage: L2 channel masks, shrunk (the shared head included)."""
+    import warnings
+
+    from minicompress.pipeline import prune_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = prune_model(_detector(), 0.25, True, None, 0, 0.0)
+    return model.eval(), _scene_images()
+
+
+def detector_int8():
+    """The detection job's int8 stage: shrunk, fused, calibrated, with QuantizedUpsample in the neck."""
+    from minicompress.detect_pipeline import quantize_detector
+
+    return quantize_detector(detector_channel_pruned()[0], _scene_images(8)), _scene_images()
+
+
 KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, folded_qdq, observed_histogram,
                                  observed_minmax, qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru,
-                                 dynamic_lstm_cell, dynamic_gru_cell, traced_graph, graph_observed, graph_int8)}
+                                 dynamic_lstm_cell, dynamic_gru_cell, traced_graph, graph_observed, graph_int8,
+                                 detector_channel_pruned, detector_int8)}
 
 
 def outputs(model, x):

@@ -62,15 +62,46 @@ def test_bad_arguments_are_rejected_before_training(scenes):
 
 
 def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(detect_cli, "DETECT_SCENES", 12)
+    for name, value in (("DETECT_TEST_SCENES", 3), ("DETECT_SCENES_PER_EPOCH", 8), ("DETECT_IMAGE_SIZE", 32)):
+        monkeypatch.setattr(detect_cli, name, value)
     out = tmp_path / "job"
     assert cli.main(["optimize", "--task", "detect", "--epochs", "1", "--teacher-epochs", "1", "--no-progress",
                      "--out", str(out)]) == 0
     assert {"report.json", "report.md", "model.npz"} <= {p.name for p in out.iterdir()}
-    assert [s["stage"] for s in json.loads((out / "report.json").read_text())["stages"]][-1] == "int8"
+    saved = json.loads((out / "report.json").read_text())
+    assert [s["stage"] for s in saved["stages"]] == ["teacher", "student", "distilled", "pruned", "channel-pruned",
+                                                     "int8", "channel-pruned int8", "dynamic int8"]
+    assert saved["settings"]["final_stage"] == "channel-pruned int8" and saved["settings"]["prune"] == 0.2
+    assert saved["settings"]["wall_seconds"] > 0
+    rows = {s["stage"]: s for s in saved["stages"]}
+    assert rows["channel-pruned"]["parameters"] < rows["pruned"]["parameters"]   # shrink removed channels
+    assert rows["channel-pruned int8"]["bytes"] < rows["int8"]["bytes"]
+    assert rows["dynamic int8"]["bytes"] == rows["pruned"]["bytes"]   # torch's default mapping: no conv
     images = load_digit_scenes(10, image_size=32, seed=1)[1].images
     np.save(tmp_path / "x.npy", images)
     capsys.readouterr()
     assert cli.main(["predict", str(out / "model.npz"), str(tmp_path / "x.npy")]) == 0
     printed = capsys.readouterr().out
     assert printed.count("image ") == len(images)
+
+
+def test_resampled_scenes_are_new_each_pass_and_the_same_for_the_same_draw():
+    from minicompress.data import digit_scene_sampler
+    from minicompress.detect import resampled_scene_loader
+
+    draw = digit_scene_sampler(6, image_size=32, max_objects=2, seed=3)
+    first, again = draw(0), draw(0)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert (draw(1).images != first.images).any()
+    loader = resampled_scene_loader(Detector(image_size=32), draw, batch_size=4)
+    passes = [np.concatenate([x.data for x, _, _ in loader]) for _ in range(2)]
+    assert len(loader) == 2 and all(p.shape == (6, 1, 32, 32) for p in passes)
+    assert not np.array_equal(np.sort(passes[0].ravel()), np.sort(passes[1].ravel()))
+    np.testing.assert_array_equal(np.sort(passes[0].ravel()), np.sort(first.images.ravel()))
+
+
+def test_the_job_writes_a_png_of_detections_where_matplotlib_is_installed(scenes, tmp_path):
+    pytest.importorskip("matplotlib")
+    model = Detector(image_size=32)
+    assert detect_cli._write_detections_png(model, scenes[1], tmp_path / "d.png", count=3)
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

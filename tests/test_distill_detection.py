@@ -1,5 +1,6 @@
 """Detection distillation: the class-map KD term against its torch formula, and the combined loss's parts."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as TF
 from harness import check_op
@@ -21,10 +22,30 @@ def torch_class_map_distillation(s, t, temperature):
     return kl.sum() * temperature ** 2 / (s.shape[0] * s.shape[1])
 
 
+def torch_confidence_weighted_distillation(s, t, temperature):
+    q = torch.sigmoid(t / temperature)
+    kl = (TF.binary_cross_entropy_with_logits(s / temperature, q, reduction="none")
+          - TF.binary_cross_entropy_with_logits(t / temperature, q, reduction="none")).sum(-1)
+    w = torch.sigmoid(t).amax(-1)
+    return (w * kl).sum() / w.sum() * temperature ** 2
+
+
 @given(arrays((2, 5, 3), np.float64, -5, 5), arrays((2, 5, 3), np.float64, -5, 5), st.sampled_from([1.0, 2.0, 4.0]))
 def test_class_map_distillation_equals_the_torch_formula(student, teacher, temperature):
     check_op(lambda s, t: class_map_distillation(s, t, temperature),
              lambda s, t: torch_class_map_distillation(s, t, temperature), [student, teacher], nondiff=(1,))
+
+
+@given(arrays((2, 5, 3), np.float64, -5, 5), arrays((2, 5, 3), np.float64, -5, 5), st.sampled_from([1.0, 2.0, 4.0]))
+def test_confidence_weighted_class_map_distillation_equals_the_torch_formula(student, teacher, temperature):
+    check_op(lambda s, t: class_map_distillation(s, t, temperature, weighting="confidence"),
+             lambda s, t: torch_confidence_weighted_distillation(s, t, temperature), [student, teacher], nondiff=(1,))
+
+
+def test_class_map_distillation_rejects_an_unknown_weighting():
+    logits = mc.tensor(np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match="weighting"):
+        class_map_distillation(logits, logits, 2.0, weighting="foreground")
 
 
 def test_class_map_distillation_is_zero_when_the_maps_agree():

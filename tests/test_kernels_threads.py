@@ -76,3 +76,17 @@ def test_the_threading_layer_is_openmp_only_where_idle_threads_wait_passively(mo
     monkeypatch.delenv("OMP_WAIT_POLICY")
     # torch (imported by conftest) has loaded libgomp, which read its wait policy then: too late to set it
     assert choose_threading_layer()[0] == "workqueue" and "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_blas_threads_sets_openblas_inside_the_block_and_restores_it():
+    functions = threads._openblas_thread_functions()
+    if functions is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS reachable here")
+    _, get = functions
+    before = get()
+    a = np.random.default_rng(0).random((3, 40, 50))
+    expected = a @ a.swapaxes(1, 2)
+    with threads.blas_threads(1):
+        assert get() == 1
+        np.testing.assert_allclose(a @ a.swapaxes(1, 2), expected, rtol=1e-12)
+    assert get() == before

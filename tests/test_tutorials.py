@@ -49,7 +49,8 @@ def test_tutorial_03_prunes_shrinks_and_runs_sparse():
 
 
 def test_tutorial_06_runs_the_detection_job_in_map():
-    report = load_tutorial("06_edge_detection.py")["main"](n_images=24, epochs=1, finetune_epochs=1, progress=False)
+    report = load_tutorial("06_edge_detection.py")["main"](n_images=24, epochs=1, teacher_epochs=1,
+                                                                finetune_epochs=1, progress=False)
     assert [r.stage for r in report.rows] == ["teacher", "student", "distilled", "pruned", "int8"]
     assert report.row("int8").bytes < report.row("student").bytes
     assert all(-1 <= r.map_50 <= 1 for r in report.rows)

@@ -18,6 +18,14 @@ digits never seen in training. The same arguments give the same arrays.
     ((400, 1, 64, 64), 400, (100, 1, 64, 64))
     >>> train.boxes[0].shape == (len(train.labels[0]), 4)
     True
+
+`digit_scene_sampler` draws fresh training scenes from the same training digits, a new set per
+call (augmentation by placement, scale and company: a detector trained on a new draw every epoch
+does not memorise the scenes); the test scenes stay the held-out ones of `load_digit_scenes`.
+
+    >>> draw = digit_scene_sampler(400, seed=0)
+    >>> draw(0).images.shape, (draw(1).images != draw(0).images).any()
+    ((400, 1, 64, 64), True)
 """
 from typing import List, NamedTuple
 
@@ -138,3 +146,27 @@ def load_digit_scenes(n_images, image_size=64, max_objects=4, seed=0, test_fract
     train = _build(n_images - n_test, rng_train, x_train, y_train, image_size, max_objects, max_overlap)
     test = _build(n_test, rng_test, x_test, y_test, image_size, max_objects, max_overlap)
     return train, test
+
+
+def digit_scene_sampler(n_images, image_size=64, max_objects=4, seed=0, test_fraction=0.2, max_overlap=0.2):
+    """A function draw(k) -> `DigitScenes`: the k-th fresh set of `n_images` training scenes (k >= 0).
+
+    Every draw uses only the training digits of `load_digit_scenes(..., seed=seed, test_fraction=...)`
+    (so its test scenes stay held out) and its own generator, seeded (seed, 2 + k): the same k gives
+    the same scenes, draws never repeat `load_digit_scenes`' own training scenes (generator (seed, 0)).
+    Arguments as `load_digit_scenes`; n_images >= 1.
+    """
+    n_images = _check_int(n_images, "n_images", 1)
+    image_size = _check_int(image_size, "image_size", 16)
+    max_objects = _check_int(max_objects, "max_objects", 1)
+    seed = _check_int(seed, "seed", 0)
+    if isinstance(max_overlap, bool) or not isinstance(max_overlap, (int, float)) or not 0 <= max_overlap <= 1:
+        raise ValueError(f"max_overlap must be a number in [0, 1], got {max_overlap!r}")
+    x_train, y_train, _, _ = train_test_split_digits(test_fraction=test_fraction, seed=seed)
+
+    def draw(k):
+        k = _check_int(k, "k", 0)
+        return _build(n_images, np.random.default_rng([seed, 2 + k]), x_train, y_train, image_size, max_objects,
+                      max_overlap)
+
+    return draw

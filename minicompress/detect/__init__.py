@@ -6,4 +6,5 @@ from .losses import decode_outputs, fcos_loss, generalized_box_iou_loss, sigmoid
 from .metrics import COCO_IOU_THRESHOLDS, average_precision_table, mean_average_precision
 from .nms import batched_nms, nms
 from .targets import fcos_targets, postprocess
-from .training import detector_step, evaluate_detector, fit_detector, predict_detections, scene_loader
+from .training import (ResampledSceneLoader, detector_step, evaluate_detector, fit_detector, predict_detections,
+                       resampled_scene_loader, scene_loader)

@@ -11,6 +11,11 @@ class_kd  temperature-scaled KD on the class maps. The head's classes are indepe
               class_kd = T^2 * sum over locations and classes of KL(q || p) / (N * L)
               KL(q || p) = ce(s / T, q) - ce(t / T, q),   ce(x, q) = BCE with logits, soft target q
           (the subtracted entropy of q makes the term 0 when the maps agree; it has no gradient).
+          With kd_weighting='confidence' each location's KL (summed over classes) is weighted by the
+          teacher's confidence there, w = max_c sigmoid(t_c), and the sum divided by sum(w) instead
+          of N * L: the thousands of background locations, where both maps say "nothing" and the
+          KL only pulls the student towards the teacher's noise, stop drowning the few objects
+          (the foreground weighting of detection KD, e.g. Zheng et al., 2022, LD; Yang et al., 2022).
 feature   FitNets-style imitation of the neck outputs (P3, P4) through `FeatureDistillation`'s
           1x1 adapters: sum over levels of mse(adapter(student P_l), teacher P_l).
 box_kd    the student's decoded boxes imitate the teacher's (GIoU loss, `generalized_box_iou_loss`)
@@ -42,10 +47,16 @@ class DetectionDistillationLosses(NamedTuple):
     box_kd: Tensor
 
 
-def class_map_distillation(student_logits, teacher_logits, temperature=2.0):
+KD_WEIGHTINGS = ("uniform", "confidence")
+
+
+def class_map_distillation(student_logits, teacher_logits, temperature=2.0, weighting="uniform"):
     """T^2 * mean over (N, L) of the summed Bernoulli KL(sigmoid(t/T) || sigmoid(s/T)) over classes;
-    logits (N, L, K) Tensors, the teacher's without a graph."""
+    logits (N, L, K) Tensors, the teacher's without a graph. weighting='confidence' takes the mean
+    with weights max_c sigmoid(t) per location (module docstring)."""
     temperature = _validate_temperature(temperature)
+    if weighting not in KD_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {KD_WEIGHTINGS}, got {weighting!r}")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student_logits {student_logits.shape} and teacher_logits {teacher_logits.shape} "
                          f"must have the same shape")
@@ -53,6 +64,9 @@ def class_map_distillation(student_logits, teacher_logits, temperature=2.0):
     q = Tensor((1.0 / (1.0 + np.exp(-t))).astype(student_logits.dtype))
     entropy = binary_cross_entropy_with_logits(Tensor(t.astype(student_logits.dtype)), q)
     kl = binary_cross_entropy_with_logits(student_logits / temperature, q) - entropy
+    if weighting == "confidence":
+        w = 1.0 / (1.0 + np.exp(-teacher_logits.data.max(axis=-1, keepdims=True).astype(np.float64)))
+        return (kl * Tensor((w * (temperature ** 2 / w.sum())).astype(student_logits.dtype))).sum()
     n, n_loc = student_logits.shape[:2]
     return kl.sum() * (temperature ** 2 / (n * n_loc))
 
@@ -67,7 +81,7 @@ class DetectionDistillation(Module):
     """
 
     def __init__(self, teacher, student, temperature=2.0, kd_weight=1.0, feature_weight=1.0, box_weight=1.0,
-                 box_score_threshold=0.5, sample_input=None):
+                 box_score_threshold=0.5, kd_weighting="uniform", sample_input=None):
         super().__init__()
         attach_teacher_and_student(self, teacher, student)
         self.temperature = _validate_temperature(temperature)
@@ -76,6 +90,9 @@ class DetectionDistillation(Module):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         self.kd_weight, self.feature_weight, self.box_weight = float(kd_weight), float(feature_weight), float(box_weight)
         self.box_score_threshold = float(box_score_threshold)
+        if kd_weighting not in KD_WEIGHTINGS:
+            raise ValueError(f"kd_weighting must be one of {KD_WEIGHTINGS}, got {kd_weighting!r}")
+        self.kd_weighting = kd_weighting
         self.features = (FeatureDistillation(teacher, student, list(NECK_PAIRS), sample_input=sample_input)
                          if feature_weight > 0 else None)
 
@@ -94,7 +111,8 @@ class DetectionDistillation(Module):
         k = self.student.num_classes
         task, _, _ = fcos_loss(student_out, classes, boxes, points, strides)
         zero = student_out.sum() * 0.0
-        class_kd = (class_map_distillation(student_out[..., :k], teacher_out[..., :k].detach(), self.temperature)
+        class_kd = (class_map_distillation(student_out[..., :k], teacher_out[..., :k].detach(), self.temperature,
+                                           self.kd_weighting)
                     if self.kd_weight else zero)
         box_kd = zero
         if self.box_weight:
@@ -109,7 +127,7 @@ class DetectionDistillation(Module):
 
     def extra_repr(self):
         return (f"temperature={self.temperature}, kd_weight={self.kd_weight}, feature_weight={self.feature_weight}, "
-                f"box_weight={self.box_weight}")
+                f"box_weight={self.box_weight}, kd_weighting={self.kd_weighting!r}")
 
 
 def train_detector_with_distillation(teacher, student, loader, epochs, lr=3e-3, progress=False, log=None, **weights):

@@ -103,7 +103,7 @@ def _as_inputs(example_inputs):
     return tuple(x if isinstance(x, Tensor) else Tensor(np.asarray(x)) for x in example)
 
 
-def trace(model, example_inputs, dynamic_batch=True):
+def trace(model, example_inputs, dynamic_batch=True, unread_outputs=False):
     """The GraphModule of `model`'s forward on `example_inputs` (see the module docstring).
 
     Args:
@@ -111,6 +111,9 @@ def trace(model, example_inputs, dynamic_batch=True):
         example_inputs: a Tensor / array or a tuple of them, the forward's positional inputs.
         dynamic_batch: declare the first dimension of each input as "batch" (any size); the other
             dimensions are the example's.
+        unread_outputs: where the forward's output is computed outside any layer (a detector reshaping its
+            head outputs), make the graph's outputs the layer outputs that no layer reads instead of raising
+            (what shrink's channel analysis needs; such a graph does not compute the model's output).
 
     Returns:
         a GraphModule sharing `model`'s layers (deep-copy the model first to change one without the other).
@@ -150,6 +153,12 @@ def trace(model, example_inputs, dynamic_batch=True):
                       "inputs": [names[id(a)] for a in tensors], "outputs": [value]})
         names[id(out)] = value
     outputs = output if isinstance(output, tuple) else (output,)
+    if unread_outputs and any(id(o) not in names for o in outputs):
+        # the forward ends in tensor operations (a detector's reshape of its head outputs): the graph's
+        # outputs are then the layer outputs no layer reads, which is what a channel analysis needs
+        read = {v for node in nodes for v in node["inputs"]}
+        outputs = [o for o in (out for _, _, _, out in calls) if names.get(id(o)) not in read]
+        outputs = list({id(o): o for o in outputs}.values())
     for o in outputs:
         if id(o) not in names:
             raise TraceError("the model's output was computed outside any layer: trace cannot follow it")

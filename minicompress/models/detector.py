@@ -96,6 +96,7 @@ class Detector(Module):
         c0, c3, c4, c5 = (make_divisible(c * width_mult) for c in (16, 24, 48, 64))
         neck = neck_channels or make_divisible(32 * width_mult)
         self.num_classes, self.image_size = num_classes, image_size
+        self.input_shape = (in_channels, image_size, image_size)   # what `shrink` traces and `predict` expects
         self.quant = QuantStub()
         self.stem = Sequential(Conv2d(in_channels, c0, 3, 2, 1, bias=False), BatchNorm2d(c0), ReLU())
         self.stage3 = _stage(c0, c3, depth)

@@ -80,6 +80,11 @@ def _example_input(model, example_input):
 
 
 def _default_input(model):
+    """Zeros of the model's `input_shape` (C, H, W) when it declares one (a detector's image size), of a
+    GraphModule's declared input shape, else of the first layer's input at the digits' size."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return Tensor(np.zeros((1, *shape), np.float32))
     if isinstance(model, GraphModule) and len(model.inputs) == 1 and model.inputs[0].get("shape"):
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in model.inputs[0]["shape"]]
         return Tensor(np.zeros(shape, np.dtype(model.inputs[0].get("dtype") or "float32")))
@@ -119,7 +124,7 @@ def _graph(model, example_input):
     if isinstance(model, GraphModule):
         return model
     try:
-        return trace(model, example_input)
+        return trace(model, example_input, unread_outputs=True)
     except TraceError as exc:
         where = f"the input of layer {exc.layer!r}" if exc.layer else "the model's output"
         raise ValueError(f"cannot shrink: {where} is computed outside a module (an operator in a forward "
@@ -264,9 +269,19 @@ def _build_groups(calls, inputs, outputs):
     groups = _Channels()
     for t in inputs + outputs:
         groups.fix(t)
+    first_call = {}
     for name, layer, ins, out in calls:
         where = f"layer {name!r} ({type(layer).__name__ if not isinstance(layer, _Operator) else layer.op_type})"
         kind = _kind(layer, ins, out)
+        # A layer with weights called again (a detection head shared by pyramid levels) must keep the same
+        # input and output channels on every call: its values are tied to those of its first call.
+        if not isinstance(layer, _Operator) and layer._parameters:
+            if id(layer) in first_call:
+                for a, b in zip(first_call[id(layer)], ins + [out]):
+                    if a is not None and b is not None and _width(a) == _width(b) is not None:
+                        groups.union_all(groups.ids(a), groups.ids(b), f"{where} called again")
+            else:
+                first_call[id(layer)] = ins + [out]
         if kind == "dense" and _width(out) is not None:
             groups.ids(ins[0])
             groups.source(out, _pruned_outputs(layer))
@@ -471,9 +486,10 @@ def shrink(model, example_input=None):
     Args:
         model: a Module, typically after `ln_structured(..., n=2, dim=0)` on its convolutions, or a
             GraphModule (an imported ONNX model: its operator nodes are followed too).
-        example_input: a Tensor the model accepts, to trace the forward; by default zeros of the
-            GraphModule's declared input shape, or of shape (1, in_channels, 8, 8) for a first Conv2d (the
-            digits' size) or (1, in_features) for a first Linear.
+        example_input: a Tensor the model accepts, to trace the forward; by default zeros of shape
+            (1, *model.input_shape) when the model has that attribute, of the GraphModule's declared input
+            shape, or of shape (1, in_channels, 8, 8) for a first Conv2d (the digits' size) or
+            (1, in_features) for a first Linear.
 
     Returns:
         the shrunk copy (of the same class); in eval mode its outputs equal those of the masked model
