@@ -369,7 +369,7 @@ class MaxPool(Op):
     def run(self, x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None, storage_order=0,
             strides=None, n_outputs=1):
         strides, dilations, pads, out = _pool_geometry(x, kernel_shape, strides, pads, dilations, auto_pad, ceil_mode)
-        if len(kernel_shape) == 2 and x.dtype in (np.float32, np.float64):
+        if n_outputs < 2 and len(kernel_shape) == 2 and x.dtype in (np.float32, np.float64):
             # the max-pool kernel (kernels/pool.py, values only) on the same windows: it reads from the begin pads
             # and clips taps to the input, so the end pads enter only through the output size.
             with threads_for(x.size):
