@@ -246,3 +246,27 @@ def test_to_sparse_of_the_stem_keeps_the_sequential_order():
         converted = P.to_sparse(model, min_sparsity=0.5)
         assert [type(m).__name__ for m in converted.stem] == ["SparseConv2d", "BatchNorm2d", "ReLU"]
         np.testing.assert_allclose(converted(x).data, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_shrink_of_the_detector_keeps_its_outputs():
+    """The detector's forward ends in tensor operations (its head outputs are reshaped and concatenated)
+    and calls its shared head once per pyramid level: shrink follows it up to its last layers, gives the
+    shared head the same channels on both calls, and the shrunk model computes the masked one's outputs."""
+    from minicompress.models import Detector
+    mc.manual_seed(0)
+    model = Detector(image_size=16, width_mult=0.5).eval()
+    rng = np.random.default_rng(0)
+    for group in P.tied_output_groups(model):
+        out = group[0].weight.shape[0]
+        drop = rng.choice(out, out // 4, replace=False)
+        for layer in group:                      # one shared ranking per group, as the pipeline prunes
+            layer.weight.data[drop] = 0
+            if layer.bias is not None:
+                layer.bias.data[drop] = 0
+    x = mc.tensor(rng.random((2, 1, 16, 16), dtype=np.float32))
+    with mc.no_grad():
+        expected = model(x).data
+        shrunk = P.shrink(model)
+        assert sum(p.data.size for p in shrunk.parameters()) < sum(p.data.size for p in model.parameters())
+        # the removed channels carry zeros (no bias, BN constants folded exactly): float32 rounding only
+        np.testing.assert_allclose(shrunk(x).data, expected, rtol=1e-5, atol=1e-6)
