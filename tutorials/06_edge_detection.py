@@ -13,13 +13,13 @@ import numpy as np
 
 import minicompress as mc
 from minicompress.data import digit_scene_sampler, load_digit_scenes
-from minicompress.detect_cli import DETECT_DISTILL, DETECT_LR
+from minicompress.detect_cli import DETECT_BATCH_SIZE, DETECT_DISTILL, DETECT_LR, DETECT_TEACHER_EPOCHS
 from minicompress.detect import box_iou, mean_average_precision, nms
 from minicompress.detect_pipeline import optimize_detector
 from minicompress.models import create_detector, create_teacher_detector
 
 
-def main(n_images=2000, image_size=48, epochs=20, teacher_epochs=30, finetune_epochs=2, seed=0, progress=True):
+def main(n_images=2000, image_size=48, epochs=20, teacher_epochs=DETECT_TEACHER_EPOCHS, finetune_epochs=2, seed=0, progress=True):
     mc.manual_seed(seed)
 
     # 1. The data: scenes of 1-3 digits with tight xyxy boxes; train and test use disjoint digit images.
@@ -42,6 +42,7 @@ def main(n_images=2000, image_size=48, epochs=20, teacher_epochs=30, finetune_ep
     teacher = create_teacher_detector(image_size=image_size)
     report = optimize_detector(student, teacher, train, test, prune=0.2, quantize="static", epochs=epochs,
                                teacher_epochs=teacher_epochs, finetune_epochs=finetune_epochs, lr=DETECT_LR,
+                               batch_size=DETECT_BATCH_SIZE,
                                distill=DETECT_DISTILL, progress=progress, seed=seed, resample=draw)
     print()
     print(report.to_markdown())
