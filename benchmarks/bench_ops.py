@@ -28,6 +28,11 @@ def cases():
         (lambda a, b: TF.conv2d(a, b, padding=1, groups=128)), [x, w]
     x, w, b = arr(64, 512), arr(512, 512), arr(512)
     yield "linear 64x512 -> 512", F.linear, TF.linear, [x, w, b]
+    for shape in ((32, 32, 24, 24), (8, 64, 56, 56)):    # a detector batch; a larger feature map
+        x, w, b = arr(*shape), arr(shape[1]), arr(shape[1])
+        yield f"batch_norm training {'x'.join(map(str, shape))}", \
+            (lambda a, g, h: F.batch_norm(a, None, None, g, h, training=True)), \
+            (lambda a, g, h: TF.batch_norm(a, None, None, g, h, training=True)), [x, w, b]
     q, k, v = arr(1, 8, 1024, 64), arr(1, 8, 1024, 64), arr(1, 8, 1024, 64)
     yield "attention B=1 H=8 N=1024 d=64", F.scaled_dot_product_attention, TF.scaled_dot_product_attention, [q, k, v]
     for n in (1024, 4096, 16384):

@@ -4,11 +4,15 @@ Both normalise x_hat = (x - mean) / sqrt(var + eps) (biased variance) and apply 
 With N the number of values each statistic covers, the input gradient is
 
     dx = (1 / sqrt(var + eps)) * (dxhat - mean(dxhat) - x_hat * mean(dxhat * x_hat)),  dxhat = g * w.
+
+BatchNorm runs the kernels of kernels/norm.py where they apply (`_kernels_apply`): one pass in evaluation
+without grad, one task per channel for the batch statistics and the backward in training. The NumPy
+expressions here are the path for every other input, and LayerNorm's.
 """
 import numpy as np
 
 from ..autograd import Function
-from ..kernels.norm import batch_norm_inference
+from ..kernels.norm import batch_norm_inference, batch_norm_training, batch_norm_training_backward
 
 
 def _normalized_backward(g_hat, x_hat, inv_std, axes):
@@ -16,11 +20,23 @@ def _normalized_backward(g_hat, x_hat, inv_std, axes):
                       - x_hat * (g_hat * x_hat).mean(axis=axes, keepdims=True))
 
 
-def _one_pass_applies(x, mean, weight, bias):
-    """The one-pass kernel computes in x's dtype: it applies when every operand already has that dtype
-    (otherwise NumPy would promote, and the result would round differently)."""
-    return (x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 2 and mean.dtype == x.dtype
-            and all(t is None or t.dtype == x.dtype for t in (weight, bias)))
+def _kernels_apply(x, *operands):
+    """The kernels of kernels/norm.py compute in x's dtype: they apply to a C-contiguous float32 / float64 x
+    of 2 or more dims when every operand (None skipped) already has that dtype (otherwise NumPy would
+    promote, and the result would round differently)."""
+    return (x.dtype in (np.float32, np.float64) and x.flags.c_contiguous and x.ndim >= 2
+            and all(t is None or t.dtype == x.dtype for t in operands))
+
+
+def _update_running(running_mean, running_var, mean, var, momentum, count):
+    """torch's update of the running buffers (in place): running = (1 - momentum) * running + momentum * batch,
+    with the unbiased variance var * count / (count - 1)."""
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= 1 - momentum
+        running_var += momentum * var * count / (count - 1)
 
 
 def eval_affine(mean, var, weight, bias, eps, dtype):
@@ -56,17 +72,23 @@ class BatchNorm(Function):
             count = x.size // x.shape[1]
             if count <= 1:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {x.shape}")
+            if _kernels_apply(x, weight, bias):
+                # Statistics, x_hat and out with one task per channel (kernels/norm.py).
+                w = np.ones(x.shape[1], x.dtype) if weight is None else weight
+                b = np.zeros(x.shape[1], x.dtype) if bias is None else bias
+                needs_grad = any(ctx.needs_input_grad)
+                out, x_hat, mean, var, inv_std = batch_norm_training(x, w, b, eps, keep_x_hat=needs_grad)
+                _update_running(running_mean, running_var, mean, var, momentum, count)
+                if needs_grad:
+                    ctx.save_for_backward(x_hat, inv_std.reshape(shape), w.reshape(shape))
+                    ctx.axes, ctx.training = axes, training
+                return out
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
-            if running_mean is not None:
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean
-            if running_var is not None:
-                running_var *= 1 - momentum
-                running_var += momentum * var * count / (count - 1)
+            _update_running(running_mean, running_var, mean, var, momentum, count)
         else:
             mean, var = running_mean, running_var
-            if not any(ctx.needs_input_grad) and _one_pass_applies(x, mean, weight, bias):
+            if not any(ctx.needs_input_grad) and _kernels_apply(x, mean, weight, bias):
                 # Nothing to save for a backward: the same arithmetic in one pass (kernels/norm.py).
                 return _one_pass(x, mean, var, weight, bias, eps, relu=False, out=None)
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype).reshape(shape)
@@ -82,6 +104,13 @@ class BatchNorm(Function):
     @staticmethod
     def backward(ctx, g):
         x_hat, inv_std, w = ctx.saved
+        if ctx.training and _kernels_apply(x_hat, g, w):
+            # Both sums and dx with one task per channel (kernels/norm.py).
+            dx, dw, db = batch_norm_training_backward(np.ascontiguousarray(g), x_hat, inv_std.reshape(-1),
+                                                      w.reshape(-1))
+            dw = dw if ctx.needs_input_grad[3] else None
+            db = db if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4] else None
+            return dx, None, None, dw, db
         g_hat = g * w
         if ctx.training:
             dx = _normalized_backward(g_hat, x_hat, inv_std, ctx.axes)
