@@ -97,8 +97,15 @@ def test_quantize_command_writes_an_int8_model_and_prints_both(tmp_path, capsys)
     x = calibration(5, 4)
     with mc.no_grad():
         expected = mco.load(str(out))(x).numpy()
-    np.testing.assert_allclose(ort_session(proto.SerializeToString()).run(None, {"in0": x})[0], expected,
-                               atol=1e-6 * max(1.0, float(np.abs(expected).max())) * 4, rtol=0)
+    # onnxruntime runs the same integers; its float steps between them (the dequantized Gemm, QuantizeLinear's
+    # x / s against x * (1 / s) here) can put a value at a tie on the other side: at most one output step
+    # apart (seen on one value of 20 with some NumPy builds), with float32 rounding of the values.
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    last_dequantize = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"][-1]
+    step = float(initializers[last_dequantize.input[1]])
+    got = ort_session(proto.SerializeToString()).run(None, {"in0": x})[0]
+    assert np.abs(got - expected).max() <= 1.01 * step
+    assert np.mean(np.abs(got - expected) > 1e-6) <= 0.1     # ties are rare: the rest agree to float32 rounding
 
 
 @pytest.mark.parametrize("case, message", [
