@@ -66,6 +66,21 @@ class ModelFileError(ValueError):
 
 # ----- the registry of buildable classes -------------------------------------------------------
 
+# Classes that moved to another module: a file written before the move names each by its old place.
+MOVED_CLASSES = {
+    **{f"minicompress.quant.fuse.{name}": f"minicompress.nn.fused.{name}"
+       for name in ("_FusedModule", "_FusedConv", "ConvReLU2d", "LinearReLU", "ConvBn2d", "ConvBnReLU2d")},
+    "minicompress.quant.stubs.QuantStub": "minicompress.nn.stubs.QuantStub",
+    "minicompress.quant.stubs.DeQuantStub": "minicompress.nn.stubs.DeQuantStub",
+    "minicompress.quant.qtensor.QTensor": "minicompress.qtensor.QTensor",
+}
+
+
+def _with_moved_names(classes):
+    """`classes` (name -> class) plus each moved class under its old name."""
+    return {**classes, **{old: classes[new] for old, new in MOVED_CLASSES.items() if new in classes}}
+
+
 def _all_subclasses(cls):
     stack, seen = [cls], []
     while stack:
@@ -111,7 +126,7 @@ def _data_classes():
     points, axis, qscheme; a histogram observer's state), rebuilt without calling their constructor."""
     from .prune.sparse import CSRMatrix
     from .quant.histogram import HistogramState
-    from .quant.qtensor import QTensor
+    from .qtensor import QTensor
     return {_name(c): c for c in (QTensor, CSRMatrix, HistogramState)}
 
 
@@ -387,11 +402,11 @@ class _Reader:
         from .quant.observer import _PartialWrapper
         from .quant.qconfig import QConfig
         self.archive = archive
-        self.modules = _module_classes()
+        self.modules = _with_moved_names(_module_classes())
         self.hooks = _hook_classes()
         self.hook_functions = _forward_hook_functions()
         self.constants = _constants()
-        self.data_classes = _data_classes()
+        self.data_classes = _with_moved_names(_data_classes())
         self.QConfig, self.PartialWrapper = QConfig, _PartialWrapper
 
     def array(self, key, where):

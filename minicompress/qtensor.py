@@ -15,9 +15,9 @@ The arithmetic is `affine.py`'s (torch's kernels, bit for bit); this module only
 """
 import numpy as np
 
-from ..tensor import Tensor
-from . import affine
-from . import dtypes as qd
+from .tensor import Tensor
+from .quant import affine
+from .quant import dtypes as qd
 
 
 class QTensor:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import minicompress as mc
 from minicompress import nn, quant
 from minicompress.quant import dtypes as qd
-from minicompress.quant.dynamic import DynamicQuantizedLinear, quantize_dynamic
+from minicompress.quant.dynamic import DynamicQuantizedLinear
+from minicompress.quant.dynamic_quantize import quantize_dynamic
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # torch's deprecation of quantize_per_tensor
 

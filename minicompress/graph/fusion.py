@@ -2,7 +2,7 @@
 
 The runs are found in the data flow (`patterns.find_chains`: each intermediate value read by the next node
 only), never by the order in which layers were registered, and each run is fused by the eager code
-(`quant.fuse.fuse_known_modules`: BN folded into the conv in eval mode, or kept inside ConvBn2d /
+(`nn.fused.fuse_known_modules`: BN folded into the conv in eval mode, or kept inside ConvBn2d /
 ConvBnReLU2d for QAT; the ReLU merged into ConvReLU2d / LinearReLU):
 
     conv -> bn -> relu    ConvReLU2d(conv with BN folded, ReLU)       conv -> relu    ConvReLU2d
@@ -46,7 +46,7 @@ def fuse(model, example_inputs=None, inplace=False, is_qat=False):
     Returns:
         the fused GraphModule.
     """
-    from ..quant.fuse import fuse_known_modules, replace_submodule
+    from ..nn.fused import fuse_known_modules, replace_submodule
     if not isinstance(model, GraphModule):
         if example_inputs is None:
             raise ValueError("example_inputs is needed to trace a model that is not a GraphModule")

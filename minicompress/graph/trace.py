@@ -8,7 +8,7 @@ only chain layers, as the project's own models do (`nn.Add` for a residual sum);
 operation outside any layer cannot be followed and is reported, naming the layer that reads it.
 
 A leaf is a layer with no children, one of `LEAF_TYPES` (a Conv2d holding an observer child is still a
-conv), or a fused run (`quant.fuse._FusedModule`: conv+relu stays one node). Each call becomes a node
+conv), or a fused run (`nn.fused._FusedModule`: conv+relu stays one node). Each call becomes a node
 
     {"name": "blocks_0_conv_depthwise", "kind": "module", "target": "blocks.0.conv.depthwise",
      "op_type": "Conv", "inputs": ["stem_2"], "outputs": ["blocks_0_conv_depthwise"]}
@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import nn
 from ..nn.module import Module
-from ..quant.qtensor import QTensor
+from ..qtensor import QTensor
 from ..tensor import Tensor
 from .module import GraphModule, sanitize, unique_name
 
@@ -61,7 +61,7 @@ def layer_op_type(layer):
 
 def is_leaf(module):
     """A layer that becomes one node: no children, one of LEAF_TYPES, a fused run or a quantized layer."""
-    from ..quant.fuse import _FusedModule
+    from ..nn.fused import _FusedModule
     return (isinstance(module, LEAF_TYPES + (_FusedModule,)) or type(module).__name__ in IDENTITY_LAYERS
             or type(module).__module__.startswith("minicompress.quant.") or not module._modules)
 

@@ -208,7 +208,7 @@ quantize_uint8 = ParallelKernel(_quantize_uint8)
 
 
 def quantize_uint8_reference(x, inv_scale, zero_point):
-    from ..quant.affine import fma_float32          # the NumPy emulation of a float32 fma
+    from .simd import fma_float32          # the NumPy emulation of a float32 fma
     return np.clip(np.rint(fma_float32(x, inv_scale, np.float32(zero_point))), QUINT8_MIN, QUINT8_MAX).astype(np.uint8)
 
 

@@ -518,7 +518,7 @@ def qgemm_requant_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmi
 
 def qgemm_dequant_reference(xq, x_zp, wq, w_zps, multiplier, bias):
     """qgemm_reference, then float32(acc) * multiplier (+ bias with one rounding: float64 holds the product
-    exactly, and the sum is rounded once to float32 via round-to-odd, as quant.affine.fma_float32)."""
-    from ..quant.affine import fma_float32
+    exactly, and the sum is rounded once to float32 via round-to-odd, as simd.fma_float32)."""
+    from .simd import fma_float32
     acc = qgemm_reference(xq, x_zp, wq, w_zps, None).astype(np.float32)
     return acc * multiplier if bias is None else fma_float32(acc, multiplier, bias)

@@ -10,7 +10,7 @@ channels -- and no layer copies the activation into another layout.
     global_avg_pool_nhwc uint8 (N, H, W, C) -> uint8 (N, C), the quantized adaptive_avg_pool2d(x, 1)
 
 Quantizing is torch's fbgemm::Quantize: q = clamp(round_half_even(fma(x, 1 / scale, zero_point)), 0, 255)
-in float32 with one rounding for the multiply-add (`affine.fma_float32` is the NumPy twin's definition);
+in float32 with one rounding for the multiply-add (`simd.fma_float32` is the NumPy twin's definition);
 here the fused multiply-add is LLVM's `llvm.fma.f32`, which every target lowers exactly (in hardware or
 in libm), so it is safe to compile on any CPU.
 """
@@ -82,7 +82,7 @@ def quantize_nhwc(x, scale, zero_point):
 
 
 def quantize_nhwc_reference(x, scale, zero_point):
-    from ..quant.affine import fma_float32
+    from .simd import fma_float32
 
     levels = np.rint(fma_float32(x, np.float32(1) / np.float32(scale), np.float32(zero_point)))
     return np.clip(levels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)

@@ -27,6 +27,8 @@ uses them: Numba compiles a function at its first call, for the features `host_f
 import os
 import platform
 
+import numpy as np
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -156,8 +158,28 @@ def pmaddwd_add8(typingctx, acc, a, b):
 @intrinsic
 def fma32(typingctx, a, b, c):
     """float32 a * b + c with one rounding (llvm.fma.f32: the FMA instruction where there is one, the C
-    library's fmaf elsewhere; the loop vectoriser widens it). Safe to compile on any CPU."""
+    library's fmaf elsewhere; the loop vectoriser widens it). Safe to compile on any CPU. Its NumPy twin is
+    `fma_float32`."""
     def codegen(context, builder, sig, args):
         f32 = ir.FloatType()
         return _call(builder, "llvm.fma.f32", f32, [f32] * 3, args)
     return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+def fma_float32(a, b, c):
+    """float32(a * b + c) with a single rounding (a fused multiply-add), for float32 a, b, c.
+
+    a * b is exact in float64 (24 + 24 significant bits fit in 53). The float64 sum is then made
+    "round to odd" (its last bit set whenever the sum was inexact, using the exact error from Knuth's
+    TwoSum), so that the final rounding to float32 cannot fall on a tie that was not there: rounding
+    to odd with at least two extra bits, then to nearest, equals rounding the exact value to nearest.
+    """
+    a, b, c = (np.asarray(v, np.float64) for v in (a, b, c))
+    with np.errstate(invalid="ignore", over="ignore"):
+        product = a * b
+        total = np.asarray(product + c)
+        back = total - product
+        error = (product - (total - back)) + (c - back)
+        needs_odd = (error != 0) & np.isfinite(total) & ((total.view(np.int64) & 1) == 0)
+        total = np.where(needs_odd, np.nextafter(total, np.where(error > 0, np.inf, -np.inf)), total)
+        return total.astype(np.float32)

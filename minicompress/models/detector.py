@@ -30,7 +30,7 @@ from ..nn.mobilenet import DepthwiseSeparableConv2d, MobileNetBlock, make_divisi
 from ..nn.module import Module
 from ..nn.upsample import Upsample
 from ..quant.modules import _SameQParams
-from ..quant.stubs import DeQuantStub, QuantStub
+from ..nn.stubs import DeQuantStub, QuantStub
 from ..tensor import cat
 
 STRIDES = (4, 8)

@@ -18,7 +18,7 @@ from ..nn.containers import Sequential
 from ..nn.layers import BatchNorm2d, Conv2d, Flatten, Linear
 from ..nn.mobilenet import make_divisible
 from ..nn.module import Module
-from ..quant.stubs import DeQuantStub, QuantStub
+from ..nn.stubs import DeQuantStub, QuantStub
 
 
 def conv_bn_relu(in_channels, out_channels):

@@ -5,7 +5,7 @@ per-channel k x k "depthwise" convolution and a 1 x 1 "pointwise" one: C*k*k + C
 instead of C*O*k*k. The residual addition is an `Add` module, so quantization can observe it
 and swap it for an integer add without the model being rewritten.
 """
-from ..quant.stubs import DeQuantStub, QuantStub
+from .stubs import DeQuantStub, QuantStub
 from .activation import AdaptiveAvgPool2d, ReLU
 from .containers import Sequential
 from .fused import fused_conv_forward

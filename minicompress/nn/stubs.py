@@ -3,7 +3,7 @@
 In a float model both are identities. `prepare` attaches an observer to QuantStub; `convert`
 replaces it with a module that quantizes its input, and DeQuantStub with one that dequantizes.
 """
-from ..nn.module import Module
+from .module import Module
 
 
 class QuantStub(Module):

@@ -116,14 +116,14 @@ def sensitivity_analysis(model, evaluate, ratios, layers=None, method="l1_unstru
             (`ProcessPoolExecutor(2)`, Dask's `distributed.Client(...).get_executor()`, Ray's
             `RayExecutor()`), to which every task is submitted with the pickled model, `evaluate`
             (which must then be picklable by that executor: a module-level function or a partial of
-            one for a process pool; see `minicompress.parallel`) and its seed. The baseline runs here.
+            one for a process pool; see `minicompress.training.parallel`) and its seed. The baseline runs here.
         seed: int seeding the tasks; None draws one from `minicompress.random.default_generator()`
             (so `manual_seed` fixes it too).
 
     Returns:
         SensitivityResult {layer_name: {ratio: metric}} with `.baseline` the unpruned metric.
     """
-    from .. import parallel
+    from ..training import parallel
     from ..random import default_generator
 
     if not isinstance(model, Module):

@@ -56,7 +56,7 @@ from ..nn.layers import Add, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
 from ..graph.module import GraphModule
 from ..graph.trace import TraceError, trace
 from ..nn.module import Module, Parameter
-from ..quant.stubs import DeQuantStub, QuantStub
+from ..nn.stubs import DeQuantStub, QuantStub
 from ..tensor import Tensor
 from .gradual import strip_pruning
 

@@ -3,12 +3,15 @@ static post-training quantization (fuse -> prepare -> calibrate -> convert), qua
 training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quantization.
 
     dtypes, qparams, affine, histogram    the array-level arithmetic (torch's kernels bit for bit)
-    qtensor                               QTensor and quantize_per_tensor / quantize_per_channel / dequantize
+    (minicompress.qtensor)                QTensor and quantize_per_tensor / quantize_per_channel / dequantize
     observer, fake_quantize, qconfig      what records ranges and how a model is told which to use
-    fuse, prepare, modules, qat           the module-level flow
+    fuse, prepare, modules, qat           the module-level flow (the fused layer classes are in nn.fused)
+    static                                calibrate and quantize_static (fuse -> prepare -> calibrate -> convert)
     quantize_fx                           the graph-mode flow (fuse_fx, prepare_fx, convert_fx) on GraphModules
     size                                  how many bytes a model needs, and the before / after comparison
-    dynamic                               quantize_dynamic (weights int8 ahead of time, activations on the fly)
+    dynamic, dynamic_rnn                  dynamically quantized layers (weights int8 ahead of time, activations
+                                          quantized on the fly)
+    dynamic_quantize                      quantize_dynamic: which layers become dynamic ones, and the swap
 """
 from . import dtypes, qparams
 from .dtypes import (per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric,
@@ -16,8 +19,8 @@ from .dtypes import (per_channel_affine, per_channel_affine_float_qparams, per_c
 from .fake_quantize import (FakeQuantize, default_fake_quant, default_per_channel_weight_fake_quant,
                             default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
                             enable_observer, fake_quantize_per_channel_affine, fake_quantize_per_tensor_affine)
-from .fuse import (ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU, find_fusable_patterns, fuse_conv_bn_eval,
-                   fuse_conv_bn_weights, fuse_mobile_classifier, fuse_modules, fuse_modules_qat)
+from ..nn.fused import ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU, fuse_conv_bn_eval, fuse_conv_bn_weights
+from .fuse import find_fusable_patterns, fuse_mobile_classifier, fuse_modules, fuse_modules_qat
 from .observer import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
                        MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver, PlaceholderObserver)
 from .prepare import (DEFAULT_QAT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, convert, prepare,
@@ -26,9 +29,10 @@ from .qat import freeze_bn_stats, update_bn_stats
 from .qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_qconfig, default_qat_qconfig,
                       default_qconfig, full_range_dynamic_qconfig, get_default_qat_qconfig, get_default_qconfig,
                       per_channel_dynamic_qconfig)
-from .qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
+from ..qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
-from .stubs import DeQuantStub, QuantStub
+from .static import calibrate, quantize_static
+from ..nn.stubs import DeQuantStub, QuantStub
 
 
 def fuse_fx(model, example_inputs=None):
@@ -51,7 +55,7 @@ def convert_fx(prepared):
 
 def quantize_dynamic(model, *args, **kwargs):
     """`torch.ao.quantization.quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None,
-    inplace=False)`; defined in `minicompress.quant.dynamic`, imported on first use."""
-    from .dynamic import quantize_dynamic as _quantize_dynamic
+    inplace=False)`; defined in `minicompress.quant.dynamic_quantize`, imported on first use."""
+    from .dynamic_quantize import quantize_dynamic as _quantize_dynamic
 
     return _quantize_dynamic(model, *args, **kwargs)

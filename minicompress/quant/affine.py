@@ -41,26 +41,8 @@ Quantizing NaN raises ValueError (torch maps it to an arbitrary level); +-inf sa
 import numpy as np
 
 from . import dtypes
+from ..kernels.simd import fma_float32  # noqa: F401  (quant's arithmetic and its callers use it)
 from .qparams import validate_qparams
-
-
-def fma_float32(a, b, c):
-    """float32(a * b + c) with a single rounding (a fused multiply-add), for float32 a, b, c.
-
-    a * b is exact in float64 (24 + 24 significant bits fit in 53). The float64 sum is then made
-    "round to odd" (its last bit set whenever the sum was inexact, using the exact error from Knuth's
-    TwoSum), so that the final rounding to float32 cannot fall on a tie that was not there: rounding
-    to odd with at least two extra bits, then to nearest, equals rounding the exact value to nearest.
-    """
-    a, b, c = (np.asarray(v, np.float64) for v in (a, b, c))
-    with np.errstate(invalid="ignore", over="ignore"):
-        product = a * b
-        total = np.asarray(product + c)
-        back = total - product
-        error = (product - (total - back)) + (c - back)
-        needs_odd = (error != 0) & np.isfinite(total) & ((total.view(np.int64) & 1) == 0)
-        total = np.where(needs_odd, np.nextafter(total, np.where(error > 0, np.inf, -np.inf)), total)
-        return total.astype(np.float32)
 
 
 def quantize_per_tensor(x, scale, zero_point, dtype):

@@ -34,8 +34,6 @@ MinMaxObserver(qint8, per_tensor_symmetric), i.e. scale = max|W| / 127.5 and zer
 reduce_range=False: all of [0, 255], exact here because step 4 sums in int32 without int16 pairs.
 LSTM, GRU and their cells are in `dynamic_rnn.py`: the same `linear_dynamic` for their two projections.
 """
-import copy
-
 import numpy as np
 
 from ..autograd import no_grad
@@ -43,16 +41,14 @@ from ..kernels.qelementwise import check_accumulator_range, check_weight_qparams
 from ..kernels.qgemm import pack_weight, qgemm_dequant_unchecked, qgemm_reference
 from ..kernels.threads import threads_for
 from ..nn import layers as nn_layers
-from ..nn import rnn as nn_rnn
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import dtypes as qd
 from .affine import fma_float32, quantize_per_tensor
 from .modules import quantize_weight
 from .observer import PlaceholderObserver
-from .prepare import _swap, propagate_qconfig_
-from .qconfig import QConfig, default_dynamic_qconfig
-from .qtensor import QTensor
+from .qconfig import default_dynamic_qconfig
+from ..qtensor import QTensor
 
 SMALL_SCALE_THRESHOLD = float(np.float32(6.1e-5))   # fbgemm / quant_utils.h, a float32 constant
 
@@ -262,87 +258,3 @@ class DynamicQuantizedLinear(Module):
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
                 f"qscheme={self._weight.qscheme()!r}" + ("" if self.reduce_range else ", reduce_range=False"))
-
-
-# --------------------------------------------------------------------------------------------------
-# quantize_dynamic
-
-
-def default_dynamic_quant_module_mappings():
-    """float type -> dynamic type, as `torch.ao.quantization.get_default_dynamic_quant_module_mappings`."""
-    from .dynamic_rnn import (DynamicQuantizedGRU, DynamicQuantizedGRUCell, DynamicQuantizedLSTM,
-                              DynamicQuantizedLSTMCell)
-
-    return {nn_layers.Linear: DynamicQuantizedLinear, nn_rnn.LSTM: DynamicQuantizedLSTM,
-            nn_rnn.GRU: DynamicQuantizedGRU, nn_rnn.LSTMCell: DynamicQuantizedLSTMCell,
-            nn_rnn.GRUCell: DynamicQuantizedGRUCell}
-
-
-def _check_dtype(dtype):
-    try:
-        checked = qd.check_dtype(dtype)
-    except (TypeError, ValueError):
-        checked = None
-    if checked is not qd.qint8:
-        raise ValueError(f"dtype={dtype!r} is not supported: dynamic quantization here is qint8 only "
-                         f"(torch's float16 / quint4x2 variants are not implemented)")
-
-
-def _qconfig_dict(model, qconfig_spec, mapping):
-    """qconfig_spec (None, a set of types / names, or a dict to QConfig) as a dict, every entry checked."""
-    if qconfig_spec is None:
-        qconfig_spec = set(mapping)
-    if isinstance(qconfig_spec, (set, frozenset, list, tuple)):
-        qconfig_spec = dict.fromkeys(qconfig_spec, default_dynamic_qconfig)
-    if not isinstance(qconfig_spec, dict):
-        raise TypeError(f"qconfig_spec must be None, a set of module types / names, or a dict mapping them to a "
-                        f"QConfig; got {type(qconfig_spec).__name__}")
-    names = {name for name, _ in model.named_modules()}
-    for key, qconfig in qconfig_spec.items():
-        if isinstance(key, str):
-            if key not in names:
-                raise ValueError(f"qconfig_spec names {key!r}, which is not a submodule of the model")
-        elif isinstance(key, type) and issubclass(key, Module):
-            if key not in mapping:
-                raise ValueError(f"qconfig_spec entry {key.__name__} has no dynamically quantized version; "
-                                 f"expected one of {sorted(t.__name__ for t in mapping)} or a submodule name")
-        else:
-            raise TypeError(f"qconfig_spec entry {key!r} must be a Module subclass or a submodule name (str)")
-        if qconfig is not None and not isinstance(qconfig, QConfig):
-            raise TypeError(f"qconfig_spec[{key!r}] must be a QConfig or None, got {type(qconfig).__name__}")
-    return qconfig_spec
-
-
-def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inplace=False):
-    """Replace layers with dynamically quantized ones, as `torch.ao.quantization.quantize_dynamic`.
-
-    Args:
-        model: a Module. Its children are swapped recursively; the root itself is not (as torch).
-        qconfig_spec: which layers to quantize: None (every nn.Linear, LSTM, GRU, LSTMCell and GRUCell), a
-            set of module types and / or dotted submodule names (each with `default_dynamic_qconfig`), or a dict
-            mapping them to a QConfig (None excludes a submodule). Children inherit their parent's qconfig.
-        dtype: qint8 (the only dtype implemented).
-        mapping: float type -> dynamic type; default `default_dynamic_quant_module_mappings()`.
-        inplace: modify `model` itself; otherwise a deep copy is quantized and `model` is left untouched.
-
-    Returns:
-        The quantized model, in eval mode.
-    Raises:
-        ValueError: an unsupported dtype, a type without a dynamic version, or an unknown submodule name.
-        TypeError: a model that is not a Module, or a malformed qconfig_spec.
-
-    >>> qmodel = quantize_dynamic(model, {nn.Linear}, dtype=qint8)
-    """
-    if not isinstance(model, Module):
-        raise TypeError(f"model must be a Module, got {type(model).__name__}")
-    _check_dtype(dtype)
-    mapping = default_dynamic_quant_module_mappings() if mapping is None else mapping
-    qconfig_dict = _qconfig_dict(model, qconfig_spec, mapping)
-    if not inplace:
-        model = copy.deepcopy(model)
-    model.eval()
-    propagate_qconfig_(model, qconfig_dict)
-    _swap(model, mapping, prefix="", check_observed=False)
-    for module in model.modules():
-        module.__dict__.pop("qconfig", None)
-    return model

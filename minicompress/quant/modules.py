@@ -39,8 +39,9 @@ from ..kernels.threads import threads_for
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import dtypes as qd
-from . import fuse, qat
-from .qtensor import QTensor, _dense, quantize_per_channel, quantize_per_tensor
+from ..nn import fused
+from . import qat
+from ..qtensor import QTensor, _dense, quantize_per_channel, quantize_per_tensor
 
 
 def _output_qparams(mod):
@@ -212,7 +213,7 @@ class Linear(QuantizedModule):
             weight_observer, linear = mod.weight_fake_quant, mod
         else:
             weight_observer = mod.qconfig.weight()
-            linear = mod[0] if isinstance(mod, fuse.LinearReLU) else mod
+            linear = mod[0] if isinstance(mod, fused.LinearReLU) else mod
         weight_observer(linear.weight.detach())
         bias = None if linear.bias is None else linear.bias.data
         return cls(quantize_weight(linear.weight.data, weight_observer), bias, scale, zero_point)
@@ -269,7 +270,7 @@ class Conv2d(QuantizedModule):
             weight, bias = mod.weight.data, None if mod.bias is None else mod.bias.data
         else:
             weight_observer = mod.qconfig.weight()
-            conv = mod[0] if isinstance(mod, fuse.ConvReLU2d) else mod
+            conv = mod[0] if isinstance(mod, fused.ConvReLU2d) else mod
             weight, bias = conv.weight.data, None if conv.bias is None else conv.bias.data
         weight_observer(Tensor(weight))
         return cls(quantize_weight(weight, weight_observer), bias, scale, zero_point, conv.stride, conv.padding,

@@ -24,10 +24,11 @@ import copy
 from ..nn import activation as nn_act
 from ..nn import layers as nn_layers
 from ..nn.module import Module
-from . import fuse, qat
+from ..nn import fused
+from . import qat
 from . import modules as nnq
 from .fake_quantize import FakeQuantize
-from .stubs import DeQuantStub, QuantStub
+from ..nn.stubs import DeQuantStub, QuantStub
 
 DEFAULT_STATIC_QUANT_MODULE_MAPPINGS = {
     QuantStub: nnq.Quantize,
@@ -35,8 +36,8 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS = {
     nn_layers.Linear: nnq.Linear,
     nn_layers.Conv2d: nnq.Conv2d,
     nn_layers.Add: nnq.QuantizedAdd,
-    fuse.ConvReLU2d: nnq.ConvReLU2d,
-    fuse.LinearReLU: nnq.LinearReLU,
+    fused.ConvReLU2d: nnq.ConvReLU2d,
+    fused.LinearReLU: nnq.LinearReLU,
     qat.Linear: nnq.Linear,
     qat.LinearReLU: nnq.LinearReLU,
     qat.Conv2d: nnq.Conv2d,
@@ -55,14 +56,14 @@ DEFAULT_STATIC_QUANT_MODULE_MAPPINGS = {
 DEFAULT_QAT_MODULE_MAPPINGS = {
     nn_layers.Linear: qat.Linear,
     nn_layers.Conv2d: qat.Conv2d,
-    fuse.LinearReLU: qat.LinearReLU,
-    fuse.ConvReLU2d: qat.ConvReLU2d,
-    fuse.ConvBn2d: qat.ConvBn2d,
-    fuse.ConvBnReLU2d: qat.ConvBnReLU2d,
+    fused.LinearReLU: qat.LinearReLU,
+    fused.ConvReLU2d: qat.ConvReLU2d,
+    fused.ConvBn2d: qat.ConvBn2d,
+    fused.ConvBnReLU2d: qat.ConvBnReLU2d,
 }
 
 # Modules whose output gets an observer: each sets its own output qparams after convert.
-OBSERVED_TYPES = (QuantStub, nn_layers.Linear, nn_layers.Conv2d, nn_layers.Add, fuse._FusedModule,
+OBSERVED_TYPES = (QuantStub, nn_layers.Linear, nn_layers.Conv2d, nn_layers.Add, fused._FusedModule,
                   qat.Linear, qat.Conv2d)
 
 
@@ -100,7 +101,7 @@ def _add_observers(module):
             if "activation_post_process" not in child._modules:
                 child.activation_post_process = child.qconfig.activation()
                 child.register_forward_hook(_observer_forward_hook)
-            if isinstance(child, (fuse._FusedModule, qat.Linear, qat.Conv2d)):
+            if isinstance(child, (fused._FusedModule, qat.Linear, qat.Conv2d)):
                 continue
         _add_observers(child)
 

@@ -27,7 +27,7 @@ from .. import functional as F
 from ..nn.layers import BatchNorm2d
 from ..nn.layers import Conv2d as FloatConv2d
 from ..nn.layers import Linear as FloatLinear
-from . import fuse
+from ..nn import fused
 
 
 def _check_qconfig(mod, cls):
@@ -57,7 +57,7 @@ class Linear(FloatLinear):
     @classmethod
     def from_float(cls, mod):
         qconfig = _check_qconfig(mod, cls)
-        linear = mod[0] if isinstance(mod, fuse.LinearReLU) else mod
+        linear = mod[0] if isinstance(mod, fused.LinearReLU) else mod
         qat = cls(linear.in_features, linear.out_features, linear.bias is not None, qconfig)
         qat.weight, qat.bias = linear.weight, linear.bias
         return qat.train(mod.training)
@@ -97,7 +97,7 @@ class Conv2d(FloatConv2d):
     @classmethod
     def from_float(cls, mod):
         qconfig = _check_qconfig(mod, cls)
-        conv = mod[0] if isinstance(mod, fuse.ConvReLU2d) else mod
+        conv = mod[0] if isinstance(mod, fused.ConvReLU2d) else mod
         return cls._from_conv(conv, qconfig, mod.training)
 
 
@@ -138,7 +138,7 @@ class ConvBn2d(Conv2d):
     def folded_weight_bias(self):
         """(W', b') arrays: the BN folded into the conv with the running statistics, for convert."""
         bn = self.bn
-        return fuse.fuse_conv_bn_weights(self.weight.data, None if self.bias is None else self.bias.data,
+        return fused.fuse_conv_bn_weights(self.weight.data, None if self.bias is None else self.bias.data,
                                          bn.running_mean.data, bn.running_var.data, bn.eps, bn.weight.data,
                                          bn.bias.data)
 

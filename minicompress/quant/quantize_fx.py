@@ -38,10 +38,10 @@ from ..graph.patterns import clip_bounds, consumers
 from ..graph.trace import trace
 from ..nn.module import Module
 from . import modules as nnq
-from .fuse import replace_submodule
+from ..nn.fused import replace_submodule
 from .prepare import DEFAULT_STATIC_QUANT_MODULE_MAPPINGS
 from .qconfig import QConfig
-from .stubs import DeQuantStub, QuantStub
+from ..nn.stubs import DeQuantStub, QuantStub
 
 OBSERVER_PREFIX = "activation_post_process_"
 

@@ -1,4 +1,5 @@
-"""How many bytes a model needs at inference, and the before / after comparison of quantization methods.
+"""How many bytes a model needs at inference, and the before / after comparison of quantization methods
+(static quantization itself is in `static.py`).
 
 `model_size_bytes(model)` counts what an inference engine has to store, not Python overhead:
 
@@ -23,10 +24,11 @@ import numpy as np
 
 from ..nn.module import Module
 from ..tensor import Tensor
+from ..qtensor import QTensor
 from ..training import accuracy
 from .fake_quantize import FakeQuantize
 from .observer import ObserverBase
-from .qtensor import QTensor
+from .static import quantize_static
 
 QPARAM_BYTES = 8   # float32 scale + int32 zero point
 
@@ -74,53 +76,6 @@ def model_size_bytes(model):
     return total
 
 
-def _batches(data):
-    """Inputs from `data`: a Tensor / array (one batch) or an iterable of batches or (x, y) tuples."""
-    if isinstance(data, (Tensor, np.ndarray)):
-        yield data if isinstance(data, Tensor) else Tensor(np.asarray(data, np.float32))
-        return
-    for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        yield Tensor(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else x
-
-
-def calibrate(model, data):
-    """Run every input of `data` through `model` in eval mode without gradients (observers record ranges).
-
-    `data` is one batch (a Tensor or array) or an iterable of batches or (x, y) tuples; it must hold at
-    least one batch, and no batch may be empty (ValueError naming `data`), since an observer that has
-    seen nothing has no range to convert with."""
-    from ..autograd import no_grad
-
-    model.eval()
-    batches = 0
-    with no_grad():
-        for x in _batches(data):
-            if x.ndim == 0 or x.shape[0] == 0:
-                raise ValueError(f"data: calibration batch {batches} is empty (shape {x.shape}); every batch "
-                                 f"needs at least one sample for the observers to record a range")
-            model(x)
-            batches += 1
-    if batches == 0:
-        raise ValueError("data holds no batches; calibration needs at least one non-empty batch")
-    return model
-
-
-def quantize_static(model, data, qconfig=None):
-    """fuse -> prepare -> calibrate on `data` -> convert, on a copy of `model` (which is left untouched).
-    qconfig: `model.qconfig` if set, else torch's x86 default."""
-    from .fuse import fuse_mobile_classifier
-    from .prepare import convert, prepare
-    from .qconfig import get_default_qconfig
-
-    float_model = copy.deepcopy(model).eval()
-    fused = fuse_mobile_classifier(float_model, inplace=True)
-    fused.qconfig = qconfig or getattr(model, "qconfig", None) or get_default_qconfig("x86")
-    prepared = prepare(fused, inplace=True)
-    calibrate(prepared, data)
-    return convert(prepared, inplace=True)
-
-
 def compare_quantization_methods(model, data, executor=None):
     """Sizes of `model` in float, after static quantization (calibrated on `data`) and after dynamic
     quantization of its Linear layers, with the compression ratios float / quantized.
@@ -129,13 +84,13 @@ def compare_quantization_methods(model, data, executor=None):
     `ProcessPoolExecutor`, Dask's `Client.get_executor()`, Ray's `RayExecutor`) both are submitted to
     it, with the model and the calibration batches (an iterable `data` is read into a list first), and
     the quantized models come back; the result is the same as with `executor=None`, which runs them
-    here one after the other. See `minicompress.parallel`.
+    here one after the other. See `minicompress.training.parallel`.
 
     Returns a dict: original_bytes, static_bytes, dynamic_bytes, static_ratio, dynamic_ratio, and the
     quantized models under static_model / dynamic_model. dynamic_* are None when `quant.dynamic` is not
     available.
     """
-    from .. import parallel
+    from ..training import parallel
 
     parallel.check_executor(executor)
     original = model_size_bytes(model)
@@ -163,7 +118,7 @@ def _quantize(kind, model, data):
     if kind == "static":
         return quantize_static(model, data)
     from ..nn.layers import Linear
-    from .dynamic import quantize_dynamic
+    from .dynamic_quantize import quantize_dynamic
 
     return quantize_dynamic(copy.deepcopy(model).eval(), {Linear})
 
