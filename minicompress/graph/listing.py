@@ -2,7 +2,6 @@
 `Graph.print_tabular`: one line per node, `%outputs = target(%inputs) {attributes}  # the layer`."""
 import numpy as np
 
-from .module import format_shape
 
 
 def _attribute(value):
@@ -52,3 +51,10 @@ class Graph:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def format_shape(shape):
+    """A declared shape as the listing prints it: [1, 3, ?, ?] (None for a dynamic dimension)."""
+    if shape is None:
+        return "?"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -25,9 +25,10 @@ import numpy as np
 from ..autograd import is_grad_enabled
 from ..nn.fused import fused_conv_clip_forward
 from ..nn.module import Module
-from ..quant.qtensor import QTensor
+from ..qtensor import QTensor
 from ..tensor import Tensor
 from . import inference, registry
+from .listing import Graph, format_shape
 
 
 def _tensor(value):
@@ -94,7 +95,6 @@ class GraphModule(Module):
 
     @property
     def graph(self):
-        from .listing import Graph
         return Graph(self)
 
     # ----- running -----------------------------------------------------------------------------
@@ -204,12 +204,6 @@ def _check_input(spec, value):
         if tensor.ndim != len(shape) or any(isinstance(d, int) and d != n for d, n in zip(shape, tensor.shape)):
             raise ValueError(f"input {spec['name']!r} must have shape {format_shape(shape)}, got {tensor.shape}")
     return tensor
-
-
-def format_shape(shape):
-    if shape is None:
-        return "?"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def sanitize(name):

@@ -5,7 +5,8 @@ onnxruntime's QDQ format); `fold_qdq(graph_module)` runs a loaded QDQ graph on i
 Needs the optional `onnx` package (`pip install 'minicompress[onnx]'`); running a loaded model needs only
 NumPy and Numba.
 """
-from .exporter import ExportError, export
+from .errors import ExportError
+from .exporter import export
 from .importer import MAX_OPSET, MIN_OPSET, load
 from .qdq_fold import fold_qdq
 

@@ -37,7 +37,8 @@ import numpy as np
 from ..quant import dtypes as qd
 from ..quant import modules as nnq
 from ..quant.dynamic import DynamicQuantizedLinear
-from ..quant.qtensor import QTensor
+from ..qtensor import QTensor
+from .errors import ExportError
 from ..kernels.qlinear import quantize_bias
 
 
@@ -55,7 +56,6 @@ def is_quantized_layer(layer):
 
 
 def _fail(message):
-    from .exporter import ExportError         # exporter.py imports this module
     raise ExportError(message)
 
 

@@ -19,8 +19,9 @@ from ..graph import registry
 from ..graph.module import GraphModule
 from ..graph.trace import IDENTITY_LAYERS, TraceError, trace
 from ..nn.module import Module
-from ..quant.qtensor import QTensor
+from ..qtensor import QTensor
 from ..tensor import Tensor
+from .errors import ExportError
 from .export_quantized import check_supported, emit_quantized, is_quantized_layer
 
 _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "float64": 11}
@@ -29,10 +30,6 @@ _ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9,
 def _elem(tensor):
     """The ONNX element type of a traced value; a QTensor is the float output of its DequantizeLinear."""
     return _ELEM["float32"] if isinstance(tensor, QTensor) else _ELEM[tensor.dtype.name]
-
-
-class ExportError(ValueError):
-    """A model, layer or node that has no ONNX form here."""
 
 
 class _TraceExportError(ExportError, TraceError):

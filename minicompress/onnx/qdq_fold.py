@@ -26,7 +26,7 @@ import numpy as np
 from .. import nn
 from ..graph.module import GraphModule, sanitize, unique_name
 from ..quant import modules as nnq
-from ..quant.qtensor import QTensor
+from ..qtensor import QTensor
 
 
 def fold_qdq(model):
