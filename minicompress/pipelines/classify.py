@@ -19,16 +19,12 @@ at batch 1 and batch 64 (median of repeated runs), and ratios against the teache
 from __future__ import annotations
 
 import copy
-import itertools
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
-from . import nn
-from .latency import latency_per_image
-from .optim import Adam
-from .training import accuracy, fit, parameter_count
+from ..training import accuracy, fit, latency_per_image, parameter_count
+from ..optim import Adam
+from . import report
+from .stages import prune_model, quantize_model
 
 QUANTIZE_MODES = ("static", "dynamic", "qat", "none")
 
@@ -47,32 +43,16 @@ class StageResult:
     speedup_vs_student_b1: float = 0.0
 
 
-@dataclass
-class Report:
-    """The stage table, plus the models of every stage (not serialised)."""
+class Report(report.Report):
+    """The digits job's stage table (`StageResult` rows)."""
 
-    rows: list = field(default_factory=list)
-    models: dict = field(default_factory=dict, repr=False)
-    settings: dict = field(default_factory=dict)
-
-    def row(self, stage):
-        return next(r for r in self.rows if r.stage == stage)
-
-    def to_dict(self):
-        return {"settings": self.settings, "stages": [asdict(r) for r in self.rows]}
-
-    def to_markdown(self):
-        head = ("| stage | test accuracy | parameters | bytes | x smaller than teacher | x smaller than student "
-                "| ms/image (batch 1) | ms/image (batch 64) | x faster than student (batch 1) |")
-        lines = [head, "|" + "---|" * 9]
-        for r in self.rows:
-            lines.append(f"| {r.stage} | {r.accuracy:.4f} | {r.parameters:,} | {r.bytes:,} | {r.size_vs_teacher:.1f} "
-                         f"| {r.size_vs_student:.2f} | {r.latency_b1_ms:.3f} | {r.latency_b64_ms:.4f} "
-                         f"| {r.speedup_vs_student_b1:.2f} |")
-        return "\n".join(lines)
-
-    def __str__(self):
-        return self.to_markdown()
+    COLUMNS = (("stage", "stage", "{}"), ("test accuracy", "accuracy", "{:.4f}"), ("parameters", "parameters", "{:,}"),
+               ("bytes", "bytes", "{:,}"), ("x smaller than teacher", "size_vs_teacher", "{:.1f}"),
+               ("x smaller than student", "size_vs_student", "{:.2f}"),
+               ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
+               ("x faster than student (batch 1)", "speedup_vs_student_b1", "{:.2f}"))
+    QUALITY = ("accuracy", "test accuracy (%)", 100)
+    LATENCIES = (("latency_b1_ms", "batch 1"), ("latency_b64_ms", "batch 64"))
 
 
 def _validate(prune, structured, quantize, epochs, **epoch_counts):
@@ -90,90 +70,6 @@ def _validate(prune, structured, quantize, epochs, **epoch_counts):
     return quantize
 
 
-def conv_bn_pairs(model):
-    """(conv, batch norm) pairs where a BatchNorm2d directly follows a non-depthwise Conv2d over the same
-    channels in the module tree's order (the conv-bn-relu units of the models here)."""
-    modules = [m for _, m in model.named_modules()]
-    return [(a, b) for a, b in zip(modules, modules[1:])
-            if isinstance(a, nn.Conv2d) and a.groups == 1 and isinstance(b, nn.BatchNorm2d)
-            and b.num_features == a.out_channels]
-
-
-def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, log=None, finetune=None):
-    """Prune `model` in place, fine-tune with the masks in place, make the masks permanent, and for
-    structured pruning `shrink` to smaller dense layers and fine-tune once more. Returns the model.
-
-    `finetune(model, epochs)` trains in place; by default `fit` on `train_loader` with Adam(lr) and
-    cross-entropy (a detector passes its own loop).
-
-    Structured: L2 (n=2) channel pruning along dim 0 of every conv-bn unit, one shared ranking for the
-    convs whose outputs a residual addition ties (`tied_output_groups`); the batch norm's weight
-    and bias get the same channel mask, so a pruned channel is exactly zero after it (otherwise the
-    batch norm turns it into a constant that `shrink` cannot remove). The depthwise conv that reads
-    a pruned channel loses it through `shrink`; its own batch norm's constant for that channel is
-    what the fine-tune after shrinking absorbs. Unstructured: one global L1 threshold over every
-    conv and linear weight.
-    """
-    from . import prune as P
-
-    if finetune is None:
-        def finetune(m, epochs):
-            fit(m, train_loader, epochs, lr=lr, log=log)
-    if amount == 0:
-        return model
-    if structured:
-        batch_norm_after = {id(conv): bn for conv, bn in conv_bn_pairs(model)}
-        for tied in P.tied_output_groups(model):
-            convs = [conv for conv in tied if id(conv) in batch_norm_after]
-            if not convs:
-                continue
-            # Convs whose outputs a residual add sums rank their channels together (summed squared L2
-            # norms), so they prune the same channels and `shrink` can remove all of them.
-            joint = sum((conv.weight.data.reshape(conv.out_channels, -1).astype(np.float64) ** 2).sum(1)
-                        for conv in convs)
-            for conv in convs:
-                scores = np.broadcast_to(joint.reshape((-1,) + (1,) * (conv.weight.ndim - 1)), conv.weight.shape)
-                P.ln_structured(conv, "weight", amount=amount, n=2, dim=0, importance_scores=scores)
-                keep = conv.weight_mask.data.reshape(conv.out_channels, -1).any(axis=1).astype(np.float32)
-                bn = batch_norm_after[id(conv)]
-                P.custom_from_mask(bn, "weight", keep)
-                P.custom_from_mask(bn, "bias", keep)
-    else:
-        targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        P.global_unstructured(targets, pruning_method=P.L1Unstructured, amount=amount)
-    if finetune_epochs:
-        finetune(model, finetune_epochs)
-    P.strip_pruning(model)
-    if not structured:
-        return model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the depthwise batch-norm constants, absorbed just below
-        model = P.shrink(model)
-    if finetune_epochs:
-        finetune(model, finetune_epochs)
-    return model
-
-
-def quantize_model(model, mode, train_loader, calibration_batches=8, qat_epochs=2, lr=1e-3, log=None):
-    """A quantized copy of `model`: 'static' (fuse, calibrate on `calibration_batches` training batches,
-    convert), 'dynamic' (Linear layers) or 'qat' (fake-quant fine-tuning for `qat_epochs`, then convert)."""
-    from . import quant as Q
-
-    if mode == "dynamic":
-        return Q.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=Q.qint8)
-    if mode == "static":
-        from .quant.size import quantize_static
-        return quantize_static(model, itertools.islice(train_loader, calibration_batches))
-    if mode == "qat":
-        model = copy.deepcopy(model).train()
-        model = Q.fuse_mobile_classifier(model, inplace=True, is_qat=True)
-        model.qconfig = Q.get_default_qat_qconfig("x86")
-        prepared = Q.prepare_qat(model, inplace=True)
-        fit(prepared, train_loader, qat_epochs, lr=lr, log=log)
-        return Q.convert(prepared.eval(), inplace=True)
-    raise ValueError(f"unknown quantization mode {mode!r}")
-
-
 def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=True, quantize="static",
              epochs=15, teacher_epochs=None, finetune_epochs=5, temperature=4.0, alpha=0.7, lr=1e-2,
              calibration_batches=8, qat_epochs=2, progress=True, log=print, latency_repeat=20):
@@ -181,14 +77,14 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
 
     `teacher_epochs` defaults to `epochs`; 0 takes the teacher as already trained.
     """
-    from .distill import train_with_distillation
-    from .quant import model_size_bytes
+    from ..distill import train_with_distillation
+    from ..quant import model_size_bytes
 
     quantize = _validate(prune, structured, quantize, epochs, teacher_epochs=teacher_epochs,
                          finetune_epochs=finetune_epochs, qat_epochs=qat_epochs)
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
-    from .training import _check_not_empty
+    from ..training.loops import _check_not_empty
     _check_not_empty(train_loader, "train_loader")
     _check_not_empty(test_loader, "test_loader")
     first = next(iter(test_loader), None)
@@ -236,10 +132,5 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
         current = quantize_model(current, quantize, train_loader, calibration_batches, qat_epochs, lr / 100)
         record("int8", current)
 
-    base_teacher, base_student = report.row("teacher"), report.row("student")
-    for r in report.rows:
-        r.size_vs_teacher = base_teacher.bytes / r.bytes
-        r.size_vs_student = base_student.bytes / r.bytes
-        r.speedup_vs_teacher_b1 = base_teacher.latency_b1_ms / r.latency_b1_ms
-        r.speedup_vs_student_b1 = base_student.latency_b1_ms / r.latency_b1_ms
+    report.set_ratios()
     return report

@@ -1,4 +1,4 @@
-"""The detection job: the classifier job's stages (`pipeline.py`) for the FCOS detector on digit
+"""The detection job: the classifier job's stages (`classify.py`, `stages.py`) for the FCOS detector on digit
 scenes, measured in COCO mAP instead of accuracy.
 
     report = optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2)
@@ -10,7 +10,7 @@ Stages (one row each):
     student     the small detector trained alone
     distilled   the small detector trained with `DetectionDistillation` (class-map KD, neck
                 imitation, box imitation)
-    pruned      distilled, magnitude-pruned (`pipeline.prune_model`: one global L1 threshold over
+    pruned      distilled, magnitude-pruned (`stages.prune_model`: one global L1 threshold over
                 every conv weight, the design's 20% by default), fine-tuned with the masks in place,
                 masks made permanent
     channel-pruned  (structured=True) distilled, L2 channel pruning of the same fraction of every
@@ -28,21 +28,21 @@ Training scenes are `train_scenes` (fixed) or, with `resample=draw`, a fresh `dr
 through their own sequence of draws, all from the same training digits).
 
 Each row holds mAP@0.5 and mAP@[.5:.95] on the test scenes, parameters, bytes, latency per image at
-batch 1 and 64, and ratios against the teacher and the float student: `pipeline.Report` and its
-ratios, with mAP in the accuracy column's place.
+batch 1 and 64, and ratios against the teacher and the float student: a `report.Report` with mAP in the accuracy
+column's place.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
 
-from . import nn
-from .detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
-from .kernels.threads import blas_threads
-from .latency import latency_per_image
-from .pipeline import Report, prune_model
-from .models.detector import QuantizedUpsample
-from .training import parameter_count
+from .. import nn
+from ..detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
+from ..kernels.threads import blas_threads
+from ..models.detector import QuantizedUpsample
+from ..training import latency_per_image, parameter_count
+from .report import Report
+from .stages import prune_model
 
 DETECT_QUANTIZE_MODES = ("static", "none")
 
@@ -63,25 +63,24 @@ class DetectionStageResult:
 
 
 class DetectionReport(Report):
-    """`pipeline.Report` whose rows are `DetectionStageResult`s."""
+    """The detection job's stage table (`DetectionStageResult` rows)."""
 
-    def to_markdown(self):
-        head = ("| stage | mAP@0.5 | mAP | parameters | bytes | x smaller than teacher | x smaller than student "
-                "| ms/image (batch 1) | ms/image (batch 64) | x faster than student (batch 1) |")
-        lines = [head, "|" + "---|" * 10]
-        for r in self.rows:
-            lines.append(f"| {r.stage} | {r.map_50:.4f} | {r.map:.4f} | {r.parameters:,} | {r.bytes:,} "
-                         f"| {r.size_vs_teacher:.1f} | {r.size_vs_student:.2f} | {r.latency_b1_ms:.3f} "
-                         f"| {r.latency_b64_ms:.4f} | {r.speedup_vs_student_b1:.2f} |")
-        return "\n".join(lines)
+    COLUMNS = (("stage", "stage", "{}"), ("mAP@0.5", "map_50", "{:.4f}"), ("mAP", "map", "{:.4f}"),
+               ("parameters", "parameters", "{:,}"), ("bytes", "bytes", "{:,}"),
+               ("x smaller than teacher", "size_vs_teacher", "{:.1f}"),
+               ("x smaller than student", "size_vs_student", "{:.2f}"),
+               ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
+               ("x faster than student (batch 1)", "speedup_vs_student_b1", "{:.2f}"))
+    QUALITY = ("map_50", "test mAP@0.5 (%)", 100)
+    LATENCIES = (("latency_b1_ms", "batch 1"), ("latency_b64_ms", "batch 64"))
 
 
 def quantize_detector(model, calibration_images, batch_size=32):
     """Static int8 copy of a `Detector`: fuse every conv-bn(-relu), x86 qconfig, calibrate on
     `calibration_images` (N, 1, S, S), convert (nearest upsampling included)."""
-    from . import quant as Q
-    from .autograd import no_grad
-    from .tensor import Tensor
+    from .. import quant as Q
+    from ..autograd import no_grad
+    from ..tensor import Tensor
 
     fused = Q.fuse_mobile_classifier(copy.deepcopy(model).eval(), inplace=True)
     fused.qconfig = Q.get_default_qconfig("x86")
@@ -127,8 +126,8 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
 def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs, teacher_epochs,
              finetune_epochs, lr, batch_size, calibration_images, distill, progress, log, latency_repeat, seed,
              resample, dynamic):
-    from .distill.detection import train_detector_with_distillation
-    from .quant import model_size_bytes
+    from ..distill.detection import train_detector_with_distillation
+    from ..quant import model_size_bytes
 
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
@@ -201,14 +200,9 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
             say("quantizing the channel-pruned model to int8 (static)")
             record("channel-pruned int8", quantize_detector(channels, calibration))
     if dynamic:
-        from . import quant as Q
+        from .. import quant as Q
         say("quantize_dynamic (torch's default mapping: Linear and recurrent layers)")
         record("dynamic int8", Q.quantize_dynamic(copy.deepcopy(float_final).eval(), dtype=Q.qint8))
 
-    base_teacher, base_student = report.row("teacher"), report.row("student")
-    for r in report.rows:
-        r.size_vs_teacher = base_teacher.bytes / r.bytes
-        r.size_vs_student = base_student.bytes / r.bytes
-        r.speedup_vs_teacher_b1 = base_teacher.latency_b1_ms / r.latency_b1_ms
-        r.speedup_vs_student_b1 = base_student.latency_b1_ms / r.latency_b1_ms
+    report.set_ratios()
     return report

@@ -19,7 +19,7 @@ time to encode one sentence over the whole set.
 import copy
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,14 +27,15 @@ from .. import nn
 from ..models.sentence_encoder import SentenceEncoder
 from ..prune.heads import head_importance, heads_to_prune, prune_heads
 from ..quant import dtypes as qd
-from ..quant.dynamic import quantize_dynamic
+from ..quant.dynamic_quantize import quantize_dynamic
 from ..quant.embedding import quantize_embeddings
 from ..quant.observer import MinMaxObserver
 from ..quant.prepare import convert, prepare
 from ..quant.qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_weight_observer,
                              full_range_dynamic_qconfig)
 from ..quant.size import model_size_bytes
-from ..quant.stubs import DeQuantStub, QuantStub
+from ..nn.stubs import DeQuantStub, QuantStub
+from .report import Report
 
 SENTENCES = [
     "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
@@ -77,25 +78,20 @@ class EmbedStage:
     ms_per_sentence: float
 
 
-@dataclass
-class EmbedReport:
-    rows: list
-    heads_removed: dict
+class EmbedReport(Report):
+    """The embedding job's stage table (`EmbedStage` rows); settings["heads_removed"] is {layer: [heads]}."""
 
-    def row(self, stage):
-        return next(r for r in self.rows if r.stage == stage)
+    COLUMNS = (("stage", "stage", "{}"), ("cosine mean", "mean_cosine", "{:.4f}"), ("cosine min", "min_cosine", "{:.4f}"),
+               ("retrieval agreement", "retrieval_agreement", "{:.2f}"),
+               ("parameters", "parameters", lambda n: f"{n / 1e6:.2f}M"), ("MB", "bytes", lambda n: f"{n / 1e6:.1f}"),
+               ("ms / sentence", "ms_per_sentence", "{:.2f}"))
+    QUALITY = ("mean_cosine", "mean cosine to the float model", 1)
+    LATENCIES = (("ms_per_sentence", "one sentence"),)
+    LATENCY_LABEL = "ms per sentence"
 
-    def to_dict(self):
-        return {"rows": [asdict(r) for r in self.rows],
-                "heads_removed": {str(k): v for k, v in self.heads_removed.items()}}
-
-    def to_markdown(self):
-        lines = ["| stage | cosine mean | cosine min | retrieval agreement | parameters | MB | ms / sentence |",
-                 "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in self.rows:
-            lines.append(f"| {r.stage} | {r.mean_cosine:.4f} | {r.min_cosine:.4f} | {r.retrieval_agreement:.2f} | "
-                         f"{r.parameters / 1e6:.2f}M | {r.bytes / 1e6:.1f} | {r.ms_per_sentence:.2f} |")
-        return "\n".join(lines)
+    @property
+    def heads_removed(self):
+        return self.settings["heads_removed"]
 
 
 def best_documents(encoder, retrieval=RETRIEVAL):
@@ -174,4 +170,4 @@ def optimize_embed(model_dir, prune_heads_count=6, sentences=SENTENCES, log=None
         pruned_encoder = SentenceEncoder(pruned, encoder.tokenizer, encoder.max_seq_length, encoder.pooling_mode)
         record(f"heads -{prune_heads_count}", pruned_encoder.eval(), pruned_encoder)
         record(f"heads -{prune_heads_count} + int8", int8_dynamic(pruned_encoder), pruned_encoder)
-    return EmbedReport(rows, chosen)
+    return EmbedReport(rows, settings={"model": str(model_dir), "heads_removed": {str(k): v for k, v in chosen.items()}})

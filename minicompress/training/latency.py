@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
-from .autograd import no_grad
-from .tensor import Tensor
+from ..autograd import no_grad
+from ..tensor import Tensor
 
 
 def measure_latency(model, example, repeat=30, warmup=3, min_seconds=0.2):

@@ -7,10 +7,10 @@
 """
 import numpy as np
 
-from . import functional as F
-from .autograd import no_grad
-from .data import DataLoader, TensorDataset, train_test_split_digits
-from .optim import Adam, CosineAnnealingLR
+from .. import functional as F
+from ..autograd import no_grad
+from ..data import DataLoader, TensorDataset, train_test_split_digits
+from ..optim import Adam, CosineAnnealingLR
 
 
 def digits_loaders(batch_size=64, test_fraction=0.2, seed=0):
