@@ -1,21 +1,19 @@
 """The detection side of the `minicompress` command: `optimize --task detect` and `predict` on a
-detector file. `cli.py` dispatches here; argument parsing and error reporting stay there.
+detector file. `optimize.py` and `files.py` dispatch here; `main.py` reports the errors.
 
     minicompress optimize --task detect [--out DIR] [--prune 0.2] [--epochs 20] [--seed 0]
 
-runs `detect_pipeline.optimize_detector` on digit scenes of DETECT_IMAGE_SIZE pixels with up to
+runs `pipelines.detect.optimize_detector` on digit scenes of DETECT_IMAGE_SIZE pixels with up to
 DETECT_MAX_OBJECTS digits: DETECT_TEST_SCENES held-out test scenes (of the test digits), and a fresh
-draw of DETECT_SCENES_PER_EPOCH training scenes every epoch (`digit_scene_sampler`). The issue's
+draw of DETECT_SCENES_PER_EPOCH training scenes every epoch (`digit_scene_sampler`). The design's
 scenes are 64 x 64 with up to 4 digits; 48 x 48 with up to 3 keeps every digit at 9-18 pixels (at
 least its 8 x 8 source, so no digit loses detail) at about half the cost per scene, which is what
 lets the whole job fit in ten minutes on two cores. Every training run takes batches of
 DETECT_BATCH_SIZE scenes; the teacher trains DETECT_TEACHER_EPOCHS epochs unless --teacher-epochs
-says otherwise. It writes report.json, report.md, model.npz (the int8 model of the channel-pruned
-student: the smallest; the last float stage with --quantize none) and, where matplotlib is
-installed, detections.png (test scenes with true boxes in green, predicted in red).
+says otherwise. Beside the report it writes model.npz (the int8 model of the channel-pruned student:
+the smallest; the last float stage with --quantize none) and, where matplotlib is installed,
+detections.png (test scenes with true boxes in green, predicted in red).
 """
-import json
-import os
 import time
 
 import numpy as np
@@ -43,7 +41,7 @@ def _write_detections_png(model, scenes, path, count=6):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from .detect.training import predict_detections
+    from ..detect.training import predict_detections
 
     count = min(count, len(scenes.images))
     detections = predict_detections(model, scenes.images[:count])
@@ -64,16 +62,16 @@ def _write_detections_png(model, scenes, path, count=6):
     return True
 
 
-def optimize_detect(args):
-    """`minicompress optimize --task detect`: the detection job, files written to args.out."""
+def optimize_detect(args, folder):
+    """`minicompress optimize --task detect`: the detection job, its files written into `folder` (an
+    `OutputFolder`); returns (report, files written, notes to print)."""
     import minicompress as mc
     from minicompress import io
     from minicompress.data import digit_scene_sampler, load_digit_scenes
-    from minicompress.detect_pipeline import optimize_detector
+    from minicompress.pipelines.detect import optimize_detector
     from minicompress.models import create_detector, create_teacher_detector
 
     started, cpu_started = time.time(), time.process_time()
-    os.makedirs(args.out, exist_ok=True)
     mc.manual_seed(args.seed)
     scene_args = dict(image_size=DETECT_IMAGE_SIZE, max_objects=DETECT_MAX_OBJECTS, seed=args.seed)
     # 5 * DETECT_TEST_SCENES scenes at test_fraction 0.2: DETECT_TEST_SCENES test scenes; the training
@@ -82,9 +80,7 @@ def optimize_detect(args):
     draw = digit_scene_sampler(DETECT_SCENES_PER_EPOCH, **scene_args)
     student = create_detector(image_size=DETECT_IMAGE_SIZE)
     teacher = create_teacher_detector(image_size=DETECT_IMAGE_SIZE)
-    quantize = args.quantize if args.quantize in ("static", "none") else None
-    if quantize is None:
-        raise ValueError(f"--quantize {args.quantize} is not available for a detector; use static or none")
+    quantize = args.quantize        # static or none, checked by `optimize.py`
     teacher_epochs = DETECT_TEACHER_EPOCHS if args.teacher_epochs is None else args.teacher_epochs
     report = optimize_detector(student, teacher, train, test, prune=args.prune, structured=True, quantize=quantize,
                                epochs=args.epochs, teacher_epochs=teacher_epochs, lr=DETECT_LR,
@@ -95,24 +91,17 @@ def optimize_detect(args):
                        if s in report.models)
     final = report.models[final_stage]
     final.input_shape = (1, DETECT_IMAGE_SIZE, DETECT_IMAGE_SIZE)
-    io.save(final, os.path.join(args.out, "model.npz"))
-    png = _write_detections_png(final, test, os.path.join(args.out, "detections.png"))
+    io.save(final, folder.path("model.npz"))
+    png = _write_detections_png(final, test, folder.path("detections.png"))
     report.settings.update(final_stage=final_stage, wall_seconds=round(time.time() - started, 1),
                            cpu_seconds=round(time.process_time() - cpu_started, 1))
-    with open(os.path.join(args.out, "report.json"), "w") as f:
-        json.dump(report.to_dict(), f, indent=2)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(report.to_markdown() + "\n")
-    print()
-    print(report.to_markdown())
-    print(f"\njob: {report.settings['wall_seconds']} s wall clock, {report.settings['cpu_seconds']} s of CPU")
-    print(f"\nwrote {args.out}/report.json, report.md, model.npz" + (", detections.png" if png else ""))
-    return 0
+    note = f"job: {report.settings['wall_seconds']} s wall clock, {report.settings['cpu_seconds']} s of CPU"
+    return report, ["model.npz"] + (["detections.png"] if png else []), [note]
 
 
 def print_detections(model, x, score_threshold=0.3):
     """`minicompress predict` on a detector: one block per image, a line per box above the threshold."""
-    from .detect.training import predict_detections
+    from ..detect.training import predict_detections
 
     for i, det in enumerate(predict_detections(model, x.astype(np.float32), score_threshold=score_threshold)):
         print(f"image {i}: {len(det['labels'])} boxes")

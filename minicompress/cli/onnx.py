@@ -1,4 +1,4 @@
-""".onnx files in `minicompress inspect`, `bench` and `predict`: the file is read with `minicompress.onnx.load`
+"""`minicompress check MODEL.onnx`, and .onnx files in `minicompress inspect`, `bench` and `predict`: the file is read with `minicompress.onnx.load`
 (a GraphModule) and described, timed or run like a minicompress model file; `bench` also times onnxruntime on
 the same inputs, when it is installed, with as many threads as minicompress uses, and prints the ratio. A QDQ
 file is timed twice in minicompress: as written (float operators between Q / DQ) and folded onto its
@@ -6,12 +6,16 @@ integer layers (`onnx.fold_qdq`), as onnxruntime runs it.
 
 Every problem with the file (not ONNX, an operator minicompress does not implement, more than one input, an
 input that is not float32) is a `CommandError` raised before any work starts.
+
+    minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
 """
 from __future__ import annotations
 
 import os
 
 import numpy as np
+
+from .common import CommandError
 
 
 def is_onnx_path(path):
@@ -23,8 +27,8 @@ def load_onnx(path, CommandError):
     if not os.path.isfile(path):
         raise CommandError(f"no such ONNX file: {path}")
     try:
-        from .graph.registry import UnsupportedOperatorError
-        from .onnx.importer import load, read_model
+        from ..graph.registry import UnsupportedOperatorError
+        from ..onnx.importer import load, read_model
     except ImportError as exc:
         raise CommandError(f"reading .onnx files needs the onnx package: pip install 'minicompress[onnx]' ({exc})")
     try:
@@ -38,6 +42,10 @@ def load_onnx(path, CommandError):
     except Exception as exc:            # a malformed graph: the importer names the node
         raise CommandError(f"{path}: cannot load the ONNX graph ({type(exc).__name__}: {exc})")
     return model.eval(), proto
+
+
+def load_onnx_file(path):
+    return load_onnx(path, CommandError)
 
 
 def sample_shape(model, path, given, CommandError):
@@ -64,7 +72,7 @@ def sample_shape(model, path, given, CommandError):
 def describe_onnx(model, proto, path):
     """The file's header, inputs and outputs, operator counts, initializer bytes by dtype, and the node
     listing of the loaded graph."""
-    from .onnx.importer import _onnx
+    from ..onnx.importer import _onnx
     numpy_helper = _onnx().numpy_helper
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
     lines = [f"ONNX model {path}: ir_version {proto.ir_version}, opset {opsets}, "
@@ -102,7 +110,7 @@ def _ort_session(proto, threads):
 
 def bench_onnx(model, proto, shape, batches, CommandError):
     """Print minicompress's (and onnxruntime's) median latency per image at each batch size."""
-    from .latency import measure_latency
+    from ..training.latency import measure_latency
     import numba
     threads = numba.get_num_threads()
     try:
@@ -140,7 +148,7 @@ def bench_onnx(model, proto, shape, batches, CommandError):
 
 def _folded(model):
     """`fold_qdq(model)` when it turned QDQ units into integer layers, else None."""
-    from .onnx.qdq_fold import fold_qdq
+    from ..onnx.qdq_fold import fold_qdq
     folded = fold_qdq(model)
     return folded if any(n["kind"] == "module" and n["op_type"] == "Quantize" for n in folded.nodes) else None
 
@@ -156,3 +164,27 @@ class _OrtModel:
 
     def __call__(self, x):
         return self.session.run(None, {self.name: x.data})
+
+
+def add_parsers(sub):
+    chk = sub.add_parser("check", help="run an ONNX model in minicompress and onnxruntime, compare node by node")
+    chk.add_argument("model")
+    chk.add_argument("--input", action="append", default=None,
+                     help=".npy file of a graph input, repeated in the graph's input order (default: random)")
+    chk.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (of each value's max |x|)")
+    chk.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
+    chk.set_defaults(run=cmd_check)
+
+
+
+def cmd_check(args):
+    if not os.path.isfile(args.model):
+        raise CommandError(f"no ONNX file at {args.model!r}")
+    try:
+        from ..onnx.check import check_command
+    except ImportError as exc:
+        raise CommandError(f"check needs onnx and onnxruntime: pip install 'minicompress[onnx]' ({exc})") from exc
+    try:
+        return check_command(args)
+    except NotImplementedError as exc:     # an operator minicompress does not implement
+        raise CommandError(str(exc)) from exc

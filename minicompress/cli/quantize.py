@@ -25,6 +25,8 @@ import tempfile
 
 import numpy as np
 
+from .common import CommandError
+
 
 def _calibration(path, spec, CommandError):
     """The calibration array (N, *sample) as float32, checked against the graph input `spec`."""
@@ -86,7 +88,7 @@ class _Reader:
 
 
 def quantize_command(args, CommandError):
-    from ..onnx_cli import load_onnx
+    from .onnx import load_onnx
     model, proto = load_onnx(args.model, CommandError)
     if len(model.inputs) != 1 or (model.inputs[0].get("dtype") or "float32") != "float32":
         raise CommandError(f"{args.model}: quantize takes models with one float32 input, got "
@@ -105,7 +107,7 @@ def quantize_command(args, CommandError):
 
     from ..autograd import no_grad
     from ..quant.quantize_fx import convert_fx, prepare_fx
-    from .exporter import export
+    from ..onnx.exporter import export
     threads = numba.get_num_threads()
     batches = [data[i:i + args.batch_size] for i in range(0, len(data), args.batch_size)]
 
@@ -130,8 +132,8 @@ def quantize_command(args, CommandError):
 def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
     """Run onnxruntime's quantize_static on the same data and print the table (see the module docstring)."""
     from ..autograd import no_grad
-    from ..latency import measure_latency
-    from ..onnx_cli import _OrtModel, _ort_session
+    from ..training import measure_latency
+    from .onnx import _OrtModel, _ort_session
     theirs_bytes = _ort_quantize_static(args.model, spec["name"], data, args.batch_size)
     float_session = _ort_session(proto, threads)
     theirs_session = _ort_session(_onnx_from(theirs_bytes), threads)
@@ -182,5 +184,27 @@ def _opset(proto):
 
 
 def _onnx_from(data):
-    from .importer import _onnx
+    from ..onnx.importer import _onnx
     return _onnx().load_from_string(data)
+
+
+def add_parsers(sub):
+    qua = sub.add_parser("quantize", help="static int8 (per channel) of an ONNX model, compared with onnxruntime's "
+                                          "quantize_static on the same calibration data")
+    qua.add_argument("model", help="a float .onnx file with one float32 input")
+    qua.add_argument("--calibration", required=True, help=".npy array of calibration samples (batch, *input shape)")
+    qua.add_argument("--out", required=True, help="the int8 model to write (QDQ .onnx)")
+    qua.add_argument("--batch-size", type=int, default=32, help="calibration batch size (default 32)")
+    qua.set_defaults(run=cmd_quantize)
+
+
+def cmd_quantize(args):
+    from .onnx import is_onnx_path
+    if not is_onnx_path(args.model):
+        raise CommandError(f"quantize takes an .onnx file, got {args.model!r}")
+    if not os.path.isfile(args.model):
+        raise CommandError(f"no ONNX file at {args.model!r}")
+    try:
+        return quantize_command(args, CommandError)
+    except NotImplementedError as exc:     # an operator minicompress does not implement
+        raise CommandError(str(exc)) from exc

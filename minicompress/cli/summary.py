@@ -5,7 +5,7 @@ the total is `quant.model_size_bytes(model)`.
 """
 import numpy as np
 
-from .tensor import Tensor
+from ..tensor import Tensor
 
 
 def _arrays(module):
@@ -42,7 +42,7 @@ def layer_rows(model):
 
 
 def describe_model(model):
-    from .quant import model_size_bytes
+    from ..quant import model_size_bytes
 
     lines = [f"{type(model).__name__}", f"{'layer':38s} {'type':24s} {'sparsity':>8s} {'bytes':>10s}  arrays"]
     for name, kind, arrays, sparsity, nbytes in layer_rows(model):
