@@ -1,4 +1,4 @@
-"""Which parts of the detection distillation help: the detection job's settings (`detect_cli`),
+"""Which parts of the detection distillation help: the detection job's settings (`cli.detect`),
 one teacher per seed, then the student trained alone and under each distillation variant, all on
 the same resampled scenes and epochs. Prints mAP@0.5 / mAP on the held-out test scenes per seed.
 
@@ -14,7 +14,7 @@ import json
 import time
 
 import minicompress as mc
-from minicompress import detect_cli as D
+from minicompress.cli import detect as D
 from minicompress.data import digit_scene_sampler, load_digit_scenes
 from minicompress.detect.training import evaluate_detector, fit_detector, resampled_scene_loader
 from minicompress.distill.detection import train_detector_with_distillation

@@ -18,7 +18,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 import minicompress as mc
 from minicompress import nn
-from minicompress.quant.size import quantize_static
+from minicompress.quant.static import quantize_static
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from torch_twins import MobileClassifier  # noqa: E402

@@ -38,7 +38,7 @@ def main():
     fused = quant.fuse_mobile_classifier(model)
     fused.qconfig = quant.get_default_qconfig("x86")
     prepared = quant.prepare(fused)
-    quant.size.calibrate(prepared, [mc.tensor(rng.random((16,) + shape, dtype=np.float32)) for _ in range(2)])
+    quant.static.calibrate(prepared, [mc.tensor(rng.random((16,) + shape, dtype=np.float32)) for _ in range(2)])
     int8 = quant.convert(prepared)
     data = mco.export(int8, mc.tensor(np.zeros((1,) + shape, np.float32))).SerializeToString()
     loaded = mco.load(data)

@@ -28,7 +28,7 @@ import minicompress.nn as nn  # noqa: E402
 import minicompress.prune as P  # noqa: E402
 from bench_prune_sparse import break_even, interleaved_ms  # noqa: E402
 from minicompress.autograd import no_grad  # noqa: E402
-from minicompress.pipeline import prune_model  # noqa: E402
+from minicompress.pipelines.stages import prune_model  # noqa: E402
 from minicompress.training import parameter_count  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -166,7 +166,7 @@ def edge_models(calibration_images=4, seed=0):
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     from minicompress import nn, quant
-    from minicompress.quant.size import quantize_static
+    from minicompress.quant.static import quantize_static
 
     rng = np.random.default_rng(seed)
     ours = nn.create_mobile_classifier(num_classes=1000, in_channels=3)

@@ -163,7 +163,7 @@ def detector_channel_pruned():
     """The detection job's channel-pruned stage: L2 channel masks, shrunk (the shared head included)."""
     import warnings
 
-    from minicompress.pipeline import prune_model
+    from minicompress.pipelines.stages import prune_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -173,7 +173,7 @@ def detector_channel_pruned():
 
 def detector_int8():
     """The detection job's int8 stage: shrunk, fused, calibrated, with QuantizedUpsample in the neck."""
-    from minicompress.detect_pipeline import quantize_detector
+    from minicompress.pipelines.detect import quantize_detector
 
     return quantize_detector(detector_channel_pruned()[0], _scene_images(8)), _scene_images()
 

@@ -67,11 +67,12 @@ def test_unknown_option_value_exits_2(capsys):
 def test_charts_are_written_as_png_where_matplotlib_is_installed(tmp_path):
     """The `[plot]` extra: two PNG files from a report (skipped where matplotlib is not installed)."""
     pytest.importorskip("matplotlib")
-    from minicompress.pipeline import Report, StageResult
+    from minicompress.pipelines.classify import Report, StageResult
+    from minicompress.pipelines.report import write_charts
 
     report = Report(rows=[StageResult("student", 0.98, 10474, 44712, 0.9, 0.1),
                           StageResult("int8", 0.97, 5445, 7334, 1.9, 0.2)])
-    paths = cli._write_charts(report, str(tmp_path))
+    paths = write_charts(report, str(tmp_path))
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["accuracy_vs_size.png", "latency.png"]
     for path in paths:
         with open(path, "rb") as f:
@@ -83,11 +84,11 @@ def test_charts_are_written_as_png_where_matplotlib_is_installed(tmp_path):
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if `optimize` gets as far as training: every case below must stop before it."""
-    import minicompress.pipeline
+    import minicompress.pipelines.classify
 
     def refuse(*args, **kwargs):
         raise AssertionError("optimize started work despite a bad option")
-    monkeypatch.setattr(minicompress.pipeline, "optimize", refuse)
+    monkeypatch.setattr(minicompress.pipelines.classify, "optimize", refuse)
 
 
 def _one_error_line(capsys, *needles):
@@ -143,11 +144,11 @@ def test_out_inside_a_read_only_folder_is_refused(tmp_path, capsys, no_training)
 
 
 def test_a_job_that_fails_removes_the_folders_it_created(tmp_path, capsys, monkeypatch):
-    import minicompress.pipeline
+    import minicompress.pipelines.classify
 
     def fail(*args, **kwargs):
         raise ValueError("the data is bad")
-    monkeypatch.setattr(minicompress.pipeline, "optimize", fail)
+    monkeypatch.setattr(minicompress.pipelines.classify, "optimize", fail)
     out = tmp_path / "new" / "nested"
     assert cli.main(["optimize", "--out", str(out), "--epochs", "1"]) == 2
     _one_error_line(capsys, "the data is bad")
@@ -155,11 +156,11 @@ def test_a_job_that_fails_removes_the_folders_it_created(tmp_path, capsys, monke
 
 
 def test_a_failed_job_keeps_an_existing_folder_and_its_files(tmp_path, capsys, monkeypatch):
-    import minicompress.pipeline
+    import minicompress.pipelines.classify
 
     def fail(*args, **kwargs):
         raise ValueError("the data is bad")
-    monkeypatch.setattr(minicompress.pipeline, "optimize", fail)
+    monkeypatch.setattr(minicompress.pipelines.classify, "optimize", fail)
     (tmp_path / "model.npz").write_text("an earlier result")
     assert cli.main(["optimize", "--out", str(tmp_path), "--epochs", "1"]) == 2
     assert (tmp_path / "model.npz").read_text() == "an earlier result"
@@ -175,7 +176,7 @@ def test_optimize_help_describes_quantize_and_seed(capsys):
 
 
 def test_pipeline_refuses_a_negative_teacher_epochs_before_training():
-    from minicompress.pipeline import optimize
+    from minicompress.pipelines.classify import optimize
 
     printed = []
     with pytest.raises(ValueError, match="teacher_epochs"):

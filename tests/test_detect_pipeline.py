@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import minicompress as mc
-from minicompress import cli, detect_cli
+from minicompress import cli
+from minicompress.cli import detect as detect_cli
 from minicompress.data import load_digit_scenes
-from minicompress.detect_pipeline import optimize_detector, quantize_detector
+from minicompress.pipelines.detect import optimize_detector, quantize_detector
 from minicompress.models import Detector
 
 

@@ -13,7 +13,7 @@ import minicompress as mc
 import minicompress.onnx as mco
 import minicompress.prune as P
 from minicompress import nn, quant
-from minicompress.onnx.quantize_command import minmax_per_channel_qconfig
+from minicompress.cli.quantize import minmax_per_channel_qconfig
 from minicompress.quant.quantize_fx import convert_fx, prepare_fx
 
 

@@ -133,7 +133,7 @@ def test_pruned_masked_and_sparse_models_round_trip(tmp_path):
 
 def test_quantized_model_round_trips(tmp_path):
     import itertools
-    from minicompress.quant.size import quantize_static
+    from minicompress.quant.static import quantize_static
     from minicompress.training import digits_loaders
     train, _ = digits_loaders()
     quantized = quantize_static(_model(), itertools.islice(train, 2))

@@ -18,7 +18,7 @@ from minicompress import nn, quant
 from minicompress.graph import GraphModule
 from minicompress.quant import dtypes as qd
 from minicompress.quant import modules as nnq
-from minicompress.quant.qtensor import quantize_per_channel, quantize_per_tensor
+from minicompress.qtensor import quantize_per_channel, quantize_per_tensor
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -257,7 +257,7 @@ def _quantized_classifier(model, batches):
     fused = quant.fuse_mobile_classifier(model.eval())
     fused.qconfig = quant.get_default_qconfig("x86")
     prepared = quant.prepare(fused)
-    quant.size.calibrate(prepared, batches)
+    quant.static.calibrate(prepared, batches)
     return quant.convert(prepared)
 
 

@@ -1,4 +1,4 @@
-"""Sweeps on an executor (minicompress.parallel): sensitivity_analysis and compare_quantization_methods
+"""Sweeps on an executor (minicompress.training.parallel): sensitivity_analysis and compare_quantization_methods
 give exactly the serial result on a ProcessPoolExecutor, and on a Dask LocalCluster where `distributed`
 is installed (the `[distributed]` extra). The serial run is the oracle: the point is bit-identity."""
 import concurrent.futures
@@ -11,7 +11,7 @@ import minicompress as mc
 import minicompress.prune as P
 from minicompress import nn, quant
 from minicompress.data import DataLoader, TensorDataset
-from minicompress.parallel import run_tasks
+from minicompress.training.parallel import run_tasks
 from minicompress.training import accuracy
 
 

@@ -9,7 +9,7 @@ import minicompress as mc
 from minicompress import io
 from minicompress.models import create_teacher_classifier
 from minicompress.nn import create_mobile_classifier
-from minicompress.pipeline import optimize
+from minicompress.pipelines.classify import optimize
 from minicompress.training import digits_loaders
 
 
@@ -66,7 +66,7 @@ def test_residual_convs_share_one_channel_ranking_so_shrink_removes_the_asked_sh
     on one ranking, so `shrink` removes round(0.3 * C) channels there too, not only those both happened
     to pick."""
     from minicompress import prune as P
-    from minicompress.pipeline import prune_model
+    from minicompress.pipelines.stages import prune_model
 
     mc.manual_seed(0)
     model = create_mobile_classifier()

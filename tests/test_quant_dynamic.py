@@ -25,7 +25,7 @@ from minicompress.quant.dynamic import (DynamicQuantizedLinear, choose_quantizat
                                         quantize_input)
 from minicompress.quant.dynamic_rnn import (DynamicQuantizedGRU, DynamicQuantizedGRUCell, DynamicQuantizedLSTM,
                                             DynamicQuantizedLSTMCell)
-from minicompress.quant.qtensor import quantize_per_channel, quantize_per_tensor
+from minicompress.qtensor import quantize_per_channel, quantize_per_tensor
 from strategies import arrays
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),

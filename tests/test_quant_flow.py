@@ -30,7 +30,7 @@ def static_result():
     fused = quant.fuse_mobile_classifier(model.eval())
     fused.qconfig = quant.get_default_qconfig("x86")
     prepared = quant.prepare(fused)
-    quant.size.calibrate(prepared, calibration_batches(train_loader))
+    quant.static.calibrate(prepared, calibration_batches(train_loader))
     quantized = quant.convert(prepared)
     return model, quantized, test_loader, float_accuracy
 
@@ -189,7 +189,7 @@ def test_model_size_bytes_counts_what_inference_needs():
                                                                           np.zeros((0, 1, 8, 8), np.float32)]],
                          ids=["empty batch", "no batches", "an empty second batch"])
 def test_calibration_on_no_samples_raises_naming_data(data):
-    from minicompress.quant.size import quantize_static
+    from minicompress.quant.static import quantize_static
 
     with pytest.raises(ValueError, match="data"):
         quantize_static(nn.create_mobile_classifier(10, 1), data)

@@ -17,7 +17,7 @@ def static_quantize(model, train_loader):
     fused = quant.fuse_mobile_classifier(model.eval())
     fused.qconfig = quant.get_default_qconfig("x86")
     prepared = quant.prepare(fused)
-    quant.size.calibrate(prepared, [x for i, (x, _) in enumerate(train_loader) if i < 6])
+    quant.static.calibrate(prepared, [x for i, (x, _) in enumerate(train_loader) if i < 6])
     return quant.convert(prepared)
 
 

@@ -13,7 +13,7 @@ from onnx_harness import ort_session
 import minicompress as mc
 import minicompress.onnx as mco
 from minicompress import cli
-from minicompress.onnx.quantize_command import _ort_quantize_static, minmax_per_channel_qconfig
+from minicompress.cli.quantize import _ort_quantize_static, minmax_per_channel_qconfig
 from minicompress.quant.quantize_fx import convert_fx, prepare_fx
 
 

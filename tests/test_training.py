@@ -56,7 +56,7 @@ def test_bad_batch_size_is_refused_as_torch(batch_size):
 @pytest.mark.parametrize("loader", [_empty_loader(), _short_loader(), _Unsized(), []],
                          ids=["empty dataset", "drop_last", "unsized", "list"])
 def test_optimize_with_an_empty_test_loader_names_it_before_training(loader):
-    from minicompress.pipeline import optimize
+    from minicompress.pipelines.classify import optimize
     student, teacher = nn.create_mobile_classifier(10, 1), nn.create_mobile_classifier(10, 1)
     x = np.zeros((4, 1, 8, 8), np.float32)
     train = DataLoader(TensorDataset(x, np.zeros(4, np.int64)), batch_size=2)

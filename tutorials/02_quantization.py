@@ -16,7 +16,7 @@ import numpy as np
 
 import minicompress as mc
 from minicompress import nn, quant
-from minicompress.quant.size import calibrate
+from minicompress.quant.static import calibrate
 from minicompress.training import accuracy, digits_loaders, fit
 
 

@@ -16,7 +16,7 @@ import tempfile
 import minicompress as mc
 from minicompress.models import create_teacher_classifier
 from minicompress.nn import create_mobile_classifier
-from minicompress.pipeline import optimize
+from minicompress.pipelines.classify import optimize
 from minicompress.training import digits_loaders
 
 DEPLOY_SCRIPT = r"""

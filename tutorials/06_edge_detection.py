@@ -13,9 +13,9 @@ import numpy as np
 
 import minicompress as mc
 from minicompress.data import digit_scene_sampler, load_digit_scenes
-from minicompress.detect_cli import DETECT_BATCH_SIZE, DETECT_DISTILL, DETECT_LR, DETECT_TEACHER_EPOCHS
+from minicompress.cli.detect import DETECT_BATCH_SIZE, DETECT_DISTILL, DETECT_LR, DETECT_TEACHER_EPOCHS
 from minicompress.detect import box_iou, mean_average_precision, nms
-from minicompress.detect_pipeline import optimize_detector
+from minicompress.pipelines.detect import optimize_detector
 from minicompress.models import create_detector, create_teacher_detector
 
 
