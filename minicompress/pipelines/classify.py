@@ -46,13 +46,9 @@ class StageResult:
 class Report(report.Report):
     """The digits job's stage table (`StageResult` rows)."""
 
-    COLUMNS = (("stage", "stage", "{}"), ("test accuracy", "accuracy", "{:.4f}"), ("parameters", "parameters", "{:,}"),
-               ("bytes", "bytes", "{:,}"), ("x smaller than teacher", "size_vs_teacher", "{:.1f}"),
-               ("x smaller than student", "size_vs_student", "{:.2f}"),
-               ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
-               ("x faster than student (batch 1)", "speedup_vs_student_b1", "{:.2f}"))
+    COLUMNS = (("stage", "stage", "{}"), ("test accuracy", "accuracy", "{:.4f}")) + report.COST_COLUMNS
     QUALITY = ("accuracy", "test accuracy (%)", 100)
-    LATENCIES = (("latency_b1_ms", "batch 1"), ("latency_b64_ms", "batch 64"))
+    LATENCIES = report.BATCH_LATENCIES
 
 
 def _validate(prune, structured, quantize, epochs, **epoch_counts):

@@ -41,7 +41,7 @@ from ..detect.training import evaluate_detector, fit_detector, resampled_scene_l
 from ..kernels.threads import blas_threads
 from ..models.detector import QuantizedUpsample
 from ..training import latency_per_image, parameter_count
-from .report import Report
+from .report import BATCH_LATENCIES, COST_COLUMNS, Report
 from .stages import prune_model
 
 DETECT_QUANTIZE_MODES = ("static", "none")
@@ -65,14 +65,9 @@ class DetectionStageResult:
 class DetectionReport(Report):
     """The detection job's stage table (`DetectionStageResult` rows)."""
 
-    COLUMNS = (("stage", "stage", "{}"), ("mAP@0.5", "map_50", "{:.4f}"), ("mAP", "map", "{:.4f}"),
-               ("parameters", "parameters", "{:,}"), ("bytes", "bytes", "{:,}"),
-               ("x smaller than teacher", "size_vs_teacher", "{:.1f}"),
-               ("x smaller than student", "size_vs_student", "{:.2f}"),
-               ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
-               ("x faster than student (batch 1)", "speedup_vs_student_b1", "{:.2f}"))
+    COLUMNS = (("stage", "stage", "{}"), ("mAP@0.5", "map_50", "{:.4f}"), ("mAP", "map", "{:.4f}")) + COST_COLUMNS
     QUALITY = ("map_50", "test mAP@0.5 (%)", 100)
-    LATENCIES = (("latency_b1_ms", "batch 1"), ("latency_b64_ms", "batch 64"))
+    LATENCIES = BATCH_LATENCIES
 
 
 def quantize_detector(model, calibration_images, batch_size=32):

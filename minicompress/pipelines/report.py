@@ -122,6 +122,16 @@ def write_charts(report, out):
     return paths
 
 
+# The columns after a job's measure of quality in the classification and detection tables: what a stage
+# costs (parameters, bytes, latency per image at batch 1 and 64) and its ratios to the teacher and student.
+COST_COLUMNS = (("parameters", "parameters", "{:,}"), ("bytes", "bytes", "{:,}"),
+                ("x smaller than teacher", "size_vs_teacher", "{:.1f}"),
+                ("x smaller than student", "size_vs_student", "{:.2f}"),
+                ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
+                ("x faster than student (batch 1)", "speedup_vs_student_b1", "{:.2f}"))
+BATCH_LATENCIES = (("latency_b1_ms", "batch 1"), ("latency_b64_ms", "batch 64"))
+
+
 class OutputFolderError(ValueError):
     """`out` names no folder this process can create and write."""
 
