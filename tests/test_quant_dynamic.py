@@ -21,8 +21,8 @@ from minicompress.quant import qconfig as mc_qconfig
 from minicompress.kernels import qgemm
 from minicompress.kernels.qelementwise import quantize_uint8, quantize_uint8_reference
 from minicompress.quant.dynamic import (DynamicQuantizedLinear, choose_quantization_params, linear_dynamic,
-                                        linear_dynamic_reference, pack_dynamic_weight, quantize_dynamic,
-                                        quantize_input)
+                                        linear_dynamic_reference, pack_dynamic_weight, quantize_input)
+from minicompress.quant.dynamic_quantize import quantize_dynamic
 from minicompress.quant.dynamic_rnn import (DynamicQuantizedGRU, DynamicQuantizedGRUCell, DynamicQuantizedLSTM,
                                             DynamicQuantizedLSTMCell)
 from minicompress.qtensor import quantize_per_channel, quantize_per_tensor
