@@ -27,17 +27,15 @@ routes once, from the weight's shape, and prepares the weight for it (computed o
 prepared convolution on channels-last bytes without checks (the quantized Conv2d module's forward).
 """
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import qgemm, simd
 from .conv import conv_output_size, valid_range
+from .epilogue import requantize_reference, requantize_store16, requantize_value
 from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
-                           requantize_multiplier, requantize_value)
+                           requantize_multiplier)
 from .qgemm import pack_weight, qgemm_requant_unchecked as qgemm_requant
 from .qlinear import check_bias_q
 from .qnhwc import channels_last
@@ -56,45 +54,10 @@ ROWS_CHUNK_BYTES = 1 << 23
 # A conv's GEMM is long and thin: M = pixels (50,176 at 224x224), K = C_in * kh * kw (16 .. 576), N = C_out
 # (16 .. 64). Its int32 results are few per pixel, so the cost is in the epilogue, not the dot products:
 # this kernel keeps each 16-column result in a zmm register from vpdpbusd to the uint8 store, requantizing
-# it with 16-lane float32 arithmetic (`requantize_store16`). Tiles are 8 pixels x 16 columns (8 independent
+# it with the shared epilogue's 16-lane spelling (`epilogue.requantize_store16`). Tiles are 8 pixels x 16 columns (8 independent
 # accumulators, one weight load feeding 8 vpdpbusd); tasks are blocks of PIXEL_BLOCK pixels.
 
 PIXEL_BLOCK = 128
-_V16I, _V16F, _V16B = ir.VectorType(ir.IntType(32), 16), ir.VectorType(ir.FloatType(), 16), ir.VectorType(ir.IntType(8), 16)
-
-
-def _vector_at(context, builder, array_type, array, index, vector_type):
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), vector_type.as_pointer())
-
-
-@intrinsic
-def requantize_store16(typingctx, out, out_index, acc, col_term, multiplier, column, zero_point, low, high):
-    """out[out_index : out_index + 16] = uint8(clamp(rint(float32(acc + col_term[column:+16])
-    * multiplier[column:+16]) + zero_point, low, high)): `qelementwise.requantize_value` on 16 lanes, in
-    generic LLVM vector instructions (legal on any CPU). zero_point, low, high are float32."""
-    def codegen(context, builder, sig, args):
-        out_a, out_i, acc_v, col_a, mult_a, col_i, zp, lo, hi = args
-        total = builder.add(acc_v, builder.load(_vector_at(context, builder, sig.args[3], col_a, col_i, _V16I), align=4))
-        scaled = builder.fmul(builder.sitofp(total, _V16F),
-                              builder.load(_vector_at(context, builder, sig.args[4], mult_a, col_i, _V16F), align=4))
-
-        def call(name, *values):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * len(values)), name)
-            return builder.call(fn, values)
-
-        def splat(value):
-            one = builder.insert_element(ir.Constant(_V16F, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(one, ir.Constant(_V16F, ir.Undefined), ir.Constant(_V16I, [0] * 16))
-
-        level = builder.fadd(call("llvm.rint.v16f32", scaled), splat(zp))
-        level = call("llvm.minnum.v16f32", call("llvm.maxnum.v16f32", level, splat(lo)), splat(hi))
-        codes = builder.trunc(builder.fptosi(level, _V16I), _V16B)
-        builder.store(codes, _vector_at(context, builder, sig.args[0], out_a, out_i, _V16B), align=1)
-        return context.get_dummy_value()
-    return types.none(out, out_index, acc, col_term, multiplier, column, zero_point, low, high), codegen
-
-
 def pack16(wq):
     """wq (N, K) int8 -> the vpdpbusd layout [N/16][K/4][16][4] as flat int32 words, K and N zero-padded."""
     n_rows, depth = wq.shape
@@ -149,8 +112,7 @@ gemm16_requant_kernel = ParallelKernel(_gemm16_requant_kernel)
 def gemm16_requant_reference(x, w_rows, col_term, multiplier, out_zp, qmin, qmax):
     """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp)."""
     acc = x.astype(np.int64) @ w_rows.astype(np.int64).T + col_term[:w_rows.shape[0]]
-    scaled = acc.astype(np.int32).astype(np.float32) * multiplier
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+    return requantize_reference(acc.astype(np.int32), multiplier, out_zp, qmin, qmax)
 
 
 def _words(rows, groups):
@@ -316,8 +278,7 @@ def depthwise_qconv2d_reference(x, x_zp, w_centred, bias_q, multiplier, out_zp, 
     windows = sliding_window_view(centred, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(1, 2))
     windows = windows[:, ::sh, ::sw, :, ::dh, ::dw][:, :out_size[0], :out_size[1]]          # (N, Ho, Wo, C, kh, kw)
     acc = np.einsum("npqcij,ijc->npqc", windows, w_centred.astype(np.int64)) + bias_q
-    scaled = acc.astype(np.float32) * multiplier
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+    return requantize_reference(acc, multiplier, out_zp, qmin, qmax)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -533,5 +494,4 @@ def quantized_conv2d_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, o
     if bias_q is not None:
         acc = acc + bias_q[:, None, None]
     multiplier = requantize_multiplier(x_scale, np.broadcast_to(w_scales, (out_channels,)), out_scale)
-    scaled = acc.astype(np.float32) * multiplier[:, None, None]
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, out_zp if relu else 0, qmax).astype(np.uint8)
+    return requantize_reference(acc, multiplier[:, None, None], out_zp, out_zp if relu else 0, qmax)

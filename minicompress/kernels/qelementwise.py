@@ -30,6 +30,7 @@ Kernels assume validated, C-contiguous input; `requantize` and `quantized_add` v
 import numpy as np
 from numba import njit, prange
 
+from .epilogue import requantize_reference, requantize_value, round_to_quantized, round_to_quantized_reference
 from .simd import fma32
 from .threads import ParallelKernel, threads_for
 
@@ -114,24 +115,7 @@ def requantize_multiplier(x_scale, w_scales, out_scale):
 
 
 # --------------------------------------------------------------------------------------------------
-# Requantization: int32 accumulators -> uint8
-
-
-def _round_to_quantized(scaled, out_zp, qmin, qmax):
-    """clamp(round_half_even(scaled) + out_zp, qmin, qmax) as uint8. Clamping in floating point first keeps
-    the float -> int conversion in range whatever `scaled` is."""
-    return np.uint8(min(max(np.rint(scaled) + out_zp, qmin), qmax))
-
-
-round_to_quantized = njit(cache=True)(_round_to_quantized)
-
-
-def _requantize_value(acc, multiplier, out_zp, qmin, qmax):
-    """One accumulator: float32(acc) * multiplier in float32, then round and clamp."""
-    return round_to_quantized(np.float32(acc) * multiplier, out_zp, qmin, qmax)
-
-
-requantize_value = njit(cache=True)(_requantize_value)
+# Requantization: int32 accumulators -> uint8 (the formula itself is epilogue.py's)
 
 
 def _requantize_rows(acc, multiplier, out_zp, qmin, qmax):
@@ -148,9 +132,7 @@ def _requantize_rows(acc, multiplier, out_zp, qmin, qmax):
 requantize_rows = ParallelKernel(_requantize_rows)
 
 
-def requantize_rows_reference(acc, multiplier, out_zp, qmin, qmax):
-    scaled = acc.astype(np.float32) * multiplier                       # float32 product, as the kernel
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+requantize_rows_reference = requantize_reference
 
 
 def requantize(acc, multiplier, out_zp, qmin=QUINT8_MIN, qmax=QUINT8_MAX):
@@ -232,8 +214,7 @@ qadd = ParallelKernel(_qadd)
 def qadd_reference(a, a_scale, a_zp, b, b_scale, b_zp, inv_out_scale, out_zp, qmin, qmax):
     real_a = (a.astype(np.int64) - a_zp).astype(np.float32) * a_scale        # float32 throughout
     real_b = (b.astype(np.int64) - b_zp).astype(np.float32) * b_scale
-    scaled = (real_a + real_b) * inv_out_scale
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+    return round_to_quantized_reference((real_a + real_b) * inv_out_scale, out_zp, qmin, qmax)
 
 
 def quantized_add(aq, a_scale, a_zp, bq, b_scale, b_zp, out_scale, out_zp, relu=False):

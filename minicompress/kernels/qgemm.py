@@ -35,8 +35,8 @@ Padding adds zero products, and padded columns are never stored. Model files kee
 Each task of the parallel loop owns one column panel (its packed weight stays in L2) and one tile of rows;
 rows past the last multiple of 4 get one-row tiles, so batch 1 does no wasted work. The epilogue adds
 the zero-point terms and the bias while the tile is in cache, then stores int32 (`qgemm_packed`),
-requantizes to uint8 with the ReLU / ReLU6 clamp (`qgemm_requant`, fbgemm's float32 arithmetic as
-`qelementwise.requantize_value`), or scales to float32 (`qgemm_dequant`, the dynamic Linear's output).
+requantizes to uint8 with the ReLU / ReLU6 clamp (`qgemm_requant`), or scales to float32 (`qgemm_dequant`,
+the dynamic Linear's output): `epilogue.finish_tile`, the epilogue every int8 route shares.
 """
 import os
 
@@ -45,6 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
+from .epilogue import FLOAT32, INT32, UINT8, finish_tile, requantize_reference
 from .qelementwise import (INT32_MAX, QINT8_MAX, QINT8_MIN, QUINT8_MAX, QUINT8_MIN, check_accumulator_range,
                            check_zero_point, per_channel)
 from .threads import ParallelKernel, threads_for
@@ -298,53 +299,6 @@ _TILES = {
 # The driver: tasks over (column panel, row tile), then the epilogue on the tile
 
 
-def _requantize_f32(acc, multiplier, out_zp, qmin, qmax):
-    """`qelementwise.requantize_value` with the zero point and clamp in float32 (out_zp, qmin, qmax given
-    as float32), so that the loop vectorises in 16 float32 lanes. The same result: round_half_even(...)
-    is an integer-valued float32, and adding out_zp in float32 is exact below 2**24, while anything
-    larger clamps to the same bound either way."""
-    rounded = np.rint(np.float32(acc) * multiplier)
-    return np.uint8(np.int32(min(max(rounded + out_zp, qmin), qmax)))
-
-
-requantize_f32 = njit(cache=True, inline="always")(_requantize_f32)
-
-
-def _epilogue(scratch, rows, width, m0, n0, count, x_sums, w_zps, col_terms, has_zero_points, multiplier,
-              out_zp, qmin, qmax, bias_f, acc_out, q_out, f_out, mode):
-    """Finish one tile: raw sums + col_terms[n] (- w_zps[n] * x_sums[m]), in wrapping int32 (exact, as
-    the result fits int32), then by `mode`: INT32 stores it, UINT8 requantizes it, FLOAT32 scales it to
-    float32 (fma(float32(acc), multiplier, bias_f) when bias_f is not empty). Every array is sliced to the
-    tile first, so that its indices start at 0 (an offset index defeats the vectoriser: Numba's
-    negative-index wraparound turns each load into a gather)."""
-    cols, zps = col_terms[n0:n0 + count], w_zps[n0:n0 + count]
-    for r in range(rows):
-        m, tile = m0 + r, scratch[r * width:r * width + count]
-        if has_zero_points:
-            row_term = x_sums[m]
-            for j in range(count):
-                tile[j] = np.int32(tile[j] + cols[j] - np.int32(zps[j] * row_term))
-        else:
-            for j in range(count):
-                tile[j] = np.int32(tile[j] + cols[j])
-        if mode == UINT8:
-            out, scales = q_out[m, n0:n0 + count], multiplier[n0:n0 + count]
-            for j in range(count):
-                out[j] = requantize_f32(tile[j], scales[j], out_zp, qmin, qmax)
-        elif mode == FLOAT32:
-            real, scales = f_out[m, n0:n0 + count], multiplier[n0:n0 + count]
-            if bias_f.shape[0] == 0:
-                for j in range(count):
-                    real[j] = np.float32(tile[j]) * scales[j]
-            else:
-                bias = bias_f[n0:n0 + count]
-                for j in range(count):
-                    real[j] = simd.fma32(np.float32(tile[j]), scales[j], bias[j])
-        else:
-            acc_out[m, n0:n0 + count] = tile
-
-
-epilogue = njit(cache=True)(_epilogue)
 
 
 def _driver(tile4, tile1, width):
@@ -369,8 +323,8 @@ def _driver(tile4, tile1, width):
                 m0, rows = tile + 3 * full, 1
                 tile1(x, m0, w, panel, groups, scratch)
             n0 = panel * width
-            epilogue(scratch, rows, width, m0, n0, min(width, n_cols - n0), x_sums, w_zps, col_terms,
-                     has_zero_points, multiplier, zp_f, qmin_f, qmax_f, bias_f, acc_out, q_out, f_out, mode)
+            finish_tile(scratch, rows, width, m0, n0, min(width, n_cols - n0), x_sums, w_zps, col_terms,
+                        has_zero_points, multiplier, zp_f, qmin_f, qmax_f, bias_f, acc_out, q_out, f_out, mode)
     return gemm
 
 
@@ -381,7 +335,6 @@ def _kernel(route):
 
 
 _KERNELS = {route: _kernel(route) for route in ROUTES}     # compiled at first call, on a CPU that has the route
-INT32, UINT8, FLOAT32 = 0, 1, 2                              # what the epilogue stores
 _NO_INT32, _NO_UINT8, _NO_FLOAT32 = np.empty((0, 0), np.int32), np.empty((0, 0), np.uint8), np.empty((0, 0), np.float32)
 _NO_VECTOR = np.empty(0, np.float32)
 
@@ -512,8 +465,7 @@ def qgemm_reference(xq, x_zp, wq, w_zps, bias_q):
 
 def qgemm_requant_reference(xq, x_zp, wq, w_zps, bias_q, multiplier, out_zp, qmin, qmax):
     """qgemm_reference, then float32(acc) * multiplier rounded half to even, + out_zp, clamped."""
-    scaled = qgemm_reference(xq, x_zp, wq, w_zps, bias_q).astype(np.float32) * multiplier
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, qmin, qmax).astype(np.uint8)
+    return requantize_reference(qgemm_reference(xq, x_zp, wq, w_zps, bias_q), multiplier, out_zp, qmin, qmax)
 
 
 def qgemm_dequant_reference(xq, x_zp, wq, w_zps, multiplier, bias):

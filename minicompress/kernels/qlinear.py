@@ -31,6 +31,7 @@ import numpy as np
 from .qelementwise import (INT32_MAX, QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point, per_channel,
                            requantize_multiplier)
+from .epilogue import requantize_reference
 from .qgemm import pack_weight, qgemm_requant_unchecked
 
 # --------------------------------------------------------------------------------------------------
@@ -129,5 +130,4 @@ def quantized_linear_reference(xq, x_scale, x_zp, wq, w_scales, w_zps, bias_q, o
     if bias_q is not None:
         acc = acc + bias_q
     multiplier = requantize_multiplier(x_scale, np.broadcast_to(w_scales, (wq.shape[0],)), out_scale)
-    scaled = acc.astype(np.float32) * multiplier
-    return np.clip(np.rint(scaled).astype(np.float64) + out_zp, out_zp if relu else 0, 255).astype(np.uint8)
+    return requantize_reference(acc, multiplier, out_zp, out_zp if relu else 0, QUINT8_MAX)

@@ -19,6 +19,7 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 
+from .epilogue import round_to_quantized
 from .threads import ParallelKernel
 
 
@@ -131,7 +132,7 @@ def _add_flat(a, a_scale, a_zp, b, b_scale, b_zp, inv_out_scale, out_zp, qmin, q
     zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
     for i in prange(a.size):
         real = np.float32(np.int32(a[i]) - za) * a_scale + np.float32(np.int32(b[i]) - zb) * b_scale
-        out[i] = np.uint8(np.int32(min(max(np.rint(real * inv_out_scale) + zp, lo), hi)))
+        out[i] = round_to_quantized(real * inv_out_scale, zp, lo, hi)
     return out
 
 
