@@ -24,3 +24,16 @@ def x86_engine():
     torch.backends.quantized.engine = "x86"
     yield
     torch.backends.quantized.engine = previous
+
+
+@pytest.fixture(scope="module")
+def fbgemm_engine():
+    """torch's quantized engine set to 'fbgemm', restored after: the kernels whose arithmetic minicompress's
+    integer kernels reproduce exactly. The 'x86' engine is fbgemm on most CPUs, but on one with AVX512-VNNI
+    it runs a convolution with symmetric weights through oneDNN (torch's should_use_onednn_quant), which
+    scales by 1 / out_scale and so can put an exact tie (an accumulator times the multiplier = k + 0.5) on
+    the other side: a test asserting equality would pass on one CPU and fail on another."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    yield
+    torch.backends.quantized.engine = previous

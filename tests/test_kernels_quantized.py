@@ -1,7 +1,7 @@
 """The integer kernels (kernels/qlinear, qconv, qelementwise) against their NumPy twins, exactly (the
-results are integers), and against torch's quantized modules on the x86 engine fed the same codes and
-qparams: torch.ao.nn.quantized.Linear / Conv2d (and the intrinsic *ReLU modules), torch.ops.quantized.add
-/ add_relu, torch.relu and quantized ReLU6.
+results are integers), and against torch's quantized modules on the fbgemm engine (what torch's x86 engine
+runs on CPUs without VNNI) fed the same codes and qparams: torch.ao.nn.quantized.Linear / Conv2d (and the
+intrinsic *ReLU modules), torch.ops.quantized.add / add_relu, torch.relu and quantized ReLU6.
 
 Why torch may differ by one step, and only where there is a bias: torch's x86 modules keep the bias in
 float and add bias / (x_scale * w_scale) to the int32 accumulator unrounded; these kernels take the bias
@@ -36,8 +36,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWa
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _engine(x86_engine):
-    """Every test here compares with torch's x86 quantized engine."""
+def _engine(fbgemm_engine):
+    """Every test here compares with torch's fbgemm kernels, the same on every CPU for 7-bit activations
+    (see `conftest.fbgemm_engine` for why not the 'x86' engine, which on VNNI CPUs is partly oneDNN)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,12 +31,16 @@ from strategies import arrays
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
-# Measured on 600 random LSTM / GRU configurations (the sizes the tests draw): usually at most 6e-7 of
-# the output range, from last-bit differences between NumPy's and torch's sigmoid / tanh. In 3 of 300 LSTM
-# configurations such a difference moved a hidden state across a rounding boundary of its 7-bit
-# quantization, one level, which propagates: worst 7.4e-4. With torch's sigmoid / tanh in the cell the
-# outputs are bit-identical (test_rnn_projections_are_bit_exact_with_torch_cell_math).
-RNN_RELATIVE_BOUND = 1e-3
+# Measured on 600 random LSTM / GRU configurations (the sizes the tests draw): usually at most 1.1e-6 of
+# the output range, from last-bit differences between NumPy's and torch's sigmoid / tanh. Rarely (3 of 300
+# LSTM configurations once, none of 300 another time) such a difference moves a hidden state across a
+# rounding boundary of the next step's 7-bit input quantization: one input code one level off, 1/127 of
+# that input's range, carried through weights of magnitude <= 1 / sqrt(hidden_size) and gates of slope
+# <= 1 (seen: 7.4e-4 and 1.07e-3 of the output range, the latter with hidden_size 1 and a narrow output).
+# The bound admits one such level (1e-2 > 1/127); a mistake in the cell's math (a gate order, a bias)
+# moves outputs by a large part of their range. With torch's sigmoid / tanh in the cell the outputs are
+# bit-identical (test_rnn_projections_are_bit_exact_with_torch_cell_math).
+RNN_RELATIVE_BOUND = 1e-2
 
 
 def _torch_quantize_dynamic(model, spec):
