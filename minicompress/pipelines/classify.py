@@ -19,7 +19,6 @@ at batch 1 and batch 64 (median of repeated runs), and ratios against the teache
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 from ..training import accuracy, fit, latency_per_image, parameter_count
 from ..optim import Adam
@@ -29,18 +28,8 @@ from .stages import prune_model, quantize_model
 QUANTIZE_MODES = ("static", "dynamic", "qat", "none")
 
 
-@dataclass
-class StageResult:
-    stage: str
-    accuracy: float
-    parameters: int
-    bytes: int
-    latency_b1_ms: float
-    latency_b64_ms: float
-    size_vs_teacher: float = 0.0
-    size_vs_student: float = 0.0
-    speedup_vs_teacher_b1: float = 0.0
-    speedup_vs_student_b1: float = 0.0
+# One stage's row of the digits job's table: stage, accuracy, then the cost fields every job shares.
+StageResult = report.stage_row("StageResult", [("accuracy", float)], __name__)
 
 
 class Report(report.Report):

@@ -34,32 +34,20 @@ column's place.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 from .. import nn
 from ..detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
 from ..kernels.threads import blas_threads
 from ..models.detector import QuantizedUpsample
 from ..training import latency_per_image, parameter_count
-from .report import BATCH_LATENCIES, COST_COLUMNS, Report
+from .report import BATCH_LATENCIES, COST_COLUMNS, Report, stage_row
 from .stages import prune_model
 
 DETECT_QUANTIZE_MODES = ("static", "none")
 
 
-@dataclass
-class DetectionStageResult:
-    stage: str
-    map_50: float
-    map: float
-    parameters: int
-    bytes: int
-    latency_b1_ms: float
-    latency_b64_ms: float
-    size_vs_teacher: float = 0.0
-    size_vs_student: float = 0.0
-    speedup_vs_teacher_b1: float = 0.0
-    speedup_vs_student_b1: float = 0.0
+# One stage's row of the detection job's table: stage, mAP@0.5, mAP, then the cost fields every job shares.
+DetectionStageResult = stage_row("DetectionStageResult", [("map_50", float), ("map", float)], __name__)
 
 
 class DetectionReport(Report):

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 
 
 @dataclass
@@ -130,6 +130,24 @@ COST_COLUMNS = (("parameters", "parameters", "{:,}"), ("bytes", "bytes", "{:,}")
                 ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
                 ("x faster than student (batch 1)", "speedup_vs_student_b1", "{:.2f}"))
 BATCH_LATENCIES = (("latency_b1_ms", "batch 1"), ("latency_b64_ms", "batch 64"))
+
+# The fields behind COST_COLUMNS, in a row's order after its quality fields; the ratios are filled by
+# `Report.set_ratios`.
+COST_FIELDS = (("parameters", int), ("bytes", int), ("latency_b1_ms", float), ("latency_b64_ms", float),
+               ("size_vs_teacher", float, field(default=0.0)), ("size_vs_student", float, field(default=0.0)),
+               ("speedup_vs_teacher_b1", float, field(default=0.0)),
+               ("speedup_vs_student_b1", float, field(default=0.0)))
+
+
+def stage_row(name, quality_fields, module=None):
+    """A job's row dataclass: `stage`, then its quality fields ((name, type) pairs), then COST_FIELDS.
+
+        StageResult = stage_row("StageResult", [("accuracy", float)])
+        StageResult("student", 0.98, 10474, 44712, 0.9, 0.1)      # stage, accuracy, parameters, bytes, ms, ms
+    """
+    row = make_dataclass(name, [("stage", str), *quality_fields, *COST_FIELDS])
+    row.__module__ = module or row.__module__
+    return row
 
 
 class OutputFolderError(ValueError):
