@@ -407,7 +407,8 @@ def test_bench_onnx_takes_one_samples_shape_or_the_full_shape(dynamic_onnx, shap
 
 @pytest.mark.parametrize("shape, message", [("12,20", "has 2 dims; the model's input 'x' is [?, 3, ?, ?]: give"),
                                             ("1,1,3,12,20", "has 5 dims"), ("3,0,20", "positive integers"),
-                                            ("1,2,12,20", "dim 1 is 2; the model's input 'x' is [?, 3, ?, ?]")])
+                                            ("1,2,12,20", "the input has 2 channels; the model's first layer "
+                                                          "expects 3 (the model's input 'x' is [?, 3, ?, ?])")])
 def test_bench_onnx_refuses_a_shape_of_another_rank_or_channels(dynamic_onnx, shape, message, capsys):
     assert cli.main(["bench", str(dynamic_onnx), "--input-shape", shape]) == 2
     _one_error_line(capsys, message)
@@ -416,3 +417,19 @@ def test_bench_onnx_refuses_a_shape_of_another_rank_or_channels(dynamic_onnx, sh
 def test_bench_model_file_takes_the_full_shape_too(model_file, capsys):
     assert cli.main(["bench", str(model_file), "--batch-sizes", "2", "--input-shape", "1,1,8,8"]) == 0
     assert "batch    2: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", ["3,8,8", "1,3,8,8"])
+def test_bench_names_the_channels_of_a_one_channel_model(model_file, shape, capsys):
+    assert cli.main(["bench", str(model_file), "--input-shape", shape]) == 2
+    _one_error_line(capsys, f"--input-shape {shape}: the input has 3 channels; the model's first layer expects 1")
+
+
+def test_bench_of_a_model_without_input_shape_names_the_channels(tmp_path, capsys):
+    """A model file recording no input shape runs the given one; its first conv names the channels."""
+    mc.manual_seed(0)
+    path = tmp_path / "bare.npz"
+    io.save(nn.create_mobile_classifier(10, 1).eval(), path)
+    assert cli.main(["bench", str(path), "--input-shape", "3,8,8", "--batch-sizes", "1"]) == 2
+    assert "the input has 3 channels; the convolution expects 1" in capsys.readouterr().err
+

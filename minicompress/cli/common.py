@@ -72,7 +72,8 @@ def given_sample_shape(given, declared, name=None):
 
     `declared` is the input's full declared shape ([batch, C, H, W]; ints, or str / None / negative for
     dynamic dims) or None when the model declares none; then `given` is one sample's shape, as before. The
-    static dims of `declared` are checked here, before any work."""
+    static dims of `declared` are checked here, before any work; for an (N, C, ...) input, a mismatch of C is
+    named as the channels."""
     try:
         shape = tuple(int(v) for v in given.split(","))
     except ValueError:
@@ -89,6 +90,9 @@ def given_sample_shape(given, declared, name=None):
         raise CommandError(f"--input-shape {given} has {len(shape)} dims; {declared_as}: {shape_forms(rank)}")
     for axis, (want, got) in enumerate(zip(declared[1:], shape), start=1):
         if isinstance(want, int) and want >= 0 and want != got:
+            if axis == 1 and rank >= 3:     # (N, C, ...): name the channels, what a first conv layer reads
+                raise CommandError(f"--input-shape {given}: the input has {got} channels; the model's first layer "
+                                   f"expects {want} ({declared_as})")
             raise CommandError(f"--input-shape {given}: dim {axis} is {got}; {declared_as}")
     return shape
 
