@@ -380,13 +380,14 @@ def test_predict_onnx_refuses_input_of_the_wrong_shape_and_two_inputs(onnx_files
 
 @pytest.fixture(scope="module")
 def dynamic_onnx(tmp_path_factory):
-    """A Conv + GlobalAveragePool model whose input is [-1, 3, -1, -1] (PaddlePaddle's dynamic dims)."""
+    """A Conv + GlobalAveragePool + Flatten model whose input is [-1, 3, -1, -1] (PaddlePaddle's dynamic dims)."""
     onnx = pytest.importorskip("onnx")
     h = onnx.helper
     weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
-    graph = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"]), h.make_node("GlobalAveragePool", ["y"], ["z"])],
+    graph = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"]), h.make_node("GlobalAveragePool", ["y"], ["p"]),
+                          h.make_node("Flatten", ["p"], ["z"])],
                          "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, -1, -1])],
-                         [h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [-1, 4, 1, 1])],
+                         [h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [-1, 4])],
                          [onnx.numpy_helper.from_array(weight, "w")])
     path = tmp_path_factory.mktemp("cli_dynamic") / "dynamic.onnx"
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=8), str(path))
@@ -432,4 +433,14 @@ def test_bench_of_a_model_without_input_shape_names_the_channels(tmp_path, capsy
     io.save(nn.create_mobile_classifier(10, 1).eval(), path)
     assert cli.main(["bench", str(path), "--input-shape", "3,8,8", "--batch-sizes", "1"]) == 2
     assert "the input has 3 channels; the convolution expects 1" in capsys.readouterr().err
+
+
+def test_predict_onnx_with_dynamic_dims_takes_any_size_the_graph_accepts(dynamic_onnx, tmp_path, capsys):
+    x = np.random.default_rng(0).random((2, 3, 12, 20), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["predict", str(dynamic_onnx), str(tmp_path / "x.npy")]) == 0
+    assert len([l for l in capsys.readouterr().out.splitlines() if l.startswith("sample")]) == 2
+    np.save(tmp_path / "bad.npy", x[:, :2])
+    assert cli.main(["predict", str(dynamic_onnx), str(tmp_path / "bad.npy")]) == 2
+    _one_error_line(capsys, "must have shape [?, 3, ?, ?], got (2, 2, 12, 20)")
 
