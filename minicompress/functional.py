@@ -145,11 +145,11 @@ def _check_conv2d(input, weight, bias, stride, padding, dilation, groups):
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     channels, out_channels = input.shape[1], weight.shape[0]
-    if channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide both in_channels ({channels}) and out_channels ({out_channels})")
     if weight.shape[1] * groups != channels:
-        raise ValueError(f"input has {channels} channels but weight of shape {weight.shape} with groups={groups} "
-                         f"expects {weight.shape[1] * groups}")
+        raise ValueError(f"the input has {channels} channels; the convolution expects {weight.shape[1] * groups} "
+                         f"(weight {weight.shape}, groups={groups})")
+    if out_channels % groups:
+        raise ValueError(f"groups={groups} must divide both in_channels ({channels}) and out_channels ({out_channels})")
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
     _check_same_dtype("conv2d", input=input, weight=weight, bias=bias)

@@ -376,3 +376,71 @@ def test_predict_onnx_refuses_input_of_the_wrong_shape_and_two_inputs(onnx_files
     _one_error_line(capsys, "expected (1, 8, 8)")
     assert cli.main(["predict", path, str(tmp_path / "x.npy"), "--input", str(tmp_path / "x.npy")]) == 2
     _one_error_line(capsys, "not both")
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(tmp_path_factory):
+    """A Conv + GlobalAveragePool + Flatten model whose input is [-1, 3, -1, -1] (PaddlePaddle's dynamic dims)."""
+    onnx = pytest.importorskip("onnx")
+    h = onnx.helper
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"]), h.make_node("GlobalAveragePool", ["y"], ["p"]),
+                          h.make_node("Flatten", ["p"], ["z"])],
+                         "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, -1, -1])],
+                         [h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [-1, 4])],
+                         [onnx.numpy_helper.from_array(weight, "w")])
+    path = tmp_path_factory.mktemp("cli_dynamic") / "dynamic.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+def test_bench_onnx_with_dynamic_dims_asks_for_either_shape_form(dynamic_onnx, capsys):
+    assert cli.main(["bench", str(dynamic_onnx), "--batch-sizes", "1"]) == 2
+    _one_error_line(capsys, "input 'x'", "3 dims of one sample or all 4 dims", "--batch-sizes")
+
+
+@pytest.mark.parametrize("shape", ["3,12,20", "1,3,12,20", "5,3,12,20"])
+def test_bench_onnx_takes_one_samples_shape_or_the_full_shape(dynamic_onnx, shape, capsys):
+    assert cli.main(["bench", str(dynamic_onnx), "--batch-sizes", "1,2", "--input-shape", shape]) == 0
+    out = capsys.readouterr().out
+    assert "batch    1: minicompress" in out and "batch    2: minicompress" in out
+
+
+@pytest.mark.parametrize("shape, message", [("12,20", "has 2 dims; the model's input 'x' is [?, 3, ?, ?]: give"),
+                                            ("1,1,3,12,20", "has 5 dims"), ("3,0,20", "positive integers"),
+                                            ("1,2,12,20", "the input has 2 channels; the model's first layer "
+                                                          "expects 3 (the model's input 'x' is [?, 3, ?, ?])")])
+def test_bench_onnx_refuses_a_shape_of_another_rank_or_channels(dynamic_onnx, shape, message, capsys):
+    assert cli.main(["bench", str(dynamic_onnx), "--input-shape", shape]) == 2
+    _one_error_line(capsys, message)
+
+
+def test_bench_model_file_takes_the_full_shape_too(model_file, capsys):
+    assert cli.main(["bench", str(model_file), "--batch-sizes", "2", "--input-shape", "1,1,8,8"]) == 0
+    assert "batch    2: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", ["3,8,8", "1,3,8,8"])
+def test_bench_names_the_channels_of_a_one_channel_model(model_file, shape, capsys):
+    assert cli.main(["bench", str(model_file), "--input-shape", shape]) == 2
+    _one_error_line(capsys, f"--input-shape {shape}: the input has 3 channels; the model's first layer expects 1")
+
+
+def test_bench_of_a_model_without_input_shape_names_the_channels(tmp_path, capsys):
+    """A model file recording no input shape runs the given one; its first conv names the channels."""
+    mc.manual_seed(0)
+    path = tmp_path / "bare.npz"
+    io.save(nn.create_mobile_classifier(10, 1).eval(), path)
+    assert cli.main(["bench", str(path), "--input-shape", "3,8,8", "--batch-sizes", "1"]) == 2
+    assert "the input has 3 channels; the convolution expects 1" in capsys.readouterr().err
+
+
+def test_predict_onnx_with_dynamic_dims_takes_any_size_the_graph_accepts(dynamic_onnx, tmp_path, capsys):
+    x = np.random.default_rng(0).random((2, 3, 12, 20), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["predict", str(dynamic_onnx), str(tmp_path / "x.npy")]) == 0
+    assert len([l for l in capsys.readouterr().out.splitlines() if l.startswith("sample")]) == 2
+    np.save(tmp_path / "bad.npy", x[:, :2])
+    assert cli.main(["predict", str(dynamic_onnx), str(tmp_path / "bad.npy")]) == 2
+    _one_error_line(capsys, "must have shape [?, 3, ?, ?], got (2, 2, 12, 20)")
+

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicompress as mc
-from minicompress import nn
+from minicompress import functional as F, nn
 from torch_twins import MobileClassifier as TorchMobileClassifier
 from torch_twins import load_into
 
@@ -117,6 +117,22 @@ def test_layers_reject_bad_arguments():
         nn.BatchNorm2d(3)(mc.randn(2, 3))
     with pytest.raises(ValueError, match="in_features"):
         nn.Linear(0, 3)
+
+
+@pytest.mark.parametrize("channels, groups", [(1, 1), (4, 4), (4, 2)])
+@pytest.mark.parametrize("grad", [True, False])
+def test_conv_names_the_input_channels_it_expects(channels, groups, grad):
+    """A 3-channel input to a conv of another in_channels is refused, as torch refuses it, in the user's
+    terms: the input's channels and the layer's (with and without grad: the fused inference route)."""
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(RuntimeError):
+        torch.nn.Conv2d(channels, 4, 3, groups=groups)(torch.from_numpy(x))
+    layer = nn.Conv2d(channels, 4, 3, groups=groups)
+    with mc.enable_grad() if grad else mc.no_grad():
+        with pytest.raises(ValueError, match=f"the input has 3 channels; the convolution expects {channels} "):
+            layer(mc.tensor(x))
+        with pytest.raises(ValueError, match=f"the input has 3 channels; the convolution expects {channels} "):
+            F.conv2d_fused_inference(mc.tensor(x), layer.weight, layer.bias, groups=groups)
 
 
 @pytest.mark.parametrize("make, shape", [(lambda: nn.Linear(3, 4), (2, 3)), (lambda: nn.Conv2d(2, 3, 3), (1, 2, 5, 5)),

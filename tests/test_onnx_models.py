@@ -219,3 +219,31 @@ def test_inputs_are_checked_against_the_graph():
         model(seeded(0, 1, 1, 9, 8))
     with pytest.raises(TypeError, match="dtype float32"):
         model(np.zeros((1, 1, 8, 8), np.int64))
+
+
+def test_negative_dim_value_is_a_dynamic_dimension():
+    """PaddlePaddle's exporter writes a dynamic dimension as dim_value -1; onnxruntime reads it as dynamic,
+    so any size is accepted there, and the static dimensions are still checked."""
+    h = onnx.helper
+    weight = seeded(0, 4, 3, 3, 3)
+    graph = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["y"], ["z"])],
+                         "paddle_like", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 3, -1, -1])],
+                         [h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [-1, 4, -1, -1])],
+                         [onnx.numpy_helper.from_array(weight, "w")])
+    data = h.make_model(graph, opset_imports=[h.make_opsetid("", 11)], ir_version=8).SerializeToString()
+    model = mco.load(data)
+    assert model.inputs[0]["shape"] == [None, 3, None, None]
+    for shape in [(6, 3, 48, 192), (1, 3, 5, 7)]:
+        x = seeded(1, *shape)
+        expected = ort_session(data).run(None, {"x": x})[0]
+        with mc.no_grad():
+            got = model(x).numpy()
+        # one 27-term dot product per output: float32 rounding of the two summation orders
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"must have shape \[\?, 3, \?, \?\]"):
+        model(seeded(0, 1, 2, 8, 8))
+    spec = dict(model.inputs[0], shape=[-1, 3, -1, -1])   # a graph module saved with the raw -1 runs too
+    raw = GraphModule([spec], model.outputs, model.nodes, dict(model.named_children()),
+                      {v: model._buffers[b].data for v, (b, _) in model.constants.items()})
+    with mc.no_grad():
+        assert raw(seeded(1, 2, 3, 4, 5)).shape == (2, 4, 4, 5)

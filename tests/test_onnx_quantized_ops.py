@@ -164,3 +164,39 @@ def test_qlinear_softmax_and_qgemm(shape, seed):
               ("bz", np.int8(0)), ("c", rng.integers(-500, 500, n).astype(np.int32)), ("ys", np.float32(0.05)),
               ("yz", np.uint8(100))]
     assert_within_one_step(*run_both("QGemm", inputs, {"transB": 1}, constants=("b", "bs", "bz", "c"), **ms))
+
+
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_qlinear_conv_with_a_large_bias_on_small_weights_runs_as_onnxruntime(x_dtype, depthwise):
+    """onnxruntime's quantizer stores a near-dead channel's bias, at a tiny weight scale, close to 2^31: the
+    worst case over all weights (depth * 255^2 + |bias|) overflows int32, the bound on the actual weights
+    (255 * sum |w - w_zp| + |bias|) does not, and onnxruntime runs it. Channels 0, 1 and 3 are such (+, -,
+    and exactly at the bound), about 21 output steps from the zero point, so a wrapped accumulator would
+    show; channel 2 is an ordinary one. Within one output step of onnxruntime, as test_qlinear_conv."""
+    rng = np.random.default_rng(0)
+    c_in = c_out = 4
+    group = c_in if depthwise else 1
+    x = codes(rng, (2, c_in, 6, 7), x_dtype)
+    w = rng.integers(-2, 3, (c_out, c_in // group, 3, 3)).astype(np.int8)
+    bias = np.array([2147268896, -2147268896, 1000, 0], np.int32)
+    bias[3] = -(2**31 - 1 - 255 * np.abs(w[3].astype(np.int64)).sum())
+    inputs = [("x", x), ("xs", np.float32(0.02)), ("xz", codes(rng, (), x_dtype)), ("w", w),
+              ("ws", np.array([1e-9, 1e-9, 0.01, 1e-9], np.float32)), ("wz", np.zeros(c_out, np.int8)),
+              ("ys", np.float32(0.002)), ("yz", np.array(0 if x_dtype == np.int8 else 128, x_dtype)), ("b", bias)]
+    attrs = {"pads": [1, 1, 1, 1], "group": group}
+    ours, theirs = run_both("QLinearConv", inputs, attrs, constants=("w", "ws", "wz", "b"))
+    assert_within_one_step(ours, theirs)
+    centred = theirs[0].astype(np.int64) - int(inputs[7][1])
+    assert (np.abs(centred[:, [0, 1, 3]] - np.array([21, -21, -21])[:, None, None]) <= 1).all()
+
+
+def test_qlinear_conv_whose_accumulator_can_overflow_is_refused_naming_the_channel():
+    rng = np.random.default_rng(0)
+    w = np.full((2, 1, 3, 3), 3, np.int8)
+    bias = np.array([0, 2**31 - 1 - 255 * 27 + 1], np.int32)
+    inputs = [("x", codes(rng, (1, 1, 4, 4), np.uint8)), ("xs", np.float32(0.02)), ("xz", np.uint8(0)), ("w", w),
+              ("ws", np.float32(1e-4)), ("wz", np.zeros((), np.int8)), ("ys", np.float32(4000.0)),
+              ("yz", np.uint8(0)), ("b", bias)]
+    with pytest.raises(ValueError, match=r"output channel 1: 255 \* sum \|w - w_zp\| \+ \|bias\| = 2147483648"):
+        run_both("QLinearConv", inputs, {"pads": [1, 1, 1, 1]}, constants=("w", "ws", "wz", "b"))

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from onnx_harness import assert_matches
+from onnx_harness import assert_matches, run_both
 
 SETTINGS = settings(max_examples=12, deadline=None)
 shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5)
@@ -212,6 +212,19 @@ def test_dropout_and_identity_at_inference(opset):
     x = arange((2, 3))
     assert_matches("Dropout", [("x", x)], opset=opset)
     assert_matches("Identity", [("x", x)], opset=opset)
+
+
+@pytest.mark.parametrize("opset", [7, 9, 10, 11, 12, 13])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_mask_has_the_opsets_type_and_keeps_every_element(opset, dtype):
+    """The mask's type follows onnxruntime (the input's type T in opsets 7 to 9, bool from 10). Its values are
+    ones (every element kept: output = data * mask), as onnx's reference evaluator and onnxruntime from
+    opset 12 give; onnxruntime's opset 7-11 kernel (IdentityOp) fills the mask with zeros instead."""
+    x = arange((2, 3)).astype(dtype)
+    ours, theirs = run_both("Dropout", [("x", x)], opset=opset, n_outputs=2)
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    assert ours[1].dtype == theirs[1].dtype == (dtype if opset < 10 else np.bool_)
+    assert ours[1].shape == x.shape and (ours[1] == 1).all()
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])

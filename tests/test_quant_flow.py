@@ -193,3 +193,25 @@ def test_calibration_on_no_samples_raises_naming_data(data):
 
     with pytest.raises(ValueError, match="data"):
         quantize_static(nn.create_mobile_classifier(10, 1), data)
+
+
+def test_an_empty_batch_is_refused_before_the_observers_see_it_and_runs_as_in_torch():
+    """calibrate refuses an empty first batch by name before running it: the observers' state is as
+    prepare left it. The prepared model itself runs an empty batch as torch does, to shape (0, 10)
+    (the classifier's Flatten of (0, C, 1, 1) once failed to reshape)."""
+    from minicompress.quant.static import calibrate
+    from torch_twins import MobileClassifier
+
+    mc.manual_seed(0)
+    fused = quant.fuse_mobile_classifier(nn.create_mobile_classifier(10, 1).eval())
+    fused.qconfig = quant.get_default_qconfig("x86")
+    prepared = quant.prepare(fused)
+    before = {k: v.numpy().copy() for k, v in prepared.state_dict().items()}
+    with pytest.raises(ValueError, match="data: calibration batch 0 is empty"):
+        calibrate(prepared, [np.zeros((0, 1, 8, 8), np.float32)])
+    after = prepared.state_dict()
+    assert all(np.array_equal(v, after[k].numpy(), equal_nan=True) for k, v in before.items())
+    with torch.no_grad():
+        expected = MobileClassifier(10, 1).eval()(torch.zeros(0, 1, 8, 8)).shape
+    with mc.no_grad():
+        assert prepared(mc.zeros(0, 1, 8, 8)).shape == tuple(expected) == (0, 10)

@@ -375,6 +375,25 @@ def test_quantized_layers_refuse_float_input():
         nnq.Linear(qw, None, 0.1, 0)(mc.ones(1, 3))
 
 
+@pytest.mark.parametrize("in_channels, groups", [(1, 1), (4, 4)])
+def test_quantized_conv_names_the_input_channels_it_expects(in_channels, groups):
+    """torch's quantized conv refuses a 3-channel input to a 1-channel (or 4-channel depthwise) weight;
+    ours too, naming the input's channels and the layer's rather than the kernel's arguments."""
+    rng = np.random.default_rng(0)
+    qw, t_qw = weight_pair(rng.normal(0, 0.3, (4, in_channels // groups, 3, 3)).astype(np.float32))
+    qx, t_qx = quantized_pair(rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32), 0.01, 128)
+    theirs = tnnq.Conv2d(in_channels, 4, 3, groups=groups)
+    theirs.set_weight_bias(t_qw, None)
+    with pytest.raises(RuntimeError):
+        theirs(t_qx)
+    ours = nnq.Conv2d(qw, None, 0.05, 128, groups=groups)
+    with pytest.raises(ValueError, match=f"the input has 3 channels; the quantized convolution expects {in_channels} "):
+        ours(qx)
+    flat, _ = quantized_pair(rng.uniform(-1, 1, (3, 8, 8)).astype(np.float32), 0.01, 128)
+    with pytest.raises(ValueError, match=r"the input has shape \(3, 8, 8\), not \(N, C, H, W\)"):
+        ours(flat)
+
+
 # --------------------------------------------------------------------------------------------------
 # BN folding and QAT layers
 

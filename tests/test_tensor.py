@@ -106,6 +106,13 @@ def test_movement_ops(x):
         check_op(mc_fn, th_fn, [x])
 
 
+@pytest.mark.parametrize("shape, start, end", [((0, 16, 1, 1), 1, -1), ((2, 0, 3), 1, -1), ((0, 3), 0, -1),
+                                               ((3, 0, 2, 4), 1, 2)])
+def test_flatten_of_an_empty_tensor_as_torch(shape, start, end):
+    x = np.zeros(shape, np.float32)
+    assert mc.tensor(x).flatten(start, end).shape == tuple(torch.from_numpy(x).flatten(start, end).shape)
+
+
 def test_advanced_indexing_accumulates_repeated_indices():
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     idx = np.array([0, 2, 0, 0])

@@ -1,10 +1,10 @@
 """`minicompress bench`: latency of a model file (an .onnx file: beside onnxruntime's).
 
-    minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64] [--input-shape C,H,W]
+    minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64] [--input-shape C,H,W | N,C,H,W]
 """
 from __future__ import annotations
 
-from .common import CommandError, load_model_file
+from .common import CommandError, given_sample_shape, load_model_file
 from .onnx import load_onnx_file
 
 
@@ -12,17 +12,16 @@ def add_parsers(sub):
     ben = sub.add_parser("bench", help="latency of a model file at batch 1 and 64 (an .onnx file: onnxruntime's too)")
     ben.add_argument("model", help="a model file written by minicompress, or an .onnx file")
     ben.add_argument("--batch-sizes", default="1,64")
-    ben.add_argument("--input-shape", default=None, help="C,H,W when the model file records none")
+    ben.add_argument("--input-shape", default=None, help="one sample's C,H,W, or the full N,C,H,W (the batch then comes from --batch-sizes)")
     ben.set_defaults(run=cmd_bench)
 
 
 def _input_shape(model, given):
-    if given:
-        try:
-            return tuple(int(v) for v in given.split(","))
-        except ValueError:
-            raise CommandError(f"--input-shape must be comma-separated integers, got {given!r}")
+    """One sample's shape: --input-shape (one sample's dims, or the full shape when the model records its
+    input shape `(C, H, W)`; then C must match, H and W may differ), else the recorded `input_shape`."""
     shape = getattr(model, "input_shape", None)
+    if given:
+        return given_sample_shape(given, None if shape is None else [None, shape[0]] + [None] * (len(shape) - 1))
     if shape is None:
         raise CommandError("the model file records no input shape; pass --input-shape C,H,W")
     return tuple(shape)

@@ -54,3 +54,45 @@ def input_spec(path):
     if problem:
         raise CommandError(f"{path}: the model file's input preprocessing is malformed: {problem}")
     return spec
+
+
+def _shown(dims):
+    return "[" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in dims) + "]"
+
+
+def shape_forms(rank):
+    """How --input-shape may be written for an input of `rank` dimensions (the batch first)."""
+    return (f"give --input-shape as the {rank - 1} dims of one sample or all {rank} dims of the input "
+            "(the first, the batch, is then set by --batch-sizes)")
+
+
+def given_sample_shape(given, declared, name=None):
+    """One sample's shape from --input-shape `given`: either the dims after the batch ("3,48,320") or the
+    input's full shape ("1,3,48,320", whose batch is dropped: bench takes it from --batch-sizes).
+
+    `declared` is the input's full declared shape ([batch, C, H, W]; ints, or str / None / negative for
+    dynamic dims) or None when the model declares none; then `given` is one sample's shape, as before. The
+    static dims of `declared` are checked here, before any work; for an (N, C, ...) input, a mismatch of C is
+    named as the channels."""
+    try:
+        shape = tuple(int(v) for v in given.split(","))
+    except ValueError:
+        raise CommandError(f"--input-shape must be comma-separated integers, got {given!r}")
+    if min(shape) < 1:
+        raise CommandError(f"--input-shape must be positive integers, got {given!r}")
+    if declared is None:
+        return shape
+    rank = len(declared)
+    declared_as = f"the model's input {name + ' ' if name else ''}is {_shown(declared)}"
+    if len(shape) == rank:
+        shape = shape[1:]
+    elif len(shape) != rank - 1:
+        raise CommandError(f"--input-shape {given} has {len(shape)} dims; {declared_as}: {shape_forms(rank)}")
+    for axis, (want, got) in enumerate(zip(declared[1:], shape), start=1):
+        if isinstance(want, int) and want >= 0 and want != got:
+            if axis == 1 and rank >= 3:     # (N, C, ...): name the channels, what a first conv layer reads
+                raise CommandError(f"--input-shape {given}: the input has {got} channels; the model's first layer "
+                                   f"expects {want} ({declared_as})")
+            raise CommandError(f"--input-shape {given}: dim {axis} is {got}; {declared_as}")
+    return shape
+

@@ -120,7 +120,7 @@ def cmd_predict(args):
         raise CommandError("predict needs an input: INPUT.npy or --input INPUT.npy")
     if is_onnx_path(args.model):
         model, _ = load_onnx_file(args.model)
-        spec, shape = None, sample_shape(model, args.model, None, CommandError)
+        spec, shape = None, sample_shape(model, args.model, None, CommandError, required=False)
     else:
         model = load_model_file(args.model)
         spec = input_spec(args.model)

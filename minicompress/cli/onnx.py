@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .common import CommandError
+from .common import CommandError, given_sample_shape, shape_forms
 
 
 def is_onnx_path(path):
@@ -48,24 +48,25 @@ def load_onnx_file(path):
     return load_onnx(path, CommandError)
 
 
-def sample_shape(model, path, given, CommandError):
-    """The shape of one sample of the graph's single float32 input: --input-shape, or the declared input
-    shape without its first (batch) dimension."""
+def sample_shape(model, path, given, CommandError, required=True):
+    """The shape of one sample of the graph's single float32 input: --input-shape (one sample's dims or the
+    input's full shape, `common.given_sample_shape`), or the declared input shape without its first (batch)
+    dimension; for a declared shape with dynamic dims, None when not `required` (predict: the input's own
+    shape is checked by the graph)."""
     if len(model.inputs) != 1:
         raise CommandError(f"{path} has {len(model.inputs)} inputs {[s['name'] for s in model.inputs]}; "
                            "bench and predict run models with one input")
     spec = model.inputs[0]
     if (spec.get("dtype") or "float32") != "float32":
         raise CommandError(f"{path}: input {spec['name']!r} is {spec['dtype']}; bench and predict feed float32")
-    if given:
-        try:
-            return tuple(int(v) for v in given.split(","))
-        except ValueError:
-            raise CommandError(f"--input-shape must be comma-separated integers, got {given!r}")
     dims = spec.get("shape")
+    if given:
+        return given_sample_shape(given, dims, repr(spec["name"]))
     if not dims or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        if not required:
+            return None
         raise CommandError(f"{path}: input {spec['name']!r} has shape {dims}, not (batch, fixed dims...); "
-                           "pass --input-shape")
+                           + (shape_forms(len(dims)) if dims else "give --input-shape as one sample's dims"))
     return tuple(dims[1:])
 
 

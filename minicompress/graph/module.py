@@ -187,7 +187,8 @@ _NUMPY_KINDS = {"f": "floating-point", "i": "integer", "u": "unsigned integer", 
 
 
 def _check_input(spec, value):
-    """A Tensor for `value`, after checking its rank and static dimensions against the input's spec."""
+    """A Tensor for `value`, after checking its rank and static dimensions against the input's spec (a
+    negative dimension, as a str or None, is dynamic)."""
     if isinstance(value, Tensor):
         tensor = value
     else:
@@ -201,7 +202,7 @@ def _check_input(spec, value):
         raise TypeError(f"input {spec['name']!r} must have dtype {want}, got {tensor.dtype}")
     shape = spec.get("shape")
     if shape is not None:
-        if tensor.ndim != len(shape) or any(isinstance(d, int) and d != n for d, n in zip(shape, tensor.shape)):
+        if tensor.ndim != len(shape) or any(isinstance(d, int) and d >= 0 and d != n for d, n in zip(shape, tensor.shape)):
             raise ValueError(f"input {spec['name']!r} must have shape {format_shape(shape)}, got {tensor.shape}")
     return tensor
 

@@ -108,7 +108,10 @@ def attribute_values(node):
 
 
 def _value_shapes(model):
-    """{value name: [dim, ...]} from the graph's declarations and onnx's shape inference (None = unknown)."""
+    """{value name: [dim, ...]} from the graph's declarations and onnx's shape inference (None = unknown).
+
+    A negative `dim_value` (PaddlePaddle's exporter writes -1 for a dynamic dimension) is unknown too, as
+    onnxruntime reads it."""
     onnx = _onnx()
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -119,8 +122,8 @@ def _value_shapes(model):
     for info in list(graph.value_info) + list(graph.input) + list(graph.output):
         t = info.type.tensor_type
         if t.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                 for d in t.shape.dim]
+            shapes[info.name] = [(d.dim_value if d.dim_value >= 0 else None) if d.HasField("dim_value")
+                                 else (d.dim_param or None) for d in t.shape.dim]
     return shapes
 
 

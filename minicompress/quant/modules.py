@@ -249,6 +249,10 @@ class Conv2d(QuantizedModule):
 
     def forward(self, x):
         x = _check_input(x, type(self).__name__)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            got = f"has {x.shape[1]} channels" if x.ndim == 4 else f"has shape {tuple(x.shape)}, not (N, C, H, W)"
+            raise ValueError(f"the input {got}; the quantized convolution expects {self.in_channels} "
+                             f"(weight {tuple(self._weight.shape)}, groups={self.groups})")
         plan = _ConvPlan.of(self, x.q_scale())
         levels = x.int_repr()
         out_h, out_w = check_conv_input(levels.shape, plan.conv)

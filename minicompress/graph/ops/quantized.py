@@ -19,6 +19,7 @@ other type combinations on the NumPy reference here.
 import numpy as np
 
 from ...kernels import conv as conv_kernels
+from ...kernels.qelementwise import INT32_MAX, check_accumulator_range
 from ..registry import Op, register
 from .nn import _defaults, _pad_spatial, window_pads
 
@@ -191,11 +192,40 @@ class QLinearMatMul_21(QLinearMatMul):
     """Opset 21 adds float8 and 16-bit types; the formula is unchanged."""
 
 
+def check_accumulator_bound(w_centred, bias):
+    """Refuse a convolution or matmul whose int32 accumulator can overflow, judged on its actual weights:
+    for output channel c (the first axis of `w_centred` = w - w_zp),
+
+        |acc_c| = |sum_k (x_k - x_zp) w_c,k + bias_c| <= 255 * sum_k |w_c,k| + |bias_c|   (|x - x_zp| <= 255)
+
+    and the largest of these must fit int32, the accumulator onnxruntime's kernels use. This is tighter than
+    `qelementwise.check_accumulator_range` (depth * 255 * 255 + max |bias|, a worst case over all weights):
+    onnxruntime's quantizer stores a dead channel's bias at tiny weight scales as a value near 2^31, with
+    weights near zero, which fits. Raises ValueError naming the channel and its bound."""
+    bound = 255 * np.abs(w_centred.astype(np.int64)).reshape(w_centred.shape[0], -1).sum(axis=1)
+    if bias is not None:
+        bound = bound + np.abs(np.asarray(bias, np.int64).reshape(-1))
+    worst = int(np.argmax(bound)) if bound.size else 0
+    if bound.size and bound[worst] > INT32_MAX:
+        raise ValueError(f"output channel {worst}: 255 * sum |w - w_zp| + |bias| = {int(bound[worst])} exceeds "
+                         f"int32 ({INT32_MAX}): its accumulator can overflow")
+
+
+def _kernel_takes(depth, bias):
+    """Whether the int8 kernels' own (worst-case) accumulator check accepts a reduction of `depth` with `bias`."""
+    try:
+        check_accumulator_range(depth, bias)
+    except ValueError:
+        return False
+    return True
+
+
 @register("QLinearConv", 10)
 class QLinearConv(Op):
     """conv(x - x_zp, w - w_zp) + B (int32, scale x_scale * w_scale), requantized to y's qparams; w_scale and
     w_zero_point per tensor or per output channel. uint8 x with int8 w and symmetric pads run on
-    `quantized_conv2d`."""
+    `quantized_conv2d` when its worst-case accumulator check holds; a layer that only the bound on its
+    actual weights admits (`check_accumulator_bound`) runs on the exact NumPy route below."""
 
     def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, b=None, *,
             auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
@@ -203,8 +233,11 @@ class QLinearConv(Op):
         c_out = w.shape[0]
         w_scales = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (c_out,))
         w_zps = np.broadcast_to(np.asarray(w_zero_point, np.int64).reshape(-1), (c_out,))
+        within_worst_case = _kernel_takes(int(np.prod(w.shape[1:])), b)
+        if not within_worst_case:        # the worst case bounds the actual one: only then look at the weights
+            check_accumulator_bound(w.astype(np.int64) - w_zps.reshape(-1, 1, 1, 1), b)
         if x.dtype == np.uint8 and w.dtype == np.int8 and y_zero_point.dtype == np.uint8 and x.ndim == 4 \
-                and pads[:2] == pads[2:]:
+                and pads[:2] == pads[2:] and within_worst_case:
             from ...kernels.qconv import quantized_conv2d
             return quantized_conv2d(x, _scalar(x_scale), int(_scalar(x_zero_point)), w, w_scales, w_zps,
                                     None if b is None else b.astype(np.int32), _scalar(y_scale), int(_scalar(y_zero_point)),

@@ -24,7 +24,16 @@ class Identity(Op):
 
 @register("Dropout", 7)
 class Dropout_7(Op):
-    """Inference: the identity (and an all-true mask). `ratio` is an attribute up to opset 10."""
+    """Inference: the identity, and a mask of ones; in opsets 7 to 9 the mask has the input's type (T).
+    `ratio` is an attribute up to opset 11."""
+
+    def run(self, x, *, ratio=0.5, seed=None):
+        return x, np.ones(x.shape, dtype=x.dtype)
+
+
+@register("Dropout", 10)
+class Dropout_10(Op):
+    """Opset 10 makes the mask boolean (T1): all true at inference."""
 
     def run(self, x, *, ratio=0.5, seed=None):
         return x, np.ones(x.shape, dtype=np.bool_)
