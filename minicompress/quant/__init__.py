@@ -14,8 +14,10 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
     dynamic_quantize                      quantize_dynamic: which layers become dynamic ones, and the swap
     dfq                                   data-free quantization (Nagel et al. 2019): cross-layer equalization,
                                           high-bias absorption, empirical and analytic bias correction
+    adaround                              AdaRound (Nagel et al. 2020): learned up / down rounding of weights
 """
 from . import dtypes, qparams
+from .adaround import adaround
 from .dfq import (absorb_high_bias, correct_bias, equalize, equalize_model, find_equalization_pairs,
                   fold_all_batch_norms)
 from .dtypes import (per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric,
