@@ -183,7 +183,8 @@ def adaround(model, data, qconfig=None, iterations=1000, reg_param=0.01, beta_ra
     if not 0 <= warm_start < 1:
         raise ValueError(f"warm_start={warm_start!r} must be in [0, 1)")
     if not reg_param >= 0 or not lr > 0 or not (isinstance(batch_size, int) and batch_size > 0):
-        raise ValueError(f"reg_param={reg_param!r} must be >= 0, lr={lr!r} > 0, batch_size={batch_size!r} a positive int")
+        raise ValueError(f"reg_param={reg_param!r} must be >= 0, lr={lr!r} > 0 and batch_size={batch_size!r} "
+                         f"a positive int")
     batches = [np.asarray(x.data, np.float32) for x in _batches(data)]
     if not batches:
         raise ValueError("data holds no batches; AdaRound needs calibration data")

@@ -1,7 +1,8 @@
 """Data-free quantization: cross-layer equalization, high-bias absorption and bias correction, after
 Nagel, van Baalen, Blankevoort and Welling, "Data-Free Quantization Through Weight Equalization and Bias
-Correction" (ICCV 2019, arXiv:1906.04721; section and appendix numbers below are the paper's). The names
-follow AIMET (`aimet_torch.cross_layer_equalization`, `aimet_torch.bias_correction`).
+Correction" (ICCV 2019, arXiv:1906.04721); the sections and appendices named below are the paper's, and
+each formula is written out in full rather than cited by equation number. The names follow AIMET
+(`aimet_torch.cross_layer_equalization`, `aimet_torch.bias_correction`).
 
     stats = fold_all_batch_norms(model, example)     # BN folded (quant.fuse), its (beta, |gamma|) kept
     pairs = equalize(model, example, stats)          # cross-layer equalization, in place
@@ -38,8 +39,8 @@ where z <= 6 min(1, s). So a channel behind a ReLU6 is scaled only when the batc
 clamp out of reach, z <= beta + 3 |gamma| < 6 (the paper's 3-sigma bound, as for bias absorption), and
 then with s_c >= (beta + 3 |gamma|) / 6; a channel that can reach 6, or has no statistics, keeps s_c = 1.
 
-High-bias absorption (sec. 4.1.2). Equalizing divides b1 by s as well, and a large bias widens the
-activation range. Where the pre-activation of channel c is ~ N(beta_c, gamma_c^2) (the folded batch norm),
+High-bias absorption (sec. 4.1, "absorbing high biases"). Equalizing divides b1 by s as well, and a
+large bias widens the activation range. Where the pre-activation of channel c is ~ N(beta_c, gamma_c^2) (the folded batch norm),
 relu(z - c) = relu(z) - c whenever z >= c, which holds for 99.87 % of values with
 
     c = max(0, beta - 3 |gamma|),     b1' = b1 - c,     b2' = b2 + W2 c      (W2 c summed over kernel taps)
@@ -228,7 +229,7 @@ def equalize_pair(first, second, activation=None, upper=None):
 
 
 def equalize(model, example_inputs, stats=None, max_iter=100, tol=1e-6):
-    """Cross-layer equalization of every `find_equalization_pair` of a BN-folded float model, in place,
+    """Cross-layer equalization of every `find_equalization_pairs` pair of a BN-folded float model, in place,
     swept until max |s_c - 1| < tol (at most `max_iter` sweeps). `stats` (from `fold_all_batch_norms`)
     are rescaled with their channels; they also decide the ReLU6 channels. Returns the pairs."""
     if not isinstance(max_iter, int) or max_iter < 1:
