@@ -40,8 +40,8 @@ clamp out of reach, z <= beta + 3 |gamma| < 6 (the paper's 3-sigma bound, as for
 then with s_c >= (beta + 3 |gamma|) / 6; a channel that can reach 6, or has no statistics, keeps s_c = 1.
 
 High-bias absorption (sec. 4.1, "absorbing high biases"). Equalizing divides b1 by s as well, and a
-large bias widens the activation range. Where the pre-activation of channel c is ~ N(beta_c, gamma_c^2) (the folded batch norm),
-relu(z - c) = relu(z) - c whenever z >= c, which holds for 99.87 % of values with
+large bias widens the activation range. Where the pre-activation of channel c is ~ N(beta_c, gamma_c^2)
+(the folded batch norm), relu(z - c) = relu(z) - c whenever z >= c, which holds for 99.87 % of values with
 
     c = max(0, beta - 3 |gamma|),     b1' = b1 - c,     b2' = b2 + W2 c      (W2 c summed over kernel taps)
 
