@@ -50,6 +50,10 @@ def run(seed, epochs, bits, adaround_iterations):
 
     rows["per-channel"] = quantized(model, qconfig(True, bits))
     rows["per-tensor"] = quantized(model)
+    corrected = copy.deepcopy(model)
+    dfq.fold_all_batch_norms(corrected, EXAMPLE)
+    dfq.correct_bias(corrected, per_tensor, data=calibration)
+    rows["per-tensor + bias corr. (empirical), no CLE"] = quantized(corrected)
     cle = copy.deepcopy(model)
     stats = dfq.fold_all_batch_norms(cle, EXAMPLE)
     pairs = dfq.equalize(cle, EXAMPLE, stats)
