@@ -115,3 +115,5 @@ def test_adaround_rejects_bad_arguments_before_work():
             quant.adaround(copy.deepcopy(model), [np.zeros((1, 1, 8, 8), np.float32)], **kwargs)
     with pytest.raises(ValueError, match="data"):
         quant.adaround(model, [])
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        quant.adaround(nn.create_mobile_classifier().eval(), [np.zeros((1, 1, 8, 8), np.float32)])

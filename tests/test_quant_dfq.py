@@ -249,6 +249,8 @@ def test_correct_bias_needs_data_or_statistics():
         dfq.correct_bias(nn.Sequential(nn.Conv2d(1, 1, 1)))
     with pytest.raises(ValueError, match="example_inputs"):
         dfq.correct_bias(nn.Sequential(nn.Conv2d(1, 1, 1)), stats={})
+    with pytest.raises(ValueError, match="fold_all_batch_norms"):
+        dfq.equalize(_random_bn_classifier(0), EXAMPLE)
     with pytest.raises(ValueError, match="max_iter"):
         dfq.equalize(nn.Sequential(nn.Conv2d(1, 1, 1)), EXAMPLE, max_iter=0)
 

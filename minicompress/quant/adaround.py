@@ -185,6 +185,8 @@ def adaround(model, data, qconfig=None, iterations=1000, reg_param=0.01, beta_ra
     if not reg_param >= 0 or not lr > 0 or not (isinstance(batch_size, int) and batch_size > 0):
         raise ValueError(f"reg_param={reg_param!r} must be >= 0, lr={lr!r} > 0 and batch_size={batch_size!r} "
                          f"a positive int")
+    from .dfq import _check_folded
+    _check_folded(model, "adaround")
     batches = [np.asarray(x.data, np.float32) for x in _batches(data)]
     if not batches:
         raise ValueError("data holds no batches; AdaRound needs calibration data")

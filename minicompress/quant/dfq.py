@@ -140,6 +140,15 @@ def find_equalization_pairs(model, example_inputs):
     return [EqualizationPair(a, act, b) for a, act, b, exclusive in _links(model, example_inputs) if exclusive]
 
 
+def _check_folded(model, method):
+    """A batch norm left in the model would sit between the layers a method rescales or rounds."""
+    left = [name for name, m in model.named_modules() if isinstance(m, BatchNorm2d)]
+    if left:
+        names = ", ".join(left[:3]) + (", ..." if len(left) > 3 else "")
+        raise ValueError(f"model still has BatchNorm2d layers ({names}); {method} works on a folded model: "
+                         f"call fold_all_batch_norms(model, example_inputs) first")
+
+
 def _conv(model, name):
     return _conv_and_activation(model.get_submodule(name))[0]
 
@@ -236,6 +245,7 @@ def equalize(model, example_inputs, stats=None, max_iter=100, tol=1e-6):
         raise ValueError(f"max_iter={max_iter!r} must be a positive int")
     if not tol > 0:
         raise ValueError(f"tol={tol!r} must be positive")
+    _check_folded(model, "equalize")
     stats = {} if stats is None else stats
     pairs = find_equalization_pairs(model, example_inputs)
     for _ in range(max_iter):
