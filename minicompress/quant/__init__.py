@@ -15,6 +15,8 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
     dfq                                   data-free quantization (Nagel et al. 2019): cross-layer equalization,
                                           high-bias absorption, empirical and analytic bias correction
     adaround                              AdaRound (Nagel et al. 2020): learned up / down rounding of weights
+                                          (`quant.adaround` is the function; its helpers import from the
+                                          module: `from minicompress.quant.adaround import round_layer`)
 """
 from . import dtypes, qparams
 from .adaround import adaround
