@@ -12,8 +12,16 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
     dynamic, dynamic_rnn                  dynamically quantized layers (weights int8 ahead of time, activations
                                           quantized on the fly)
     dynamic_quantize                      quantize_dynamic: which layers become dynamic ones, and the swap
+    dfq                                   data-free quantization (Nagel et al. 2019): cross-layer equalization,
+                                          high-bias absorption, empirical and analytic bias correction
+    adaround                              AdaRound (Nagel et al. 2020): learned up / down rounding of weights
+                                          (`quant.adaround` is the function; its helpers import from the
+                                          module: `from minicompress.quant.adaround import round_layer`)
 """
 from . import dtypes, qparams
+from .adaround import adaround
+from .dfq import (absorb_high_bias, correct_bias, equalize, equalize_model, find_equalization_pairs,
+                  fold_all_batch_norms)
 from .dtypes import (per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric,
                      per_tensor_affine, per_tensor_symmetric, qint8, qint32, quint8)
 from .fake_quantize import (FakeQuantize, default_fake_quant, default_per_channel_weight_fake_quant,
