@@ -399,15 +399,33 @@ def calibrate(model, batches, method="minmax", **options):
     from .importer import load
     names = calibration_tensors(model)
     graph = load(model)
+    for spec in graph.inputs:          # some exporters write -1 for a free dimension
+        if spec.get("shape"):
+            spec["shape"] = [d if not isinstance(d, int) or d > 0 else None for d in spec["shape"]]
     calibrators = {name: Calibrator(method, **options) for name in names}
+    constants = _constant_values(model, names)
     with no_grad():
         for batch in batches:
             _, values = graph.run(batch, keep="all")
             for name in names:
-                if name in values:
-                    value = values[name]
+                value = values.get(name, constants.get(name))
+                if value is not None:
                     calibrators[name].collect(np.asarray(getattr(value, "data", value)))
     return {name: c.compute_range() for name, c in calibrators.items() if c.observed}
+
+
+def _constant_values(model, names):
+    """{name: array} of Constant nodes' outputs among `names` (a Constant read by a layer, such as a Conv
+    weight written as a Constant node, is folded into the layer and is no graph value)."""
+    from .importer import attribute_values
+    from ..graph import registry
+    wanted, out = set(names), {}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] in wanted:
+            cls = registry.resolve("", "Constant", opset, node.name)
+            out[node.output[0]] = np.asarray(cls().run(**attribute_values(node)))
+    return out
 
 
 def infer_shapes(model):
