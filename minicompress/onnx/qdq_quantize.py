@@ -35,6 +35,10 @@ from `quant.ort_calibrate`, the numbers from `quant.ort_qparams`, and the rewrit
    `t_scale`, `t_zero_point`; a weight `w` is stored as `w_quantized` and read through `w_DequantizeLinear`;
    a bias `b` as `b_quantized` (`b_quantized_scale`, `b_quantized_zero_point`) dequantized back to `b`.
 
+The ranges are calibrated on minicompress's float values, which differ from onnxruntime's in the last bits,
+so scales agree to about 1e-6 relative, not to the bit; a symmetric range (percentile, distribution) makes
+the zero point a tie (round(127.5)) that can fall on 127 here and 128 there.
+
 Op types onnxruntime treats with rules not reproduced here (Pad, Split, Gather, GatherElements, Where) are
 refused by name.
 """

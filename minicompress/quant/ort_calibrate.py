@@ -26,6 +26,11 @@ again). So these calibrators keep the batches and build the histogram when the r
 (onnxruntime's `np.asarray` also requires batches of one shape; here they are concatenated, which is the
 same array when it works.)
 
+On the same arrays the ranges are onnxruntime's to the bit. On a model, the arrays are the float graph's
+values as minicompress computes them, which differ from onnxruntime's in the last bits (another summation
+order): a range then differs by about 1e-7 relative, and where a range is symmetric, [-t, t] (percentile,
+distribution), the uint8 zero point round(127.5) is a tie that this last bit sends to 127 or 128.
+
 The observers at the bottom wrap a calibrator as a module for a QConfig: `OrtMinMaxObserver`,
 `OrtEntropyObserver`, `OrtPercentileObserver`, `OrtDistributionObserver`; `calculate_qparams()` gives
 onnxruntime's (scale, zero point) for uint8 activations.
