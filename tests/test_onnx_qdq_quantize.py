@@ -264,3 +264,34 @@ def test_ppocr_classifier_qdq_graph_equals_quantize_static():
                 or d["initializers_only_theirs"])
     assert d["weights_identical"] == d["weights"] and d["zero_points_equal"] == d["activations"] > 100
     assert d["scale_rel_diff"] <= 1e-5
+
+
+def test_an_ort_observer_in_a_qconfig_sets_the_converted_layers_scale():
+    import minicompress as mc
+    import minicompress.onnx as mco
+    from minicompress.quant import dtypes as qd
+    from minicompress.quant.observer import PerChannelMinMaxObserver
+    from minicompress.quant.qconfig import QConfig
+    from minicompress.quant.quantize_fx import convert_fx, prepare_fx
+    model = small_cnn(5, softmax=False)
+    qconfig = QConfig(activation=OrtPercentileObserver.with_args(num_bins=512, percentile=99.0),
+                      weight=PerChannelMinMaxObserver.with_args(dtype=qd.qint8, qscheme=qd.per_channel_symmetric))
+    prepared = prepare_fx(mco.load(model), qconfig)
+    x = np.random.default_rng(5).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    with mc.no_grad():
+        prepared(x[:4])
+        prepared(x[4:])
+    observers = [m for m in prepared.modules() if isinstance(m, OrtPercentileObserver)]
+    expected = set()
+    for observer in observers:
+        low, high = observer.calculate_range()
+        theirs = _ort_histogram_range("percentile", observer.calibrator.batches, 512, percentile=99.0,
+                                      symmetric=True)
+        assert (low, high) == (theirs[0], theirs[1])
+        zp, scale = quant_utils.compute_scale_zp(np.array(low), np.array(high), np.array(0, np.uint8),
+                                                 np.array(255, np.uint8))
+        expected.add(float(scale))
+    converted = convert_fx(prepared)
+    scales = {float(np.ravel(m.scale)[0]) for m in converted.modules() if hasattr(m, "scale")
+              and np.size(m.scale) == 1}
+    assert observers and scales and scales <= expected
