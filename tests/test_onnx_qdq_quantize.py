@@ -30,9 +30,11 @@ from onnxruntime.quantization import quant_utils  # noqa: E402
 logging.getLogger().setLevel(logging.ERROR)
 
 
-def small_cnn(seed, channels=8, residual=True, clip=True, softmax=True, gemm_bias=True, opset=13):
-    """conv-relu, conv (+ residual Add) -> relu, 1x1 conv -> clip(0, 6), max pool, global average pool,
-    flatten, gemm (+ softmax): the names are torch-export-like, so kept names are visible."""
+def small_cnn(seed, channels=8, residual=True, clip=True, softmax=True, gemm_bias=True, opset=13, swish=False,
+              avg_pool=False, head="gemm"):
+    """conv-relu, conv (+ residual Add) -> relu, 1x1 conv -> clip(0, 6) (, x * sigmoid(x) concatenated with x,
+    1x1 conv), max (or average) pool, global average pool, flatten (or reshape), gemm (transB=1; "gemm_t0":
+    transB=0; "matmul": MatMul + Add) (+ softmax): the names are torch-export-like, so kept names are visible."""
     rng = np.random.default_rng(seed)
     inits = []
 
@@ -58,14 +60,33 @@ def small_cnn(seed, channels=8, residual=True, clip=True, softmax=True, gemm_bia
         nodes += [helper.make_node("Conv", [last, w("c3.w", c, c, 1, 1)], ["/c3/Conv_output_0"], "/c3/Conv"),
                   helper.make_node("Clip", ["/c3/Conv_output_0", "lo", "hi"], ["/c3/Clip_output_0"], "/c3/Clip")]
         last = "/c3/Clip_output_0"
-    nodes += [helper.make_node("MaxPool", [last], ["/MaxPool_output_0"], "/MaxPool", kernel_shape=[2, 2],
-                               strides=[2, 2]),
-              helper.make_node("GlobalAveragePool", ["/MaxPool_output_0"], ["/GlobalAveragePool_output_0"], "/GAP"),
-              helper.make_node("Flatten", ["/GlobalAveragePool_output_0"], ["/Flatten_output_0"], "/Flatten")]
+    if swish:
+        nodes += [helper.make_node("Sigmoid", [last], ["/sw/Sigmoid_output_0"], "/sw/Sigmoid"),
+                  helper.make_node("Mul", [last, "/sw/Sigmoid_output_0"], ["/sw/Mul_output_0"], "/sw/Mul"),
+                  helper.make_node("Concat", ["/sw/Mul_output_0", last], ["/sw/Concat_output_0"], "/sw/Concat",
+                                   axis=1),
+                  helper.make_node("Conv", ["/sw/Concat_output_0", w("c4.w", c, 2 * c, 1, 1), w("c4.b", c)],
+                                   ["/c4/Conv_output_0"], "/c4/Conv")]
+        last = "/c4/Conv_output_0"
+    pool = "AveragePool" if avg_pool else "MaxPool"
+    nodes += [helper.make_node(pool, [last], ["/pool_output_0"], "/pool", kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("GlobalAveragePool", ["/pool_output_0"], ["/GlobalAveragePool_output_0"], "/GAP")]
+    if head == "matmul":
+        inits.append(numpy_helper.from_array(np.array([-1, c], np.int64), "flat_shape"))
+        nodes.append(helper.make_node("Reshape", ["/GlobalAveragePool_output_0", "flat_shape"], ["/Flatten_output_0"],
+                                      "/Reshape"))
+    else:
+        nodes.append(helper.make_node("Flatten", ["/GlobalAveragePool_output_0"], ["/Flatten_output_0"], "/Flatten"))
     out = "/fc/Gemm_output_0" if softmax else "logits"
-    nodes.append(helper.make_node("Gemm", ["/Flatten_output_0", w("fc.w", 10, c)] + ([w("fc.b", 10)] if gemm_bias
-                                                                                      else []), [out], "/fc/Gemm",
-                                  transB=1))
+    if head == "matmul":
+        nodes += [helper.make_node("MatMul", ["/Flatten_output_0", w("fc.w", c, 10)], ["/fc/MatMul_output_0"],
+                                   "/fc/MatMul"),
+                  helper.make_node("Add", ["/fc/MatMul_output_0", w("fc.b", 10)], [out], "/fc/Add")]
+    else:
+        transposed = head == "gemm"
+        nodes.append(helper.make_node("Gemm", ["/Flatten_output_0", w("fc.w", *((10, c) if transposed else (c, 10)))]
+                                      + ([w("fc.b", 10)] if gemm_bias else []), [out], "/fc/Gemm",
+                                      transB=int(transposed)))
     if softmax:
         nodes.append(helper.make_node("Softmax", [out], ["probs"], "/Softmax", axis=1))
         out = "probs"
@@ -118,13 +139,14 @@ def assert_same_qdq(ours, theirs, symmetric_ties=False):
     return d
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), channels=st.sampled_from([4, 8]), residual=st.booleans(), clip=st.booleans(),
        softmax=st.booleans(), gemm_bias=st.booleans(), batch=st.sampled_from([1, 3, 4]),
-       reduce_range=st.booleans(), per_channel=st.booleans())
+       reduce_range=st.booleans(), per_channel=st.booleans(), swish=st.booleans(), avg_pool=st.booleans(),
+       head=st.sampled_from(["gemm", "gemm_t0", "matmul"]))
 def test_minmax_qdq_graph_equals_quantize_static(seed, channels, residual, clip, softmax, gemm_bias, batch,
-                                                 reduce_range, per_channel):
-    model = small_cnn(seed, channels, residual, clip, softmax, gemm_bias)
+                                                 reduce_range, per_channel, swish, avg_pool, head):
+    model = small_cnn(seed, channels, residual, clip, softmax, gemm_bias, swish=swish, avg_pool=avg_pool, head=head)
     data = np.random.default_rng(seed + 1).standard_normal((7, 3, 8, 8)).astype(np.float32) * 2
     batches = [data[i:i + batch] for i in range(0, len(data), batch)]
     ours = quantize_qdq(model, batches, per_channel=per_channel, reduce_range=reduce_range)

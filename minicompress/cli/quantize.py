@@ -72,7 +72,9 @@ def _check_out(out, CommandError):
 
 
 def minmax_per_channel_qconfig():
-    """MinMax observers as onnxruntime's quantize_static(MinMax, QUInt8 activations, per-channel QInt8 weights)."""
+    """MinMax observers in the scheme of onnxruntime's quantize_static(MinMax, QUInt8 activations, per-channel
+    QInt8 weights), with torch's arithmetic (weight scale max|w| / 127.5); for graph-mode quantize_fx. The
+    quantize command itself writes onnxruntime's numbers (onnx.qdq_quantize)."""
     from ..quant import dtypes as qd
     from ..quant.observer import MinMaxObserver, PerChannelMinMaxObserver
     from ..quant.qconfig import QConfig
