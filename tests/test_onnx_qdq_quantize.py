@@ -317,3 +317,27 @@ def test_an_ort_observer_in_a_qconfig_sets_the_converted_layers_scale():
     scales = {float(np.ravel(m.scale)[0]) for m in converted.modules() if hasattr(m, "scale")
               and np.size(m.scale) == 1}
     assert observers and scales and scales <= expected
+
+
+def test_weights_given_as_constant_nodes_are_quantized_as_onnxruntime_does_and_fold():
+    # onnxruntime calibrates a Constant node's output like an activation and quantizes it to uint8 through
+    # QuantizeLinear -> DequantizeLinear; fold_qdq turns that QuantizeLinear of a constant into constant levels
+    import minicompress as mc
+    import minicompress.onnx as mco
+    from onnx_harness import ort_session
+    model = small_cnn(7, softmax=False)
+    graph = model.graph
+    weight = next(t for t in graph.initializer if t.name == "c2.w")
+    graph.initializer.remove(weight)
+    graph.node.insert(0, helper.make_node("Constant", [], ["c2.w"], "c2_weight", value=weight))
+    data = np.random.default_rng(7).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    ours = quantize_qdq(model, [data[:3], data[3:]])
+    assert_same_qdq(ours, ort_qdq(model, [data[:3], data[3:]]))
+    assert "c2.w_QuantizeLinear" in {n.name for n in ours.graph.node}
+    folded = mco.fold_qdq(mco.load(ours))
+    with mc.no_grad():
+        got = folded(data).numpy()
+    expected = ort_session(ours.SerializeToString()).run(None, {"x": data})[0]
+    step = float(numpy_helper.to_array(next(t for t in ours.graph.initializer if t.name == "logits_scale")))
+    # the same integers; a value at a rounding tie (x * (1 / s) here, x / s there) may land one level apart
+    assert np.abs(got - expected).max() <= 1.01 * step

@@ -47,6 +47,8 @@ def _calibration(path, spec, CommandError):
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
         raise CommandError(f"--calibration {path!r} must hold real numbers, got dtype {getattr(data, 'dtype', '?')}")
     dims = spec.get("shape")
+    if dims is not None:                     # some exporters write -1 for a free dimension
+        dims = [d if not isinstance(d, int) or d > 0 else None for d in dims]
     shown = "[" + ", ".join("?" if not isinstance(d, int) else str(d) for d in dims) + "]" if dims else "?"
     if dims is not None:
         fixed = all(isinstance(d, int) for d in dims[1:])

@@ -119,7 +119,8 @@ def _value_shapes(model):
     for info in list(graph.value_info) + list(graph.input) + list(graph.output):
         t = info.type.tensor_type
         if t.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            # a negative dim_value (paddle2onnx writes -1 for a free batch) is read as unknown
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
                                  for d in t.shape.dim]
     return shapes
 

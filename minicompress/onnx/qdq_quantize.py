@@ -403,9 +403,6 @@ def calibrate(model, batches, method="minmax", **options):
     from .importer import load
     names = calibration_tensors(model)
     graph = load(model)
-    for spec in graph.inputs:          # some exporters write -1 for a free dimension
-        if spec.get("shape"):
-            spec["shape"] = [d if not isinstance(d, int) or d > 0 else None for d in spec["shape"]]
     calibrators = {name: Calibrator(method, **options) for name in names}
     constants = _constant_values(model, names)
     with no_grad():
