@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -111,9 +112,8 @@ def _method_options(args, CommandError):
     try:
         check_calibration_args(args.method, **options)
     except ValueError as exc:
-        text = str(exc)
-        for key, flag in flags.items():
-            text = text.replace(f"{key}=", f"{flag} ")
+        text = re.sub(r"(?<![\w'-])(percentile|num_bins|num_quantized_bins)(=| )",
+                      lambda m: flags[m.group(1)] + " ", str(exc))
         raise CommandError(text) from None
     return args.method, options
 
@@ -338,7 +338,10 @@ def add_parsers(sub):
                      help="histogram bins (entropy 128, percentile 2048, distribution 2048 and at least 512)")
     qua.add_argument("--num-quantized-bins", type=int, default=None,
                      help="entropy: bins of the quantized distribution (default 128)")
-    qua.add_argument("--batch-size", type=int, default=32, help="calibration batch size (default 32)")
+    qua.add_argument("--batch-size", type=int, default=32,
+                     help="calibration batch size (default 32); onnxruntime's histogram methods need batches of "
+                          "one size (a smaller last batch makes its quantize_static fail, and the comparison "
+                          "is skipped); minicompress pools any")
     qua.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor (default: per channel)")
     qua.add_argument("--reduce-range", action="store_true", help="7-bit weights ([-64, 64]), onnxruntime's reduce_range")
     qua.add_argument("--no-compare", action="store_true", help="do not run onnxruntime's quantize_static")
