@@ -86,7 +86,6 @@ class QDQQuantizer:
         self.removed = []
         self.quantized = {}          # name -> (dq output or q name, scale name, zp name)
         self.new_initializers = []
-        self.new_nodes = []
 
     # ----- step 1: marking ---------------------------------------------------------------------
     def _array(self, name):
