@@ -22,7 +22,9 @@ and zero point. The arithmetic is onnxruntime's, step for step, so the ranges ar
 How the batches are pooled matters for the histogram methods: `quantize_static` runs every batch first and
 hands the list of outputs to `HistogramCollector.collect` at once, which flattens `np.asarray(list)`: one
 histogram of all samples together (its histogram-merging path is only taken when `collect_data` is called
-again). So these calibrators keep the batches and build the histogram when the range is asked for.
+again). So these calibrators keep the batches and build the histogram when the range is asked for;
+`new_pass()` closes a pass, and the next pass's histogram is merged into it as a second `collect_data`
+call merges it (the histogram grows by whole bins; `merge_value_histogram`, `merge_absolute_histogram`).
 (onnxruntime's `np.asarray` also requires batches of one shape; here they are concatenated, which is the
 same array when it works.)
 
@@ -75,6 +77,45 @@ def absolute_histogram(data, num_bins):
     min_value, max_value = _min_max(data)
     hist, edges = np.histogram(np.absolute(data), bins=num_bins)
     return hist, edges.astype(data.dtype), min_value, max_value
+
+
+def merge_value_histogram(old, data):
+    """`old` (value_histogram's tuple) and the values `data` as one histogram (`merge_histogram`): data
+    within the old threshold is binned on the old edges; beyond it, the histogram grows by whole old bins
+    on both sides (or, from a zero threshold, is rebinned over the new one) and the old counts are added
+    in the middle."""
+    old_hist, old_edges, old_min, old_max, old_threshold = old
+    new_min, new_max = _min_max(data)
+    threshold = np.array(max(abs(new_min), abs(new_max)), dtype=data.dtype)
+    if threshold <= old_threshold:
+        hist, _ = np.histogram(data, len(old_hist), range=(-old_threshold, old_threshold))
+        return hist + old_hist, old_edges, min(old_min, new_min), max(old_max, new_max), old_threshold
+    if old_threshold == 0:
+        hist, edges = np.histogram(data, len(old_hist), range=(-threshold, threshold))
+        hist += old_hist
+    else:
+        stride = 2 * old_threshold / len(old_hist)
+        half = int((threshold - old_threshold) // stride + 1)
+        bins = len(old_hist) + 2 * half
+        threshold = half * stride + old_threshold
+        hist, edges = np.histogram(data, bins, range=(-threshold, threshold))
+        hist[half:bins - half] += old_hist
+    return hist, edges, min(old_min, new_min), max(old_max, new_max), threshold
+
+
+def merge_absolute_histogram(old, data):
+    """`old` (absolute_histogram's tuple) and |data| as one histogram (`collect_absolute_value` on a second
+    call): the old edges, extended by bins of the old width up to max|data|; the old counts added in front."""
+    old_hist, old_edges, old_min, old_max = old
+    min_value, max_value = _min_max(data)
+    data = np.absolute(data)
+    top = np.nanmax(data)
+    if top > old_edges[-1]:
+        width = old_edges[1] - old_edges[0]
+        old_edges = np.hstack((old_edges, np.arange(old_edges[-1] + width, top + width, width)))
+    hist, edges = np.histogram(data, bins=old_edges)
+    hist[:len(old_hist)] += old_hist
+    return hist, edges.astype(data.dtype), min(old_min, min_value), max(old_max, max_value)
 
 
 def _clip(lowest, highest, min_value, max_value):
@@ -201,7 +242,16 @@ class Calibrator:
             check_calibration_args(method, num_bins, num_quantized_bins, percentile)
         self.symmetric = default_symmetric if symmetric is None else bool(symmetric)
         self.batches = []
+        self.passes = []             # the batches of earlier calibration passes (new_pass)
         self.min_value = self.max_value = None
+
+    def new_pass(self):
+        """Close the batches collected so far as one pass, as one `collect_data(reader)` call of onnxruntime's
+        calibrator: its histogram of the next pass is merged into this one's (merge_histogram), where all
+        batches of one pass make one histogram. quantize_static makes a single pass. MinMax is unchanged."""
+        if self.batches:
+            self.passes.append(self.batches)
+            self.batches = []
 
     def collect(self, batch):
         batch = np.asarray(batch)
@@ -214,7 +264,20 @@ class Calibrator:
 
     @property
     def observed(self):
-        return self.min_value is not None or bool(self.batches)
+        return self.min_value is not None or bool(self.batches) or bool(self.passes)
+
+    def _histogram(self, absolute):
+        passes = self.passes + ([self.batches] if self.batches else [])
+        state = None
+        for batches in passes:
+            data = _flat(batches)
+            if absolute:
+                state = absolute_histogram(data, self.num_bins) if state is None else \
+                    merge_absolute_histogram(state, data)
+            else:
+                state = value_histogram(data, self.num_bins) if state is None else \
+                    merge_value_histogram(state, data)
+        return state
 
     def compute_range(self):
         """(lowest, highest) as float32 NumPy scalars."""
@@ -226,11 +289,10 @@ class Calibrator:
                 bound = np.nanmax([np.abs(low), np.abs(high)], axis=0)
                 return -bound, bound
             return low, high
-        data = _flat(self.batches)
         if self.method == "percentile" and self.symmetric:
-            hist, edges, low, high = absolute_histogram(data, self.num_bins)
+            hist, edges, low, high = self._histogram(absolute=True)
             return percentile_range(hist, edges, low, high, self.percentile, True)
-        hist, edges, low, high, _ = value_histogram(data, self.num_bins)
+        hist, edges, low, high, _ = self._histogram(absolute=False)
         if self.method == "percentile":
             return percentile_range(hist, edges, low, high, self.percentile, False)
         if self.method == "entropy":
@@ -239,7 +301,7 @@ class Calibrator:
 
     def __deepcopy__(self, memo):
         other = copy.copy(self)
-        other.batches = list(self.batches)
+        other.batches, other.passes = list(self.batches), [list(p) for p in self.passes]
         return other
 
 
