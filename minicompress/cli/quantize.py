@@ -136,8 +136,8 @@ def quantize_command(args, CommandError):
     try:
         ours = quantize_qdq(proto, batches, method, per_channel=not args.per_tensor,
                             reduce_range=args.reduce_range, **options)
-    except (NotImplementedError, ValueError) as exc:
-        raise CommandError(f"{args.model}: {exc}") from exc
+    except (NotImplementedError, ValueError, TypeError, IndexError) as exc:   # the graph, not the command
+        raise CommandError(f"{args.model}: cannot quantize it: {exc}") from exc
     onnx = _onnx_module()
     handle, tmp = tempfile.mkstemp(suffix=".onnx", dir=folder)
     os.close(handle)

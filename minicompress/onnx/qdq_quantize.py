@@ -431,7 +431,11 @@ def _constant_values(model, names):
 def infer_shapes(model):
     """The model with onnx's shape inference's value_info (what onnxruntime's quantizer reads types from)."""
     onnx = _onnx()
-    return onnx.shape_inference.infer_shapes(model)
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # noqa: BLE001  (onnx raises its own error classes)
+        raise ValueError(f"onnx's shape inference failed ({type(exc).__name__}: {exc}); onnxruntime's quantizer "
+                         "reads tensor types from it") from exc
 
 
 def quantize_qdq(model, batches, method="minmax", per_channel=True, reduce_range=False, **options):
