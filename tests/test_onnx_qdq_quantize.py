@@ -350,3 +350,50 @@ def test_weights_given_as_constant_nodes_are_quantized_as_onnxruntime_does_and_f
     step = float(numpy_helper.to_array(next(t for t in ours.graph.initializer if t.name == "logits_scale")))
     # the same integers; a value at a rounding tie (x * (1 / s) here, x / s there) may land one level apart
     assert np.abs(got - expected).max() <= 1.01 * step
+
+
+def pad_split_where_gather_model(seed):
+    """conv, Pad (constant 0: shared pair; reflect: shared; constant 1: own pair), Split into two, Where
+    between them, conv, global average pool, flatten, Gather of columns, plus a Gather from a float table."""
+    rng = np.random.default_rng(seed)
+    f = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(f(8, 3, 3, 3), "c1.w"), numpy_helper.from_array(f(8), "c1.b"),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array([4, 4], np.int64), "halves"),
+             numpy_helper.from_array(rng.random((1, 4, 1, 1)) > 0.5, "cond"),
+             numpy_helper.from_array(f(6, 4, 3, 3), "c2.w"),
+             numpy_helper.from_array(np.array([0, 2, 5], np.int64), "cols"),
+             numpy_helper.from_array(f(5, 3), "table"), numpy_helper.from_array(np.array([1], np.int64), "row")]
+    nodes = [helper.make_node("Conv", ["x", "c1.w", "c1.b"], ["/c1/Conv_output_0"], "/c1/Conv"),
+             helper.make_node("Pad", ["/c1/Conv_output_0", "pads"], ["/Pad_output_0"], "/Pad"),
+             helper.make_node("Pad", ["/Pad_output_0", "pads"], ["/Pad_1_output_0"], "/Pad_1", mode="reflect"),
+             helper.make_node("Split", ["/Pad_1_output_0", "halves"], ["/Split_output_0", "/Split_output_1"],
+                              "/Split", axis=1),
+             helper.make_node("Where", ["cond", "/Split_output_0", "/Split_output_1"], ["/Where_output_0"], "/Where"),
+             helper.make_node("Conv", ["/Where_output_0", "c2.w"], ["/c2/Conv_output_0"], "/c2/Conv"),
+             helper.make_node("Pad", ["/c2/Conv_output_0", "pads", "one"], ["/Pad_2_output_0"], "/Pad_2"),
+             helper.make_node("GlobalAveragePool", ["/Pad_2_output_0"], ["/GAP_output_0"], "/GAP"),
+             helper.make_node("Flatten", ["/GAP_output_0"], ["/Flatten_output_0"], "/Flatten"),
+             helper.make_node("Gather", ["/Flatten_output_0", "cols"], ["/Gather_output_0"], "/Gather", axis=1),
+             helper.make_node("Gather", ["table", "row"], ["/Gather_1_output_0"], "/Gather_1", axis=0),
+             helper.make_node("Add", ["/Gather_output_0", "/Gather_1_output_0"], ["out"], "/Add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pad_split_where_gather_follow_onnxruntimes_rules(seed):
+    model = pad_split_where_gather_model(seed)
+    data = np.random.default_rng(seed).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    batches = [data[:3], data[3:]]
+    ours = quantize_qdq(model, batches)
+    assert_same_qdq(ours, ort_qdq(model, batches))
+    q = {n.input[0]: n.input[1] for n in ours.graph.node if n.op_type == "QuantizeLinear"}
+    assert q["/Pad_output_0"] == q["/Pad_1_output_0"] == "/c1/Conv_output_0_scale"      # zero / reflect padding
+    assert q["/Pad_2_output_0"] == "/Pad_2_output_0_scale"                                # padded with 1.0
+    assert q["/Split_output_0"] == q["/Split_output_1"] == "/c1/Conv_output_0_scale"
+    assert q["/Gather_1_output_0"] == "table_scale" and "table_quantized" in {t.name for t in ours.graph.initializer}

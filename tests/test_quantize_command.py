@@ -158,20 +158,3 @@ def test_bad_input_is_one_line_exit_2_and_no_file(case, message, tmp_path, capsy
     assert __import__("re").search(message, err), err
     assert not out.exists()
 
-
-def test_an_operator_whose_onnxruntime_rule_is_not_reproduced_is_refused_by_name(tmp_path, capsys):
-    from onnx import TensorProto, helper, numpy_helper
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], "conv"), helper.make_node("Pad", ["c", "p"], ["y"], "pad")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w"),
-                               numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "p")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path, cal, out = tmp_path / "pad.onnx", tmp_path / "cal.npy", tmp_path / "pad.int8.onnx"
-    onnx.save(model, str(path))
-    np.save(cal, np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32))
-    assert cli.main(["quantize", str(path), "--calibration", str(cal), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "node 'pad': onnxruntime quantizes Pad with a rule of its own" in err and "\n" not in err
-    assert not out.exists()

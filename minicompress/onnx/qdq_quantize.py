@@ -20,6 +20,12 @@ from `quant.ort_calibrate`, the numbers from `quant.ort_qparams`, and the rewrit
                                    point (its own calibrated range is not used)
        BatchNormalization, InstanceNormalization, LayerNormalization
                                    input and outputs as activations, scale as a per-tensor weight, bias int32
+       Pad                         all float inputs marked; the output reuses input 0's pair for edge,
+                                   reflect and wrap padding and for a constant 0, else has its own
+       Split                       input marked; every output reuses its pair
+       Gather, GatherElements      a float initializer table is quantized as an activation and the output
+                                   reuses its pair; a marked input passes its pair on
+       Where                       outputs marked when both value inputs are
        every other listed op       (Add, Mul, GlobalAveragePool, Concat, Softmax, Sigmoid, ...) all float
                                    inputs and outputs as activations, each with its own range
    A tensor is marked only when its type is known to be float (shape inference); others are skipped, as there.
@@ -38,9 +44,6 @@ from `quant.ort_calibrate`, the numbers from `quant.ort_qparams`, and the rewrit
 The ranges are calibrated on minicompress's float values, which differ from onnxruntime's in the last bits,
 so scales agree to about 1e-6 relative, not to the bit; a symmetric range (percentile, distribution) makes
 the zero point a tie (round(127.5)) that can fall on 127 here and 128 there.
-
-Op types onnxruntime treats with rules not reproduced here (Pad, Split, Gather, GatherElements, Where) are
-refused by name.
 """
 from __future__ import annotations
 
@@ -58,7 +61,6 @@ OP_TYPES = frozenset("""ArgMax Conv Gemm MatMul Add Mul Relu Clip LeakyRelu Sigm
     EmbedLayerNormalization ConvTranspose Slice GatherElements InstanceNormalization LayerNormalization
     BatchNormalization TopK CumSum""".split())
 SHARED_OUTPUT = frozenset("Reshape Transpose Squeeze Unsqueeze Flatten AveragePool Slice TopK".split())
-NOT_REPRODUCED = frozenset("Pad Split Gather GatherElements Where".split())
 _FLOAT_TYPES = (1, 10)                       # TensorProto.FLOAT, FLOAT16
 
 
@@ -139,9 +141,6 @@ class QDQQuantizer:
 
     def mark_node(self, node):
         op, ins, outs = node.op_type, list(node.input), list(node.output)
-        if op in NOT_REPRODUCED:
-            raise NotImplementedError(f"node {node.name!r}: onnxruntime quantizes {op} with a rule of its own "
-                                      "that minicompress does not reproduce")
         if op in ("Conv", "ConvTranspose"):
             self.mark(ins[0])
             self.mark(outs[0])
@@ -177,6 +176,29 @@ class QDQQuantizer:
                 self.mark(outs[0], shared=(ins[0], node.name))
         elif op in ("MaxPool", "Resize"):
             return
+        elif op == "Pad":
+            for name in ins:
+                self.mark(name)
+            if self._pad_keeps_qparams(node):
+                self.mark(outs[0], shared=(ins[0], node.name))
+            else:
+                self.mark(outs[0])
+        elif op == "Split":
+            if not self.is_marked(ins[0]):
+                self.mark(ins[0])
+            for name in outs:
+                self.mark(name, shared=(ins[0], node.name))
+        elif op in ("Gather", "GatherElements"):
+            init = self.initializers.get(ins[0])
+            if init is not None and init.data_type in _FLOAT_TYPES:
+                self.mark(ins[0])
+                self.mark(outs[0], shared=(ins[0], node.name))
+            elif self.is_marked(ins[0]):
+                self.mark(outs[0], shared=(ins[0], node.name))
+        elif op == "Where":
+            if self.is_marked(ins[1]) and self.is_marked(ins[2]):
+                for name in outs:
+                    self.mark(name)
         elif op in ("BatchNormalization", "InstanceNormalization", "LayerNormalization"):
             self.mark(ins[0])
             if ins[1] in self.initializers:
@@ -190,6 +212,32 @@ class QDQQuantizer:
         else:
             for name in ins + outs:
                 self.mark(name)
+
+    def _pad_keeps_qparams(self, node):
+        """Whether Pad's output reuses its input's pair (QDQPad): for edge, reflect and wrap padding, and for
+        constant padding with the value 0 (which the input's quantization represents exactly)."""
+        attrs = {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("mode", b"constant")
+        if mode in (b"reflect", b"edge", b"wrap"):
+            return True
+        if mode != b"constant" or self.types.get(node.input[0]) is None:
+            return False
+        dtype = self.onnx.helper.tensor_dtype_to_np_dtype(self.types[node.input[0]])
+        if self.opset < 11:
+            value = np.array(attrs.get("value", 0), dtype)
+        elif len(node.input) >= 3 and node.input[2]:
+            value = self._constant(node.input[2])
+        else:
+            value = np.array(0, dtype)
+        return value is not None and value.dtype in (np.float32, np.float16) and float(value.item()) == 0
+
+    def _constant(self, name):
+        for node in self.model.graph.node:
+            if node.op_type == "Constant" and node.output[0] == name:
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        return self.onnx.numpy_helper.to_array(attr.t)
+        return self._array(name) if name in self.initializers else None
 
     # ----- steps 2 and 3: ranges and numbers ---------------------------------------------------
     def adjust_ranges(self):
