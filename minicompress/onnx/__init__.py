@@ -1,6 +1,7 @@
 """ONNX in and out: `load(path | bytes | ModelProto) -> GraphModule` and
 `export(model, example_inputs, path, opset_version=17)` (float models, and minicompress's int8 models in
-onnxruntime's QDQ format); `fold_qdq(graph_module)` runs a loaded QDQ graph on integer layers.
+onnxruntime's QDQ format); `fold_qdq(graph_module)` runs a loaded QDQ graph on integer layers;
+`quantize_qdq(model, batches)` writes the QDQ graph onnxruntime's quantize_static writes.
 
 Needs the optional `onnx` package (`pip install 'minicompress[onnx]'`); running a loaded model needs only
 NumPy and Numba.
@@ -9,5 +10,6 @@ from .errors import ExportError
 from .exporter import export
 from .importer import MAX_OPSET, MIN_OPSET, load
 from .qdq_fold import fold_qdq
+from .qdq_quantize import quantize_qdq
 
-__all__ = ["load", "export", "fold_qdq", "ExportError", "MIN_OPSET", "MAX_OPSET"]
+__all__ = ["load", "export", "fold_qdq", "quantize_qdq", "ExportError", "MIN_OPSET", "MAX_OPSET"]

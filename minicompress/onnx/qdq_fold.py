@@ -41,7 +41,7 @@ class _Folder:
     def __init__(self, model):
         self.model = model
         self.consts = {v: model._buffers[b].data.reshape(shape) for v, (b, shape) in model.constants.items()}
-        self.nodes = _without_identities(model.nodes, model.outputs)
+        self.nodes = self._fold_constant_quantize(_without_identities(model.nodes, model.outputs))
         self.producer = {v: n for n in self.nodes for v in n["outputs"] if v}
         self.consumers = {}
         for n in self.nodes:
@@ -51,6 +51,21 @@ class _Folder:
         self.modules = dict(model._modules)
         self.replaced = {}        # id(first node of a unit) -> the module node taking its place
         self.removed = set()      # id(node) of the unit's other nodes
+
+    def _fold_constant_quantize(self, nodes):
+        """Nodes without the QuantizeLinear of constants (onnxruntime quantizes a weight given as a Constant
+        node that way), whose levels become constants: DQ(levels) is then a constant's DQ like any weight's."""
+        from ..graph import registry
+        kept = []
+        for node in nodes:
+            if (self._op(node, "QuantizeLinear") and node["outputs"][0] not in self.model.outputs
+                    and all(v in self.consts for v in node["inputs"] if v)):
+                cls = registry.lookup("", "QuantizeLinear", node["version"])
+                self.consts[node["outputs"][0]] = np.asarray(
+                    cls().run(*[self.consts[v] if v else None for v in node["inputs"]], **node.get("attrs", {})))
+            else:
+                kept.append(node)
+        return kept
 
     # ----- small readers -------------------------------------------------------------------------
     def _op(self, node, op_type):
@@ -198,6 +213,7 @@ class _Folder:
     def run(self):
         model = self.model
         nodes = []
+        quantized = set()         # values the new nodes produce as QTensors
         for node in self.nodes:
             if id(node) in self.removed:
                 continue
@@ -206,14 +222,19 @@ class _Folder:
                 module, q_inputs, after, q = folded
                 self.removed.update(id(n) for n in after)
                 nodes.append(self._module_node(node["name"], module, q_inputs, q["outputs"][0]))
+                quantized.add(q["outputs"][0])
                 continue
             if self._op(node, "QuantizeLinear") and node["inputs"][0] not in self.consts:
                 qparams = self._scalar_qparams(node)
                 if qparams is not None and qparams[2] == np.uint8:
                     nodes.append(self._module_node(node["name"], nnq.Quantize(qparams[0], qparams[1]),
                                                    node["inputs"][:1], node["outputs"][0]))
+                    quantized.add(node["outputs"][0])
                     continue
-            if self._activation(node["outputs"][0] if node["outputs"] else None) is not None:
+            # a DequantizeLinear of levels no folded node makes (a QuantizeLinear of a constant, as
+            # onnxruntime writes for weights given as Constant nodes) stays the ONNX op
+            if node["inputs"] and node["inputs"][0] in quantized and \
+                    self._activation(node["outputs"][0] if node["outputs"] else None) is not None:
                 nodes.append(self._module_node(node["name"], nnq.DeQuantize(), node["inputs"][:1],
                                                node["outputs"][0]))
                 continue
