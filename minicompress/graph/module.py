@@ -169,8 +169,11 @@ class GraphModule(Module):
         if getattr(cls, "needs_output_count", False):
             attrs = dict(attrs, n_outputs=len(node["outputs"]))
         arrays = [None if a is None else a.data for a in args]
+        op = cls()
+        if "arithmetic" in node:
+            op.arithmetic = node["arithmetic"]
         try:
-            out = cls().run(*arrays, **attrs)
+            out = op.run(*arrays, **attrs)
         except (ValueError, IndexError, TypeError) as exc:
             raise type(exc)(f"node {node['name']!r} ({node['op_type']}): {exc}") from exc
         return out if isinstance(out, tuple) else (out,)
