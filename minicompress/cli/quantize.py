@@ -15,6 +15,11 @@ samples:
     latency b1        median ms of one forward at batch 1 (minicompress's int8 layers in minicompress,
                       onnxruntime's model in onnxruntime, with as many threads)
 
+`--reduce-range` quantizes the weights to 7 bits ([-64, 63]) on both sides (onnxruntime's `reduce_range=True`):
+onnxruntime's uint8 x int8 kernels on x86 CPUs with AVX2 but no VNNI add byte pairs into a saturating int16,
+exact only while |x0 w0 + x1 w1| < 2**15, which 7-bit weights guarantee (2 * 255 * 64 = 32640); onnxruntime
+recommends it for such CPUs. Without it an 8-bit model can give other results there than the ones printed.
+
 Every check (the model file, one float32 input, the calibration array's shape against the input's, a
 writable --out) happens before any work; failures are `CommandError`s (one line, exit 2).
 """
@@ -63,13 +68,15 @@ def _check_out(out, CommandError):
     return folder
 
 
-def minmax_per_channel_qconfig():
-    """MinMax observers as onnxruntime's quantize_static(MinMax, QUInt8 activations, per-channel QInt8 weights)."""
+def minmax_per_channel_qconfig(reduce_range=False):
+    """MinMax observers as onnxruntime's quantize_static(MinMax, QUInt8 activations, per-channel QInt8 weights,
+    reduce_range: 7-bit weights in [-64, 63])."""
     from ..quant import dtypes as qd
     from ..quant.observer import MinMaxObserver, PerChannelMinMaxObserver
     from ..quant.qconfig import QConfig
     return QConfig(activation=MinMaxObserver.with_args(dtype=qd.quint8, quant_min=0, quant_max=255),
-                   weight=PerChannelMinMaxObserver.with_args(dtype=qd.qint8, qscheme=qd.per_channel_symmetric))
+                   weight=PerChannelMinMaxObserver.with_args(dtype=qd.qint8, qscheme=qd.per_channel_symmetric,
+                                                             reduce_range=reduce_range))
 
 
 def _agreement(out, ref):
@@ -111,7 +118,7 @@ def quantize_command(args, CommandError):
     threads = numba.get_num_threads()
     batches = [data[i:i + args.batch_size] for i in range(0, len(data), args.batch_size)]
 
-    prepared = prepare_fx(model, minmax_per_channel_qconfig())
+    prepared = prepare_fx(model, minmax_per_channel_qconfig(args.reduce_range))
     with no_grad():
         for x in batches:
             prepared(x)
@@ -134,7 +141,7 @@ def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
     from ..autograd import no_grad
     from ..training import measure_latency
     from .onnx import _OrtModel, _ort_session
-    theirs_bytes = _ort_quantize_static(args.model, spec["name"], data, args.batch_size)
+    theirs_bytes = _ort_quantize_static(args.model, spec["name"], data, args.batch_size, args.reduce_range)
     float_session = _ort_session(proto, threads)
     theirs_session = _ort_session(_onnx_from(theirs_bytes), threads)
     reference = np.concatenate([float_session.run(None, {spec["name"]: x})[0] for x in batches])
@@ -148,7 +155,8 @@ def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
              measure_latency(quantized, one)),
             ("onnxruntime quantize_static", _agreement(theirs, reference), len(theirs_bytes),
              measure_latency(_OrtModel(theirs_session), one))]
-    print(f"static int8, per channel (MinMax, quint8 activations, qint8 weights), {len(data)} calibration "
+    weights = "7-bit qint8 weights" if args.reduce_range else "qint8 weights"
+    print(f"static int8, per channel (MinMax, quint8 activations, {weights}), {len(data)} calibration "
           f"samples, {threads} thread(s); agreement with the float model on the calibration samples")
     print(f"{'model':30s} {'top-1 agree':>11s} {'max |diff|':>11s} {'cosine':>9s} {'bytes':>11s} {'latency b1':>12s}")
     for name, (top1, diff, cosine), size, seconds in rows:
@@ -156,7 +164,7 @@ def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
         print(f"{name:30s} {agree:>11s} {diff:11.4g} {cosine:9.6f} {size:11,d} {seconds * 1e3:9.3f} ms")
 
 
-def _ort_quantize_static(path, input_name, data, batch):
+def _ort_quantize_static(path, input_name, data, batch, reduce_range=False):
     """The bytes of onnxruntime's QDQ int8 model of the file at `path`, after its recommended pre-processing
     (`quant_pre_process`: shape inference and the graph optimizer, which folds BatchNormalization into Conv)."""
     import logging
@@ -171,8 +179,8 @@ def _ort_quantize_static(path, input_name, data, batch):
             prepared, out = os.path.join(work, "pre.onnx"), os.path.join(work, "int8.onnx")
             quant_pre_process(path, prepared)
             quantize_static(prepared, out, _Reader(input_name, data, batch), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
             with open(out, "rb") as f:
                 return f.read()
     finally:
@@ -195,6 +203,8 @@ def add_parsers(sub):
     qua.add_argument("--calibration", required=True, help=".npy array of calibration samples (batch, *input shape)")
     qua.add_argument("--out", required=True, help="the int8 model to write (QDQ .onnx)")
     qua.add_argument("--batch-size", type=int, default=32, help="calibration batch size (default 32)")
+    qua.add_argument("--reduce-range", action="store_true",
+                     help="7-bit weights, as onnxruntime recommends for x86 CPUs without VNNI (AVX2 only)")
     qua.set_defaults(run=cmd_quantize)
 
 
