@@ -176,6 +176,18 @@ def test_qlinear_softmax_and_qgemm(shape, seed):
                                      arithmetic=host_arithmetic(), **ms))
 
 
+def test_arithmetic_is_kept_in_the_node_and_through_save(tmp_path):
+    """a = 255, b = 127 in pairs: exactly 2 * 255 * 127 = 64770, a saturated pair 32767 (hand-computed)."""
+    import minicompress as mc
+    model, feeds, _ = one_node_model("MatMulInteger", [("a", np.full((1, 2), 255, np.uint8)),
+                                                       ("b", np.full((2, 1), 127, np.int8))], constants=("b",))
+    exact = mco.load(model.SerializeToString())
+    saturating = mco.load(model.SerializeToString(), arithmetic="u8s8-saturating")
+    assert exact(feeds["a"]).numpy()[0, 0] == 64770 and saturating(feeds["a"]).numpy()[0, 0] == 32767
+    mc.save(saturating, tmp_path / "m.mc")
+    assert mc.load(tmp_path / "m.mc")(feeds["a"]).numpy()[0, 0] == 32767
+
+
 def test_arithmetic_must_be_known():
     model, _, _ = one_node_model("MatMulInteger", [("a", np.zeros((1, 2), np.uint8)), ("b", np.zeros((2, 1), np.int8))])
     with pytest.raises(ValueError, match=r"arithmetic must be one of 'exact', 'u8s8-saturating', got 'vnni'"):
