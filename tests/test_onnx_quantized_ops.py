@@ -176,6 +176,25 @@ def test_qlinear_softmax_and_qgemm(shape, seed):
                                      arithmetic=host_arithmetic(), **ms))
 
 
+@pytest.mark.parametrize("b_dtype", [np.uint8, np.int8])
+@SETTINGS
+@given(m=st.integers(1, 5), k=st.integers(1, 9), n=st.integers(1, 5), batch=st.booleans(), per_column=st.booleans(),
+       bias=st.booleans(), seed=seeds)
+def test_dynamic_quantize_matmul(b_dtype, m, k, n, batch, per_column, bias, seed):
+    """Both runtimes quantize A to the same codes (DynamicQuantizeLinear) and sum the same integers; what is left
+    is float32 rounding of the rescaling and the bias."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-2, 3, (2, m, k) if batch else (m, k)).astype(np.float32)
+    b_zp = codes(rng, n if per_column else (), b_dtype) if b_dtype == np.uint8 else np.zeros(n if per_column else (), b_dtype)
+    inputs = [("a", a), ("b", codes(rng, (k, n), b_dtype)),
+              ("bs", rng.uniform(0.001, 0.01, n if per_column else ()).astype(np.float32)), ("bz", b_zp),
+              ("bias", rng.standard_normal(n).astype(np.float32) if bias else None)]
+    ours, theirs = run_both("DynamicQuantizeMatMul", inputs, constants=("b", "bs", "bz", "bias"), domain="com.microsoft",
+                            arithmetic=host_arithmetic())
+    assert ours[0].shape == theirs[0].shape and ours[0].dtype == theirs[0].dtype
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
+
+
 def test_arithmetic_is_kept_in_the_node_and_through_save(tmp_path):
     """a = 255, b = 127 in pairs: exactly 2 * 255 * 127 = 64770, a saturated pair 32767 (hand-computed)."""
     import minicompress as mc

@@ -19,8 +19,8 @@ other type combinations on the NumPy reference here.
 Integer arithmetic (`ARITHMETICS`, chosen per node by `minicompress.onnx.load(..., arithmetic=...)`): "exact"
 sums every product exactly, as onnxruntime does on CPUs with VNNI; "u8s8-saturating" sums uint8 x int8 byte
 pairs into a saturating int16 as onnxruntime's MLAS does on AVX2-only CPUs (`kernels/saturating.py`), for
-uint8 activations with int8 weights in MatMulInteger, QLinearMatMul, QGemm, QLinearConv (but depthwise) and
-DynamicQuantizeLSTM; `integer_matmul` is the one place that chooses. Other types are exact either way, and so
+uint8 activations with int8 weights in MatMulInteger, QLinearMatMul, QGemm, QLinearConv (but depthwise),
+DynamicQuantizeMatMul and DynamicQuantizeLSTM; `integer_matmul` is the one place that chooses. Other types are exact either way, and so
 are ConvInteger and depthwise QLinearConv: onnxruntime 1.32 computes them exactly on AVX2 too (measured).
 """
 import numpy as np
@@ -366,6 +366,33 @@ class QGemm(Op):
             return (acc.astype(np.float32) * k).astype(np.float32)
         zp = np.zeros((), a.dtype) if y_zero_point is None else y_zero_point
         return _store(acc.astype(np.float32) * (k / np.float32(y_scale)), zp)
+
+
+def dynamic_matmul(a, w_q, w_scale, w_zero_point, arithmetic="exact"):
+    """a (M, K) float32 @ int8 w_q (K, N): a quantized by DynamicQuantizeLinear, the int32 product (summed in
+    `arithmetic`, see `integer_matmul`) scaled by float32(a_scale * w_scale) (w_scale / w_zero_point a scalar
+    or per column)."""
+    a_q, a_scale, a_zp = DynamicQuantizeLinear().run(a)
+    acc = integer_matmul(a_q, a_zp, w_q, w_zero_point, arithmetic)
+    if not a_scale:                      # an all-zero input: every code is the zero point
+        return np.zeros(acc.shape, np.float32)
+    return acc.astype(np.float32) * (np.float32(a_scale) * np.asarray(w_scale, np.float32))
+
+
+@register("DynamicQuantizeMatMul", 1, domain=MS)
+class DynamicQuantizeMatMul(Op):
+    """Y = A @ B for float A (..., K) and int8 / uint8 B (K, N): A quantized per call by DynamicQuantizeLinear,
+    the int32 product scaled by float32(a_scale * b_scale) (b_scale / b_zero_point per tensor or per column),
+    then + bias: `dynamic_matmul`, what onnxruntime's optimizer fuses DynamicQuantizeLinear -> MatMulInteger
+    -> Cast -> Mul into."""
+
+    uses_arithmetic = True
+
+    def run(self, a, b, b_scale, b_zero_point=None, bias=None):
+        zp = np.zeros((), b.dtype) if b_zero_point is None else b_zero_point
+        y = dynamic_matmul(a.reshape(-1, a.shape[-1]), b, np.asarray(b_scale).reshape(-1), np.asarray(zp).reshape(-1),
+                           self.arithmetic).reshape(a.shape[:-1] + b.shape[-1:])
+        return y if bias is None else (y + bias).astype(np.float32)
 
 
 # Operators without an integer formula: dequantize, apply the float operator, quantize again. onnxruntime

@@ -15,21 +15,10 @@ in LSTM (Wb + Rb), in that order: (xW + hR) + b.
 import numpy as np
 
 from ..registry import Op, register
-from .quantized import DynamicQuantizeLinear, integer_matmul
+from .quantized import dynamic_matmul
 from .rnn import _check, _directions, _finish, _order, _prepare, _sigmoid
 
 MS = "com.microsoft"
-
-
-def dynamic_matmul(a, w_q, w_scale, w_zero_point, arithmetic="exact"):
-    """a (M, K) float32 @ int8 w_q (K, N): a quantized by DynamicQuantizeLinear, the int32 product (summed in
-    `arithmetic`, see `integer_matmul`) scaled by float32(a_scale * w_scale) (w_scale / w_zero_point a scalar
-    or per column)."""
-    a_q, a_scale, a_zp = DynamicQuantizeLinear().run(a)
-    acc = integer_matmul(a_q, a_zp, w_q, w_zero_point, arithmetic)
-    if not a_scale:                      # an all-zero input: every code is the zero point
-        return np.zeros(acc.shape, np.float32)
-    return acc.astype(np.float32) * (np.float32(a_scale) * np.asarray(w_scale, np.float32))
 
 
 def _recurrence(x, lens, reverse, w, r, bias, peep, h, c, arithmetic):
