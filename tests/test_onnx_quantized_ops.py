@@ -185,12 +185,13 @@ def test_dynamic_quantize_matmul(b_dtype, m, k, n, batch, per_column, bias, seed
     is float32 rounding of the rescaling and the bias."""
     rng = np.random.default_rng(seed)
     a = rng.uniform(-2, 3, (2, m, k) if batch else (m, k)).astype(np.float32)
-    b_zp = codes(rng, n if per_column else (), b_dtype) if b_dtype == np.uint8 else np.zeros(n if per_column else (), b_dtype)
+    columns = n if per_column else ()
+    b_zp = codes(rng, columns, b_dtype) if b_dtype == np.uint8 else np.zeros(columns, b_dtype)
     inputs = [("a", a), ("b", codes(rng, (k, n), b_dtype)),
-              ("bs", rng.uniform(0.001, 0.01, n if per_column else ()).astype(np.float32)), ("bz", b_zp),
+              ("bs", rng.uniform(0.001, 0.01, columns).astype(np.float32)), ("bz", b_zp),
               ("bias", rng.standard_normal(n).astype(np.float32) if bias else None)]
-    ours, theirs = run_both("DynamicQuantizeMatMul", inputs, constants=("b", "bs", "bz", "bias"), domain="com.microsoft",
-                            arithmetic=host_arithmetic())
+    ours, theirs = run_both("DynamicQuantizeMatMul", inputs, constants=("b", "bs", "bz", "bias"),
+                            domain="com.microsoft", arithmetic=host_arithmetic())
     assert ours[0].shape == theirs[0].shape and ours[0].dtype == theirs[0].dtype
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
 

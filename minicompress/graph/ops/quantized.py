@@ -20,8 +20,9 @@ Integer arithmetic (`ARITHMETICS`, chosen per node by `minicompress.onnx.load(..
 sums every product exactly, as onnxruntime does on CPUs with VNNI; "u8s8-saturating" sums uint8 x int8 byte
 pairs into a saturating int16 as onnxruntime's MLAS does on AVX2-only CPUs (`kernels/saturating.py`), for
 uint8 activations with int8 weights in MatMulInteger, QLinearMatMul, QGemm, QLinearConv (but depthwise),
-DynamicQuantizeMatMul and DynamicQuantizeLSTM; `integer_matmul` is the one place that chooses. Other types are exact either way, and so
-are ConvInteger and depthwise QLinearConv: onnxruntime 1.32 computes them exactly on AVX2 too (measured).
+DynamicQuantizeMatMul and DynamicQuantizeLSTM; `integer_matmul` is the one place that chooses. Other types
+are exact either way, and so are ConvInteger and depthwise QLinearConv: onnxruntime 1.32 computes them
+exactly on AVX2 too (measured).
 """
 import numpy as np
 
@@ -186,8 +187,9 @@ def _saturating_conv(x, x_zp, w, w_zps, group, strides, dilations, pads):
     w_zps per output channel): per group, the im2col matrix of the raw codes, padded with x_zp as
     onnxruntime pads, times the weights, K ordered (kh, kw, c) -- onnxruntime's QLinearConv transposes the
     input to NHWC and reorders the filter to (kh, kw, c, out) (qlinearconv.cc: ReorderFilter, NHWC Im2col).
-    Measured under an AVX2-only CPU: equal to onnxruntime 1.32 for 1 to 4 input channels (odd counts too,
-    where pairs straddle two kernel positions), with the input zero point a constant or a graph input."""
+    Measured under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI): equal to onnxruntime 1.32 for 1 to 4 input
+    channels (odd counts too, where pairs straddle two kernel positions), the input zero point a constant or
+    a graph input."""
     from numpy.lib.stride_tricks import sliding_window_view
     n, c_out, (kh, kw) = x.shape[0], w.shape[0], w.shape[2:]
     cg, per = w.shape[1], w.shape[0] // group
