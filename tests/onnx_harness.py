@@ -1,4 +1,7 @@
-"""One-node ONNX models built with onnx.helper, run by minicompress and by onnxruntime (the oracle)."""
+"""One-node ONNX models built with onnx.helper, run by minicompress and by onnxruntime (the oracle); and
+which integer arithmetic this host's onnxruntime uses for uint8 x int8 products (`host_arithmetic`)."""
+import functools
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,6 +21,27 @@ def ort_session(model_bytes):
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def ort_saturates_u8s8():
+    """True when this host's onnxruntime adds uint8 x int8 byte pairs into a saturating int16 (MLAS's AVX2
+    kernels, `vpmaddubsw`, on CPUs without VNNI), found once by running MatMulInteger on a = 255, b = 127:
+    exactly 4 * 255 * 127 = 129540, saturated 2 * 32767 = 65534."""
+    model, feeds, _ = one_node_model("MatMulInteger", [("a", np.full((2, 4), 255, np.uint8)),
+                                                       ("b", np.full((4, 3), 127, np.int8))])
+    result = ort_session(model.SerializeToString()).run(None, feeds)[0]
+    if np.all(result == 4 * 255 * 127):
+        return False
+    if np.all(result == 2 * 32767):
+        return True
+    raise AssertionError(f"onnxruntime's MatMulInteger gave {result.ravel()[:3]}, neither exact nor saturated")
+
+
+def host_arithmetic():
+    """The `arithmetic` of `minicompress.onnx.load` that reproduces this host's onnxruntime on uint8 x int8
+    products: "u8s8-saturating" on an AVX2-only CPU, "exact" with VNNI (or AVX512-BW / non-x86 kernels)."""
+    return "u8s8-saturating" if ort_saturates_u8s8() else "exact"
 
 
 def one_node_model(op_type, inputs, attrs=None, opset=17, n_outputs=1, constants=(), domain=""):
@@ -46,20 +70,21 @@ def one_node_model(op_type, inputs, attrs=None, opset=17, n_outputs=1, constants
     return model, feeds, [name for name, a in inputs if a is not None and name not in constants]
 
 
-def run_both(op_type, inputs, attrs=None, opset=17, n_outputs=1, constants=(), domain=""):
-    """(minicompress outputs, onnxruntime outputs), each a list of arrays."""
+def run_both(op_type, inputs, attrs=None, opset=17, n_outputs=1, constants=(), domain="", arithmetic="exact"):
+    """(minicompress outputs, onnxruntime outputs), each a list of arrays; minicompress loads the model with
+    `arithmetic` (pass `host_arithmetic()` to compare uint8 x int8 products with this host's onnxruntime)."""
     model, feeds, order = one_node_model(op_type, inputs, attrs, opset, n_outputs, constants, domain)
     data = model.SerializeToString()
     expected = ort_session(data).run(None, feeds)
     with mc.no_grad():
-        result = mco.load(data)(*[feeds[name] for name in order])
+        result = mco.load(data, arithmetic=arithmetic)(*[feeds[name] for name in order])
     result = list(result) if isinstance(result, tuple) else [result]
     return [r.numpy() for r in result], expected
 
 
 def assert_matches(op_type, inputs, attrs=None, opset=17, n_outputs=1, constants=(), rtol=1e-6, atol=1e-6,
-                   domain=""):
-    ours, theirs = run_both(op_type, inputs, attrs, opset, n_outputs, constants, domain)
+                   domain="", arithmetic="exact"):
+    ours, theirs = run_both(op_type, inputs, attrs, opset, n_outputs, constants, domain, arithmetic)
     assert len(ours) == len(theirs)
     for i, (a, b) in enumerate(zip(ours, theirs)):
         assert a.shape == b.shape, f"{op_type} output {i}: shape {a.shape} != onnxruntime {b.shape}"

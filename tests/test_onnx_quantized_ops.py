@@ -1,12 +1,18 @@
 """ONNX's quantized operators against onnxruntime on one-node models. Integer results (MatMulInteger,
 ConvInteger, QuantizeLinear, DequantizeLinear) must be equal; requantized ones (QLinearMatMul, QLinearConv)
-within one output step, since a runtime may round a value within float32 error of a half step either way."""
+within one output step, since a runtime may round a value within float32 error of a half step either way.
+
+Codes span the full uint8 / int8 ranges, so on a CPU with AVX2 but no VNNI onnxruntime's uint8 x int8
+kernels saturate byte pairs in int16: the operators that use them (MatMulInteger, QLinearMatMul, QLinearConv,
+QGemm) are loaded with the arithmetic this host's onnxruntime uses (`onnx_harness.host_arithmetic`: exact,
+or "u8s8-saturating"), the same assertion holding on every CPU."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnx_harness import run_both
+import minicompress.onnx as mco
+from onnx_harness import host_arithmetic, one_node_model, run_both
 
 SETTINGS = settings(max_examples=8, deadline=None)
 seeds = st.integers(0, 2**31 - 1)
@@ -70,9 +76,10 @@ def test_matmul_integer(b_dtype, m, k, n, batch, seed):
     rng = np.random.default_rng(seed)
     a = codes(rng, (2, m, k) if batch else (m, k), np.uint8)
     b = codes(rng, (k, n), b_dtype)
+    arithmetic = host_arithmetic()
     assert_equal(*run_both("MatMulInteger", [("a", a), ("b", b), ("az", codes(rng, (), np.uint8)),
-                                             ("bz", codes(rng, (), b_dtype))]))
-    assert_equal(*run_both("MatMulInteger", [("a", a), ("b", b)]))
+                                             ("bz", codes(rng, (), b_dtype))], arithmetic=arithmetic))
+    assert_equal(*run_both("MatMulInteger", [("a", a), ("b", b)], arithmetic=arithmetic))
 
 
 @pytest.mark.parametrize("w_dtype", [np.uint8, np.int8])
@@ -98,7 +105,8 @@ def test_qlinear_matmul(a_dtype, b_dtype, m, k, n, per_column, seed):
     b_zp = np.zeros(n if per_column else (), b_dtype) if b_dtype == np.int8 else codes(rng, n if per_column else (), b_dtype)
     inputs = [("a", a), ("as", np.float32(0.02)), ("az", codes(rng, (), a_dtype)), ("b", b), ("bs", b_scale),
               ("bz", b_zp), ("ys", np.float32(rng.uniform(0.01, 0.1))), ("yz", codes(rng, (), a_dtype))]
-    assert_within_one_step(*run_both("QLinearMatMul", inputs, constants=("b", "bs", "bz")))
+    assert_within_one_step(*run_both("QLinearMatMul", inputs, constants=("b", "bs", "bz"),
+                                     arithmetic=host_arithmetic()))
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -119,7 +127,8 @@ def test_qlinear_conv(per_channel, c_in, c_out, kernel, size, pads, stride, bias
     if bias:
         inputs.append(("b", rng.integers(-2000, 2000, c_out).astype(np.int32)))
     attrs = {"pads": pads, "strides": [stride, stride], "group": group}
-    assert_within_one_step(*run_both("QLinearConv", inputs, attrs, constants=("w", "ws", "wz", "b")))
+    assert_within_one_step(*run_both("QLinearConv", inputs, attrs, constants=("w", "ws", "wz", "b"),
+                                     arithmetic=host_arithmetic()))
 
 
 def qparams(rng, dtype):
@@ -163,7 +172,8 @@ def test_qlinear_softmax_and_qgemm(shape, seed):
     inputs = [("a", a), ("as", np.float32(0.02)), ("az", np.uint8(120)), ("b", b), ("bs", np.float32(0.01)),
               ("bz", np.int8(0)), ("c", rng.integers(-500, 500, n).astype(np.int32)), ("ys", np.float32(0.05)),
               ("yz", np.uint8(100))]
-    assert_within_one_step(*run_both("QGemm", inputs, {"transB": 1}, constants=("b", "bs", "bz", "c"), **ms))
+    assert_within_one_step(*run_both("QGemm", inputs, {"transB": 1}, constants=("b", "bs", "bz", "c"),
+                                     arithmetic=host_arithmetic(), **ms))
 
 
 @pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
@@ -200,3 +210,41 @@ def test_qlinear_conv_whose_accumulator_can_overflow_is_refused_naming_the_chann
               ("yz", np.uint8(0)), ("b", bias)]
     with pytest.raises(ValueError, match=r"output channel 1: 255 \* sum \|w - w_zp\| \+ \|bias\| = 2147483648"):
         run_both("QLinearConv", inputs, {"pads": [1, 1, 1, 1]}, constants=("w", "ws", "wz", "b"))
+
+
+@pytest.mark.parametrize("b_dtype", [np.uint8, np.int8])
+@SETTINGS
+@given(m=st.integers(1, 5), k=st.integers(1, 9), n=st.integers(1, 5), batch=st.booleans(), per_column=st.booleans(),
+       bias=st.booleans(), seed=seeds)
+def test_dynamic_quantize_matmul(b_dtype, m, k, n, batch, per_column, bias, seed):
+    """Both runtimes quantize A to the same codes (DynamicQuantizeLinear) and sum the same integers; what is left
+    is float32 rounding of the rescaling and the bias."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-2, 3, (2, m, k) if batch else (m, k)).astype(np.float32)
+    columns = n if per_column else ()
+    b_zp = codes(rng, columns, b_dtype) if b_dtype == np.uint8 else np.zeros(columns, b_dtype)
+    inputs = [("a", a), ("b", codes(rng, (k, n), b_dtype)),
+              ("bs", rng.uniform(0.001, 0.01, columns).astype(np.float32)), ("bz", b_zp),
+              ("bias", rng.standard_normal(n).astype(np.float32) if bias else None)]
+    ours, theirs = run_both("DynamicQuantizeMatMul", inputs, constants=("b", "bs", "bz", "bias"),
+                            domain="com.microsoft", arithmetic=host_arithmetic())
+    assert ours[0].shape == theirs[0].shape and ours[0].dtype == theirs[0].dtype
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_arithmetic_is_kept_in_the_node_and_through_save(tmp_path):
+    """a = 255, b = 127 in pairs: exactly 2 * 255 * 127 = 64770, a saturated pair 32767 (hand-computed)."""
+    import minicompress as mc
+    model, feeds, _ = one_node_model("MatMulInteger", [("a", np.full((1, 2), 255, np.uint8)),
+                                                       ("b", np.full((2, 1), 127, np.int8))], constants=("b",))
+    exact = mco.load(model.SerializeToString())
+    saturating = mco.load(model.SerializeToString(), arithmetic="u8s8-saturating")
+    assert exact(feeds["a"]).numpy()[0, 0] == 64770 and saturating(feeds["a"]).numpy()[0, 0] == 32767
+    mc.save(saturating, tmp_path / "m.mc")
+    assert mc.load(tmp_path / "m.mc")(feeds["a"]).numpy()[0, 0] == 32767
+
+
+def test_arithmetic_must_be_known():
+    model, _, _ = one_node_model("MatMulInteger", [("a", np.zeros((1, 2), np.uint8)), ("b", np.zeros((2, 1), np.int8))])
+    with pytest.raises(ValueError, match=r"arithmetic must be one of 'exact', 'u8s8-saturating', got 'vnni'"):
+        mco.load(model.SerializeToString(), arithmetic="vnni")

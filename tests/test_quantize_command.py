@@ -1,6 +1,10 @@
 """`minicompress quantize MODEL.onnx`: the QDQ file it writes against onnxruntime's quantize_static on a
 torch-exported CNN (BatchNormalization kept, Concat, pools, Flatten into Gemm), a model onnxruntime fails on,
-bad input; and graph-mode static int8 (quantize_fx) of the same CNN against onnxruntime's model."""
+bad input; and graph-mode static int8 (quantize_fx) of the same CNN against onnxruntime's model.
+
+Where onnxruntime runs an int8 file, both sides quantize the weights to 7 bits (reduce_range): onnxruntime's
+uint8 x int8 kernels on CPUs with AVX2 but no VNNI add byte pairs into a saturating int16, exact for 7-bit
+weights (2 * 255 * 64 < 2**15), so the int8 file gives the same integers in onnxruntime on every CPU."""
 import io
 import warnings
 
@@ -62,13 +66,13 @@ def test_graph_quantization_agrees_with_onnxruntimes_quantize_static(seed, tmp_p
     path = tmp_path / "float.onnx"
     path.write_bytes(data)
     x = calibration(seed)
-    prepared = prepare_fx(mco.load(data), minmax_per_channel_qconfig())
+    prepared = prepare_fx(mco.load(data), minmax_per_channel_qconfig(reduce_range=True))
     with mc.no_grad():
         prepared(x)
     ours = convert_fx(prepared)
     kinds = {type(m).__name__ for m in ours.modules()}
     assert {"QuantizedConcat", "MaxPool2d", "AvgPool2d", "Flatten", "ConvReLU2d", "Linear"} <= kinds
-    theirs = ort_session(_ort_quantize_static(str(path), "in0", [x])).run(None, {"in0": x})[0]
+    theirs = ort_session(_ort_quantize_static(str(path), "in0", [x], reduce_range=True)).run(None, {"in0": x})[0]
     ours_in_ort = ort_session(mco.export(ours, x[:1]).SerializeToString()).run(None, {"in0": x})[0]
     reference = ort_session(data).run(None, {"in0": x})[0]
     with mc.no_grad():
@@ -79,10 +83,10 @@ def test_graph_quantization_agrees_with_onnxruntimes_quantize_static(seed, tmp_p
     # there: a tie can go either way).
     assert np.abs(ours_in_ort - got).max() <= 1.01 * step        # 1 step, with float32 rounding of the values
     # onnxruntime's own model folds BN and rounds weights and biases on its own, so the two int8 models are
-    # not the same integers: over seeds 0-5 they were at most 6 steps apart (mean 1.3), and equally far from
-    # the float model (ours at most 1 step further). Those bounds, with a step of margin:
+    # not the same integers: over seeds 0-5 (7-bit weights) they were at most 6 steps apart (mean at most 1.47),
+    # and equally far from the float model (ours at most 0.4 step further). Those bounds, with margin:
     assert np.abs(got - theirs).max() <= 8 * step
-    assert np.abs(got - theirs).mean() <= 1.5 * step
+    assert np.abs(got - theirs).mean() <= 2 * step
     assert np.abs(got - reference).max() <= np.abs(theirs - reference).max() + step
 
 
@@ -90,7 +94,8 @@ def test_quantize_command_writes_onnxruntimes_qdq_graph_and_prints_the_compariso
     model, cal, out = tmp_path / "m.onnx", tmp_path / "cal.npy", tmp_path / "m.int8.onnx"
     model.write_bytes(concat_cnn_onnx(0))
     np.save(cal, calibration(0, 16))
-    assert cli.main(["quantize", str(model), "--calibration", str(cal), "--out", str(out), "--batch-size", "8"]) == 0
+    assert cli.main(["quantize", str(model), "--calibration", str(cal), "--out", str(out), "--batch-size", "8",
+                     "--reduce-range"]) == 0
     text = capsys.readouterr().out
     assert "the same nodes and initializers, by name" in text, text
     assert "zero points equal on 8/8" in text and "6/6 int8 tensors identical" in text, text

@@ -20,6 +20,11 @@ float model as onnxruntime runs it on the calibration samples (top-1 agreement w
 max |diff|, cosine, bytes). If onnxruntime cannot quantize or run the model (its shape inference, an
 operator), the comparison is skipped with the reason and the model is still written.
 
+`--reduce-range` quantizes the weights to 7 bits ([-64, 63]) on both sides (onnxruntime's `reduce_range=True`):
+onnxruntime's uint8 x int8 kernels on x86 CPUs with AVX2 but no VNNI add byte pairs into a saturating int16,
+exact only while |x0 w0 + x1 w1| < 2**15, which 7-bit weights guarantee (2 * 255 * 64 = 32640); onnxruntime
+recommends it for such CPUs. Without it an 8-bit model can give other results there than the ones printed.
+
 Every check (the model file, one float32 input, the calibration array's shape against the input's, a
 writable --out, --method and its options) happens before any work; failures are `CommandError`s (one
 line, exit 2), and no output file is left.
@@ -74,15 +79,17 @@ def _check_out(out, CommandError):
     return folder
 
 
-def minmax_per_channel_qconfig():
+def minmax_per_channel_qconfig(reduce_range=False):
     """MinMax observers in the scheme of onnxruntime's quantize_static(MinMax, QUInt8 activations, per-channel
-    QInt8 weights), with torch's arithmetic (weight scale max|w| / 127.5); for graph-mode quantize_fx. The
-    quantize command itself writes onnxruntime's numbers (onnx.qdq_quantize)."""
+    QInt8 weights; reduce_range: 7-bit weights in [-64, 63]), with torch's arithmetic (weight scale
+    max|w| / 127.5); for graph-mode quantize_fx. The quantize command itself writes onnxruntime's numbers
+    (onnx.qdq_quantize)."""
     from ..quant import dtypes as qd
     from ..quant.observer import MinMaxObserver, PerChannelMinMaxObserver
     from ..quant.qconfig import QConfig
     return QConfig(activation=MinMaxObserver.with_args(dtype=qd.quint8, quant_min=0, quant_max=255),
-                   weight=PerChannelMinMaxObserver.with_args(dtype=qd.qint8, qscheme=qd.per_channel_symmetric))
+                   weight=PerChannelMinMaxObserver.with_args(dtype=qd.qint8, qscheme=qd.per_channel_symmetric,
+                                                             reduce_range=reduce_range))
 
 
 def _agreement(out, ref):

@@ -11,7 +11,8 @@ is a plain dict, so a graph module saves and loads through `minicompress.save` /
 `kind == "module"` calls the submodule `target` (a dotted name, as torch.fx's call_module; an `nn.Conv2d`,
 `nn.Linear`, `nn.BatchNorm2d`, `nn.LayerNorm`, ...: prune, quantize and shrink see ordinary layers; `trace`
 keeps a traced model's own names), `kind == "op"` runs the registered
-operator class (domain, op_type, version) on the values' arrays. Constants that are not layer weights are
+operator class (domain, op_type, version) on the values' arrays (an optional "arithmetic" key, written by
+`onnx.load(..., arithmetic=...)` on the integer operators, says how they sum uint8 x int8 products). Constants that are not layer weights are
 buffers; `constants` maps their value names to [buffer name, shape] (the shape is kept because a model
 file stores a 0-d array as shape (1,)). `print(model.graph)` lists the nodes.
 
@@ -169,8 +170,11 @@ class GraphModule(Module):
         if getattr(cls, "needs_output_count", False):
             attrs = dict(attrs, n_outputs=len(node["outputs"]))
         arrays = [None if a is None else a.data for a in args]
+        op = cls()
+        if "arithmetic" in node:
+            op.arithmetic = node["arithmetic"]
         try:
-            out = cls().run(*arrays, **attrs)
+            out = op.run(*arrays, **attrs)
         except (ValueError, IndexError, TypeError) as exc:
             raise type(exc)(f"node {node['name']!r} ({node['op_type']}): {exc}") from exc
         return out if isinstance(out, tuple) else (out,)

@@ -33,6 +33,10 @@ class Op:
     domain = DEFAULT_DOMAIN
     op_type = None
     since_version = 1
+    # How integer products are summed (graph/ops/quantized.py: ARITHMETICS). A node dict's "arithmetic" key,
+    # written by minicompress.onnx.load, sets it on the instance that runs the node; other ops ignore it.
+    arithmetic = "exact"
+    uses_arithmetic = False     # True for the ops whose integer products depend on it
 
     def run(self, *inputs, **attributes):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -15,6 +15,7 @@ import numpy as np
 from ..graph import registry
 from ..graph.module import GraphModule, sanitize, unique_name
 from ..graph.ops.elementwise import numpy_dtype
+from ..graph.ops.quantized import check_arithmetic
 from .lower import lower
 
 MIN_OPSET, MAX_OPSET = 6, 21
@@ -133,13 +134,23 @@ def _input_spec(info, shapes):
     return {"name": info.name, "dtype": dtype, "shape": shapes.get(info.name)}
 
 
-def load(source) -> GraphModule:
+def load(source, arithmetic="exact") -> GraphModule:
     """Build a GraphModule from an ONNX model (a path, bytes or onnx.ModelProto); it is in eval mode.
 
     `model(*inputs)` takes arrays or Tensors in the graph's input order (initializers excluded) and returns
     a Tensor, or a tuple in the graph's output order.
+
+    `arithmetic` says how the integer operators (MatMulInteger, QLinearMatMul, QGemm, QLinearConv,
+    DynamicQuantizeLSTM) sum uint8 x int8 products: "exact" (the ONNX formula; onnxruntime on CPUs with
+    VNNI), or "u8s8-saturating", byte pairs added in saturating int16 as onnxruntime's MLAS kernels do on
+    AVX2 CPUs without VNNI (`kernels/saturating.py`), to reproduce that onnxruntime bit for bit. Every
+    other operator and type is the same either way. The choice is kept in each such node.
+
+    Raises:
+        ValueError: `arithmetic` is not one of "exact", "u8s8-saturating".
     """
     from onnx import numpy_helper
+    check_arithmetic(arithmetic)
     model = read_model(source)
     opsets = {registry.normalise_domain(o.domain): o.version for o in model.opset_import}
     opset = opsets.get("", None)
@@ -203,6 +214,8 @@ def load(source) -> GraphModule:
         used.update(v for v in ins if v in constants)
         nodes.append({"name": name, "kind": "op", "op_type": proto.op_type, "domain": domain,
                       "version": cls.since_version, "attrs": attrs, "inputs": ins, "outputs": outs})
+        if cls.uses_arithmetic and arithmetic != "exact":
+            nodes[-1]["arithmetic"] = arithmetic
     used.update(o.name for o in graph.output if o.name in constants)
     module = GraphModule(inputs, [o.name for o in graph.output], nodes, modules,
                          {v: constants[v] for v in sorted(used)}, opset_import=opsets)

@@ -15,11 +15,20 @@ runtimes with fixed-point requantization (a 32-bit multiplier and a shift, as in
 can round a value that lands within ~1e-7 of a half step the other way: one output step of difference.
 uint8 activations with int8 weights run on `kernels.qlinear.quantized_linear` / `kernels.qconv.quantized_conv2d`;
 other type combinations on the NumPy reference here.
+
+Integer arithmetic (`ARITHMETICS`, chosen per node by `minicompress.onnx.load(..., arithmetic=...)`): "exact"
+sums every product exactly, as onnxruntime does on CPUs with VNNI; "u8s8-saturating" sums uint8 x int8 byte
+pairs into a saturating int16 as onnxruntime's MLAS does on AVX2-only CPUs (`kernels/saturating.py`), for
+uint8 activations with int8 weights in MatMulInteger, QLinearMatMul, QGemm, QLinearConv (but depthwise),
+DynamicQuantizeMatMul and DynamicQuantizeLSTM; `integer_matmul` is the one place that chooses. Other types
+are exact either way, and so are ConvInteger and depthwise QLinearConv: onnxruntime 1.32 computes them
+exactly on AVX2 too (measured).
 """
 import numpy as np
 
 from ...kernels import conv as conv_kernels
 from ...kernels.qelementwise import INT32_MAX, check_accumulator_range
+from ...kernels.saturating import u8s8_pair_saturating_matmul
 from ..registry import Op, register
 from .nn import _defaults, _pad_spatial, window_pads
 
@@ -115,15 +124,53 @@ def _shifted(q, zp, ndim_axis=None):
     return q.astype(np.int64) - (0 if zp is None else np.asarray(zp).astype(np.int64))
 
 
+ARITHMETICS = ("exact", "u8s8-saturating")
+
+
+def check_arithmetic(arithmetic):
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"arithmetic must be one of {', '.join(map(repr, ARITHMETICS))}, got {arithmetic!r}")
+    return arithmetic
+
+
+def integer_matmul(a, a_zp, b, b_zp, arithmetic="exact"):
+    """sum_k (a - a_zp)(b - b_zp) as int64, with np.matmul's broadcasting: a (..., M, K) and b (..., K, N)
+    codes, a_zp a scalar or (M, 1) (per row), b_zp a scalar or (N,) (per column), None for 0.
+
+    With arithmetic "u8s8-saturating", uint8 a and int8 b: the raw codes' products summed in saturating int16
+    pairs along K (`kernels.saturating`), the zero points applied after from the row and column sums,
+    sum ab - b_zp sum a - a_zp sum b + K a_zp b_zp, as onnxruntime's AVX2 kernels do."""
+    if arithmetic == "exact" or a.dtype != np.uint8 or b.dtype != np.int8:
+        return np.matmul(_shifted(a, a_zp), _shifted(b, b_zp))
+    a_zp = np.int64(0) if a_zp is None else np.asarray(a_zp, np.int64)
+    b_zp = np.int64(0) if b_zp is None else np.asarray(b_zp, np.int64).reshape(-1)
+    k = a.shape[-1]
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a_b = np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:])
+    b_b = np.broadcast_to(b, batch + b.shape[-2:]).reshape((-1,) + b.shape[-2:])
+    raw = np.stack([u8s8_pair_saturating_matmul(x, 0, w, 0) for x, w in zip(a_b, b_b)]).astype(np.int64)
+    raw = raw.reshape(batch + raw.shape[-2:])
+    a_sums = np.broadcast_to(a, batch + a.shape[-2:]).astype(np.int64).sum(-1, keepdims=True)
+    b_sums = np.broadcast_to(b, batch + b.shape[-2:]).astype(np.int64).sum(-2, keepdims=True)
+    return raw - b_zp * a_sums - a_zp * b_sums + k * a_zp * b_zp
+
+
+def _row_zero_point(zero_point):
+    """A's zero point: None, a scalar, or per row of A as (M, 1)."""
+    if zero_point is None:
+        return None
+    return np.asarray(zero_point).reshape(-1, 1) if np.asarray(zero_point).size > 1 else zero_point
+
+
 @register("MatMulInteger", 10)
 class MatMulInteger(Op):
     """(A - a_zero_point) @ (B - b_zero_point) in int32; a_zero_point per row of A (M) or scalar, b_zero_point
-    per column of B (N) or scalar."""
+    per column of B (N) or scalar. Summed by `integer_matmul` in the node's arithmetic."""
+
+    uses_arithmetic = True
 
     def run(self, a, b, a_zero_point=None, b_zero_point=None):
-        a_zp = None if a_zero_point is None else np.asarray(a_zero_point).reshape(-1, 1) \
-            if np.asarray(a_zero_point).size > 1 else a_zero_point
-        return np.matmul(_shifted(a, a_zp), _shifted(b, b_zero_point)).astype(np.int32)
+        return integer_matmul(a, _row_zero_point(a_zero_point), b, b_zero_point, self.arithmetic).astype(np.int32)
 
 
 def _integer_conv(x, w, group, strides, dilations, pads):
@@ -134,6 +181,31 @@ def _integer_conv(x, w, group, strides, dilations, pads):
     y = conv_kernels.conv2d_forward(np.ascontiguousarray(xp), np.ascontiguousarray(w.astype(np.float64)),
                                     tuple(strides), (0, 0), tuple(dilations), int(group))
     return np.rint(y).astype(np.int64)
+
+
+def _saturating_conv(x, x_zp, w, w_zps, group, strides, dilations, pads):
+    """conv(x - x_zp, w - w_zp) as int64 with `integer_matmul`'s "u8s8-saturating" sums (uint8 x, int8 w,
+    w_zps per output channel): per group, the im2col matrix of the raw codes, padded with x_zp as
+    onnxruntime pads, times the weights, K ordered (kh, kw, c) -- onnxruntime's QLinearConv transposes the
+    input to NHWC and reorders the filter to (kh, kw, c, out) (qlinearconv.cc: ReorderFilter, NHWC Im2col).
+    Measured under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI): equal to onnxruntime 1.32 for 1 to 4 input
+    channels (odd counts too, where pairs straddle two kernel positions), the input zero point a constant or
+    a graph input."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    n, c_out, (kh, kw) = x.shape[0], w.shape[0], w.shape[2:]
+    cg, per = w.shape[1], w.shape[0] // group
+    (sh, sw), (dh, dw) = strides, dilations
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=x_zp)
+    windows = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                      # (N, C, OH, OW, kh, kw)
+    oh, ow = windows.shape[2:4]
+    out = np.empty((n, c_out, oh, ow), np.int64)
+    for g in range(group):
+        cols = windows[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 4, 5, 1).reshape(n * oh * ow, kh * kw * cg)
+        wg = w[g * per:(g + 1) * per].transpose(0, 2, 3, 1).reshape(per, -1).T
+        acc = integer_matmul(cols, x_zp, wg, w_zps[g * per:(g + 1) * per], "u8s8-saturating")
+        out[:, g * per:(g + 1) * per] = acc.reshape(n, oh, ow, per).transpose(0, 3, 1, 2)
+    return out
 
 
 def _conv_geometry(x, w, auto_pad, dilations, pads, strides):
@@ -170,19 +242,21 @@ def _multiplier(x_scale, w_scale, y_scale):
 class QLinearMatMul(Op):
     """A (..., M, K) by B (..., K, N) on codes, requantized to y's qparams; b_scale / b_zero_point per column.
 
-    uint8 A and int8 2-D B with per-tensor or per-column qparams run on `quantized_linear`."""
+    uint8 A and int8 2-D B with per-tensor or per-column qparams run on `quantized_linear` in exact
+    arithmetic; other cases, and "u8s8-saturating", on `integer_matmul` and `requantize`."""
+
+    uses_arithmetic = True
 
     def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
         if a.dtype == np.uint8 and b.dtype == np.int8 and b.ndim == 2 and y_zero_point.dtype == np.uint8 \
-                and a.ndim >= 1 and np.asarray(a_scale).size == 1:
+                and a.ndim >= 1 and np.asarray(a_scale).size == 1 and self.arithmetic == "exact":
             from ...kernels.qlinear import quantized_linear
             n = b.shape[1]
             return quantized_linear(a, _scalar(a_scale), int(_scalar(a_zero_point)), np.ascontiguousarray(b.T),
                                     np.broadcast_to(np.asarray(b_scale, np.float32).reshape(-1), (n,)),
                                     np.broadcast_to(np.asarray(b_zero_point, np.int64).reshape(-1), (n,)),
                                     None, _scalar(y_scale), int(_scalar(y_zero_point)))
-        acc = np.matmul(_shifted(a, np.asarray(a_zero_point).reshape(-1, 1) if np.asarray(a_zero_point).size > 1
-                                 else a_zero_point), _shifted(b, b_zero_point))
+        acc = integer_matmul(a, _row_zero_point(a_zero_point), b, b_zero_point, self.arithmetic)
         return requantize(acc, _multiplier(np.asarray(a_scale).reshape(-1, 1) if np.asarray(a_scale).size > 1
                                            else a_scale, b_scale, y_scale), y_zero_point)
 
@@ -224,8 +298,12 @@ def _kernel_takes(depth, bias):
 class QLinearConv(Op):
     """conv(x - x_zp, w - w_zp) + B (int32, scale x_scale * w_scale), requantized to y's qparams; w_scale and
     w_zero_point per tensor or per output channel. uint8 x with int8 w and symmetric pads run on
-    `quantized_conv2d` when its worst-case accumulator check holds; a layer that only the bound on its
-    actual weights admits (`check_accumulator_bound`) runs on the exact NumPy route below."""
+    `quantized_conv2d` in exact arithmetic when its worst-case accumulator check holds; a layer that only
+    the bound on its actual weights admits (`check_accumulator_bound`) runs on the exact NumPy route below.
+    In "u8s8-saturating" a grouped or dense (not depthwise) conv runs on `_saturating_conv`, as onnxruntime's
+    MLAS GEMM, while its depthwise kernel is exact."""
+
+    uses_arithmetic = True
 
     def run(self, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, b=None, *,
             auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
@@ -236,14 +314,19 @@ class QLinearConv(Op):
         within_worst_case = _kernel_takes(int(np.prod(w.shape[1:])), b)
         if not within_worst_case:        # the worst case bounds the actual one: only then look at the weights
             check_accumulator_bound(w.astype(np.int64) - w_zps.reshape(-1, 1, 1, 1), b)
+        saturating = self.arithmetic == "u8s8-saturating" and x.dtype == np.uint8 and w.dtype == np.int8 \
+            and x.ndim == 4 and not (w.shape[1] == 1 and c_out == group)
         if x.dtype == np.uint8 and w.dtype == np.int8 and y_zero_point.dtype == np.uint8 and x.ndim == 4 \
-                and pads[:2] == pads[2:] and within_worst_case:
+                and pads[:2] == pads[2:] and within_worst_case and not saturating:
             from ...kernels.qconv import quantized_conv2d
             return quantized_conv2d(x, _scalar(x_scale), int(_scalar(x_zero_point)), w, w_scales, w_zps,
                                     None if b is None else b.astype(np.int32), _scalar(y_scale), int(_scalar(y_zero_point)),
                                     tuple(strides), tuple(pads[:2]), tuple(dilations), int(group))
-        acc = _integer_conv(_shifted(x, x_zero_point), w.astype(np.int64) - w_zps.reshape(-1, 1, 1, 1), group,
-                            strides, dilations, pads)
+        if saturating:
+            acc = _saturating_conv(x, int(_scalar(x_zero_point)), w, w_zps, group, strides, dilations, pads)
+        else:
+            acc = _integer_conv(_shifted(x, x_zero_point), w.astype(np.int64) - w_zps.reshape(-1, 1, 1, 1), group,
+                                strides, dilations, pads)
         if b is not None:
             acc = acc + b.astype(np.int64).reshape(1, -1, 1, 1)
         return requantize(acc, _multiplier(x_scale, w_scales, y_scale).reshape(1, -1, 1, 1), y_zero_point)
@@ -305,11 +388,13 @@ class QGemm(Op):
     saturate(round(alpha a_scale b_scale / y_scale acc) + y_zp), without it the float alpha a_scale b_scale acc.
     b_scale / b_zero_point per tensor or per output column."""
 
+    uses_arithmetic = True
+
     def run(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None, *,
             alpha=1.0, transA=0, transB=0):
         a = a.T if transA else a
         b = b.T if transB else b
-        acc = np.matmul(_shifted(a, a_zero_point), b.astype(np.int64) - np.asarray(b_zero_point).astype(np.int64))
+        acc = integer_matmul(a, a_zero_point, b, b_zero_point, self.arithmetic)
         if c is not None:
             acc = acc + c.astype(np.int64)
         k = np.float32(alpha) * np.float32(a_scale) * np.asarray(b_scale, np.float32)
@@ -317,6 +402,33 @@ class QGemm(Op):
             return (acc.astype(np.float32) * k).astype(np.float32)
         zp = np.zeros((), a.dtype) if y_zero_point is None else y_zero_point
         return _store(acc.astype(np.float32) * (k / np.float32(y_scale)), zp)
+
+
+def dynamic_matmul(a, w_q, w_scale, w_zero_point, arithmetic="exact"):
+    """a (M, K) float32 @ int8 w_q (K, N): a quantized by DynamicQuantizeLinear, the int32 product (summed in
+    `arithmetic`, see `integer_matmul`) scaled by float32(a_scale * w_scale) (w_scale / w_zero_point a scalar
+    or per column)."""
+    a_q, a_scale, a_zp = DynamicQuantizeLinear().run(a)
+    acc = integer_matmul(a_q, a_zp, w_q, w_zero_point, arithmetic)
+    if not a_scale:                      # an all-zero input: every code is the zero point
+        return np.zeros(acc.shape, np.float32)
+    return acc.astype(np.float32) * (np.float32(a_scale) * np.asarray(w_scale, np.float32))
+
+
+@register("DynamicQuantizeMatMul", 1, domain=MS)
+class DynamicQuantizeMatMul(Op):
+    """Y = A @ B for float A (..., K) and int8 / uint8 B (K, N): A quantized per call by DynamicQuantizeLinear,
+    the int32 product scaled by float32(a_scale * b_scale) (b_scale / b_zero_point per tensor or per column),
+    then + bias: `dynamic_matmul`, what onnxruntime's optimizer fuses DynamicQuantizeLinear -> MatMulInteger
+    -> Cast -> Mul into."""
+
+    uses_arithmetic = True
+
+    def run(self, a, b, b_scale, b_zero_point=None, bias=None):
+        zp = np.zeros((), b.dtype) if b_zero_point is None else b_zero_point
+        y = dynamic_matmul(a.reshape(-1, a.shape[-1]), b, np.asarray(b_scale).reshape(-1), np.asarray(zp).reshape(-1),
+                           self.arithmetic).reshape(a.shape[:-1] + b.shape[-1:])
+        return y if bias is None else (y + bias).astype(np.float32)
 
 
 # Operators without an integer formula: dequantize, apply the float operator, quantize again. onnxruntime

@@ -15,23 +15,13 @@ in LSTM (Wb + Rb), in that order: (xW + hR) + b.
 import numpy as np
 
 from ..registry import Op, register
-from .quantized import DynamicQuantizeLinear
+from .quantized import dynamic_matmul
 from .rnn import _check, _directions, _finish, _order, _prepare, _sigmoid
 
 MS = "com.microsoft"
 
 
-def dynamic_matmul(a, w_q, w_scale, w_zero_point):
-    """a (M, K) float32 @ int8 w_q (K, N): a quantized by DynamicQuantizeLinear, the int32 product scaled by
-    float32(a_scale * w_scale) (w_scale / w_zero_point a scalar or per column)."""
-    a_q, a_scale, a_zp = DynamicQuantizeLinear().run(a)
-    acc = (a_q.astype(np.int64) - np.int64(a_zp)) @ (w_q.astype(np.int64) - np.asarray(w_zero_point, np.int64))
-    if not a_scale:                      # an all-zero input: every code is the zero point
-        return np.zeros(acc.shape, np.float32)
-    return acc.astype(np.float32) * (np.float32(a_scale) * np.asarray(w_scale, np.float32))
-
-
-def _recurrence(x, lens, reverse, w, r, bias, peep, h, c):
+def _recurrence(x, lens, reverse, w, r, bias, peep, h, c, arithmetic):
     """One direction: (outputs (seq, batch, H), (final h, final c)), stepping as onnxruntime's
     UniDirectionalLstm does: the input product over the first max(lens) steps at once, then per step the
     recurrent product of the previous step's outputs, which are 0 for rows already past their length (so
@@ -41,12 +31,12 @@ def _recurrence(x, lens, reverse, w, r, bias, peep, h, c):
     steps = int(lens.max()) if batch else 0
     xw = np.zeros((seq, batch, 4 * hidden), np.float32)
     if steps:
-        xw[:steps] = dynamic_matmul(x[:steps].reshape(-1, inputs), *w).reshape(steps, batch, 4 * hidden)
+        xw[:steps] = dynamic_matmul(x[:steps].reshape(-1, inputs), *w, arithmetic).reshape(steps, batch, 4 * hidden)
     order, cols = _order(seq, batch, lens, reverse), np.arange(batch)
     outs = np.zeros((seq, batch, hidden), np.float32)
     previous = h
     for step in range(steps):
-        gates = (xw[order[step], cols] + dynamic_matmul(previous, *r)) + bias
+        gates = (xw[order[step], cols] + dynamic_matmul(previous, *r, arithmetic)) + bias
         i, o, f, g = np.split(gates, 4, axis=-1)
         i, f = _sigmoid(i + peep[0] * c), _sigmoid(f + peep[2] * c)
         c_new = f * c + i * np.tanh(g)
@@ -60,6 +50,8 @@ def _recurrence(x, lens, reverse, w, r, bias, peep, h, c):
 
 @register("DynamicQuantizeLSTM", 1, domain=MS)
 class DynamicQuantizeLSTM(Op):
+    uses_arithmetic = True
+
     def run(self, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, w_scale=None,
             w_zero_point=None, r_scale=None, r_zero_point=None, *, activation_alpha=None, activation_beta=None,
             activations=None, clip=None, direction="forward", hidden_size=None, input_forget=0):
@@ -79,7 +71,8 @@ class DynamicQuantizeLSTM(Op):
             peep = np.zeros((3, hidden), np.float32) if p is None else p[d].reshape(3, hidden)
             h0 = np.zeros((batch, hidden), np.float32) if initial_h is None else initial_h[d]
             c0 = np.zeros((batch, hidden), np.float32) if initial_c is None else initial_c[d]
-            y, states = _recurrence(x, lens, reverse, (w[d], ws, wz), (r[d], rs, rz), bias, peep, h0, c0)
+            y, states = _recurrence(x, lens, reverse, (w[d], ws, wz), (r[d], rs, rz), bias, peep, h0, c0,
+                                    self.arithmetic)
             ys.append(y)
             finals.append(states)
         return tuple(a.astype(np.float32, copy=False) for a in _finish(ys, finals))
