@@ -41,3 +41,28 @@ def test_first_divergent_node_is_named(cnn_file, capsys, monkeypatch):
 def test_missing_files_are_one_line_errors(tmp_path, capsys):
     assert cli.main(["check", str(tmp_path / "none.onnx")]) == 2
     assert "no ONNX file" in capsys.readouterr().err
+
+
+def test_uint8_int8_saturation_is_diagnosed_on_every_cpu(tmp_path, capsys):
+    """MatMulInteger on large codes (a in 200..255, b in 100..127: every byte pair above 32767): this host's
+    onnxruntime either sums exactly (VNNI) or saturates each int16 pair sum (AVX2 without VNNI; found by
+    `onnx_harness.host_arithmetic`). In the arithmetic that matches the host, check agrees (exit 0); in the
+    other, the node diverges; and in exact arithmetic on a saturating host the diagnosis says that the
+    saturating arithmetic reproduces onnxruntime, with the remedies."""
+    from onnx_harness import host_arithmetic, one_node_model
+    rng = np.random.default_rng(0)
+    a = rng.integers(200, 256, (3, 8)).astype(np.uint8)
+    model, _, _ = one_node_model("MatMulInteger", [("a", a), ("b", rng.integers(100, 128, (8, 4)).astype(np.int8))],
+                                 constants=("b",))
+    path, x = tmp_path / "m.onnx", tmp_path / "a.npy"
+    path.write_bytes(model.SerializeToString())
+    np.save(x, a)
+    matching = host_arithmetic()
+    other = "exact" if matching == "u8s8-saturating" else "u8s8-saturating"
+    assert cli.main(["check", str(path), "--input", str(x), "--arithmetic", matching]) == 0
+    capsys.readouterr()
+    assert cli.main(["check", str(path), "--input", str(x), "--arithmetic", other]) == 1
+    out = capsys.readouterr().out
+    assert "first divergence" in out and "(MatMulInteger)" in out
+    if other == "exact":
+        assert "onnxruntime saturates on this CPU" in out and "--reduce-range" in out and "U8U8" in out, out

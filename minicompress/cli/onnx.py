@@ -7,7 +7,7 @@ integer layers (`onnx.fold_qdq`), as onnxruntime runs it.
 Every problem with the file (not ONNX, an operator minicompress does not implement, more than one input, an
 input that is not float32) is a `CommandError` raised before any work starts.
 
-    minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
+    minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5] [--arithmetic exact]
 """
 from __future__ import annotations
 
@@ -175,6 +175,9 @@ def add_parsers(sub):
                      help=".npy file of a graph input, repeated in the graph's input order (default: random)")
     chk.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (of each value's max |x|)")
     chk.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
+    chk.add_argument("--arithmetic", choices=("exact", "u8s8-saturating"), default="exact",
+                     help="how minicompress sums uint8 x int8 products (u8s8-saturating: onnxruntime's int16 pair "
+                          "saturation on x86 CPUs with AVX2 and no VNNI); a diverging integer node is diagnosed in both")
     chk.set_defaults(run=cmd_check)
 
 

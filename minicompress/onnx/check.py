@@ -7,6 +7,14 @@ minicompress keeps every value of its interpreter loop. The two are compared in 
     a value diverges when max_abs > atol + rtol * max |ort|
 
 The first node whose output diverges is where to look: every later disagreement may only inherit it.
+
+Integer nodes get a diagnosis. On x86 CPUs with AVX2 but no VNNI, onnxruntime's uint8 x int8 kernels
+(MatMulInteger, QLinearMatMul, QGemm, QLinearConv, DynamicQuantizeMatMul, DynamicQuantizeLSTM) add byte
+pairs into a saturating int16 (`kernels.saturating`), so they can be many output steps from the exact
+result minicompress computes. When such a node diverges, the model is run again in that arithmetic
+(`load(..., arithmetic="u8s8-saturating")`) and the report says how many steps each arithmetic is from
+onnxruntime; where the saturating one reproduces it, it says so, with the remedies: 7-bit weights
+(`quantize --reduce-range`, onnxruntime's reduce_range) or uint8 weights (U8U8), which never saturate.
 """
 from __future__ import annotations
 
@@ -42,18 +50,70 @@ def example_inputs(model, seed=0):
     return arrays
 
 
-def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0):
-    """[ValueDiff] for every node output, in node order, between minicompress and onnxruntime."""
+SATURATING = "u8s8-saturating"
+
+
+def _values(proto, inputs, arithmetic):
+    """The model loaded in `arithmetic`, and every value of one run on `inputs`."""
+    from ..autograd import no_grad
+    from .importer import load
+    model = load(proto, arithmetic)
+    with no_grad():
+        _, values = model.run(*inputs, keep="all")
+    return model, values
+
+
+def _uses_arithmetic(proto, node):
+    """Whether the operator class that runs `node` sums integer products in a chosen arithmetic."""
+    from ..graph.registry import UnsupportedOperatorError, normalise_domain, resolve
+    opsets = {normalise_domain(o.domain): o.version for o in proto.opset_import}
+    domain = normalise_domain(node.domain)
+    try:
+        return resolve(domain, node.op_type, opsets.get(domain, 1)).uses_arithmetic
+    except UnsupportedOperatorError:
+        return False
+
+
+def _steps(got, expected):
+    """(max |got - expected|, fraction equal) of two integer arrays of one shape, in output steps."""
+    diff = np.abs(got.astype(np.int64) - expected.astype(np.int64))
+    return int(diff.max(initial=0)), float(np.mean(diff == 0)) if diff.size else 1.0
+
+
+def _diagnose(diffs, proto, reference, values, saturating_values):
+    """Say, for each diverging integer node whose sums depend on the arithmetic, how far the exact and the
+    saturating arithmetic are from onnxruntime, and which one it computes."""
+    nodes = {(node.name or f"{node.op_type}_{index}"): node for index, node in enumerate(proto.graph.node)}
+    for d in diffs:
+        node = nodes.get(d.node)
+        expected = np.asarray(reference.get(d.value))
+        if not d.diverged or node is None or expected.dtype.kind not in "iu" or d.value not in saturating_values \
+                or not _uses_arithmetic(proto, node):
+            continue
+        exact_steps, _ = _steps(values[d.value].data, expected)
+        steps, equal = _steps(saturating_values[d.value].data, expected)
+        if steps == 0 or (steps <= 1 and equal >= 0.999):
+            d.note = (f"exact arithmetic {exact_steps} steps from onnxruntime; its saturating uint8 x int8 "
+                      f"arithmetic (int16 pair sums, AVX2 without VNNI) {steps} ({equal:.2%} equal): onnxruntime "
+                      f"saturates on this CPU (check --arithmetic {SATURATING} reproduces it); remedy: 7-bit "
+                      f"weights (quantize --reduce-range) or uint8 weights (U8U8)")
+        else:
+            d.note = (f"exact arithmetic {exact_steps} steps from onnxruntime, the saturating one {steps}: "
+                      f"neither explains it")
+
+
+def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0, arithmetic="exact"):
+    """[ValueDiff] for every node output, in node order, between minicompress (in `arithmetic`, as
+    `onnx.load`) and onnxruntime; diverging integer nodes carry a diagnosis (module docstring)."""
     import onnx
     import onnxruntime as ort
 
-    from ..autograd import no_grad
     from .importer import load, read_model
     proto = read_model(source)
-    model = load(proto)
-    inputs = example_inputs(model, seed) if inputs is None else [np.asarray(x) for x in inputs]
-    with no_grad():
-        _, values = model.run(*inputs, keep="all")
+    if inputs is None:
+        inputs = example_inputs(load(proto, arithmetic), seed)
+    inputs = [np.asarray(x) for x in inputs]
+    model, values = _values(proto, inputs, arithmetic)
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(proto)
@@ -70,9 +130,10 @@ def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0):
     feeds = {spec["name"]: x for spec, x in zip(model.inputs, inputs)}
     reference = dict(zip(names, session.run(names, feeds)))
 
-    diffs = []
+    diffs, nodes_by_name = [], {}
     for index, node in enumerate(proto.graph.node):
         name = node.name or f"{node.op_type}_{index}"
+        nodes_by_name[name] = node
         for value in node.output:
             if not value or value not in reference:
                 continue
@@ -95,6 +156,9 @@ def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0):
             max_abs = float(err.max())
             diffs.append(ValueDiff(name, node.op_type, value, max_abs, max_abs / scale if scale else max_abs,
                                    max_abs > atol + rtol * scale))
+    if arithmetic == "exact" and any(d.diverged and _uses_arithmetic(proto, nodes_by_name[d.node]) for d in diffs):
+        _, saturating_values = _values(proto, inputs, SATURATING)
+        _diagnose(diffs, proto, reference, values, saturating_values)
     return diffs
 
 
@@ -115,8 +179,8 @@ def format_report(diffs, rtol, atol):
 
 
 def check_command(args):
-    """`minicompress check MODEL.onnx [--input x.npy ...] [--rtol R] [--atol A]`: exit 0 when every node
-    agrees, 1 at the first divergence."""
+    """`minicompress check MODEL.onnx [--input x.npy ...] [--rtol R] [--atol A] [--arithmetic A]`: exit 0
+    when every node agrees, 1 at the first divergence."""
     import os
     inputs = None
     if args.input:
@@ -124,7 +188,7 @@ def check_command(args):
             if not os.path.isfile(path):
                 raise ValueError(f"--input {path!r}: no such file")
         inputs = [np.load(path, allow_pickle=False) for path in args.input]
-    diffs = compare(args.model, inputs, args.rtol, args.atol)
+    diffs = compare(args.model, inputs, args.rtol, args.atol, arithmetic=getattr(args, "arithmetic", "exact"))
     text, first = format_report(diffs, args.rtol, args.atol)
     print(text)
     return 0 if first is None else 1
