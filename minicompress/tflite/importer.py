@@ -144,11 +144,19 @@ class Builder:
         return index in self.nchw_names and self.names[index] not in self.defined
 
     def set(self, index, value, layout="nhwc"):
-        """Tensor `index` is computed as `value` (renamed to the tensor's name when it is NHWC)."""
+        """Tensor `index` is computed as `value`, in `layout`. A value the last node has just written and
+        nothing reads yet is renamed: to the tensor's name (NHWC) or `name/nchw`."""
+        target = self.names[index] if layout == "nhwc" else self.fresh(self.names[index] + "/nchw")
+        last = self.nodes[-1] if self.nodes else None
+        if (last is not None and value in last["outputs"] and value not in self.constants
+                and not any(value in node["inputs"] for node in self.nodes)):
+            last["outputs"][last["outputs"].index(value)] = target
+            self.defined.add(target)
+            value = target
+        elif layout == "nhwc" and value != target:
+            self.op("Identity", [value], out=target)
         if layout == "nchw":
             self.nchw_names[index] = value
-        elif value != self.names[index]:
-            self.op("Identity", [value], out=self.names[index])
 
     def fresh(self, hint):
         name = unique_name(hint, self.taken)
