@@ -190,20 +190,19 @@ class Builder:
         return out
 
     def activation(self, value, code, op, hint):
-        """The fused activation `code` (ActivationFunctionType) applied to `value`."""
-        if code == 0:
-            return value
+        """The fused activation `code` (ActivationFunctionType) applied to `value`, as LiteRT's kernels apply
+        it: they clamp to the range of RELU [0, inf), RELU_N1_TO_1 [-1, 1] or RELU6 [0, 6]
+        (`CalculateActivationRange`), and leave the value as it is for every other code (TANH, SIGN_BIT)."""
         if code == 1:
             return self.op("Relu", [value], name=hint + "/relu")
         if code in (2, 3):
             low, high = (-1.0, 1.0) if code == 2 else (0.0, 6.0)
-            dtype = np.float32
-            return self.op("Clip", [value, self.const(np.array(low, dtype), hint + "/min"),
-                                    self.const(np.array(high, dtype), hint + "/max")], name=hint + "/clip")
-        if code == 4:
-            return self.op("Tanh", [value], name=hint + "/tanh")
-        raise registry.UnsupportedOperatorError(
-            f"{op.label}: fused activation {_enum(schema.ACTIVATIONS, code)} is not supported")
+            return self.op("Clip", [value, self.const(np.array(low, np.float32), hint + "/min"),
+                                    self.const(np.array(high, np.float32), hint + "/max")], name=hint + "/clip")
+        if code not in range(len(schema.ACTIVATIONS)):
+            raise registry.UnsupportedOperatorError(f"{op.label}: fused activation {code} is not an "
+                                                    "ActivationFunctionType")
+        return value
 
 
 class SparseConstant:

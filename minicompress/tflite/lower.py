@@ -142,6 +142,10 @@ def fully_connected(b, op):
     if o["weights_format"] != 0:
         raise registry.UnsupportedOperatorError(f"{op.label}: shuffled weights (weights_format "
                                                 f"{o['weights_format']}) are not supported")
+    if o["fused_activation_function"] not in (0, 1, 2, 3):
+        raise registry.UnsupportedOperatorError(f"{op.label}: fused activation "
+                                                f"{schema.ACTIVATIONS[o['fused_activation_function']]} (LiteRT "
+                                                "refuses it too: NONE, RELU, RELU_N1_TO_1 or RELU6)")
     w = b.array(op.inputs[1], op, "weights")
     bias = b.array(_optional(op, 2), op, "bias") if _optional(op, 2) is not None else None
     _float_weights(b, op, w, bias)
@@ -282,6 +286,9 @@ def pad(b, op):
 
 def concatenation(b, op):
     o = op.options
+    if o["fused_activation_function"]:
+        raise registry.UnsupportedOperatorError(f"{op.label}: a fused activation on a float concatenation (LiteRT "
+                                                "refuses it too)")
     rank = len(b.shape(op.inputs[0]))
     axis = o["axis"] % rank
     name = b.names[_out(op)]
@@ -291,7 +298,7 @@ def concatenation(b, op):
     else:
         y = b.op("Concat", [b.value(i) for i in op.inputs], {"axis": axis}, name=name)
         layout = "nhwc"
-    b.set(_out(op), b.activation(y, o["fused_activation_function"], op, name), layout)
+    b.set(_out(op), y, layout)
 
 
 def _split_into(b, op, x_index, axis, sizes):
@@ -330,9 +337,16 @@ def transpose(b, op):
     b.set(_out(op), b.op("Transpose", [b.value(op.inputs[0])], {"perm": perm}, name=b.names[_out(op)]))
 
 
+def _clamp(v, low, high):
+    return min(max(v, low), high)
+
+
 def strided_slice(b, op):
-    """TF's strided slice with begin/end/shrink masks (and `offset`: end = begin + end) as a Slice of the
-    resolved bounds, then a Reshape that drops the shrunk axes. ellipsis and new-axis masks are not supported."""
+    """TF's strided slice as LiteRT resolves it (`StartForAxis` / `StopForAxis`): a masked begin or end is
+    the far end for the stride's direction, negative indices count from the end, then begin and end clamp
+    to [0, dim] (positive stride) or [-1, dim - 1] (negative); `offset` makes end relative to begin; a shrunk
+    axis takes the one element at begin and is dropped (a Reshape after the Slice). The resolved ranges go
+    into a Slice node with explicit bounds. Ellipsis and new-axis masks are not supported."""
     o = op.options
     if o["ellipsis_mask"] or o["new_axis_mask"]:
         raise registry.UnsupportedOperatorError(f"{op.label}: ellipsis_mask / new_axis_mask are not supported")
@@ -341,35 +355,37 @@ def strided_slice(b, op):
     end = [int(v) for v in b.array(op.inputs[2], op, "end").reshape(-1)]
     strides = [int(v) for v in b.array(op.inputs[3], op, "strides").reshape(-1)] if _optional(op, 3) is not None \
         else [1] * len(begin)
-    starts, ends, out_shape = [], [], []
+    low, high = -2 ** 31, 2 ** 31 - 1
+    starts, ends, steps, out_shape = [], [], [], []
     for axis, dim in enumerate(shape):
         if axis >= len(begin):
-            starts.append(0)
-            ends.append(dim)
-            strides.append(1)
-            out_shape.append(dim)
+            starts.append(0), ends.append(dim), steps.append(1), out_shape.append(dim)
             continue
-        s, e, step = begin[axis], end[axis], strides[axis]
-        if o["offset"]:
-            e = s + e
+        step = strides[axis]
+        if step == 0:
+            raise registry.UnsupportedOperatorError(f"{op.label}: stride 0 on axis {axis}")
+        first = (low if step > 0 else high) if o["begin_mask"] >> axis & 1 else begin[axis]
+        first = first + dim if first < 0 else first
+        first = _clamp(first, 0, dim) if step > 0 else _clamp(first, -1, dim - 1)
         if o["shrink_axis_mask"] >> axis & 1:
-            s = s + dim if s < 0 else s
-            starts.append(s)
-            ends.append(s + 1)
-            strides[axis] = 1
-            continue
-        if o["begin_mask"] >> axis & 1:
-            s = 0 if step > 0 else dim - 1
-        if o["end_mask"] >> axis & 1:
-            e = dim if step > 0 else -dim - 1
-        starts.append(s)
-        ends.append(e)
-        out_shape.append(len(range(*slice(s, e if e >= -dim else None, step).indices(dim))))
+            span = range(first, first + 1)
+        else:
+            stop = begin[axis] + end[axis] if o["offset"] else end[axis]
+            stop = (high if step > 0 else low) if o["end_mask"] >> axis & 1 else stop
+            stop = stop + dim if stop < 0 else stop
+            stop = _clamp(stop, 0, dim) if step > 0 else _clamp(stop, -1, dim - 1)
+            span = range(first, stop, step)
+            out_shape.append(len(span))
+        if not len(span):
+            starts.append(0), ends.append(0), steps.append(1)
+        else:
+            last = span[-1] + (1 if span.step > 0 else -1)
+            starts.append(span[0]), ends.append(last if last >= 0 else -dim - 1), steps.append(span.step)
     name = b.names[_out(op)]
     y = b.op("Slice", [b.value(op.inputs[0]), b.const(np.array(starts, np.int64), name + "/starts"),
                        b.const(np.array(ends, np.int64), name + "/ends"),
                        b.const(np.arange(len(shape), dtype=np.int64), name + "/axes"),
-                       b.const(np.array(strides[:len(shape)], np.int64), name + "/steps")], name=name + "/slice")
+                       b.const(np.array(steps, np.int64), name + "/steps")], name=name + "/slice")
     if o["shrink_axis_mask"]:
         y = b.op("Reshape", [y, b.const(np.array(out_shape, np.int64), name + "/shape")], {"allowzero": 1}, name=name)
     b.set(_out(op), y)

@@ -101,6 +101,7 @@ OPTIONS = {
                                   ("quantized_bias_type", "i8", 0)]),
     74: ("ResizeNearestNeighborOptions", [("align_corners", "bool", False), ("half_pixel_centers", "bool", False)]),
     75: ("LeakyReluOptions", [("alpha", "f32", 0.0)]),
+    79: ("SplitVOptions", [("num_splits", "i32", 0)]),
     89: ("QuantizeOptions", []),
     91: ("HardSwishOptions", []),
     94: ("DepthToSpaceOptions", [("block_size", "i32", 0)]),
