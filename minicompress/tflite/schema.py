@@ -273,5 +273,5 @@ def read_model(buf):
                 "buffers": [_buffer(buf, p) for p in model.tables(4)], "subgraphs": subgraphs}
     except FormatError:
         raise
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError, OverflowError) as exc:
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise FormatError(f"its tables point outside its {len(buf)} bytes (truncated or corrupt): {exc}") from None
