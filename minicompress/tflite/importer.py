@@ -21,11 +21,8 @@ import numpy as np
 from ..graph import registry
 from ..graph.module import GraphModule, sanitize, unique_name
 from . import schema
+from .errors import TFLiteFormatError
 from .lower import CONVERTERS
-
-
-class TFLiteFormatError(ValueError):
-    """The file or bytes are not a TFLite model that can be read."""
 
 
 def _read_bytes(source):
@@ -252,6 +249,22 @@ def _input_spec(builder, index):
     return {"name": builder.names[index], "dtype": np.dtype(dtype).name, "shape": shape}
 
 
+def _check_indices(sub, n_buffers, where):
+    """Every tensor index the subgraph's operators, inputs and outputs name exists (-1: an omitted optional
+    operator input), and every buffer index a tensor names."""
+    n = len(sub["tensors"])
+    for what, indices, low in [("inputs", sub["inputs"], 0), ("outputs", sub["outputs"], 0)] + \
+            [(f"operator {k} inputs", op["inputs"], -1) for k, op in enumerate(sub["operators"])] + \
+            [(f"operator {k} outputs", op["outputs"], 0) for k, op in enumerate(sub["operators"])]:
+        bad = [i for i in indices if not low <= i < n]
+        if bad:
+            raise TFLiteFormatError(f"{where}: the subgraph's {what} name tensors {bad}, but it has {n} tensors")
+    for tensor in sub["tensors"]:
+        if tensor["buffer"] >= max(n_buffers, 1):
+            raise TFLiteFormatError(f"{where}: tensor {tensor['name']!r} names buffer {tensor['buffer']}, but the "
+                                    f"model has {n_buffers}")
+
+
 def load(source, subgraph=0) -> GraphModule:
     """Build a GraphModule from a TFLite model (a path or bytes); it is in eval mode.
 
@@ -270,11 +283,15 @@ def load(source, subgraph=0) -> GraphModule:
         raise registry.UnsupportedOperatorError(f"{where}: subgraph {detail} is not read; minicompress reads "
                                                 "subgraph 0, the main graph, only")
     sub = graphs[0]
+    _check_indices(sub, len(model["buffers"]), where)
     builder = Builder(model, sub, where)
     inputs = [_input_spec(builder, i) for i in sub["inputs"]]
     builder.defined.update(spec["name"] for spec in inputs)
     for index, raw in enumerate(sub["operators"]):
-        op = OperatorView(model, index, raw)
+        try:
+            op = OperatorView(model, index, raw)
+        except TFLiteFormatError as exc:
+            raise TFLiteFormatError(f"{where}: {exc}") from None
         if op.code == schema.CUSTOM:
             raise registry.UnsupportedOperatorError(
                 f"{where}: custom operator {op.custom_code!r} (code {op.code}, node {index}) is not supported")
@@ -289,6 +306,11 @@ def load(source, subgraph=0) -> GraphModule:
             convert(builder, op)
         except registry.UnsupportedOperatorError as exc:
             raise registry.UnsupportedOperatorError(f"{where}: {exc}") from None
+        except (ValueError, IndexError, KeyError, TypeError, ArithmeticError) as exc:
+            if isinstance(exc, TFLiteFormatError):
+                raise TFLiteFormatError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+            raise TFLiteFormatError(f"{where}: {op.label}: its tensors do not fit the operator "
+                                    f"({type(exc).__name__}: {exc})") from None
     outputs = [builder.value(i) for i in sub["outputs"]]
     used = {v for node in builder.nodes for v in node["inputs"]} | set(outputs)
     module = GraphModule(inputs, outputs, builder.nodes, builder.modules,

@@ -24,6 +24,7 @@ from ..graph import registry
 from ..graph.ops.nn import window_pads
 from ..onnx.lower import lower
 from . import schema
+from .errors import TFLiteFormatError
 from .sparsity import densify
 
 TO_NCHW = [0, 3, 1, 2]
@@ -38,6 +39,13 @@ def _float_weights(b, op, *arrays):
         if a is not None and a.dtype != np.float32:
             raise registry.UnsupportedOperatorError(
                 f"{op.label}: {a.dtype} weights are not supported (float32, or float16 / int8 through DEQUANTIZE)")
+
+
+def _positive(op, **values):
+    """Strides, dilations and window sizes must be at least 1."""
+    bad = {k: v for k, v in values.items() if not isinstance(v, int) or v < 1}
+    if bad:
+        raise TFLiteFormatError(f"{op.label}: {bad} must be at least 1")
 
 
 def _padding(op):
@@ -64,6 +72,8 @@ def _spatial(b, index):
 def _conv_layer(b, op, weight, bias, group):
     """Conv2d (OIHW weight) on the NCHW input through the ONNX importer's lowering."""
     o = op.options
+    _positive(op, stride_h=o["stride_h"], stride_w=o["stride_w"], dilation_h=o["dilation_h_factor"],
+              dilation_w=o["dilation_w_factor"])
     x = op.inputs[0]
     _, h, w, _ = _spatial(b, x)
     attrs = {"strides": [o["stride_h"], o["stride_w"]], "dilations": [o["dilation_h_factor"], o["dilation_w_factor"]],
@@ -112,6 +122,7 @@ def transpose_conv(b, op):
     _float_weights(b, op, w, bias)
     _, h, wd, c = _spatial(b, x)
     o = op.options
+    _positive(op, stride_h=o["stride_h"], stride_w=o["stride_w"])
     strides, kernel = [o["stride_h"], o["stride_w"]], list(w.shape[1:3])
     auto_pad = _padding(op)
     pads = window_pads(shape[1:3], kernel, strides, [1, 1], None, auto_pad)
@@ -222,6 +233,8 @@ def softmax(b, op):
 def _pool(onnx_type):
     def convert(b, op):
         o = op.options
+        _positive(op, stride_h=o["stride_h"], stride_w=o["stride_w"], filter_height=o["filter_height"],
+                  filter_width=o["filter_width"])
         _spatial(b, op.inputs[0])
         name = b.names[_out(op)]
         attrs = {"kernel_shape": [o["filter_height"], o["filter_width"]], "strides": [o["stride_h"], o["stride_w"]],
