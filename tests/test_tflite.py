@@ -403,3 +403,24 @@ def test_only_subgraph_zero_is_read():
     assert [s["name"] for s in graph.inputs] == ["x"] and graph.outputs == ["y"]
     with pytest.raises(UnsupportedOperatorError, match="'decoder'"):
         tflite.load(data, subgraph=1)
+
+
+# ----- the command -----------------------------------------------------------------------------------
+
+def test_inspect_describes_a_tflite_file_and_refuses_bad_ones(tmp_path, capsys):
+    from minicompress import cli
+    m = Writer()
+    x, y, f = m.tensor([1, 4, 4, 3], name="x"), m.tensor([1], name="y"), m.tensor([2, 1, 1, 3], name="filter")
+    m.op("DEQUANTIZE", [m.tensor([2, 1, 1, 3], np.float16, np.ones((2, 1, 1, 3), np.float16), name="f16")], [f],
+         "DequantizeOptions")
+    m.op("CONV_2D", [x, f, m.const(np.zeros(2, np.float32))], [y], "Conv2DOptions", padding=0, strideW=1, strideH=1)
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(m.finish([x], [y]))
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "schema version 3" in out and "input: x float32 [1, 4, 4, 3]" in out and "output: y" in out
+    assert "operators: 2 (DEQUANTIZE 1, CONV_2D 1)" in out and "float16 12" in out and "float32 8" in out
+    (tmp_path / "bad.tflite").write_bytes(path.read_bytes()[:50])
+    assert cli.main(["inspect", str(tmp_path / "bad.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.tflite" in err and "not a readable TFLite model" in err and "Traceback" not in err
