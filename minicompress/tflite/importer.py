@@ -161,9 +161,11 @@ class Builder:
         return name
 
     # ----- nodes -------------------------------------------------------------------------------
-    def op(self, op_type, inputs, attrs=None, out=None, n_out=1, name=None, version=None):
-        """Append an ONNX operator node (of `version`, else the newest implemented); returns its output name(s)."""
-        cls = registry.resolve("", op_type, MAX_OPSET) if version is None else registry.lookup("", op_type, version)
+    def op(self, op_type, inputs, attrs=None, out=None, n_out=1, name=None, version=None, domain=""):
+        """Append an operator node (ONNX's of `version`, else the newest implemented; or TFLite's integer ops
+        of domain "tflite"); returns its output name(s)."""
+        cls = registry.resolve(domain, op_type, MAX_OPSET) if version is None else \
+            registry.lookup(domain, op_type, version)
         attrs = dict(attrs or {})
         registry.check_attributes(cls, attrs, name or op_type, MAX_OPSET)
         if out is None:
@@ -171,7 +173,7 @@ class Builder:
         else:
             outs = [out] if isinstance(out, str) else list(out)
         self.taken.update(outs)
-        self.nodes.append({"name": self.fresh(name or outs[0]), "kind": "op", "op_type": op_type, "domain": "",
+        self.nodes.append({"name": self.fresh(name or outs[0]), "kind": "op", "op_type": op_type, "domain": domain,
                            "version": cls.since_version, "attrs": attrs, "inputs": list(inputs), "outputs": outs})
         self.defined.update(outs)
         return outs[0] if n_out == 1 and out is None or isinstance(out, str) else outs

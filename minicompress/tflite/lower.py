@@ -23,7 +23,7 @@ import numpy as np
 from ..graph import registry
 from ..graph.ops.nn import window_pads
 from ..onnx.lower import lower
-from . import schema
+from . import integer, schema
 from .errors import TFLiteFormatError
 from .sparsity import densify
 
@@ -92,6 +92,8 @@ def _conv_layer(b, op, weight, bias, group):
 
 
 def conv_2d(b, op):
+    if b.dtype(op.inputs[0]) == np.int8:
+        return integer.conv(b, op, depthwise=False)
     w = b.array(op.inputs[1], op, "filter")
     bias = b.array(_optional(op, 2), op, "bias") if _optional(op, 2) is not None else None
     _float_weights(b, op, w, bias)
@@ -103,6 +105,8 @@ def conv_2d(b, op):
 
 def depthwise_conv_2d(b, op):
     """out[..., c * M + m] = sum_k x[..., c] w[0, k, c * M + m]: a grouped convolution with C groups."""
+    if b.dtype(op.inputs[0]) == np.int8:
+        return integer.conv(b, op, depthwise=True)
     w = b.array(op.inputs[1], op, "filter")
     bias = b.array(_optional(op, 2), op, "bias") if _optional(op, 2) is not None else None
     _float_weights(b, op, w, bias)
@@ -150,6 +154,8 @@ def transpose_conv(b, op):
 def fully_connected(b, op):
     """y = x' W^T + bias with W (O, I) as stored; x' is x reshaped to (-1, I) unless keep_num_dims."""
     o = op.options
+    if b.dtype(op.inputs[0]) == np.int8 and o["weights_format"] == 0:
+        return integer.fully_connected(b, op)
     if o["weights_format"] != 0:
         raise registry.UnsupportedOperatorError(f"{op.label}: shuffled weights (weights_format "
                                                 f"{o['weights_format']}) are not supported")
@@ -195,6 +201,8 @@ def _operands(b, op):
 
 def _binary(onnx_type):
     def convert(b, op):
+        if onnx_type == "Add" and all(b.dtype(i) == np.int8 for i in op.inputs):
+            return integer.add(b, op)
         values, layout = _operands(b, op)
         name = b.names[_out(op)]
         y = b.op(onnx_type, values, name=name)
@@ -505,6 +513,6 @@ CONVERTERS = {
     "RELU_N1_TO_1": _unary("Clip", extra=[("min", -1.0), ("max", 1.0)]),
     "LEAKY_RELU": _unary("LeakyRelu", lambda op: {"alpha": float(op.options["alpha"])}),
     "HARD_SWISH": _unary("HardSwish"), "PRELU": prelu, "SOFTMAX": softmax,
-    "DEQUANTIZE": dequantize, "DENSIFY": densify_op,
+    "DEQUANTIZE": dequantize, "DENSIFY": densify_op, "QUANTIZE": integer.quantize,
 }
 assert all(name in schema.BUILTIN_OPERATORS for name in CONVERTERS)
