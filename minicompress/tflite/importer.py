@@ -99,6 +99,11 @@ class Builder:
                 f"{op.label}: its {what} (tensor {self.tensor_name(index)!r}) must be a constant")
         return value
 
+    def weights(self, op, what, weight=1, bias=2):
+        """(weights, bias or None): the constants at input positions `weight` and `bias` (-1 or absent: no bias)."""
+        b = op.inputs[bias] if len(op.inputs) > bias and op.inputs[bias] >= 0 else None
+        return self.array(op.inputs[weight], op, what), (None if b is None else self.array(b, op, "bias"))
+
     def const(self, array, hint):
         name = unique_name(sanitize(hint), self.taken)
         self.taken.add(name)

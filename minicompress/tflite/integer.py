@@ -65,9 +65,7 @@ def _output(b, op):
 def conv(b, op, depthwise):
     o = op.options
     x, out = op.inputs[0], op.outputs[0]
-    w = b.array(op.inputs[1], op, "filter")
-    bias_index = op.inputs[2] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-    bias = b.array(bias_index, op, "bias") if bias_index is not None else None
+    w, bias = b.weights(op, "filter")
     if w.dtype != np.int8 or (bias is not None and bias.dtype != np.int32):
         raise registry.UnsupportedOperatorError(f"{op.label}: int8 filters and int32 biases are supported, got "
                                                 f"{w.dtype} and {None if bias is None else bias.dtype}")
@@ -97,9 +95,7 @@ def conv(b, op, depthwise):
 def fully_connected(b, op):
     o = op.options
     x, out = op.inputs[0], op.outputs[0]
-    w = b.array(op.inputs[1], op, "weights")
-    bias_index = op.inputs[2] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-    bias = b.array(bias_index, op, "bias") if bias_index is not None else None
+    w, bias = b.weights(op, "weights")
     if w.dtype != np.int8 or (bias is not None and bias.dtype != np.int32):
         raise registry.UnsupportedOperatorError(f"{op.label}: int8 weights and int32 biases are supported")
     qx, qw = _quant(b, x, op, "input"), _quant(b, op.inputs[1], op, "weights")

@@ -91,38 +91,32 @@ def _conv_layer(b, op, weight, bias, group):
     b.set(_out(op), b.activation(y, o["fused_activation_function"], op, b.names[_out(op)]), "nchw")
 
 
-def conv_2d(b, op):
-    if b.dtype(op.inputs[0]) == np.int8:
-        return integer.conv(b, op, depthwise=False)
-    w = b.array(op.inputs[1], op, "filter")
-    bias = b.array(_optional(op, 2), op, "bias") if _optional(op, 2) is not None else None
-    _float_weights(b, op, w, bias)
-    channels = _spatial(b, op.inputs[0])[3]
-    if w.ndim != 4 or channels % w.shape[3]:
-        raise registry.UnsupportedOperatorError(f"{op.label}: filter shape {list(w.shape)} for {channels} channels")
-    _conv_layer(b, op, w.transpose(0, 3, 1, 2), bias, channels // w.shape[3])
-
-
-def depthwise_conv_2d(b, op):
-    """out[..., c * M + m] = sum_k x[..., c] w[0, k, c * M + m]: a grouped convolution with C groups."""
-    if b.dtype(op.inputs[0]) == np.int8:
-        return integer.conv(b, op, depthwise=True)
-    w = b.array(op.inputs[1], op, "filter")
-    bias = b.array(_optional(op, 2), op, "bias") if _optional(op, 2) is not None else None
-    _float_weights(b, op, w, bias)
-    channels = _spatial(b, op.inputs[0])[3]
-    if w.ndim != 4 or w.shape[0] != 1 or w.shape[3] % channels:
-        raise registry.UnsupportedOperatorError(f"{op.label}: filter shape {list(w.shape)} for {channels} channels")
-    _conv_layer(b, op, w.transpose(3, 0, 1, 2), bias, channels)
+def _conv(depthwise):
+    def convert(b, op):
+        if b.dtype(op.inputs[0]) == np.int8:
+            return integer.conv(b, op, depthwise)
+        w, bias = b.weights(op, "filter")
+        _float_weights(b, op, w, bias)
+        channels = _spatial(b, op.inputs[0])[3]
+        if w.ndim != 4 or (w.shape[0] != 1 or w.shape[3] % channels if depthwise else channels % w.shape[3]):
+            raise registry.UnsupportedOperatorError(f"{op.label}: filter shape {list(w.shape)} for {channels} "
+                                                    "channels")
+        if depthwise:
+            _conv_layer(b, op, w.transpose(3, 0, 1, 2), bias, channels)
+        else:
+            _conv_layer(b, op, w.transpose(0, 3, 1, 2), bias, channels // w.shape[3])
+    convert.__doc__ = ("DEPTHWISE_CONV_2D: out[..., c * M + m] = sum_k x[..., c] w[0, k, c * M + m], a grouped "
+                       "convolution with C groups" if depthwise else
+                       "CONV_2D: filter (O, KH, KW, I) as OIHW, groups = C / I")
+    return convert
 
 
 def transpose_conv(b, op):
     """out[oy] += x[iy] w[ky] at oy = iy * s - pad_top + ky, for oy in [0, OH): TF computes the padding as for
     a convolution from the output size OH (given) to the input's, and crops the full result there."""
     shape = [int(v) for v in b.array(op.inputs[0], op, "output shape").reshape(-1)]
-    w = b.array(op.inputs[1], op, "filter")                         # (O, KH, KW, I)
+    w, bias = b.weights(op, "filter", 1, 3)                          # (O, KH, KW, I)
     x = op.inputs[2]
-    bias = b.array(_optional(op, 3), op, "bias") if _optional(op, 3) is not None else None
     _float_weights(b, op, w, bias)
     _, h, wd, c = _spatial(b, x)
     o = op.options
@@ -163,8 +157,7 @@ def fully_connected(b, op):
         raise registry.UnsupportedOperatorError(f"{op.label}: fused activation "
                                                 f"{schema.ACTIVATIONS[o['fused_activation_function']]} (LiteRT "
                                                 "refuses it too: NONE, RELU, RELU_N1_TO_1 or RELU6)")
-    w = b.array(op.inputs[1], op, "weights")
-    bias = b.array(_optional(op, 2), op, "bias") if _optional(op, 2) is not None else None
+    w, bias = b.weights(op, "weights")
     _float_weights(b, op, w, bias)
     values = {"w": w, "b": bias}
     lowered = lower("Gemm", 11, {"transB": 1}, ["x", "w", "b" if bias is not None else ""], ["y"], values.get,
@@ -377,10 +370,11 @@ def strided_slice(b, op):
     strides = [int(v) for v in b.array(op.inputs[3], op, "strides").reshape(-1)] if _optional(op, 3) is not None \
         else [1] * len(begin)
     low, high = -2 ** 31, 2 ** 31 - 1
-    starts, ends, steps, out_shape = [], [], [], []
+    spans, out_shape = [], []
     for axis, dim in enumerate(shape):
         if axis >= len(begin):
-            starts.append(0), ends.append(dim), steps.append(1), out_shape.append(dim)
+            spans.append(range(dim))
+            out_shape.append(dim)
             continue
         step = strides[axis]
         if step == 0:
@@ -389,19 +383,19 @@ def strided_slice(b, op):
         first = first + dim if first < 0 else first
         first = _clamp(first, 0, dim) if step > 0 else _clamp(first, -1, dim - 1)
         if o["shrink_axis_mask"] >> axis & 1:
-            span = range(first, first + 1)
-        else:
-            stop = begin[axis] + end[axis] if o["offset"] else end[axis]
-            stop = (high if step > 0 else low) if o["end_mask"] >> axis & 1 else stop
-            stop = stop + dim if stop < 0 else stop
-            stop = _clamp(stop, 0, dim) if step > 0 else _clamp(stop, -1, dim - 1)
-            span = range(first, stop, step)
-            out_shape.append(len(span))
-        if not len(span):
-            starts.append(0), ends.append(0), steps.append(1)
-        else:
-            last = span[-1] + (1 if span.step > 0 else -1)
-            starts.append(span[0]), ends.append(last if last >= 0 else -dim - 1), steps.append(span.step)
+            spans.append(range(first, first + 1))
+            continue
+        stop = begin[axis] + end[axis] if o["offset"] else end[axis]
+        stop = (high if step > 0 else low) if o["end_mask"] >> axis & 1 else stop
+        stop = stop + dim if stop < 0 else stop
+        stop = _clamp(stop, 0, dim) if step > 0 else _clamp(stop, -1, dim - 1)
+        spans.append(range(first, stop, step))
+        out_shape.append(len(spans[-1]))
+    # each range as Slice bounds: an empty one as 0:0, a stop before index 0 as -dim - 1 (Slice's "past the start")
+    starts = [span[0] if len(span) else 0 for span in spans]
+    ends = [(span[-1] + (1 if span.step > 0 else -1)) if len(span) else 0 for span in spans]
+    ends = [e if e >= 0 else -dim - 1 for e, dim in zip(ends, shape)]
+    steps = [span.step if len(span) else 1 for span in spans]
     name = b.names[_out(op)]
     y = b.op("Slice", [b.value(op.inputs[0]), b.const(np.array(starts, np.int64), name + "/starts"),
                        b.const(np.array(ends, np.int64), name + "/ends"),
@@ -501,7 +495,7 @@ def densify_op(b, op):
 
 
 CONVERTERS = {
-    "CONV_2D": conv_2d, "DEPTHWISE_CONV_2D": depthwise_conv_2d, "TRANSPOSE_CONV": transpose_conv,
+    "CONV_2D": _conv(depthwise=False), "DEPTHWISE_CONV_2D": _conv(depthwise=True), "TRANSPOSE_CONV": transpose_conv,
     "FULLY_CONNECTED": fully_connected,
     "ADD": _binary("Add"), "SUB": _binary("Sub"), "MUL": _binary("Mul"), "DIV": _binary("Div"),
     "PAD": pad, "PADV2": pad, "MAX_POOL_2D": _pool("MaxPool"), "AVERAGE_POOL_2D": _pool("AveragePool"),
