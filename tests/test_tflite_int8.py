@@ -170,3 +170,36 @@ def test_quantized_chain_float_in_float_out():
     m.op("ADD", [c, q], [s], "AddOptions")
     m.op("DEQUANTIZE", [s], [y], "DequantizeOptions")
     check_exact(m.finish([x], [y]), [rng.uniform(-2, 2, (1, 5, 5, 2)).astype(np.float32)])
+
+
+def test_a_loaded_int8_graph_saves_and_loads_bit_for_bit(tmp_path):
+    """The graph's "tflite" nodes keep plain attributes (ints, lists): minicompress.save / load round-trip."""
+    rng = np.random.default_rng(5)
+    m = Writer()
+    x = m.tensor([1, 4, 4, 2], name="x")
+    q = _int8_tensor(m, [1], [0.03], [2], "q")
+    y = _int8_tensor(m, [1], [0.04], [-4], "y")
+    s_w = rng.uniform(5e-3, 1e-2, 3).astype(np.float32)
+    m.op("QUANTIZE", [x], [q], "QuantizeOptions")
+    m.op("DEPTHWISE_CONV_2D", [q, _int8_tensor(m, (1, 3, 3, 2), s_w[:2], [0, 0], "w",
+                                               ints((1, 3, 3, 2), 6), axis=3),
+                               m.tensor([2], np.int32, np.array([30, -30], np.int32), name="bias",
+                                        quantization=(np.float32(0.03) * s_w[:2], [0, 0], 0))], [y],
+         "DepthwiseConv2DOptions", padding=0, strideW=1, strideH=1, depthMultiplier=1)
+    graph = tflite.load(m.finish([x], [y]))
+    inputs = rng.uniform(-1, 1, (1, 4, 4, 2)).astype(np.float32)
+    mc.save(graph, tmp_path / "int8.npz")
+    with mc.no_grad():
+        np.testing.assert_array_equal(mc.load(tmp_path / "int8.npz")(inputs).numpy(), graph(inputs).numpy())
+
+
+def test_integer_tensors_in_an_operator_without_integer_arithmetic_are_refused():
+    """An int8 LOGISTIC (a lookup table in TFLite) must not run the float formula on the codes."""
+    import pytest
+    from minicompress.graph.registry import UnsupportedOperatorError
+    m = Writer()
+    x = _int8_tensor(m, [2, 3], [0.05], [0], "x")
+    y = _int8_tensor(m, [2, 3], [1 / 256], [-128], "y")
+    m.op("LOGISTIC", [x], [y])
+    with pytest.raises(UnsupportedOperatorError, match="LOGISTIC .*quantized tensor 'x' \\(INT8\\)"):
+        tflite.load(m.finish([x], [y], infer_shapes=False))

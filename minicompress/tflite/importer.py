@@ -22,7 +22,7 @@ from ..graph import registry
 from ..graph.module import GraphModule, sanitize, unique_name
 from . import schema
 from .errors import TFLiteFormatError
-from .lower import CONVERTERS
+from .lower import CONVERTERS, check_integer_support
 
 
 def _read_bytes(source):
@@ -310,6 +310,7 @@ def load(source, subgraph=0) -> GraphModule:
                 f"{where}: {op.label} carries builtin options of union member {op.options_type}, "
                 "which minicompress does not read")
         try:
+            check_integer_support(builder, op)
             convert(builder, op)
         except registry.UnsupportedOperatorError as exc:
             raise registry.UnsupportedOperatorError(f"{where}: {exc}") from None

@@ -494,6 +494,29 @@ def densify_op(b, op):
             from None
 
 
+# Operators that read or write quantized integer tensors correctly: the integer arithmetic of integer.py, and
+# the movement ops, which move int8 codes unchanged (TFLite requires their input and output to share scale and
+# zero point). MAX_POOL_2D keeps the codes too, but only without a fused activation.
+INTEGER_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "QUANTIZE", "DEQUANTIZE", "RESHAPE",
+               "TRANSPOSE", "SPLIT", "SPLIT_V", "STRIDED_SLICE", "DEPTH_TO_SPACE", "MAX_POOL_2D"}
+_INTEGER_TYPES = (3, 7, 9)       # UINT8, INT16, INT8
+
+
+def check_integer_support(b, op):
+    """UnsupportedOperatorError for an operator on quantized integer tensors that is not implemented as
+    TFLite's integer arithmetic (its float formula on the codes would be wrong)."""
+    quantized = [i for i in op.inputs + op.outputs if i >= 0 and b.tensors[i]["type"] in _INTEGER_TYPES
+                 and b.arrays.get(i) is None]
+    if not quantized:
+        return
+    if op.name not in INTEGER_OPS or (op.name == "MAX_POOL_2D" and op.options["fused_activation_function"]):
+        t = b.tensors[quantized[0]]
+        raise registry.UnsupportedOperatorError(
+            f"{op.label}: reads or writes the quantized tensor {t['name']!r} "
+            f"({schema.TENSOR_TYPE_NAMES[t['type']]}); integer arithmetic is implemented for "
+            f"{', '.join(sorted(INTEGER_OPS))} (MAX_POOL_2D without a fused activation)")
+
+
 CONVERTERS = {
     "CONV_2D": _conv(depthwise=False), "DEPTHWISE_CONV_2D": _conv(depthwise=True), "TRANSPOSE_CONV": transpose_conv,
     "FULLY_CONNECTED": fully_connected,
