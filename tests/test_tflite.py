@@ -315,9 +315,9 @@ def test_densify(rows, cols, density, block, seed):
     check(m.finish([x], [y]), [floats((2, cols), seed + 1)])
 
 
-def test_conv_chain_stays_in_nchw_and_interleaved_branches_all_run():
+def _branches():
     """Two branches written interleaved (conv a, conv b, relu a, relu b), a residual ADD of two NCHW values,
-    a constant ADD broadcast over channels: the graph transposes the input once and the result once."""
+    a constant ADD broadcast over channels, a max pool."""
     m = Writer()
     x = m.tensor([1, 5, 5, 3], name="x")
     a, b, ra, rb, s, t, y = (m.tensor([1], name=n) for n in ("a", "b", "ra", "rb", "s", "t", "y"))
@@ -329,10 +329,24 @@ def test_conv_chain_stays_in_nchw_and_interleaved_branches_all_run():
     m.op("ADD", [ra, rb], [s], "AddOptions")
     m.op("ADD", [s, m.const(floats((3,), 5))], [t], "AddOptions", fusedActivationFunction=1)
     m.op("MAX_POOL_2D", [t], [y], "Pool2DOptions", padding=0, strideW=2, strideH=2, filterWidth=2, filterHeight=2)
-    data = m.finish([x], [y])
+    return m.finish([x], [y])
+
+
+def test_conv_chain_stays_in_nchw_and_interleaved_branches_all_run():
+    """The graph transposes the input once and the result once; every node runs (the interleaved chains)."""
+    data = _branches()
     check(data, [floats((1, 5, 5, 3), 7)])
     graph = tflite.load(data)
     assert sum(node.get("op_type") == "Transpose" for node in graph.nodes) == 2
+    assert sum(node["kind"] == "module" for node in graph.nodes) == 2          # the convolutions are nn layers
+
+
+def test_a_loaded_graph_saves_and_loads_bit_for_bit(tmp_path):
+    graph = tflite.load(_branches())
+    x = floats((1, 5, 5, 3), 7)
+    mc.save(graph, tmp_path / "model.npz")
+    with mc.no_grad():
+        np.testing.assert_array_equal(mc.load(tmp_path / "model.npz")(x).numpy(), graph(x).numpy())
 
 
 # ----- published models ------------------------------------------------------------------------------

@@ -177,8 +177,8 @@ def fully_connected(b, op):
 def _nchw_constant(b, index, hint):
     """A constant broadcast against an NHWC 4-D tensor, as the constant to broadcast against its NCHW twin."""
     a = b.arrays.get(index)
-    if a is None or isinstance(a, type(None)) or not hasattr(a, "ndim") or a.ndim > 4:
-        return None
+    if not isinstance(a, np.ndarray) or a.ndim > 4:
+        return None                     # a sparse constant (read by DENSIFY only), or not 4-D broadcastable
     return b.const(np.ascontiguousarray(a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)), hint)
 
 
