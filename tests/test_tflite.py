@@ -406,6 +406,15 @@ def test_custom_and_unimplemented_operators_are_refused_by_name_and_code():
     m.op("FLOOR", [y], [m.tensor([1, 4], name="z")])
     with pytest.raises(UnsupportedOperatorError, match="FLOOR \\(code 8"):
         tflite.load(m.finish([x], [2]))
+    m, x, y = _tiny()
+    code = fb.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = 250, 127, 1     # past every known operator
+    m.codes["future"] = (len(m.codes), code)
+    unknown = fb.OperatorT()
+    unknown.opcodeIndex, unknown.inputs, unknown.outputs = m.codes["future"][0], [y], [m.tensor([1, 4], name="z")]
+    m.operators.append(unknown)
+    with pytest.raises(UnsupportedOperatorError, match="BuiltinOperator 250 \\(code 250"):
+        tflite.load(m.finish([x], [2], infer_shapes=False))
 
 
 def test_only_subgraph_zero_is_read():

@@ -6,6 +6,11 @@ for each table its fields in order; a field's slot is its position, and flatbuff
 vtable of 2-byte offsets, one per slot (0: absent, the schema's default applies). A union field takes two
 slots: its type (a ubyte, the member's position in the union, 0 = none) and its table.
 
+Written from TFLite's schema.fbs (tensorflow/compiler/mlir/lite/schema/schema.fbs, Apache-2.0, the schema
+version 3 that LiteRT 2.x reads); tests/test_tflite_schema.py checks every slot, union position and enum name
+used here against the code flatc generated from that file, which LiteRT's wheel ships
+(`ai_edge_litert.schema_py_generated`).
+
 Only the tables and fields the importer reads are spelled here: Model, SubGraph, Tensor, Buffer, Operator,
 OperatorCode, QuantizationParameters, SparsityParameters / DimensionMetadata and the builtin options of the
 implemented operators (`OPTIONS`). Everything is read into plain Python values by `read_model`, so a
