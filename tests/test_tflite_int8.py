@@ -203,3 +203,24 @@ def test_integer_tensors_in_an_operator_without_integer_arithmetic_are_refused()
     m.op("LOGISTIC", [x], [y])
     with pytest.raises(UnsupportedOperatorError, match="LOGISTIC .*quantized tensor 'x' \\(INT8\\)"):
         tflite.load(m.finish([x], [y], infer_shapes=False))
+
+
+def test_int8_codes_pass_through_the_movement_ops():
+    """int8 CONV_2D -> MAX_POOL_2D -> RESHAPE -> FULLY_CONNECTED -> SPLIT: the pool and the movement ops carry
+    the codes unchanged (input and output share scale and zero point, as TFLite requires), bit for bit."""
+    rng = np.random.default_rng(8)
+    m = Writer()
+    x = _int8_tensor(m, [1, 6, 6, 2], [0.02], [1], "x")
+    c, p, r = (_int8_tensor(m, [1], [0.05], [-7], n) for n in ("c", "p", "r"))
+    f, s0, s1 = (_int8_tensor(m, [1], [0.08], [4], n) for n in ("f", "s0", "s1"))
+    s_w = rng.uniform(5e-3, 1e-2, 4).astype(np.float32)
+    m.op("CONV_2D", [x, _int8_tensor(m, (4, 3, 3, 2), s_w, np.zeros(4, int), "w", ints((4, 3, 3, 2), 9)),
+                     m.tensor([4], np.int32, np.array([10, -10, 40, 0], np.int32), name="bias",
+                              quantization=(np.float32(0.02) * s_w, np.zeros(4, int), 0))], [c], "Conv2DOptions",
+         padding=0, strideW=1, strideH=1, fusedActivationFunction=1)
+    m.op("MAX_POOL_2D", [c], [p], "Pool2DOptions", padding=1, strideW=2, strideH=2, filterWidth=2, filterHeight=2)
+    m.op("RESHAPE", [p, m.const(np.array([1, 36], np.int32))], [r], "ReshapeOptions", newShape=[1, 36])
+    m.op("FULLY_CONNECTED", [r, _int8_tensor(m, (6, 36), [0.01], [0], "fc", ints((6, 36), 10)), -1], [f],
+         "FullyConnectedOptions")
+    m.op("SPLIT", [m.const(np.array(1, np.int32)), f], [s0, s1], "SplitOptions", numSplits=2)
+    check_exact(m.finish([x], [s0, s1]), [ints((1, 6, 6, 2), 11)])
