@@ -163,3 +163,35 @@ def test_add_and_relu_over_fresh_values_run_in_place_without_touching_the_input(
     np.testing.assert_array_equal(x, before)
     np.testing.assert_array_equal(out, node_by_node(graph, x))
     np.testing.assert_allclose(out, ort_session(data).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_interleaved_conv_relu_chains_run_every_node():
+    """Two conv -> relu chains written interleaved (conv a, conv b, relu a, relu b), as TFLite files order
+    their branches: a chain is fused only when its nodes are consecutive, so no node between them is skipped,
+    and both results are torch's."""
+    from minicompress.graph.module import GraphModule
+    torch.manual_seed(0)
+    conv_a, conv_b = tnn.Conv2d(2, 3, 3, padding=1), tnn.Conv2d(2, 3, 1)
+    layers = {}
+    for name, conv in (("a", conv_a), ("b", conv_b)):
+        layer = mc.nn.Conv2d(2, 3, conv.kernel_size, padding=conv.padding)
+        layer.weight.data = conv.weight.detach().numpy().copy()
+        layer.bias.data = conv.bias.detach().numpy().copy()
+        layers[name] = layer
+    nodes = [{"name": "a", "kind": "module", "target": "a", "op_type": "Conv", "inputs": ["x"], "outputs": ["ha"]},
+             {"name": "b", "kind": "module", "target": "b", "op_type": "Conv", "inputs": ["x"], "outputs": ["hb"]},
+             {"name": "ra", "kind": "op", "op_type": "Relu", "domain": "", "version": 6, "attrs": {},
+              "inputs": ["ha"], "outputs": ["ya"]},
+             {"name": "rb", "kind": "op", "op_type": "Relu", "domain": "", "version": 6, "attrs": {},
+              "inputs": ["hb"], "outputs": ["yb"]}]
+    graph = GraphModule([{"name": "x", "dtype": "float32", "shape": [None, 2, 5, 5]}], ["ya", "yb"], nodes, layers)
+    graph.eval()
+    x = np.random.default_rng(1).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    with mc.no_grad():
+        fast = [y.numpy() for y in graph(x)]
+    for got, slow in zip(fast, node_by_node(graph, x)):
+        np.testing.assert_array_equal(got, slow)
+    with torch.no_grad():
+        expected = [torch.relu(conv(torch.from_numpy(x))).numpy() for conv in (conv_a, conv_b)]
+    for got, want in zip(fast, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)   # float32 sums in another order

@@ -1,6 +1,6 @@
 """`minicompress inspect` and `minicompress predict`: what a model file holds, and what it predicts.
 
-    minicompress inspect MODEL | MODEL.onnx
+    minicompress inspect MODEL | MODEL.onnx | MODEL.tflite
     minicompress predict MODEL | MODEL.onnx INPUT.npy [--raw]       (or --input INPUT.npy)
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .onnx import load_onnx_file
 
 def add_parsers(sub):
     ins = sub.add_parser("inspect", help="layers, shapes, dtypes, sparsity and bytes of a model file")
-    ins.add_argument("model", help="a model file written by minicompress, or an .onnx file")
+    ins.add_argument("model", help="a model file written by minicompress, an .onnx or a .tflite file")
     ins.set_defaults(run=cmd_inspect)
     pre = sub.add_parser(
         "predict", help="class probabilities for the samples in a .npy file",
@@ -39,6 +39,11 @@ def add_parsers(sub):
 def cmd_inspect(args):
     from minicompress.cli.summary import describe_model
     from minicompress.cli.onnx import describe_onnx, is_onnx_path
+    from minicompress.cli.tflite import describe_tflite, is_tflite_path, load_tflite_file
+    if is_tflite_path(args.model):
+        model, tables = load_tflite_file(args.model)
+        print(describe_tflite(model, tables, args.model))
+        return 0
     if is_onnx_path(args.model):
         model, proto = load_onnx_file(args.model)
         print(describe_onnx(model, proto, args.model))

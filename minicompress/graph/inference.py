@@ -5,7 +5,8 @@ following Relu / Clip in the conv's epilogue, and it reuses buffers. The GraphMo
 layers as they are (prune, quantize and export still see ordinary layers) and instead runs, under no_grad,
 
 - every Conv -> BatchNormalization -> Relu/Clip, Conv -> BatchNormalization and Conv -> Relu/Clip chain of
-  the data flow (found by `patterns.find_chains`: each intermediate value read by the next node only) as
+  the data flow (found by `patterns.find_chains`: each intermediate value read by the next node only, the
+  nodes consecutive in the node list) as
   one convolution kernel with the rest in its output pass (`nn.fused.fused_conv_clip_forward`, the bits
   of the nodes one by one); a chain whose layers cannot be fused at run time (a hook, a quantized
   replacement, another dtype) runs node by node;
@@ -55,6 +56,8 @@ class InferencePlan:
         self.chains = {}
         for chain in find_chains(graph_module, INFERENCE_CHAINS):
             indices = [index_of[name] for name in chain]
+            if indices != list(range(indices[0], indices[-1] + 1)):
+                continue      # the loop runs a chain in place of its nodes: another node between them would be skipped
             last = nodes[indices[-1]]
             clip = None
             if last.get("op_type") in ("Relu", "Clip"):

@@ -1,0 +1,161 @@
+"""TFLite's integer arithmetic as a readable reference (domain "tflite"), bit for bit LiteRT's reference kernels.
+
+A real multiplier M = s_in s_w / s_out (double) is stored as a 32-bit fixed-point significand and a power of
+two (`quantize_multiplier`, TFLite's QuantizeMultiplier: M = q 2^(shift - 31), q in [2^30, 2^31)); an int32
+accumulator is rescaled by `multiply_by_quantized_multiplier` (common.h), which TFLite spells two ways:
+
+- "double" (gemmlowp, TFLite's original): SaturatingRoundingDoublingHighMul (the high 32 bits of 2 x q,
+  rounded half away from zero), then RoundingDivideByPOT (a right shift by -shift, rounding half away);
+  two roundings, so a product just under k + 1/2 can end at k + 1.
+- "single" (TFLITE_SINGLE_ROUNDING): (x q + 2^(30 - shift)) >> (31 - shift), one rounding, half up.
+
+LiteRT's wheel (ai-edge-litert 2.3) uses both: its reference CONV_2D and DEPTHWISE_CONV_2D round twice, its
+FULLY_CONNECTED once (ADD agrees with either on every case tried); the importer sets each node's `rounding`
+to match, the ops default to gemmlowp's "double". Either way the result is round(acc M) but for those
+ties, not round-half-even in float as onnxruntime's MLAS does.
+
+    Quantize          q = clamp(round_half_away(x / scale) + zp)                       (AffineQuantize)
+    Conv2D            y = clamp(MBQM(sum (x - x_zp) w + bias, M[c]) + y_zp, act_min, act_max)   per channel c
+    FullyConnected    the same over (x - x_zp)(w - w_zp), per tensor or per channel
+    Add               both inputs (q - zp) 2^20 rescaled by s_i / (2 max s), summed, rescaled by
+                      2 max s / (2^20 s_out), + y_zp (TFLite's int8 Add, left_shift 20)
+
+Inputs are int8 / int32 NumPy arrays; accumulators are int64 holding int32 values (the kernels' int32).
+"""
+import math
+
+import numpy as np
+
+from ..registry import Op, register
+
+DOMAIN = "tflite"
+
+
+def quantize_multiplier(m):
+    """(q, shift) with m = q 2^(shift - 31), q an int32 in [2^30, 2^31) (TFLite's QuantizeMultiplier)."""
+    if m == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(m)
+    q = int(math.floor(abs(fraction) * 2 ** 31 + 0.5)) * (1 if fraction > 0 else -1)   # std::round
+    if q == 2 ** 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def _trunc_div(a, d):
+    """C's integer division (toward zero) of int64 arrays by a positive d."""
+    return np.where(a >= 0, a // d, -((-a) // d))
+
+
+def saturating_rounding_doubling_high_mul(a, b):
+    """gemmlowp: the high 32 bits of 2 a b, rounded half away from zero; (INT32_MIN, INT32_MIN) -> INT32_MAX."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    high = _trunc_div(ab + nudge, 1 << 31)
+    return np.where((a == b) & (a == -2 ** 31), 2 ** 31 - 1, high)
+
+
+def rounding_divide_by_pot(x, exponent):
+    """gemmlowp: x / 2^exponent rounded to nearest, ties away from zero (an arithmetic shift and a nudge)."""
+    x, exponent = np.asarray(x, np.int64), np.asarray(exponent, np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x, q, shift, rounding="double"):
+    """round(x q 2^(shift - 31)) as TFLite's MultiplyByQuantizedMultiplier, per element or per channel:
+    rounding="double" (gemmlowp's two steps) or "single" (TFLITE_SINGLE_ROUNDING)."""
+    x, q, shift = np.asarray(x, np.int64), np.asarray(q, np.int64), np.asarray(shift, np.int64)
+    if rounding == "single":
+        total = 31 - shift
+        return (x * q + (np.int64(1) << (total - 1))) >> total
+    if rounding != "double":
+        raise ValueError(f"rounding={rounding!r}: expected 'single' or 'double'")
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x << left, q), right)
+
+
+def _requantize(acc, q, shift, zero_point, low, high, dtype, rounding):
+    return np.clip(multiply_by_quantized_multiplier(acc, q, shift, rounding) + zero_point, low, high).astype(dtype)
+
+
+@register("Quantize", 1, domain=DOMAIN)
+class Quantize(Op):
+    """q = clamp(round_half_away(x / scale) + zero_point) in the output type (x / scale in float32)."""
+
+    def run(self, x, *, scale, zero_point, dtype="int8"):
+        info = np.iinfo(np.dtype(dtype))
+        scaled = x.astype(np.float32) / np.float32(scale)
+        rounded = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))     # std::round
+        return np.clip(rounded.astype(np.int64) + zero_point, info.min, info.max).astype(dtype)
+
+
+@register("Conv2D", 1, domain=DOMAIN)
+class Conv2D(Op):
+    """Per-channel int8 convolution, NHWC input, OHWI filter (groups = C_in / filter's I), int32 bias.
+
+    acc[n, y, x, o] = sum over taps inside the input of (in - in_zp) w[o, ky, kx, i] + bias[o]; the padding
+    (before: pads[0], pads[1]) contributes nothing, as taps outside are skipped in TFLite's loops."""
+
+    def run(self, x, w, bias=None, *, strides, dilations, pads, out_size, input_zero_point, multipliers, shifts,
+            output_zero_point, activation_min, activation_max, depthwise=0, rounding="double"):
+        acc = _conv_acc(x.astype(np.int64) - input_zero_point, w.astype(np.int64), strides, dilations, pads, out_size,
+                        bool(depthwise))
+        if bias is not None:
+            acc = acc + bias.astype(np.int64)
+        return _requantize(acc, np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64), output_zero_point,
+                           activation_min, activation_max, x.dtype, rounding)
+
+
+def _conv_acc(x, w, strides, dilations, pads, out_size, depthwise):
+    """int64 accumulators (N, OH, OW, O) of an NHWC convolution, zero-padded (x is already x - zp)."""
+    n, h, wd, c = x.shape
+    kh, kw = w.shape[1:3]
+    oh, ow = out_size
+    sh, sw = strides
+    dh, dw = dilations
+    need_h, need_w = (oh - 1) * sh + dh * (kh - 1) + 1, (ow - 1) * sw + dw * (kw - 1) + 1
+    padded = np.zeros((n, max(need_h, h + pads[0]), max(need_w, wd + pads[1]), c), np.int64)
+    padded[:, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    taps = np.stack([np.stack([padded[:, ky * dh:ky * dh + (oh - 1) * sh + 1:sh, kx * dw:kx * dw + (ow - 1) * sw + 1:sw]
+                               for kx in range(kw)], axis=3) for ky in range(kh)], axis=3)   # (N, OH, OW, KH, KW, C)
+    if depthwise:                       # w (1, KH, KW, C * M): output channel c * M + m reads input channel c
+        mult = w.shape[3] // c
+        return np.einsum("nyxhwc,hwcm->nyxcm", taps, w[0].reshape(kh, kw, c, mult)).reshape(n, oh, ow, c * mult)
+    groups = c // w.shape[3]
+    per = w.shape[0] // groups
+    outs = [np.einsum("nyxhwi,ohwi->nyxo", taps[..., g * w.shape[3]:(g + 1) * w.shape[3]], w[g * per:(g + 1) * per])
+            for g in range(groups)]
+    return np.concatenate(outs, axis=-1)
+
+
+@register("FullyConnected", 1, domain=DOMAIN)
+class FullyConnected(Op):
+    """y = clamp(MBQM((x - x_zp) (w - w_zp)^T + bias, M) + y_zp): x (B, I), w (O, I), M per tensor or channel."""
+
+    def run(self, x, w, bias=None, *, input_zero_point, weight_zero_point=0, multipliers, shifts, output_zero_point,
+            activation_min, activation_max, rounding="double"):
+        acc = (x.astype(np.int64) - input_zero_point) @ (w.astype(np.int64) - weight_zero_point).T
+        if bias is not None:
+            acc = acc + bias.astype(np.int64)
+        return _requantize(acc, np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64), output_zero_point,
+                           activation_min, activation_max, x.dtype, rounding)
+
+
+@register("Add", 1, domain=DOMAIN)
+class Add(Op):
+    """TFLite's int8 ADD (broadcasting): each (q - zp) 2^20 rescaled to the common scale, summed, rescaled."""
+
+    def run(self, a, b, *, zero_points, multipliers, shifts, output_zero_point, activation_min, activation_max,
+            left_shift=20, rounding="double"):
+        scaled = [multiply_by_quantized_multiplier((v.astype(np.int64) - zp) << left_shift, q, s, rounding)
+                  for v, zp, q, s in zip((a, b), zero_points, multipliers[:2], shifts[:2])]
+        raw = scaled[0] + scaled[1]
+        return _requantize(raw, multipliers[2], shifts[2], output_zero_point, activation_min, activation_max, a.dtype,
+                           rounding)

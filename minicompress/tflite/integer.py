@@ -1,0 +1,146 @@
+"""int8 operators of a TFLite file as the graph's "tflite" domain nodes (`graph/ops/litert.py`), with the
+multipliers TFLite's kernels compute when they prepare (`Prepare` of conv.cc, depthwise_conv.cc,
+fully_connected.cc, add.cc):
+
+    CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED   M[c] = double(s_in) double(s_w[c]) / double(s_out)
+    ADD      twice = 2 max(s_a, s_b); M_a = s_a / twice, M_b = s_b / twice, M_out = twice / (2^20 s_out)
+    QUANTIZE (float -> int8 / uint8 / int16)          AffineQuantize
+
+and the fused activation as the clamp [act_min, act_max] of CalculateActivationRangeQuantized:
+zp + round_half_away(bound / s_out) for bound 0 (RELU), 0 and 6 (RELU6), -1 and 1 (RELU_N1_TO_1).
+
+Requantization rounds as LiteRT 2.3's reference kernels do (measured against them on hypothesis-drawn
+models, tests/test_tflite_int8.py): twice (gemmlowp's SaturatingRoundingDoublingHighMul then
+RoundingDivideByPOT) in CONV_2D, DEPTHWISE_CONV_2D and ADD, once (TFLITE_SINGLE_ROUNDING) in
+FULLY_CONNECTED.
+"""
+import math
+
+import numpy as np
+
+from ..graph import registry
+from ..graph.ops.litert import DOMAIN, quantize_multiplier
+from ..graph.ops.nn import window_pads
+
+
+def _quant(b, index, op, what):
+    q = b.tensors[index]["quantization"]
+    if q is None:
+        raise registry.UnsupportedOperatorError(f"{op.label}: its {what} has no quantization parameters")
+    return q
+
+
+def _round(v):
+    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+
+
+def activation_range(code, scale, zero_point, dtype, op):
+    info = np.iinfo(dtype)
+    low, high = int(info.min), int(info.max)
+
+    def quantize(f):
+        return zero_point + _round(float(np.float32(f) / np.float32(scale)))
+    if code == 1:
+        return max(low, quantize(0.0)), high
+    if code == 3:
+        return max(low, quantize(0.0)), min(high, quantize(6.0))
+    if code == 2:
+        return max(low, quantize(-1.0)), min(high, quantize(1.0))
+    if code != 0:
+        raise registry.UnsupportedOperatorError(f"{op.label}: fused activation {code} on an integer operator")
+    return low, high
+
+
+def _multipliers(real):
+    pairs = [quantize_multiplier(float(m)) for m in real]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _output(b, op):
+    out = op.outputs[0]
+    q = _quant(b, out, op, "output")
+    return out, float(q["scale"][0]), int(q["zero_point"][0])
+
+
+def conv(b, op, depthwise):
+    o = op.options
+    x, out = op.inputs[0], op.outputs[0]
+    w, bias = b.weights(op, "filter")
+    if w.dtype != np.int8 or (bias is not None and bias.dtype != np.int32):
+        raise registry.UnsupportedOperatorError(f"{op.label}: int8 filters and int32 biases are supported, got "
+                                                f"{w.dtype} and {None if bias is None else bias.dtype}")
+    s_in, zp_in = float(_quant(b, x, op, "input")["scale"][0]), int(_quant(b, x, op, "input")["zero_point"][0])
+    s_w = _quant(b, op.inputs[1], op, "filter")["scale"]
+    _, s_out, zp_out = _output(b, op)
+    channels = w.shape[3] if depthwise else w.shape[0]
+    s_w = np.broadcast_to(s_w.astype(np.float64), (channels,))
+    multipliers, shifts = _multipliers(np.float64(s_in) * s_w / np.float64(s_out))
+    n, h, wd, c = b.shape(x)
+    strides, dilations = [o["stride_h"], o["stride_w"]], [o["dilation_h_factor"], o["dilation_w_factor"]]
+    kernel = list(w.shape[1:3])
+    same = o["padding"] == 0
+    pads = window_pads([h, wd], kernel, strides, dilations, None, "SAME_UPPER" if same else "VALID")
+    size = [-(-i // s) if same else (i - d * (k - 1) - 1) // s + 1
+            for i, k, s, d in zip((h, wd), kernel, strides, dilations)]
+    low, high = activation_range(o["fused_activation_function"], s_out, zp_out, np.int8, op)
+    name = b.names[out]
+    ins = [b.value(x), b.const(w, name + "/filter")] + ([b.const(bias, name + "/bias")] if bias is not None else [])
+    y = b.op("Conv2D", ins, {"strides": strides, "dilations": dilations, "pads": pads[:2], "out_size": size,
+                             "input_zero_point": zp_in, "multipliers": multipliers, "shifts": shifts,
+                             "output_zero_point": zp_out, "activation_min": low, "activation_max": high,
+                             "depthwise": int(depthwise), "rounding": "double"}, name=name, domain=DOMAIN)
+    b.set(out, y)
+
+
+def fully_connected(b, op):
+    o = op.options
+    x, out = op.inputs[0], op.outputs[0]
+    w, bias = b.weights(op, "weights")
+    if w.dtype != np.int8 or (bias is not None and bias.dtype != np.int32):
+        raise registry.UnsupportedOperatorError(f"{op.label}: int8 weights and int32 biases are supported")
+    qx, qw = _quant(b, x, op, "input"), _quant(b, op.inputs[1], op, "weights")
+    _, s_out, zp_out = _output(b, op)
+    s_w = np.broadcast_to(qw["scale"].astype(np.float64), (w.shape[0],) if qw["scale"].size > 1 else (1,))
+    multipliers, shifts = _multipliers(np.float64(qx["scale"][0]) * s_w / np.float64(s_out))
+    low, high = activation_range(o["fused_activation_function"], s_out, zp_out, np.int8, op)
+    name = b.names[out]
+    xv = b.value(x)
+    if not o["keep_num_dims"] and (len(b.shape(x)) != 2 or b.shape(x)[-1] != w.shape[1]):
+        xv = b.op("Reshape", [xv, b.const(np.array([-1, w.shape[1]], np.int64), name + "/shape")], name=name + "/flat")
+    ins = [xv, b.const(w, name + "/weights")] + ([b.const(bias, name + "/bias")] if bias is not None else [])
+    y = b.op("FullyConnected", ins, {"input_zero_point": int(qx["zero_point"][0]),
+                                     "weight_zero_point": int(qw["zero_point"][0]) if qw["scale"].size == 1 else 0,
+                                     "multipliers": multipliers if len(multipliers) > 1 else multipliers[0],
+                                     "shifts": shifts if len(shifts) > 1 else shifts[0], "output_zero_point": zp_out,
+                                     "activation_min": low, "activation_max": high, "rounding": "single"},
+             name=name, domain=DOMAIN)
+    b.set(out, y)
+
+
+def add(b, op):
+    a_i, b_i = op.inputs
+    qa, qb = _quant(b, a_i, op, "first input"), _quant(b, b_i, op, "second input")
+    out, s_out, zp_out = _output(b, op)
+    sa, sb = np.float32(qa["scale"][0]), np.float32(qb["scale"][0])
+    twice = float(np.float32(2) * max(sa, sb))                       # 2 * max(float, float): a float
+    real = [float(sa) / twice, float(sb) / twice, twice / float(np.float32(1 << 20) * np.float32(s_out))]
+    multipliers, shifts = _multipliers(real)
+    low, high = activation_range(op.options["fused_activation_function"], s_out, zp_out, np.int8, op)
+    y = b.op("Add", [b.value(a_i), b.value(b_i)], {"zero_points": [int(qa["zero_point"][0]), int(qb["zero_point"][0])],
+                                                  "multipliers": multipliers, "shifts": shifts,
+                                                  "output_zero_point": zp_out, "activation_min": low,
+                                                  "activation_max": high, "rounding": "double"},
+             name=b.names[out], domain=DOMAIN)
+    b.set(out, y)
+
+
+def quantize(b, op):
+    x, out = op.inputs[0], op.outputs[0]
+    if b.dtype(x) != np.float32:
+        raise registry.UnsupportedOperatorError(f"{op.label}: only float32 -> integer quantization is supported")
+    q = _quant(b, out, op, "output")
+    if q["scale"].size != 1:
+        raise registry.UnsupportedOperatorError(f"{op.label}: per-channel QUANTIZE of a computed tensor")
+    y = b.op("Quantize", [b.value(x)], {"scale": float(q["scale"][0]), "zero_point": int(q["zero_point"][0]),
+                                        "dtype": np.dtype(b.dtype(out)).name}, name=b.names[out], domain=DOMAIN)
+    b.set(out, y)
