@@ -48,19 +48,26 @@ def _half_away(f):
     return int(abs(f) + Fraction(1, 2)) * (1 if f >= 0 else -1)
 
 
+def _half_up(f):
+    return (f + Fraction(1, 2)) // 1
+
+
 INT32 = st.integers(-2 ** 31, 2 ** 31 - 1)
 
 
+@example(a=-1, b=2 ** 30, x=-1, exponent=1, q=2 ** 30, shift=0)        # ties: -0.5 -> 0 in the high mul
 @given(a=INT32, b=INT32, x=INT32, exponent=st.integers(0, 31), q=st.integers(2 ** 30, 2 ** 31 - 1),
        shift=st.integers(-31, 0))
 def test_fixed_point_helpers_against_exact_rationals(a, b, x, exponent, q, shift):
-    """gemmlowp's two roundings and the single one, each against its definition in exact arithmetic."""
-    expected = 2 ** 31 - 1 if a == b == -2 ** 31 else _half_away(Fraction(2 * a * b, 2 ** 32))
+    """gemmlowp's two roundings and the single one, each against its definition in exact arithmetic:
+    SaturatingRoundingDoublingHighMul rounds ties toward +inf (its nudge for a negative product makes a
+    negative tie go toward zero), RoundingDivideByPOT ties away from zero."""
+    expected = 2 ** 31 - 1 if a == b == -2 ** 31 else _half_up(Fraction(2 * a * b, 2 ** 32))
     assert int(saturating_rounding_doubling_high_mul(a, b)) == expected
     assert int(rounding_divide_by_pot(x, exponent)) == _half_away(Fraction(x, 2 ** exponent))
     exact = Fraction(x * q, 2 ** (31 - shift))
     assert int(multiply_by_quantized_multiplier(x, q, shift, "single")) == (exact + Fraction(1, 2)) // 1   # half up
-    double = _half_away(Fraction(_half_away(Fraction(2 * x * q, 2 ** 32)), 2 ** -shift))   # two roundings
+    double = _half_away(Fraction(_half_up(Fraction(2 * x * q, 2 ** 32)), 2 ** -shift))   # two roundings
     assert int(multiply_by_quantized_multiplier(x, q, shift, "double")) == double
 
 

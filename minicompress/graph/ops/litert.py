@@ -51,7 +51,9 @@ def _trunc_div(a, d):
 
 
 def saturating_rounding_doubling_high_mul(a, b):
-    """gemmlowp: the high 32 bits of 2 a b, rounded half away from zero; (INT32_MIN, INT32_MIN) -> INT32_MAX."""
+    """gemmlowp: the high 32 bits of 2 a b, i.e. a b / 2^31, rounded to nearest with ties toward +inf (the
+    nudge 1 - 2^30 of a negative product, then C's truncating division, sends a negative tie toward zero:
+    -0.5 -> 0, -1.5 -> -1); (INT32_MIN, INT32_MIN) -> INT32_MAX."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     ab = a * b
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
