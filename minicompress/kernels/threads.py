@@ -146,3 +146,22 @@ def blas_threads(count):
         yield
     finally:
         setter(previous)
+
+
+@contextmanager
+def thread_count(count):
+    """Inside this block, on this thread, Numba's parallel kernels use `count` threads (capped at
+    NUMBA_NUM_THREADS, the size of its pool) and OpenBLAS `count` too; both restored afterwards.
+    count 0 leaves them as they are. This is what onnxruntime's intra_op_num_threads covers there: one
+    pool for every operator of a run (`onnx.InferenceSession`, `minicompress bench --threads`)."""
+    if not count:
+        yield
+        return
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(int(count), numba.config.NUMBA_NUM_THREADS))
+    try:
+        with blas_threads(count):
+            yield
+    finally:
+        numba.set_num_threads(previous)
