@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 
 from .common import CommandError, input_spec, load_model_file
-from .onnx import load_onnx_file
+from .onnx import load_onnx_file, load_onnx_session
 
 
 def add_parsers(sub):
@@ -118,8 +118,10 @@ def cmd_predict(args):
     args.input = args.input if args.input is not None else args.input_option
     if args.input is None:
         raise CommandError("predict needs an input: INPUT.npy or --input INPUT.npy")
+    session = None
     if is_onnx_path(args.model):
-        model, _ = load_onnx_file(args.model)
+        session, _ = load_onnx_session(args.model, CommandError)
+        model = session.graph_module
         spec, shape = None, sample_shape(model, args.model, None, CommandError)
     else:
         model = load_model_file(args.model)
@@ -148,10 +150,13 @@ def cmd_predict(args):
         return print_detections(model, x)
     model.eval()
     try:
-        with mc.no_grad():
-            logits = model(mc.tensor(x))
-            logits = logits[0] if isinstance(logits, tuple) else logits       # an ONNX graph's first output
-            logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
+        if session is not None:                     # an ONNX file: its first output, as onnxruntime runs it
+            logits = mc.tensor(session.run(None, {session.get_inputs()[0].name: x})[0])
+        else:
+            with mc.no_grad():
+                logits = model(mc.tensor(x))
+                logits = logits[0] if isinstance(logits, tuple) else logits       # a graph's first output
+                logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
     except Exception as exc:  # a crafted file can hold a model that loads but cannot run
         raise CommandError(f"the model in {args.model} failed on this input ({type(exc).__name__}: {exc})")
     if logits.ndim != 2:

@@ -133,7 +133,7 @@ def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
     """Run onnxruntime's quantize_static on the same data and print the table (see the module docstring)."""
     from ..autograd import no_grad
     from ..training import measure_latency
-    from .onnx import _OrtModel, _ort_session
+    from .onnx import _SessionModel, _ort_session
     theirs_bytes = _ort_quantize_static(args.model, spec["name"], data, args.batch_size)
     float_session = _ort_session(proto, threads)
     theirs_session = _ort_session(_onnx_from(theirs_bytes), threads)
@@ -143,11 +143,11 @@ def _compare(args, proto, spec, data, batches, quantized, our_bytes, threads):
     theirs = np.concatenate([theirs_session.run(None, {spec["name"]: x})[0] for x in batches])
     one = data[:1]
     rows = [("float (onnxruntime)", (1.0 if reference.ndim == 2 and reference.shape[1] > 1 else None, 0.0, 1.0),
-             len(proto.SerializeToString()), measure_latency(_OrtModel(float_session), one)),
+             len(proto.SerializeToString()), measure_latency(_SessionModel(float_session), one)),
             ("minicompress int8", _agreement(ours, reference), our_bytes,
              measure_latency(quantized, one)),
             ("onnxruntime quantize_static", _agreement(theirs, reference), len(theirs_bytes),
-             measure_latency(_OrtModel(theirs_session), one))]
+             measure_latency(_SessionModel(theirs_session), one))]
     print(f"static int8, per channel (MinMax, quint8 activations, qint8 weights), {len(data)} calibration "
           f"samples, {threads} thread(s); agreement with the float model on the calibration samples")
     print(f"{'model':30s} {'top-1 agree':>11s} {'max |diff|':>11s} {'cosine':>9s} {'bytes':>11s} {'latency b1':>12s}")

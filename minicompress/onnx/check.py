@@ -48,10 +48,18 @@ def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0):
     import onnxruntime as ort
 
     from ..autograd import no_grad
-    from .importer import load, read_model
+    from .importer import read_model
+    from .session import InferenceSession
     proto = read_model(source)
-    model = load(proto)
-    inputs = example_inputs(model, seed) if inputs is None else [np.asarray(x) for x in inputs]
+    session = InferenceSession(proto)
+    model = session.graph_module
+    if inputs is None:
+        inputs = example_inputs(model, seed)
+    else:                       # checked as session.run checks a feed: names, dtypes, ranks, fixed dims
+        names = [spec["name"] for spec in model.inputs]
+        if len(inputs) != len(names):
+            raise ValueError(f"the model takes {len(names)} input(s) {names}, got {len(inputs)}")
+        inputs = session._feeds(dict(zip(names, inputs)))
     with no_grad():
         _, values = model.run(*inputs, keep="all")
 
