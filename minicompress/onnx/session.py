@@ -17,13 +17,13 @@ differently:
 - `run` checks the feed before any work, as onnxruntime does, and names the input in each error: an
   unknown or missing name, an element type other than the declared one (no silent cast: onnxruntime
   refuses float64 for a float input too), a rank or a fixed dimension that differs from the declaration.
-  The errors are `InvalidArgument` (a ValueError; onnxruntime's is a RuntimeError-like pybind class, so
-  code catching `Exception` sees both).
-- `intra_op_num_threads = n` sets Numba's thread count (capped at NUMBA_NUM_THREADS) and OpenBLAS's (the
-  convolutions' GEMMs) for the duration of each `run`, and restores them afterwards: onnxruntime's
-  intra-op pool does both jobs there. The other options (graph optimization level, inter-op threads, the
-  execution mode, config entries) are accepted and recorded; the graph's own inference plan
-  (`graph/inference.py`) is always on.
+  The errors are `InvalidArgument` (a ValueError; onnxruntime's own InvalidArgument derives from Exception,
+  so code catching `Exception` catches both).
+- `intra_op_num_threads = n` sets Numba's thread count (capped at NUMBA_NUM_THREADS) for the duration of
+  each `run`, with OpenBLAS (the convolutions' GEMMs) on one thread, and restores both afterwards
+  (`kernels.threads.thread_count` says why OpenBLAS stays at one). The other options (graph optimization
+  level, inter-op threads, the execution mode, config entries) are accepted and recorded; the graph's own
+  inference plan (`graph/inference.py`) is always on.
 - Only the CPU runs a graph here: `providers` may name others (onnxruntime warns and falls back to the
   CPU when one is not available); `get_providers()` is ["CPUExecutionProvider"].
 - Results are arrays the caller owns: an output that is a graph input, a constant or a view of one is
