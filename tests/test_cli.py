@@ -337,6 +337,23 @@ def test_bench_onnx_times_minicompress_and_onnxruntime(onnx_files, capsys):
         assert "int8 layers" in line
 
 
+def test_bench_threads_sets_both_sides_and_says_how_they_wait(onnx_files, capsys):
+    pytest.importorskip("onnxruntime")
+    import numba
+    before = numba.get_num_threads()
+    assert cli.main(["bench", str(onnx_files["folder"] / "float.onnx"), "--batch-sizes", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "threads: 1 each" in out and "intra_op_num_threads=1" in out and "allow_spinning=0" in out
+    assert "OMP_WAIT_POLICY=" in out
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("threads, message", [("0", "must be a positive integer"), ("4096", "NUMBA_NUM_THREADS")])
+def test_bench_refuses_a_thread_count_it_cannot_run(onnx_files, threads, message, capsys):
+    assert cli.main(["bench", str(onnx_files["folder"] / "float.onnx"), "--threads", threads]) == 2
+    _one_error_line(capsys, message)
+
+
 @pytest.mark.parametrize("name, kind", [("float.onnx", "model"), ("int8.onnx", "int8")])
 @pytest.mark.parametrize("how", ["positional", "--input"])
 def test_predict_onnx_gives_the_models_classes(onnx_files, name, kind, how, tmp_path, capsys):

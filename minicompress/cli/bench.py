@@ -2,9 +2,10 @@
 
     minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64] [--input-shape C,H,W] [--threads N]
 
---threads N runs minicompress's kernels (Numba and OpenBLAS) on N threads for the timing, and an .onnx
-file's onnxruntime session with intra_op_num_threads=N and its spinning switched off, so both sides get the
-same cores and neither burns them while idle; without it, Numba's current thread count is used for both.
+--threads N runs minicompress's Numba kernels on N threads for the timing (OpenBLAS on one:
+`kernels.threads.thread_count`), and an .onnx file's onnxruntime session with intra_op_num_threads=N and
+its spinning switched off, so both sides get the same cores and neither burns them while idle; without
+it, Numba's current thread count is used for both.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def cmd_bench(args):
     shape = _input_shape(model, args.input_shape)
     from minicompress.kernels.qgemm import QGEMM_ROUTE
     print(f"int8 GEMM route: {QGEMM_ROUTE} (MINICOMPRESS_QGEMM overrides it)")
-    print(f"threads: {threads} (Numba and OpenBLAS)")
+    print(f"threads: {threads} (Numba; OpenBLAS 1)")
     with thread_count(threads):
         latencies = latency_per_image(model, shape, batches)
     for batch, seconds in latencies.items():

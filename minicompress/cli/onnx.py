@@ -126,7 +126,7 @@ def _ort_session(proto, threads):
 def thread_policy(threads):
     """The line `bench` prints: how many threads each side runs and how its idle threads wait."""
     policy = os.environ.get("OMP_WAIT_POLICY", "unset")
-    return (f"threads: {threads} each (minicompress: Numba and OpenBLAS, OMP_WAIT_POLICY={policy}; onnxruntime: "
+    return (f"threads: {threads} each (minicompress: Numba, OMP_WAIT_POLICY={policy}, OpenBLAS 1; onnxruntime: "
             f"intra_op_num_threads={threads}, session.intra_op.allow_spinning=0: idle threads do not spin)")
 
 
