@@ -3,10 +3,11 @@ inputs in one run: the published PP-OCR models of the rapidocr wheel and the mob
 
     python benchmarks/bench_runtime.py [--repeat 10] [--models det,cls,rec,mobile,digits] [--profile det]
 
-    det      PP-OCRv4 text detector (DBNet, ch_PP-OCRv4_det_infer.onnx), 1 x 3 x 480 x 480
+    det      PP-OCRv4 text detector (DBNet, ch_PP-OCRv4_det_infer.onnx), 1 x 3 x 480 x 480 (a page of dark bars)
     cls      PP-OCR text-direction classifier (ch_ppocr_mobile_v2.0_cls_infer.onnx), batch 1 and 6 (rapidocr's
              cls_batch_num) x 3 x 48 x 192
-    rec      PP-OCRv4 text recognizer (SVTR-LCNet, ch_PP-OCRv4_rec_infer.onnx), batch 1 and 6 x 3 x 48 x 320
+    rec      PP-OCRv4 text recognizer (SVTR-LCNet, ch_PP-OCRv4_rec_infer.onnx), batch 1 and 6 x 3 x 48 x 320 (lines
+             of dark bars)
     mobile   `nn.create_mobile_classifier(1000, 3)` (non-trivial BN statistics) exported with
              `minicompress.onnx.export`, 1 x 3 x 224 x 224
     digits   `nn.create_mobile_classifier(10, 1)`, the digits classifier, batch 1 and 64 x 1 x 8 x 8
@@ -14,7 +15,8 @@ inputs in one run: the published PP-OCR models of the rapidocr wheel and the mob
 Both sides run through `session.run(None, {name: x})` with `intra_op_num_threads` = 1 or 2; onnxruntime's
 idle threads do not spin (`session.intra_op.allow_spinning` 0) and minicompress's wait passively
 (OMP_WAIT_POLICY=PASSIVE, set by timing.py), so neither takes the cores from the other between calls.
-Each figure is the median of `--repeat` calls after 3 warm-up calls; the ratio is ours / onnxruntime (below
+The classifiers get standard normal inputs; "max rel diff" is max |ours - onnxruntime| / max |onnxruntime|
+over the first output. Each figure is the median of `--repeat` calls after 3 warm-up calls; the ratio is ours / onnxruntime (below
 1: minicompress is faster). Needs `pip install --no-deps rapidocr-onnxruntime==1.4.4` for det, cls, rec.
 --profile MODEL prints where minicompress's time goes per node kind on that model (1 thread).
 """
@@ -58,13 +60,33 @@ def mobile_classifier(num_classes, channels, size, seed=0):
     return mco.export(model, mc.tensor(np.zeros((1, channels, size, size), np.float32))).SerializeToString()
 
 
-MODELS = {   # name: (title, model bytes, [input shapes])
-    "det": ("PP-OCRv4 det", lambda: rapidocr_model("ch_PP-OCRv4_det_infer.onnx"), [(1, 3, 480, 480)]),
+def text_page(shape, seed=0):
+    """Dark bars (-1) on white (1) in PP-OCR's normalization: an input on which the detector finds text
+    (on noise its probabilities all sit near 0)."""
+    rng = np.random.default_rng(seed)
+    x = np.ones(shape, np.float32)
+    height, width = shape[2:]
+    for n in range(shape[0]):
+        for _ in range(max(2, height * width // 8000)):
+            h, w = rng.integers(4, max(5, height // 4)), rng.integers(8, max(9, width // 3))
+            top, left = rng.integers(0, height - h), rng.integers(0, width - w)
+            x[n, :, top:top + h, left:left + w] = -1.0
+    return x
+
+
+def standard_normal(shape):
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+MODELS = {   # name: (title, model bytes, [input shapes], input maker)
+    "det": ("PP-OCRv4 det", lambda: rapidocr_model("ch_PP-OCRv4_det_infer.onnx"), [(1, 3, 480, 480)], text_page),
     "cls": ("PP-OCR cls", lambda: rapidocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx"),
-            [(1, 3, 48, 192), (6, 3, 48, 192)]),
-    "rec": ("PP-OCRv4 rec", lambda: rapidocr_model("ch_PP-OCRv4_rec_infer.onnx"), [(1, 3, 48, 320), (6, 3, 48, 320)]),
-    "mobile": ("mobile classifier", lambda: mobile_classifier(1000, 3, 224), [(1, 3, 224, 224)]),
-    "digits": ("digits classifier", lambda: mobile_classifier(10, 1, 8), [(1, 1, 8, 8), (64, 1, 8, 8)]),
+            [(1, 3, 48, 192), (6, 3, 48, 192)], standard_normal),
+    "rec": ("PP-OCRv4 rec", lambda: rapidocr_model("ch_PP-OCRv4_rec_infer.onnx"), [(1, 3, 48, 320), (6, 3, 48, 320)],
+            text_page),
+    "mobile": ("mobile classifier", lambda: mobile_classifier(1000, 3, 224), [(1, 3, 224, 224)], standard_normal),
+    "digits": ("digits classifier", lambda: mobile_classifier(10, 1, 8), [(1, 1, 8, 8), (64, 1, 8, 8)],
+               standard_normal),
 }
 
 
@@ -80,11 +102,11 @@ def sessions(data, threads):
 
 
 def bench(key, repeat):
-    title, make, shapes = MODELS[key]
+    title, make, shapes, inputs = MODELS[key]
     data = make()
     rows = []
     for shape in shapes:
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        x = inputs(shape)
         for threads in THREAD_COUNTS:
             ours, theirs = sessions(data, threads)
             name = ours.get_inputs()[0].name
@@ -100,9 +122,9 @@ def bench(key, repeat):
 
 
 def profile(key, repeat):
-    title, make, shapes = MODELS[key]
+    title, make, shapes, inputs = MODELS[key]
     session = mco.InferenceSession(make())
-    x = np.random.default_rng(0).standard_normal(shapes[0]).astype(np.float32)
+    x = inputs(shapes[0])
     import numba
     from minicompress.kernels.threads import thread_count
     with mc.no_grad(), thread_count(1):

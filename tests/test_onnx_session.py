@@ -78,6 +78,21 @@ def test_same_script_same_results_on_a_small_model(data):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
 
 
+@SETTINGS
+@given(x=st.integers(0, 3).flatmap(lambda rank: arrays(tuple([2] * rank))))
+def test_same_script_on_a_model_declared_without_shapes(x):
+    """An input and output declared with an element type and no dimensions: both describe the shape as []
+    and take any shape."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "shapeless",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    ours, theirs = script(mco, source, {"x": x}), script(onnxruntime, source, {"x": x})
+    assert ours[:2] == theirs[:2] == ([("x", [], "tensor(float)")], [("y", [], "tensor(float)")])
+    for a, b in zip(ours[2] + ours[3], theirs[2] + theirs[3]):
+        np.testing.assert_array_equal(a, b)         # max(x, 0) is exact
+
+
 def test_model_metadata_as_onnxruntime():
     source = two_input_model()
     ours, theirs = mco.InferenceSession(source).get_modelmeta(), onnxruntime.InferenceSession(source).get_modelmeta()

@@ -242,13 +242,14 @@ class InferenceSession:
             if want is not None and array.dtype != np.dtype(want):
                 raise InvalidArgument(f"input {arg.name!r} must be {arg.type} (numpy {want}), got {_type_of(array)} "
                                       f"(numpy {array.dtype}); cast it first, e.g. x.astype(np.{want})")
-            if arg.shape is not None:
-                if array.ndim != len(arg.shape):
-                    raise InvalidArgument(f"input {arg.name!r} must have rank {len(arg.shape)} (shape {arg.shape}), "
+            shape = self._specs[arg.name].get("shape")      # None: declared without dimensions, any shape
+            if shape is not None:
+                if array.ndim != len(shape):
+                    raise InvalidArgument(f"input {arg.name!r} must have rank {len(shape)} (shape {shape}), "
                                           f"got shape {array.shape}")
-                bad = [i for i, (d, n) in enumerate(zip(arg.shape, array.shape)) if isinstance(d, int) and d != n]
+                bad = [i for i, (d, n) in enumerate(zip(shape, array.shape)) if isinstance(d, int) and d != n]
                 if bad:
-                    raise InvalidArgument(f"input {arg.name!r} must have shape {arg.shape}, got {array.shape} "
+                    raise InvalidArgument(f"input {arg.name!r} must have shape {shape}, got {array.shape} "
                                           f"(dimension(s) {bad} differ)")
             arrays.append(array)
         return arrays
