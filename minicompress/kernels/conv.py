@@ -126,6 +126,21 @@ def _add_into(dst, src):
 add_into = njit(cache=True, inline="always")(_add_into)
 
 
+def _tap_geometry(row, height_width, kernel_size, stride, padding, dilation, out_h, out_w):
+    """Where row (c, i, j) of cols reads: channel c, row offset off_h = i * dh - ph, the output rows
+    [h_lo, h_hi) and columns [w_lo, w_hi) whose tap lies inside the image, and the image column `first`
+    that output column w_lo reads (columns then step by sw)."""
+    (height, width), (kh, kw) = height_width, kernel_size
+    c, i, j = row // (kh * kw), row // kw % kh, row % kw
+    off_h, off_w = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
+    h_lo, h_hi = valid_range(off_h, stride[0], height, out_h)
+    w_lo, w_hi = valid_range(off_w, stride[1], width, out_w)
+    return c, off_h, h_lo, h_hi, w_lo, w_hi, w_lo * stride[1] + off_w
+
+
+tap_geometry = njit(cache=True, inline="always")(_tap_geometry)
+
+
 def _im2col(x, kernel_size, stride, padding, dilation):
     """x (N, C, H, W) -> cols (C * kh * kw, N * Ho * Wo) with
     cols[(c, i, j), (n, p, q)] = x_pad[n, c, p * sh + i * dh, q * sw + j * dw]."""
@@ -136,11 +151,8 @@ def _im2col(x, kernel_size, stride, padding, dilation):
     plane = out_h * out_w
     cols = np.zeros((channels * kh * kw, n_batch * plane), dtype=x.dtype)
     for row in range(channels * kh * kw):
-        c, i, j = row // (kh * kw), row // kw % kh, row % kw
-        off_h, off_w = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
-        h_lo, h_hi = valid_range(off_h, sh, height, out_h)
-        w_lo, w_hi = valid_range(off_w, sw, width, out_w)
-        first = w_lo * sw + off_w
+        c, off_h, h_lo, h_hi, w_lo, w_hi, first = tap_geometry(row, (height, width), kernel_size, stride, padding,
+                                                               dilation, out_h, out_w)
         for n in range(n_batch):
             for p in range(h_lo, h_hi):
                 start = n * plane + p * out_w
@@ -164,11 +176,8 @@ def _im2col_rows(x, kernel_size, stride, padding, dilation, p_lo, p_hi, cols):
     out_h = conv_output_size(height, kh, sh, padding[0], dilation[0])
     out_w = conv_output_size(width, kw, sw, padding[1], dilation[1])
     for row in range(channels * kh * kw):
-        c, i, j = row // (kh * kw), row // kw % kh, row % kw
-        off_h, off_w = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
-        h_lo, h_hi = valid_range(off_h, sh, height, out_h)
-        w_lo, w_hi = valid_range(off_w, sw, width, out_w)
-        first = w_lo * sw + off_w
+        c, off_h, h_lo, h_hi, w_lo, w_hi, first = tap_geometry(row, (height, width), kernel_size, stride, padding,
+                                                               dilation, out_h, out_w)
         for p in range(p_lo, p_hi):
             dst = cols[row, (p - p_lo) * out_w:(p - p_lo + 1) * out_w]
             if p < h_lo or p >= h_hi:               # the whole row of taps reads padding
@@ -213,11 +222,8 @@ def _col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     plane = out_h * out_w
     x = np.zeros((n_batch, channels, height, width), dtype=cols.dtype)
     for row in range(channels * kh * kw):
-        c, i, j = row // (kh * kw), row // kw % kh, row % kw
-        off_h, off_w = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
-        h_lo, h_hi = valid_range(off_h, sh, height, out_h)
-        w_lo, w_hi = valid_range(off_w, sw, width, out_w)
-        first = w_lo * sw + off_w
+        c, off_h, h_lo, h_hi, w_lo, w_hi, first = tap_geometry(row, (height, width), kernel_size, stride, padding,
+                                                               dilation, out_h, out_w)
         for n in range(n_batch):
             for p in range(h_lo, h_hi):
                 start = n * plane + p * out_w
