@@ -41,3 +41,14 @@ def test_first_divergent_node_is_named(cnn_file, capsys, monkeypatch):
 def test_missing_files_are_one_line_errors(tmp_path, capsys):
     assert cli.main(["check", str(tmp_path / "none.onnx")]) == 2
     assert "no ONNX file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((1, 3, 16, 16)), "must be tensor(float)"),                 # float64: onnxruntime refuses it too
+    (np.zeros((1, 3, 16), np.float32), "must have rank 4"),
+    (np.zeros((1, 2, 16, 16), np.float32), "dimension(s) [1] differ")])
+def test_inputs_are_checked_as_a_session_checks_a_feed(cnn_file, tmp_path, capsys, array, message):
+    np.save(tmp_path / "x.npy", array)
+    assert cli.main(["check", str(cnn_file), "--input", str(tmp_path / "x.npy")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("minicompress: error: input 'in0'") and message in captured.err
