@@ -28,7 +28,8 @@ def add_parsers(sub):
                     "give raw pixel counts with --raw and they are scaled as in training. An empty batch is an\n"
                     "error.")
     pre.add_argument("model", help="a model file written by minicompress (optimize, or minicompress.io.save), or "
-                                    "an .onnx file (its input shape is the graph's, without the batch dimension)")
+                                    "an .onnx file (its input shape is the graph's, without the batch dimension; where "
+                                    "a dimension is dynamic, the array's)")
     pre.add_argument("input", nargs="?", default=None, help="a .npy array of samples (see above)")
     pre.add_argument("--input", dest="input_option", default=None, metavar="INPUT", help="the same as INPUT")
     pre.add_argument("--raw", action="store_true",
@@ -113,6 +114,7 @@ def cmd_predict(args):
     import minicompress as mc
     import minicompress.functional as F
     from minicompress.cli.onnx import is_onnx_path, sample_shape
+    from minicompress.onnx.session import InvalidArgument
     if args.input is not None and args.input_option is not None:
         raise CommandError("give the input once: INPUT or --input INPUT, not both")
     args.input = args.input if args.input is not None else args.input_option
@@ -122,7 +124,7 @@ def cmd_predict(args):
     if is_onnx_path(args.model):
         session, _ = load_onnx_session(args.model, CommandError)
         model = session.graph_module
-        spec, shape = None, sample_shape(model, args.model, None, CommandError)
+        spec, shape = None, sample_shape(model, args.model, None, CommandError, dynamic_ok=True)
     else:
         model = load_model_file(args.model)
         spec = input_spec(args.model)
@@ -157,6 +159,8 @@ def cmd_predict(args):
                 logits = model(mc.tensor(x))
                 logits = logits[0] if isinstance(logits, tuple) else logits       # a graph's first output
                 logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
+    except InvalidArgument as exc:    # the ONNX session refused the feed (rank, fixed dimensions), naming the input
+        raise CommandError(str(exc))
     except Exception as exc:  # a crafted file can hold a model that loads but cannot run
         raise CommandError(f"the model in {args.model} failed on this input ({type(exc).__name__}: {exc})")
     if logits.ndim != 2:

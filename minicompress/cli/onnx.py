@@ -59,9 +59,10 @@ def load_onnx_file(path):
     return load_onnx(path, CommandError)
 
 
-def sample_shape(model, path, given, CommandError):
+def sample_shape(model, path, given, CommandError, dynamic_ok=False):
     """The shape of one sample of the graph's single float32 input: --input-shape, or the declared input
-    shape without its first (batch) dimension."""
+    shape without its first (batch) dimension; with dynamic_ok, None when a dimension after the batch is
+    dynamic (the caller's InferenceSession then checks the rank and the fixed dimensions)."""
     if len(model.inputs) != 1:
         raise CommandError(f"{path} has {len(model.inputs)} inputs {[s['name'] for s in model.inputs]}; "
                            "bench and predict run models with one input")
@@ -74,6 +75,8 @@ def sample_shape(model, path, given, CommandError):
         except ValueError:
             raise CommandError(f"--input-shape must be comma-separated integers, got {given!r}")
     dims = spec.get("shape")
+    if dynamic_ok and dims and not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return None
     if not dims or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
         raise CommandError(f"{path}: input {spec['name']!r} has shape {dims}, not (batch, fixed dims...); "
                            "pass --input-shape")
