@@ -131,9 +131,10 @@ def test_bad_feeds_refused_as_onnxruntime_refuses_them(what, feed, names, words)
     assert not calls, "the feed must be refused before the graph runs"
 
 
+@pytest.mark.parametrize("options_of", [mco, onnxruntime], ids=["minicompress options", "onnxruntime options"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_intra_op_threads_apply_to_the_run_and_are_restored(threads):
-    options = mco.SessionOptions()
+def test_intra_op_threads_apply_to_the_run_and_are_restored(threads, options_of):
+    options = options_of.SessionOptions()
     options.intra_op_num_threads = threads
     session = mco.InferenceSession(two_input_model(), options)
     model, seen = session.graph_module, []
