@@ -23,12 +23,10 @@ import os
 import sys
 
 os.environ["BENCH_THREADS"] = "1"
-from timing import keep_freed_memory, median_seconds, print_table, set_threads  # noqa: E402  (first: it sets thread environment)
+from timing import keep_freed_memory, median_seconds, node_profile, print_table, set_threads  # noqa: E402  (first: it sets thread environment)
 
 import argparse  # noqa: E402
 import io  # noqa: E402
-import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
@@ -40,7 +38,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from torch_twins import MobileClassifier  # noqa: E402
 
 import minicompress as mc  # noqa: E402
-import minicompress.graph.module as graph_module  # noqa: E402
 import minicompress.onnx as mco  # noqa: E402
 
 
@@ -100,49 +97,6 @@ def export(model, shape):
     torch.onnx.export(model, (torch.zeros(1, *shape),), buffer, opset_version=17, dynamo=False,
                       input_names=["x"], dynamic_axes={"x": {0: "batch"}})
     return buffer.getvalue()
-
-
-def node_profile(model, x, repeat):
-    """ms per node kind (op_type, or the submodule's class), summed over one call, median over `repeat`."""
-    per_call = []
-    original = model._run_node
-
-    def timed(node, args):
-        start = time.perf_counter()
-        out = original(node, args)
-        layer = None if node["kind"] == "op" else model.get_submodule(node["target"])
-        kind = node["op_type"] if layer is None else type(layer).__name__
-        if isinstance(layer, mc.nn.Conv2d):
-            kind += " " + conv_kind(layer)
-        totals[kind] += time.perf_counter() - start
-        return out
-    fused_original = graph_module.fused_conv_clip_forward
-
-    def timed_fused(conv, bn, clip, x):
-        start = time.perf_counter()
-        out = fused_original(conv, bn, clip, x)
-        totals[f"Conv2d {conv_kind(conv)} (fused chain)"] += time.perf_counter() - start
-        return out
-    model._run_node = timed
-    graph_module.fused_conv_clip_forward = timed_fused
-    try:
-        for _ in range(repeat):
-            totals = defaultdict(float)
-            start = time.perf_counter()
-            model(x)
-            totals["(whole call)"] = time.perf_counter() - start
-            per_call.append(totals)
-    finally:
-        del model._run_node
-        graph_module.fused_conv_clip_forward = fused_original
-    kinds = sorted({k for t in per_call for k in t}, key=lambda k: -per_call[0].get(k, 0))
-    return {k: float(np.median([t.get(k, 0.0) for t in per_call])) * 1e3 for k in kinds}
-
-
-def conv_kind(conv):
-    if conv.groups > 1 and conv.groups == conv.in_channels:
-        return "depthwise"
-    return "1x1" if conv.kernel_size == (1, 1) else f"{conv.kernel_size[0]}x{conv.kernel_size[1]}"
 
 
 def native_mobile(torch_model):

@@ -3,6 +3,9 @@ table printer. Both frameworks get the same thread count."""
 import os
 import statistics
 import time
+from collections import defaultdict
+
+import numpy as np
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 # Idle OpenMP threads (torch's) spin by default and steal the two cores from BLAS and Numba threads
@@ -57,3 +60,51 @@ def print_table(rows, headers):
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def node_profile(model, x, repeat):
+    """ms per node kind (op_type, or the submodule's class), summed over one call, median over `repeat`;
+    a fused conv chain counts as its conv (depthwise, 1x1 or kh x kw). `model` is a GraphModule."""
+    import minicompress.graph.module as graph_module
+    from minicompress import nn
+    per_call = []
+    original = model._run_node
+
+    def timed(node, args):
+        start = time.perf_counter()
+        out = original(node, args)
+        layer = None if node["kind"] == "op" else model.get_submodule(node["target"])
+        kind = node["op_type"] if layer is None else type(layer).__name__
+        if isinstance(layer, nn.Conv2d):
+            kind += " " + conv_kind(layer)
+        totals[kind] += time.perf_counter() - start
+        return out
+    fused_original = graph_module.fused_conv_clip_forward
+
+    def timed_fused(conv, bn, clip, x):
+        start = time.perf_counter()
+        out = fused_original(conv, bn, clip, x)
+        totals[f"Conv2d {conv_kind(conv)} (fused chain)"] += time.perf_counter() - start
+        return out
+    model._run_node = timed
+    graph_module.fused_conv_clip_forward = timed_fused
+    try:
+        for _ in range(repeat):
+            totals = defaultdict(float)
+            start = time.perf_counter()
+            model(x)
+            totals["(whole call)"] = time.perf_counter() - start
+            per_call.append(totals)
+    finally:
+        del model._run_node
+        graph_module.fused_conv_clip_forward = fused_original
+    kinds = sorted({k for t in per_call for k in t}, key=lambda k: -per_call[0].get(k, 0))
+    return {k: float(np.median([t.get(k, 0.0) for t in per_call])) * 1e3 for k in kinds}
+
+
+def conv_kind(conv):
+    if conv.groups > 1 and conv.groups == conv.in_channels:
+        return "depthwise"
+    if conv.groups > 1:
+        return f"grouped {conv.kernel_size[0]}x{conv.kernel_size[1]}"
+    return "1x1" if conv.kernel_size == (1, 1) else f"{conv.kernel_size[0]}x{conv.kernel_size[1]}"

@@ -337,6 +337,45 @@ def test_bench_onnx_times_minicompress_and_onnxruntime(onnx_files, capsys):
         assert "int8 layers" in line
 
 
+def test_bench_threads_sets_both_sides_and_says_how_they_wait(onnx_files, capsys):
+    pytest.importorskip("onnxruntime")
+    import numba
+    before = numba.get_num_threads()
+    assert cli.main(["bench", str(onnx_files["folder"] / "float.onnx"), "--batch-sizes", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "threads: 1 each" in out and "intra_op_num_threads=1" in out and "allow_spinning=0" in out
+    assert "OMP_WAIT_POLICY=" in out
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("threads, message", [("0", "must be a positive integer"), ("4096", "NUMBA_NUM_THREADS")])
+def test_bench_refuses_a_thread_count_it_cannot_run(onnx_files, threads, message, capsys):
+    assert cli.main(["bench", str(onnx_files["folder"] / "float.onnx"), "--threads", threads]) == 2
+    _one_error_line(capsys, message)
+
+
+def test_predict_onnx_with_dynamic_dimensions_takes_the_arrays(tmp_path, capsys):
+    """An input declared (batch, 3, '?', '?') takes any height and width; a wrong channel count is one error
+    line naming the input, as the InferenceSession words it."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("GlobalAveragePool", ["x"], ["p"]), h.make_node("Flatten", ["p"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3, "?", "?"])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 3])])
+    path = tmp_path / "pool.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    x = np.random.default_rng(3).random((2, 3, 5, 7), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["predict", str(path), str(tmp_path / "x.npy")]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("sample")]
+    expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0].argmax(1)
+    assert [int(l.split("class ")[1].split()[0]) for l in lines] == expected.tolist()
+    np.save(tmp_path / "bad.npy", np.zeros((2, 4, 5, 7), np.float32))
+    assert cli.main(["predict", str(path), str(tmp_path / "bad.npy")]) == 2
+    _one_error_line(capsys, "input 'x'", "dimension(s) [1] differ")
+
+
 @pytest.mark.parametrize("name, kind", [("float.onnx", "model"), ("int8.onnx", "int8")])
 @pytest.mark.parametrize("how", ["positional", "--input"])
 def test_predict_onnx_gives_the_models_classes(onnx_files, name, kind, how, tmp_path, capsys):

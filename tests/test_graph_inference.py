@@ -195,3 +195,71 @@ def test_interleaved_conv_relu_chains_run_every_node():
         expected = [torch.relu(conv(torch.from_numpy(x))).numpy() for conv in (conv_a, conv_b)]
     for got, want in zip(fast, expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)   # float32 sums in another order
+
+
+def hard_swish_graph(legacy=False):
+    """h = Conv(x); y = h * Clip(h + 3, 0, 6) / 6 (hard-swish as exporters spell it); z = 1 - Relu(y);
+    q = Div(Cast(z > 0, int64) * 7, 2) (an integer Div: it truncates, so it never runs in place). legacy:
+    opset 6, Clip's bounds as attributes, no q."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(3.0, np.float32), "three"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(7, np.int64), "seven"),
+             numpy_helper.from_array(np.array(2, np.int64), "two")]
+    clip = (helper.make_node("Clip", ["t"], ["c"], min=0.0, max=6.0) if legacy
+            else helper.make_node("Clip", ["t", "zero", "six"], ["c"]))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["h", "three"], ["t"]), clip,
+             helper.make_node("Mul", ["h", "c"], ["m"]), helper.make_node("Div", ["m", "six"], ["y"]),
+             helper.make_node("Relu", ["y"], ["r"]), helper.make_node("Sub", ["one", "r"], ["z"]),
+             helper.make_node("Greater", ["z", "zero"], ["g"]), helper.make_node("Cast", ["g"], ["gi"], to=7),
+             helper.make_node("Mul", ["gi", "seven"], ["g7"]), helper.make_node("Div", ["g7", "two"], ["q"])]
+    outputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3, 5, 5]),
+               helper.make_tensor_value_info("q", TensorProto.INT64, [1, 3, 5, 5])]
+    if legacy:
+        nodes, outputs = nodes[:7], outputs[:1]
+    graph = helper.make_graph(nodes, "hard_swish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6 if legacy else 13)], ir_version=8)
+    return model.SerializeToString()
+
+
+def test_elementwise_chains_run_in_place_with_the_bits_of_the_nodes():
+    data = hard_swish_graph()
+    graph = mco.load(data)
+    plan = graph.inference_plan()
+    in_place = sorted(graph.nodes[i]["name"] for i in plan.inplace)
+    by_output = {graph.nodes[i]["outputs"][0] for i in plan.inplace}
+    # h is read twice (Add, Mul) and 1, 3, 6, 7, 2 are constants: Add(h, 3) allocates; the Clip, the Mul
+    # (over c), the Div, the Relu and the Sub (over r, its second input) run in place; of the integer chain
+    # the Mul reads a Cast (not known to be fresh) and allocates, and its Div is planned in place but
+    # declines at run time (an integer Div truncates)
+    assert by_output == {"c", "m", "y", "r", "z", "q"}, in_place
+    assert plan.clips == {i: (0.0, 6.0) for i in plan.inplace if graph.nodes[i]["op_type"] == "Clip"}
+    x = np.random.default_rng(1).uniform(-5, 5, (1, 2, 5, 5)).astype(np.float32)
+    before = x.copy()
+    with mc.no_grad():
+        z, q = (o.numpy() for o in graph(x))
+    np.testing.assert_array_equal(x, before)
+    expected_z, expected_q = node_by_node(graph, x)
+    np.testing.assert_array_equal(z, expected_z)
+    np.testing.assert_array_equal(q, expected_q)
+    theirs = ort_session(data).run(None, {"x": x})
+    np.testing.assert_allclose(z, theirs[0], rtol=1e-6, atol=1e-5)   # a 18-term float32 conv sum, then exact ops
+    np.testing.assert_array_equal(q, theirs[1])
+
+
+def test_clip_6_and_legacy_binaries_never_run_in_place():
+    """Clip-6 clamps to float32's range by default and opset-6 binaries broadcast by attribute: they run
+    node by node (only the Relu, the same at every opset, runs in place)."""
+    data = hard_swish_graph(legacy=True)
+    graph = mco.load(data)
+    assert {graph.nodes[i]["op_type"] for i in graph.inference_plan().inplace} == {"Relu"}
+    x = np.random.default_rng(2).uniform(-5, 5, (1, 2, 5, 5)).astype(np.float32)
+    with mc.no_grad():
+        z = graph(x).numpy()
+    np.testing.assert_array_equal(z, node_by_node(graph, x))     # (onnxruntime has no kernels of opset 6)

@@ -195,6 +195,38 @@ def test_large_samples_are_multiplied_one_by_one(monkeypatch, dtype):
                         K.conv2d_backward_weight_reference)
 
 
+@settings(max_examples=25, deadline=None)
+@given(grouped_problems(), DTYPES, st.data())
+def test_im2col_rows_is_a_band_of_unfold(problem, dtype, data):
+    """Every entry of the band buffer is written (it starts as NaN), with torch's unfold's values."""
+    _, x, weight, (stride, padding, dilation, _) = make_inputs(problem, dtype)
+    kernel, sample = weight.shape[2:], x[:1]
+    unfolded = F.unfold(torch.from_numpy(sample), kernel, dilation, padding, stride).numpy()[0]   # (C*kh*kw, L)
+    out_h = K._conv_output_size(x.shape[2], kernel[0], stride[0], padding[0], dilation[0])
+    out_w = unfolded.shape[1] // out_h
+    p_lo = data.draw(st.integers(0, out_h - 1), label="p_lo")
+    p_hi = data.draw(st.integers(p_lo + 1, out_h), label="p_hi")
+    expected = unfolded[:, p_lo * out_w:p_hi * out_w]
+    band = np.full(expected.shape, np.nan, dtype)
+    assert_close(K.im2col_rows(sample[0], kernel, stride, padding, dilation, p_lo, p_hi, band), expected, "im2col_rows")
+    assert_close(K.im2col_rows_reference(sample[0], kernel, stride, padding, dilation, p_lo, p_hi), expected,
+                 "im2col_rows reference")
+
+
+@settings(max_examples=20, deadline=None)
+@given(grouped_problems(), DTYPES, st.sampled_from([1, 7, 40]))
+def test_samples_unfolded_in_bands_of_rows(problem, dtype, band_elements):
+    """Above BAND_COLS_ELEMENTS a sample (each its own chunk here) is unfolded and multiplied a band of output
+    rows at a time (one row, a few, or all but a last short band); the forward pass still matches the
+    reference and torch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(K, "SAMPLE_COLS_ELEMENTS", 1)
+        patch.setattr(K, "BAND_COLS_ELEMENTS", band_elements)
+        check_against_torch(problem, dtype, K.conv2d_forward, K.conv2d_backward_input, K.conv2d_backward_weight,
+                            K.conv2d_forward_reference, K.conv2d_backward_input_reference,
+                            K.conv2d_backward_weight_reference)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("width", [7, 8, 9, 10])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1)])

@@ -66,3 +66,14 @@ def test_uint8_int8_saturation_is_diagnosed_on_every_cpu(tmp_path, capsys):
     assert "first divergence" in out and "(MatMulInteger)" in out
     if other == "exact":
         assert "onnxruntime saturates on this CPU" in out and "--reduce-range" in out and "U8U8" in out, out
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((1, 3, 16, 16)), "must be tensor(float)"),                 # float64: onnxruntime refuses it too
+    (np.zeros((1, 3, 16), np.float32), "must have rank 4"),
+    (np.zeros((1, 2, 16, 16), np.float32), "dimension(s) [1] differ")])
+def test_inputs_are_checked_as_a_session_checks_a_feed(cnn_file, tmp_path, capsys, array, message):
+    np.save(tmp_path / "x.npy", array)
+    assert cli.main(["check", str(cnn_file), "--input", str(tmp_path / "x.npy")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("minicompress: error: input 'in0'") and message in captured.err

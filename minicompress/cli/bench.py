@@ -1,11 +1,15 @@
 """`minicompress bench`: latency of a model file (an .onnx file: beside onnxruntime's).
 
-    minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64] [--input-shape C,H,W | N,C,H,W]
+    minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64] [--input-shape C,H,W | N,C,H,W] [--threads N]
+
+--threads N runs minicompress's Numba kernels on N threads for the timing (OpenBLAS on one:
+`kernels.threads.thread_count`), and an .onnx file's onnxruntime session with intra_op_num_threads=N and
+its spinning switched off, so both sides get the same cores and neither burns them while idle; without
+it, Numba's current thread count is used for both.
 """
 from __future__ import annotations
 
 from .common import CommandError, given_sample_shape, load_model_file
-from .onnx import load_onnx_file
 
 
 def add_parsers(sub):
@@ -13,6 +17,8 @@ def add_parsers(sub):
     ben.add_argument("model", help="a model file written by minicompress, or an .onnx file")
     ben.add_argument("--batch-sizes", default="1,64")
     ben.add_argument("--input-shape", default=None, help="one sample's C,H,W, or the full N,C,H,W (the batch then comes from --batch-sizes)")
+    ben.add_argument("--threads", type=int, default=None,
+                     help="threads for minicompress and onnxruntime alike (default: Numba's current count)")
     ben.set_defaults(run=cmd_bench)
 
 
@@ -37,19 +43,36 @@ def _batch_sizes(text):
     return batches
 
 
+def _threads(given):
+    import numba
+    if given is None:
+        return numba.get_num_threads()
+    if given < 1:
+        raise CommandError(f"--threads must be a positive integer, got {given}")
+    if given > numba.config.NUMBA_NUM_THREADS:
+        raise CommandError(f"--threads {given}: Numba's pool has {numba.config.NUMBA_NUM_THREADS} threads "
+                           "(NUMBA_NUM_THREADS, by default the CPU count)")
+    return given
+
+
 def cmd_bench(args):
+    from minicompress.cli.onnx import bench_onnx, is_onnx_path, load_onnx_session, sample_shape
+    from minicompress.kernels.threads import thread_count
     from minicompress.training.latency import latency_per_image
-    from minicompress.cli.onnx import bench_onnx, is_onnx_path, sample_shape
     batches = _batch_sizes(args.batch_sizes)
+    threads = _threads(args.threads)
     if is_onnx_path(args.model):
-        model, proto = load_onnx_file(args.model)
-        return bench_onnx(model, proto, sample_shape(model, args.model, args.input_shape, CommandError), batches,
-                          CommandError)
+        session, proto = load_onnx_session(args.model, CommandError, threads)
+        shape = sample_shape(session.graph_module, args.model, args.input_shape, CommandError)
+        return bench_onnx(session, proto, shape, batches, threads, CommandError)
     model = load_model_file(args.model)
     shape = _input_shape(model, args.input_shape)
     from minicompress.kernels.qgemm import QGEMM_ROUTE
     print(f"int8 GEMM route: {QGEMM_ROUTE} (MINICOMPRESS_QGEMM overrides it)")
-    for batch, seconds in latency_per_image(model, shape, batches).items():
+    print(f"threads: {threads} (Numba; OpenBLAS 1)")
+    with thread_count(threads):
+        latencies = latency_per_image(model, shape, batches)
+    for batch, seconds in latencies.items():
         print(f"batch {batch:4d}: {seconds * 1e3:.4f} ms/image, {seconds * batch * 1e3:.3f} ms/batch")
     return 0
 

@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 
 from .common import CommandError, input_spec, load_model_file
-from .onnx import load_onnx_file
+from .onnx import load_onnx_file, load_onnx_session
 
 
 def add_parsers(sub):
@@ -28,7 +28,8 @@ def add_parsers(sub):
                     "give raw pixel counts with --raw and they are scaled as in training. An empty batch is an\n"
                     "error.")
     pre.add_argument("model", help="a model file written by minicompress (optimize, or minicompress.io.save), or "
-                                    "an .onnx file (its input shape is the graph's, without the batch dimension)")
+                                    "an .onnx file (its input shape is the graph's, without the batch dimension; where "
+                                    "a dimension is dynamic, the array's)")
     pre.add_argument("input", nargs="?", default=None, help="a .npy array of samples (see above)")
     pre.add_argument("--input", dest="input_option", default=None, metavar="INPUT", help="the same as INPUT")
     pre.add_argument("--raw", action="store_true",
@@ -118,13 +119,16 @@ def cmd_predict(args):
     import minicompress as mc
     import minicompress.functional as F
     from minicompress.cli.onnx import is_onnx_path, sample_shape
+    from minicompress.onnx.session import InvalidArgument
     if args.input is not None and args.input_option is not None:
         raise CommandError("give the input once: INPUT or --input INPUT, not both")
     args.input = args.input if args.input is not None else args.input_option
     if args.input is None:
         raise CommandError("predict needs an input: INPUT.npy or --input INPUT.npy")
+    session = None
     if is_onnx_path(args.model):
-        model, _ = load_onnx_file(args.model)
+        session, _ = load_onnx_session(args.model, CommandError)
+        model = session.graph_module
         spec, shape = None, sample_shape(model, args.model, None, CommandError, required=False)
     else:
         model = load_model_file(args.model)
@@ -153,10 +157,15 @@ def cmd_predict(args):
         return print_detections(model, x)
     model.eval()
     try:
-        with mc.no_grad():
-            logits = model(mc.tensor(x))
-            logits = logits[0] if isinstance(logits, tuple) else logits       # an ONNX graph's first output
-            logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
+        if session is not None:                     # an ONNX file: its first output, as onnxruntime runs it
+            logits = mc.tensor(session.run(None, {session.get_inputs()[0].name: x})[0])
+        else:
+            with mc.no_grad():
+                logits = model(mc.tensor(x))
+                logits = logits[0] if isinstance(logits, tuple) else logits       # a graph's first output
+                logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
+    except InvalidArgument as exc:    # the ONNX session refused the feed (rank, fixed dimensions), naming the input
+        raise CommandError(str(exc))
     except Exception as exc:  # a crafted file can hold a model that loads but cannot run
         raise CommandError(f"the model in {args.model} failed on this input ({type(exc).__name__}: {exc})")
     if logits.ndim != 2:

@@ -1,8 +1,9 @@
-"""`minicompress check MODEL.onnx`, and .onnx files in `minicompress inspect`, `bench` and `predict`: the file is read with `minicompress.onnx.load`
-(a GraphModule) and described, timed or run like a minicompress model file; `bench` also times onnxruntime on
-the same inputs, when it is installed, with as many threads as minicompress uses, and prints the ratio. A QDQ
-file is timed twice in minicompress: as written (float operators between Q / DQ) and folded onto its
-integer layers (`onnx.fold_qdq`), as onnxruntime runs it.
+"""`minicompress check MODEL.onnx`, and .onnx files in `minicompress inspect`, `bench` and `predict`: the file is
+opened as a `minicompress.onnx.InferenceSession` (a GraphModule behind onnxruntime's API) and described, timed
+or run; `bench` also times onnxruntime's session on the same inputs, when it is installed, with the same
+number of threads (`--threads`, default: Numba's current count; onnxruntime's idle threads told not to spin),
+both through `session.run`, and prints the ratio. A QDQ file is timed twice in minicompress: as written
+(float operators between Q / DQ) and folded onto its integer layers (`onnx.fold_qdq`), as onnxruntime runs it.
 
 Every problem with the file (not ONNX, an operator minicompress does not implement, more than one input, an
 input that is not float32) is a `CommandError` raised before any work starts.
@@ -22,26 +23,36 @@ def is_onnx_path(path):
     return os.fspath(path).lower().endswith(".onnx")
 
 
-def load_onnx(path, CommandError):
-    """(GraphModule, ModelProto) of the file at `path`, or CommandError naming the problem."""
+def load_onnx_session(path, CommandError, threads=0):
+    """(minicompress.onnx.InferenceSession, ModelProto) of the file at `path` (its runs on `threads`
+    threads; 0: as the process is set), or CommandError naming the problem."""
     if not os.path.isfile(path):
         raise CommandError(f"no such ONNX file: {path}")
     try:
         from ..graph.registry import UnsupportedOperatorError
-        from ..onnx.importer import load, read_model
+        from ..onnx.importer import read_model
+        from ..onnx.session import InferenceSession, SessionOptions
     except ImportError as exc:
         raise CommandError(f"reading .onnx files needs the onnx package: pip install 'minicompress[onnx]' ({exc})")
     try:
         proto = read_model(path)
     except Exception as exc:            # protobuf's DecodeError and friends: the bytes are not an ONNX model
         raise CommandError(f"{path} is not an ONNX model ({type(exc).__name__}: {exc})")
+    options = SessionOptions()
+    options.intra_op_num_threads = threads
     try:
-        model = load(proto)
+        session = InferenceSession(proto, options)
     except UnsupportedOperatorError as exc:
         raise CommandError(f"{path}: unsupported by minicompress: {exc}")
     except Exception as exc:            # a malformed graph: the importer names the node
         raise CommandError(f"{path}: cannot load the ONNX graph ({type(exc).__name__}: {exc})")
-    return model.eval(), proto
+    return session, proto
+
+
+def load_onnx(path, CommandError):
+    """(GraphModule, ModelProto) of the file at `path`, or CommandError naming the problem."""
+    session, proto = load_onnx_session(path, CommandError)
+    return session.graph_module, proto
 
 
 def load_onnx_file(path):
@@ -102,45 +113,57 @@ def describe_onnx(model, proto, path):
 
 
 def _ort_session(proto, threads):
+    """onnxruntime's session of `proto` on `threads` intra-op threads whose idle threads do not spin
+    (`session.intra_op.allow_spinning` 0: spinning threads would take the cores from the other side's
+    runs between calls, as OpenMP's active waiting does; minicompress's wait passively)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3          # errors only: not its notes on unused initializers
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def bench_onnx(model, proto, shape, batches, CommandError):
-    """Print minicompress's (and onnxruntime's) median latency per image at each batch size."""
+def thread_policy(threads):
+    """The line `bench` prints: how many threads each side runs and how its idle threads wait."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return (f"threads: {threads} each (minicompress: Numba, OMP_WAIT_POLICY={policy}, OpenBLAS 1; onnxruntime: "
+            f"intra_op_num_threads={threads}, session.intra_op.allow_spinning=0: idle threads do not spin)")
+
+
+def bench_onnx(session, proto, shape, batches, threads, CommandError):
+    """Print minicompress's (and onnxruntime's) median latency per image at each batch size, both run
+    through an InferenceSession on `threads` threads."""
+    from ..kernels.threads import thread_count
     from ..training.latency import measure_latency
-    import numba
-    threads = numba.get_num_threads()
     try:
-        session = _ort_session(proto, threads)
+        theirs_session = _ort_session(proto, threads)
     except ImportError:
-        session = None
+        theirs_session = None
         print("onnxruntime is not installed: timing minicompress only")
     except Exception as exc:          # onnxruntime refuses a graph minicompress runs: time minicompress alone
-        session = None
+        theirs_session = None
         print(f"onnxruntime cannot run this model ({type(exc).__name__}): timing minicompress only")
-    print(f"threads: {threads} (minicompress" + (" and onnxruntime)" if session is not None else ")"))
-    folded = _folded(model)
+    print(thread_policy(threads) if theirs_session is not None else f"threads: {threads} (minicompress)")
+    folded = _folded(session.graph_module)
     if folded is not None:
         print("QDQ units folded onto minicompress's integer layers (onnx.fold_qdq): timed as 'int8 layers'")
     rng = np.random.default_rng(0)
     for batch in batches:
         x = rng.random((batch,) + tuple(shape), dtype=np.float32)
         try:
-            ours = measure_latency(model, x) / batch
+            ours = measure_latency(_SessionModel(session), x) / batch
             if folded is not None:
-                ours_folded = measure_latency(folded, x) / batch
+                with thread_count(threads):
+                    ours_folded = measure_latency(folded, x) / batch
         except Exception as exc:      # the graph cannot run on this input shape
             raise CommandError(f"the model failed on an input of shape {x.shape} ({type(exc).__name__}: {exc})")
         line = f"batch {batch:4d}: minicompress {ours * 1e3:.4f} ms/image"
         if folded is not None:
             line += f", minicompress int8 layers {ours_folded * 1e3:.4f} ms/image"
-        if session is not None:
-            theirs = measure_latency(_OrtModel(session), x) / batch
+        if theirs_session is not None:
+            theirs = measure_latency(_SessionModel(theirs_session), x) / batch
             line += f", onnxruntime {theirs * 1e3:.4f} ms/image, minicompress / onnxruntime {ours / theirs:.2f}x"
             if folded is not None:
                 line += f" (int8 layers {ours_folded / theirs:.2f}x)"
@@ -155,8 +178,9 @@ def _folded(model):
     return folded if any(n["kind"] == "module" and n["op_type"] == "Quantize" for n in folded.nodes) else None
 
 
-class _OrtModel:
-    """An onnxruntime session behind the two methods `latency.measure_latency` calls, so both are timed alike."""
+class _SessionModel:
+    """An InferenceSession (minicompress's or onnxruntime's) behind the two methods `latency.measure_latency`
+    calls, so that both are timed alike."""
 
     def __init__(self, session):
         self.session, self.name = session, session.get_inputs()[0].name
@@ -166,6 +190,7 @@ class _OrtModel:
 
     def __call__(self, x):
         return self.session.run(None, {self.name: x.data})
+
 
 
 def add_parsers(sub):

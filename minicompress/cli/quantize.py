@@ -239,18 +239,18 @@ def _compare(args, proto, spec, data, batches, ours, method, options):
               f"{d['nodes_only_theirs'][:3]}; initializers only here {d['initializers_only_ours'][:3]}, "
               f"only in onnxruntime's {d['initializers_only_theirs'][:3]}")
     from ..training import measure_latency
-    from .onnx import _OrtModel
+    from .onnx import _SessionModel
     one = data[:1]
     try:
         float_session = _ort_session(proto, threads)
         reference = np.concatenate([float_session.run(None, {spec["name"]: x})[0] for x in batches])
         rows = [("float (onnxruntime)", (1.0 if reference.ndim == 2 and reference.shape[1] > 1 else None, 0.0, 1.0),
-                 len(proto.SerializeToString()), measure_latency(_OrtModel(float_session), one))]
+                 len(proto.SerializeToString()), measure_latency(_SessionModel(float_session), one))]
         for name, model, size in (("minicompress's file, onnxruntime", ours, len(ours.SerializeToString())),
                                   ("onnxruntime's file, onnxruntime", theirs, len(theirs_bytes))):
             session = _ort_session(model, threads)
             out = np.concatenate([session.run(None, {spec["name"]: x})[0] for x in batches])
-            rows.append((name, _agreement(out, reference), size, measure_latency(_OrtModel(session), one)))
+            rows.append((name, _agreement(out, reference), size, measure_latency(_SessionModel(session), one)))
     except Exception as exc:  # noqa: BLE001
         print(f"agreement table skipped: onnxruntime cannot run these models ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0] if str(exc) else ''})")

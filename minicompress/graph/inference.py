@@ -10,10 +10,13 @@ layers as they are (prune, quantize and export still see ordinary layers) and in
   one convolution kernel with the rest in its output pass (`nn.fused.fused_conv_clip_forward`, the bits
   of the nodes one by one); a chain whose layers cannot be fused at run time (a hook, a quantized
   replacement, another dtype) runs node by node;
-- a Relu or Add operator node in place, over an input that is a fresh array (written by a Conv, Gemm,
-  MatMul, BatchNormalization, Relu or elementwise arithmetic node, not a view of anything) that no other node
-  reads and that is not a graph output (an Add only when that input already has the result's shape and
-  dtype: checked at run time).
+- a Relu, Clip (opset 11 on, constant bounds), Add, Sub, Mul or Div (opset 7 on) operator node in place,
+  over an input that is a fresh array (written by a Conv, Gemm, MatMul, BatchNormalization, Relu or
+  elementwise arithmetic node, or by a node run in place over a fresh array; never a view of anything)
+  that no other node reads and that is not a graph output (a binary node only when that input already
+  has the result's shape and dtype, and a Div only on floats: checked at run time). The elementwise
+  chains of an imported graph (hard-swish as Add, Clip, Mul, Div) then allocate once instead of four
+  times; on the large maps of a detector every allocation is page-faulted in afresh.
 
 The plan is built once per graph and rebuilt when the nodes change (`signature`).
 """
@@ -43,8 +46,9 @@ def signature(graph_module):
 
 class InferencePlan:
     """chains: {first node index: (last node index, batch-norm node index or None, clip (lo, hi) or None)};
-    inplace: {index of a Relu or Add node: position of the input it may write over}; last_use: {value:
-    index of the last node reading it}."""
+    inplace: {index of a node run in place: position of the input it may write over}; clips: {index of
+    a Clip node in inplace: its (lo, hi), None for an absent bound}; last_use: {value: index of the last
+    node reading it}."""
 
     def __init__(self, graph_module):
         nodes = graph_module.nodes
@@ -69,31 +73,64 @@ class InferencePlan:
             bn = indices[1] if is_bn else None
             self.chains[indices[0]] = (indices[-1], bn, clip)
         readers = consumers(graph_module)
-        producer = {v: node for node in nodes for v in node["outputs"] if v}
         protected = set(graph_module.outputs) | set(graph_module.constants)
-        self.inplace = {}
+        fresh = set()           # values that are new arrays when the plan runs
+        self.inplace, self.clips = {}, {}
         for index, node in enumerate(nodes):
-            if node["kind"] != "op" or node["op_type"] not in ("Relu", "Add"):
-                continue
-            for position, value in enumerate(node["inputs"][:2]):
-                source = producer.get(value)
-                if (source is not None and source.get("op_type") in FRESH_OUTPUT_OPS
-                        and len(readers.get(value, [])) == 1 and node["inputs"].count(value) == 1
-                        and value not in protected):
-                    self.inplace[index] = position
-                    break
+            if _in_place_kind(graph_module, node):
+                span = 1 if node["op_type"] in ("Relu", "Clip") else 2
+                for position, value in enumerate(node["inputs"][:span]):
+                    if (value in fresh and len(readers.get(value, [])) == 1 and node["inputs"].count(value) == 1
+                            and value not in protected):
+                        self.inplace[index] = position
+                        if node["op_type"] == "Clip":
+                            self.clips[index] = clip_bounds(graph_module, node)
+                        break
+            if node.get("op_type") in FRESH_OUTPUT_OPS or index in self.inplace:
+                fresh.update(v for v in node["outputs"][:1] if v)
 
 
-def run_in_place(node, args, position):
-    """The Relu / Add node's result written over args[position]'s array, or None when it does not fit
-    (an Add whose result would broadcast past that input or change its dtype)."""
+BINARY_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+def _in_place_kind(graph_module, node):
+    """True for an operator node the plan may run over one of its inputs: Relu; Clip from opset 11 (Clip-6
+    clamps to float32's range by default, which `clip_bounds` reads as no bound) with constant bounds;
+    Add, Sub, Mul, Div from opset 7 (before it, a broadcast attribute is not NumPy's broadcasting)."""
+    if node["kind"] != "op" or node.get("domain", "") != "":
+        return False
+    op_type, version = node["op_type"], node["version"]
+    if op_type == "Relu":
+        return True
+    if op_type == "Clip":
+        given = [v for v in (node["inputs"] + ["", ""])[1:3] if v]
+        return version >= 11 and all(v in graph_module.constants for v in given)
+    return op_type in BINARY_IN_PLACE and version >= 7
+
+
+def run_in_place(node, args, position, clip=None):
+    """The node's result written over args[position]'s array, or None when it does not fit (a binary
+    result that would broadcast past that input or change its dtype; a Div of integers, which truncates).
+    The ufuncs are the operators' own (Relu: max(x, 0); Clip: max then min with the bounds in x's dtype;
+    a + b, a - b, a * b, a / b), so the bits are those of the node run normally."""
     target = args[position].data
-    if node["op_type"] == "Relu":
-        return np.maximum(target, target.dtype.type(0), out=target)
+    op_type = node["op_type"]
+    t = target.dtype.type
+    if op_type == "Relu":
+        return np.maximum(target, t(0), out=target)
+    if op_type == "Clip":
+        lo, hi = clip
+        if lo is not None:
+            np.maximum(target, t(lo), out=target)
+        if hi is not None:
+            np.minimum(target, t(hi), out=target)
+        return target
     other = args[1 - position].data
-    if other.dtype != target.dtype or np.broadcast_shapes(target.shape, other.shape) != target.shape:
+    if (other.dtype != target.dtype or np.broadcast_shapes(target.shape, other.shape) != target.shape
+            or (op_type == "Div" and target.dtype.kind != "f")):
         return None
-    return np.add(target, other, out=target)     # addition commutes: the same bits as a + b
+    a, b = (target, other) if position == 0 else (other, target)
+    return BINARY_IN_PLACE[op_type](a, b, out=target)
 
 
 def _clip_of(graph_module, node):

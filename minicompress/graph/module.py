@@ -145,7 +145,7 @@ class GraphModule(Module):
                 args_ = [env[v] if v else None for v in node["inputs"]]
                 result = None
                 if fast and index in plan.inplace:
-                    result = inference.run_in_place(node, args_, plan.inplace[index])
+                    result = inference.run_in_place(node, args_, plan.inplace[index], plan.clips.get(index))
                 results = self._run_node(node, args_) if result is None else (Tensor._wrap(result),)
                 names = node["outputs"]
                 if len([n for n in names if n]) > len(results) and any(names[len(results):]):

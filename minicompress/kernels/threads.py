@@ -146,3 +146,29 @@ def blas_threads(count):
         yield
     finally:
         setter(previous)
+
+
+@contextmanager
+def thread_count(count):
+    """Inside this block, on this thread, Numba's parallel kernels use `count` threads (capped at
+    NUMBA_NUM_THREADS, the size of its pool) and OpenBLAS one; both restored afterwards. count 0 leaves
+    them as they are. This is what onnxruntime's intra_op_num_threads covers there: the threads of one
+    run (`onnx.InferenceSession`, `minicompress bench --threads`).
+
+    OpenBLAS stays at one thread because its workers are handed every GEMM call and waited for: on shared
+    cores a call waits for a descheduled worker. Measured through InferenceSession on the 2 shared vCPUs
+    (load average 8-10 from other work), Numba at 1 / 2 threads and OpenBLAS at 1 / 2: the PP-OCRv4
+    detector at 480x480 took 629 / 776 ms with one OpenBLAS thread and 2596 / 2411 ms with two; the
+    224x224 mobile classifier 46 / 40 ms against 121 / 164 ms; PP-OCR's classifier 27 / 27 ms against
+    224 / 210 ms."""
+    if not count:
+        yield
+        return
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(int(count), numba.config.NUMBA_NUM_THREADS))
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        numba.set_num_threads(previous)

@@ -53,14 +53,12 @@ def example_inputs(model, seed=0):
 SATURATING = "u8s8-saturating"
 
 
-def _values(proto, inputs, arithmetic):
-    """The model loaded in `arithmetic`, and every value of one run on `inputs`."""
+def _values(model, inputs):
+    """Every value of one run of `model` on `inputs`."""
     from ..autograd import no_grad
-    from .importer import load
-    model = load(proto, arithmetic)
     with no_grad():
         _, values = model.run(*inputs, keep="all")
-    return model, values
+    return values
 
 
 def _uses_arithmetic(proto, node):
@@ -109,11 +107,18 @@ def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0, arithmetic="exact
     import onnxruntime as ort
 
     from .importer import load, read_model
+    from .session import InferenceSession
     proto = read_model(source)
+    session = InferenceSession(proto)
+    model = session.graph_module
     if inputs is None:
-        inputs = example_inputs(load(proto, arithmetic), seed)
-    inputs = [np.asarray(x) for x in inputs]
-    model, values = _values(proto, inputs, arithmetic)
+        inputs = example_inputs(model, seed)
+    else:                       # checked as session.run checks a feed: names, dtypes, ranks, fixed dims
+        names = [spec["name"] for spec in model.inputs]
+        if len(inputs) != len(names):
+            raise ValueError(f"the model takes {len(names)} input(s) {names}, got {len(inputs)}")
+        inputs = session._feeds(dict(zip(names, inputs)))
+    values = _values(model if arithmetic == "exact" else load(proto, arithmetic), inputs)
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(proto)
@@ -157,7 +162,8 @@ def compare(source, inputs=None, rtol=1e-4, atol=1e-5, seed=0, arithmetic="exact
             diffs.append(ValueDiff(name, node.op_type, value, max_abs, max_abs / scale if scale else max_abs,
                                    max_abs > atol + rtol * scale))
     if arithmetic == "exact" and any(d.diverged and _uses_arithmetic(proto, nodes_by_name[d.node]) for d in diffs):
-        _, saturating_values = _values(proto, inputs, SATURATING)
+        from .importer import load
+        saturating_values = _values(load(proto, SATURATING), inputs)
         _diagnose(diffs, proto, reference, values, saturating_values)
     return diffs
 
