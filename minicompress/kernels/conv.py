@@ -22,14 +22,18 @@ Depthwise (groups == C, weight (m * C, 1, kh, kw), channel multiplier m): output
 channel o // m only, torch's ordering. Every output plane depends on one input plane, so a direct loop over
 planes beats building a C * kh * kw-row matrix for what are C tiny dot products.
 
+Grouped convolutions (1 < groups, not depthwise) and dense ones with few output channels run a direct
+kernel instead (`direct_conv2d_forward`): the padded input read in place, each output element summed in
+(c, i, j) order, so identical weight rows give identical output channels; its twin is the grouped einsum.
+
 Pointwise convolutions (1x1, stride 1, no padding, one group) skip im2col: a sample viewed as (C, H * W)
 is already its cols, so each is one GEMM.
 
-The BLAS calls use BLAS's own threads. Of the Numba kernels only the depthwise forward pass is threaded
-(over planes, through `threads.ParallelKernel`, serial below its work cutoff); im2col, col2im and the
-depthwise gradients run on one thread. On a small machine a Numba parallel region right next to a
-threaded BLAS call can make each wait on the other's spinning threads, so only the kernel that carries
-real work between BLAS calls (the depthwise layers of a MobileNet) is split.
+The BLAS calls use BLAS's own threads. Of the Numba kernels only the depthwise and direct forward passes
+are threaded (over planes, or bands of output rows, through `threads.ParallelKernel`, serial below its work
+cutoff); im2col, col2im and the gradients run on one thread. On a small machine a Numba parallel region
+right next to a threaded BLAS call can make each wait on the other's spinning threads, so only kernels that
+carry real work between BLAS calls (the depthwise and grouped layers of a mobile model) are split.
 
 The public entry points (`conv2d_forward`, `conv2d_backward_input`, `conv2d_backward_weight`) pick the kernel;
 kernels assume validated, C-contiguous input of one floating dtype, and return that dtype. The NumPy twins
@@ -701,6 +705,176 @@ def depthwise_conv2d_backward_weight_reference(grad_out, x, weight_shape, stride
 
 
 # --------------------------------------------------------------------------------------------------
+# Direct convolution: grouped (1 < groups, not depthwise) and dense convolutions without im2col
+#
+# im2col copies every input pixel kh * kw times into a (C * kh * kw, Ho * Wo) matrix before BLAS reads it
+# again; for a 3x3 conv that copy moves nine times the input through memory, and for a grouped conv BLAS
+# then runs one small product per group. The direct kernel reads the zero-padded input in place instead:
+#
+#     out[n, o, p, q] = sum_{c < Cg} sum_{i < kh} sum_{j < kw} weight[o, c, i, j] * x_pad[n, g * Cg + c, p * sh + i * dh, q * sw + j * dw]
+#
+# summed in exactly that (c, i, j) order for every output element, whichever channel, block, band, thread
+# or path computes it: identical weight rows give bit-identical output channels, and the result does not
+# depend on the thread count. (A reassociated or tiled sum, as a BLAS edge tile has, would break that.)
+#
+# A task is one (sample, group, band of output rows), and it computes every output channel of the group
+# over the band. With stride 1 along W the padded planes are stored flat with row pitch Wp = W + 2 pw, and
+# the band p0 .. p0 + R is one contiguous run of t = (p - p0) * Wp + q (the Wp - Wo columns between rows
+# are computed and dropped): tap (i, j) reads the plane from offset (p0 * sh + i * dh) * Wp + j * dw, one
+# vectorised pass over the band (R = 1 unless sh == 1, else as many rows as fill DIRECT_BAND elements).
+# Other strides along W read each row with step sw. The channels are taken DIRECT_BLOCK at a time, so that
+# each input element loaded feeds four sums (three taps per pass for kw == 3); a group's last block is
+# filled up with zero-weight channels whose sums are dropped, so every channel runs through the same loop.
+# The input channels are visited in chunks of DIRECT_CHANNELS, every block per chunk, so that the chunk's
+# rows are read from cache by all blocks (each sum still adds its channels in ascending order). The band is
+# then copied out and finished by the fused epilogue while it is in cache.
+
+DIRECT_BLOCK = 4          # output channels per pass (an input element loaded feeds this many sums)
+DIRECT_BAND = 512         # accumulator elements per channel and band
+DIRECT_CHANNELS = 16      # input channels per chunk
+DIRECT_MAX_OUT = 64       # dense convs with at most this many output channels take the direct kernel
+
+
+def _pad_planes(x, padding):
+    """x (N, C, H, W) -> (N, C, Hp * Wp): each plane zero-bordered and flattened, row pitch Wp = W + 2 pw."""
+    n_batch, channels, height, width = x.shape
+    pitch = width + 2 * padding[1]
+    planes = np.zeros((n_batch, channels, (height + 2 * padding[0]) * pitch), dtype=x.dtype)
+    for n in range(n_batch):
+        for c in range(channels):
+            pad_into(planes[n, c], x[n, c], padding, pitch)
+    return planes
+
+
+pad_planes = njit(cache=True)(_pad_planes)
+
+
+def _block_taps(acc, src, start, step, length, taps, c, i, kw, dw):
+    """acc[b, t] += taps[b, c, i, j] * src[start + j * dw + t * step] for j = 0 .. kw - 1 in turn, every
+    b < DIRECT_BLOCK (4) and t < length; three taps per pass when kw == 3 and step == 1."""
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    if kw == 3 and step == 1:
+        s0, s1, s2 = src[start:start + length], src[start + dw:start + dw + length], src[start + 2 * dw:start + 2 * dw + length]
+        w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
+        w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
+        w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
+        w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
+        for t in range(length):
+            x0, x1, x2 = s0[t], s1[t], s2[t]
+            a0[t] = a0[t] + w00 * x0 + w01 * x1 + w02 * x2     # left to right: the j order
+            a1[t] = a1[t] + w10 * x0 + w11 * x1 + w12 * x2
+            a2[t] = a2[t] + w20 * x0 + w21 * x1 + w22 * x2
+            a3[t] = a3[t] + w30 * x0 + w31 * x1 + w32 * x2
+        return
+    for j in range(kw):
+        w0, w1, w2, w3 = taps[0, c, i, j], taps[1, c, i, j], taps[2, c, i, j], taps[3, c, i, j]
+        first = start + j * dw
+        if step == 1:
+            s = src[first:first + length]
+            for t in range(length):
+                x0 = s[t]
+                a0[t] += w0 * x0
+                a1[t] += w1 * x0
+                a2[t] += w2 * x0
+                a3[t] += w3 * x0
+        else:
+            for t in range(length):
+                x0 = src[first + t * step]
+                a0[t] += w0 * x0
+                a1[t] += w1 * x0
+                a2[t] += w2 * x0
+                a3[t] += w3 * x0
+
+
+block_taps = njit(cache=True, inline="always")(_block_taps)
+
+
+def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, groups, rows, n_runs, params, flags,
+                           bounds):
+    """The direct convolution (see the section comment) of validated x (N, C, H, W) with the weights as
+    blocks, taps (groups * n_blocks, DIRECT_BLOCK, C // groups, kh, kw) (`weight_blocks`), then the
+    epilogue (`Epilogue.arrays`); the N * groups * bands tasks split into n_runs contiguous runs, each
+    with its own accumulator."""
+    n_batch, channels, height, width = x.shape
+    _, _, group_in, kh, kw = taps.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out_h = conv_output_size(height, kh, sh, padding[0], dh)
+    out_w = conv_output_size(width, kw, sw, padding[1], dw)
+    pitch = width + 2 * padding[1]
+    group_out = out_channels // groups
+    n_blocks = taps.shape[0] // groups
+    n_bands = (out_h + rows - 1) // rows
+    span = (rows - 1) * pitch + out_w if sw == 1 else out_w
+    planes = pad_planes(x, padding)
+    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
+    tasks = n_batch * groups * n_bands
+    identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
+    for run in prange(n_runs):
+        acc = np.empty((n_blocks, DIRECT_BLOCK, span), dtype=x.dtype)
+        for task in range(run * tasks // n_runs, (run + 1) * tasks // n_runs):
+            n, g, p0 = task // (groups * n_bands), task // n_bands % groups, task % n_bands * rows
+            band = min(rows, out_h - p0)
+            length = (band - 1) * pitch + out_w if sw == 1 else out_w
+            acc[:] = 0
+            for c0 in range(0, group_in, DIRECT_CHANNELS):
+                for block in range(n_blocks):
+                    block_acc, block_taps_ = acc[block], taps[g * n_blocks + block]
+                    for c in range(c0, min(c0 + DIRECT_CHANNELS, group_in)):
+                        src = planes[n, g * group_in + c]
+                        for i in range(kh):
+                            block_taps(block_acc, src, (p0 * sh + i * dh) * pitch, sw, length, block_taps_, c, i, kw, dw)
+            for o in range(group_out):
+                for r in range(band):
+                    row = out[n, g * group_out + o, p0 + r]
+                    copy_into(row, acc[o // DIRECT_BLOCK, o % DIRECT_BLOCK, r * pitch:] if sw == 1
+                              else acc[o // DIRECT_BLOCK, o % DIRECT_BLOCK])
+                    if not identity:
+                        finish_row(row, params, g * group_out + o, flags, bounds)
+    return out
+
+
+direct_conv2d_forward_kernel = ParallelKernel(_direct_conv2d_forward)
+
+
+def uses_direct(weight_shape, groups):
+    """True when the forward pass takes the direct kernel rather than im2col + BLAS: every grouped conv
+    (groups > 1; the depthwise case has its own kernel), and dense ones with at most DIRECT_MAX_OUT output
+    channels, where the im2col copy costs more than BLAS saves over the direct loop (RESULTS.md)."""
+    return groups > 1 or weight_shape[0] <= DIRECT_MAX_OUT
+
+
+def band_rows(pitch, stride):
+    """Output rows per band: as many as fill DIRECT_BAND accumulator elements at stride 1, else one."""
+    return max(1, DIRECT_BAND // pitch) if tuple(stride) == (1, 1) else 1
+
+
+def weight_blocks(weight, groups):
+    """weight (O, Cg, kh, kw) as (groups * n_blocks, DIRECT_BLOCK, Cg, kh, kw): each group's output
+    channels in blocks of DIRECT_BLOCK, the last block filled up with zero weights."""
+    out_channels, group_in, kh, kw = weight.shape
+    group_out = out_channels // groups
+    n_blocks = -(-group_out // DIRECT_BLOCK)
+    taps = np.zeros((groups, n_blocks * DIRECT_BLOCK, group_in, kh, kw), dtype=weight.dtype)
+    taps[:, :group_out] = weight.reshape(groups, group_out, group_in, kh, kw)
+    return taps.reshape(groups * n_blocks, DIRECT_BLOCK, group_in, kh, kw)
+
+
+def direct_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays=None):
+    """The direct forward pass on validated input (see `conv2d_forward`), threaded when it is large."""
+    work = weight.size * x.shape[0] * x.shape[2] * x.shape[3] // (stride[0] * stride[1])
+    if epilogue_arrays is None:
+        epilogue_arrays = NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
+    taps = weight_blocks(weight, groups)
+    with threads_for(work):
+        out_h = _conv_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0])
+        rows = band_rows(x.shape[3] + 2 * padding[1], stride)
+        n_tasks = x.shape[0] * groups * -(-out_h // rows)
+        n_runs = max(1, min(n_tasks, RUNS_PER_THREAD * numba.get_num_threads()))
+        return direct_conv2d_forward_kernel(x, taps, weight.shape[0], stride, padding, dilation, groups, rows,
+                                            n_runs, *epilogue_arrays)
+
+
+# --------------------------------------------------------------------------------------------------
 # Public entry points
 
 
@@ -725,6 +899,8 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue=None):
         return pointwise_conv2d_forward(x, weight, arrays)
     if is_depthwise(x.shape[1], weight.shape, groups):
         return depthwise_conv2d_forward(x, weight, stride, padding, dilation, arrays)
+    if uses_direct(weight.shape, groups):
+        return direct_conv2d_forward(x, weight, stride, padding, dilation, int(groups), arrays)
     return grouped_conv2d_forward(x, weight, stride, padding, dilation, int(groups), arrays)
 
 
