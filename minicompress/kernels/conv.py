@@ -718,16 +718,18 @@ def depthwise_conv2d_backward_weight_reference(grad_out, x, weight_shape, stride
 # depend on the thread count. (A reassociated or tiled sum, as a BLAS edge tile has, would break that.)
 #
 # A task is one (sample, group, band of output rows), and it computes every output channel of the group
-# over the band. With stride 1 along W the padded planes are stored flat with row pitch Wp = W + 2 pw, and
-# the band p0 .. p0 + R is one contiguous run of t = (p - p0) * Wp + q (the Wp - Wo columns between rows
-# are computed and dropped): tap (i, j) reads the plane from offset (p0 * sh + i * dh) * Wp + j * dw, one
+# over the band. Each padded plane is stored flat with row pitch Wq, split by column into sw phase planes
+# (phase r holds columns r, r + sw, ...; Wq = ceil(Wp / sw), Wp = W + 2 pw) so that tap j of output
+# column q, input column q * sw + j * dw, is column q + (j * dw) // sw of phase (j * dw) % sw: every read
+# is contiguous in q. A band p0 .. p0 + R is then one run of t = (p - p0) * Wq + q (the Wq - Wo columns
+# between rows are computed and dropped): tap (i, j) reads its phase plane from row p0 * sh + i * dh, one
 # vectorised pass over the band (R = 1 unless sh == 1, else as many rows as fill DIRECT_BAND elements).
-# Other strides along W read each row with step sw. The channels are taken DIRECT_BLOCK at a time, so that
-# each input element loaded feeds four sums (three taps per pass for kw == 3); a group's last block is
-# filled up with zero-weight channels whose sums are dropped, so every channel runs through the same loop.
-# The input channels are visited in chunks of DIRECT_CHANNELS, every block per chunk, so that the chunk's
-# rows are read from cache by all blocks (each sum still adds its channels in ascending order). The band is
-# then copied out and finished by the fused epilogue while it is in cache.
+# The channels are taken DIRECT_BLOCK at a time, so that each input element loaded feeds four sums (three
+# taps per pass for kw == 3); a group's last block is filled up with zero-weight channels whose sums are
+# dropped, so every channel runs through the same loop. The input channels are visited in chunks of
+# DIRECT_CHANNELS, every block per chunk, so that the chunk's rows are read from cache by all blocks (each
+# sum still adds its channels in ascending order). The band is then copied out and finished by the fused
+# epilogue while it is in cache.
 
 DIRECT_BLOCK = 4          # output channels per pass (an input element loaded feeds this many sums)
 DIRECT_BAND = 512         # accumulator elements per channel and band
@@ -735,26 +737,41 @@ DIRECT_CHANNELS = 16      # input channels per chunk
 DIRECT_MAX_OUT = 64       # dense convs with at most this many output channels take the direct kernel
 
 
-def _pad_planes(x, padding):
-    """x (N, C, H, W) -> (N, C, Hp * Wp): each plane zero-bordered and flattened, row pitch Wp = W + 2 pw."""
+def _pad_planes(x, padding, phases):
+    """x (N, C, H, W) -> (N, C, phases * Hp * Wq): each plane zero-bordered (Hp = H + 2 ph, Wp = W + 2 pw)
+    and split by column into `phases` planes of Wq = ceil(Wp / phases) columns, phase r holding the padded
+    columns r, r + phases, r + 2 * phases, ... (for phases == 1 the padded plane itself), each flattened."""
     n_batch, channels, height, width = x.shape
-    pitch = width + 2 * padding[1]
-    planes = np.zeros((n_batch, channels, (height + 2 * padding[0]) * pitch), dtype=x.dtype)
+    padded_h, padded_w = height + 2 * padding[0], width + 2 * padding[1]
+    pitch = (padded_w + phases - 1) // phases
+    planes = np.zeros((n_batch, channels, phases * padded_h * pitch), dtype=x.dtype)
     for n in range(n_batch):
         for c in range(channels):
-            pad_into(planes[n, c], x[n, c], padding, pitch)
+            if phases == 1:
+                pad_into(planes[n, c], x[n, c], padding, pitch)
+                continue
+            plane, image = planes[n, c], x[n, c]
+            for h in range(height):
+                row = (h + padding[0]) * pitch
+                for w in range(width):
+                    column = w + padding[1]
+                    plane[column % phases * padded_h * pitch + row + column // phases] = image[h, w]
     return planes
 
 
 pad_planes = njit(cache=True)(_pad_planes)
 
 
-def _block_taps(acc, src, start, step, length, taps, c, i, kw, dw):
-    """acc[b, t] += taps[b, c, i, j] * src[start + j * dw + t * step] for j = 0 .. kw - 1 in turn, every
-    b < DIRECT_BLOCK (4) and t < length; three taps per pass when kw == 3 and step == 1."""
+def _block_taps(acc, src, row, pitch, phase_size, phases, length, taps, c, i, kw, dw):
+    """acc[b, t] += taps[b, c, i, j] * (input row `row`, column t * phases + j * dw) for j = 0 .. kw - 1
+    in turn, every b < DIRECT_BLOCK (4) and t < length, reading the phase plane of each tap (see
+    `pad_planes`) contiguously; three taps per pass when kw == 3."""
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
-    if kw == 3 and step == 1:
-        s0, s1, s2 = src[start:start + length], src[start + dw:start + dw + length], src[start + 2 * dw:start + 2 * dw + length]
+    if kw == 3:
+        f0 = row * pitch
+        f1 = dw % phases * phase_size + row * pitch + dw // phases
+        f2 = 2 * dw % phases * phase_size + row * pitch + 2 * dw // phases
+        s0, s1, s2 = src[f0:f0 + length], src[f1:f1 + length], src[f2:f2 + length]
         w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
         w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
         w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
@@ -768,22 +785,14 @@ def _block_taps(acc, src, start, step, length, taps, c, i, kw, dw):
         return
     for j in range(kw):
         w0, w1, w2, w3 = taps[0, c, i, j], taps[1, c, i, j], taps[2, c, i, j], taps[3, c, i, j]
-        first = start + j * dw
-        if step == 1:
-            s = src[first:first + length]
-            for t in range(length):
-                x0 = s[t]
-                a0[t] += w0 * x0
-                a1[t] += w1 * x0
-                a2[t] += w2 * x0
-                a3[t] += w3 * x0
-        else:
-            for t in range(length):
-                x0 = src[first + t * step]
-                a0[t] += w0 * x0
-                a1[t] += w1 * x0
-                a2[t] += w2 * x0
-                a3[t] += w3 * x0
+        first = j * dw % phases * phase_size + row * pitch + j * dw // phases
+        s = src[first:first + length]
+        for t in range(length):
+            x0 = s[t]
+            a0[t] += w0 * x0
+            a1[t] += w1 * x0
+            a2[t] += w2 * x0
+            a3[t] += w3 * x0
 
 
 block_taps = njit(cache=True, inline="always")(_block_taps)
@@ -793,19 +802,20 @@ def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, gro
                            bounds):
     """The direct convolution (see the section comment) of validated x (N, C, H, W) with the weights as
     blocks, taps (groups * n_blocks, DIRECT_BLOCK, C // groups, kh, kw) (`weight_blocks`), then the
-    epilogue (`Epilogue.arrays`); the N * groups * bands tasks split into n_runs contiguous runs, each
-    with its own accumulator."""
+    epilogue (`Epilogue.arrays`); the N * groups * bands tasks (bands of `rows` output rows) split into
+    n_runs contiguous runs, each with its own accumulator."""
     n_batch, channels, height, width = x.shape
     _, _, group_in, kh, kw = taps.shape
     (sh, sw), (dh, dw) = stride, dilation
     out_h = conv_output_size(height, kh, sh, padding[0], dh)
     out_w = conv_output_size(width, kw, sw, padding[1], dw)
-    pitch = width + 2 * padding[1]
+    pitch = (width + 2 * padding[1] + sw - 1) // sw
+    phase_size = (height + 2 * padding[0]) * pitch
     group_out = out_channels // groups
     n_blocks = taps.shape[0] // groups
     n_bands = (out_h + rows - 1) // rows
-    span = (rows - 1) * pitch + out_w if sw == 1 else out_w
-    planes = pad_planes(x, padding)
+    span = (rows - 1) * pitch + out_w
+    planes = pad_planes(x, padding, sw)
     out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
     tasks = n_batch * groups * n_bands
     identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
@@ -814,7 +824,7 @@ def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, gro
         for task in range(run * tasks // n_runs, (run + 1) * tasks // n_runs):
             n, g, p0 = task // (groups * n_bands), task // n_bands % groups, task % n_bands * rows
             band = min(rows, out_h - p0)
-            length = (band - 1) * pitch + out_w if sw == 1 else out_w
+            length = (band - 1) * pitch + out_w
             acc[:] = 0
             for c0 in range(0, group_in, DIRECT_CHANNELS):
                 for block in range(n_blocks):
@@ -822,12 +832,12 @@ def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, gro
                     for c in range(c0, min(c0 + DIRECT_CHANNELS, group_in)):
                         src = planes[n, g * group_in + c]
                         for i in range(kh):
-                            block_taps(block_acc, src, (p0 * sh + i * dh) * pitch, sw, length, block_taps_, c, i, kw, dw)
+                            block_taps(block_acc, src, p0 * sh + i * dh, pitch, phase_size, sw, length,
+                                       block_taps_, c, i, kw, dw)
             for o in range(group_out):
                 for r in range(band):
                     row = out[n, g * group_out + o, p0 + r]
-                    copy_into(row, acc[o // DIRECT_BLOCK, o % DIRECT_BLOCK, r * pitch:] if sw == 1
-                              else acc[o // DIRECT_BLOCK, o % DIRECT_BLOCK])
+                    copy_into(row, acc[o // DIRECT_BLOCK, o % DIRECT_BLOCK, r * pitch:])
                     if not identity:
                         finish_row(row, params, g * group_out + o, flags, bounds)
     return out
@@ -843,9 +853,11 @@ def uses_direct(weight_shape, groups):
     return groups > 1 or weight_shape[0] <= DIRECT_MAX_OUT
 
 
-def band_rows(pitch, stride):
-    """Output rows per band: as many as fill DIRECT_BAND accumulator elements at stride 1, else one."""
-    return max(1, DIRECT_BAND // pitch) if tuple(stride) == (1, 1) else 1
+def band_rows(width, padding, stride):
+    """Output rows per band: as many as fill DIRECT_BAND accumulator elements (rows of the phase planes'
+    pitch) when consecutive output rows read consecutive input rows (stride 1 along H), else one."""
+    pitch = -(-(width + 2 * padding[1]) // stride[1])
+    return max(1, DIRECT_BAND // pitch) if stride[0] == 1 else 1
 
 
 def weight_blocks(weight, groups):
@@ -867,7 +879,7 @@ def direct_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue
     taps = weight_blocks(weight, groups)
     with threads_for(work):
         out_h = _conv_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0])
-        rows = band_rows(x.shape[3] + 2 * padding[1], stride)
+        rows = band_rows(x.shape[3], padding, stride)
         n_tasks = x.shape[0] * groups * -(-out_h // rows)
         n_runs = max(1, min(n_tasks, RUNS_PER_THREAD * numba.get_num_threads()))
         return direct_conv2d_forward_kernel(x, taps, weight.shape[0], stride, padding, dilation, groups, rows,
