@@ -114,3 +114,43 @@ def test_wide_dense_convs_keep_the_gemm_path():
     assert not K.uses_direct((K.DIRECT_MAX_OUT + 1, 8, 3, 3), 1)
     assert K.uses_direct((K.DIRECT_MAX_OUT, 8, 3, 3), 1)
     assert K.uses_direct((256, 8, 3, 3), 32)
+
+
+# ----- the depthwise kernel's whole-plane pass (every kernel but the 3x3, through phase planes) -------
+
+
+@st.composite
+def depthwise_phase_problems(draw):
+    """Depthwise convs outside the 3x3 pass: 5x5 (PP-OCR, MobileNetV3) at stride 1 and 2, and any kernel
+    with a stride of 3 or a dilation along W."""
+    kernel, stride, padding, dilation, size = draw(conv_geometry(max_kernel=5))
+    if tuple(kernel) == (3, 3) and dilation[1] == 1 and stride[1] <= 2:
+        kernel = (5, 5)
+        size = tuple(max(s, d * 4 + 1 - 2 * p) for s, d, p in zip(size, dilation, padding))
+    channels, multiplier = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    x_shape, w_shape = (draw(st.integers(1, 2)), channels, *size), (multiplier * channels, 1, *kernel)
+    return x_shape, w_shape, stride, padding, dilation, channels, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(depthwise_phase_problems(), DTYPES)
+def test_depthwise_phase_planes_match_reference_and_torch(problem, dtype):
+    _, x, weight = make_inputs(problem, dtype)
+    stride, padding, dilation, groups = problem[2:6]
+    out = K.depthwise_conv2d_forward(x, weight, stride, padding, dilation)
+    reference = K.depthwise_conv2d_forward_reference(x, weight, stride, padding, dilation)
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), None, stride, padding, dilation, groups).numpy()
+    args = (stride, padding, dilation, groups)
+    assert_within_rounding(out, reference, x, weight, args, "kernel vs twin")
+    assert_within_rounding(out, expected, x, weight, args, "kernel vs torch")
+
+
+@settings(max_examples=10, deadline=None)
+@given(depthwise_phase_problems())
+def test_depthwise_identical_planes_and_taps_give_identical_channels(problem):
+    """Every input plane the same and every channel the same taps: every output channel bit-identical."""
+    _, x, weight = make_inputs(problem, np.float32)
+    x[:] = x[:, :1]
+    weight[:] = weight[:1]
+    out = K.depthwise_conv2d_forward(x, weight, *problem[2:5])
+    np.testing.assert_array_equal(out, np.broadcast_to(out[:, :1], out.shape))

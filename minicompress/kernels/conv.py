@@ -440,11 +440,13 @@ def conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding,
 # Depthwise convolution: a direct loop over planes
 #
 # Each input plane is first copied into a zero-bordered buffer with row pitch Wp = W + 2 * pw (padded rows
-# stored one after another). The forward pass then builds each output row in turn, in a row that stays in
-# L1 cache: for every tap (i, j) it adds weight[o, 0, i, j] times the padded input row p * sh + i * dh,
-# read from column j * dw with step sw. With stride 1 that read is contiguous and the update is one
-# vectorised axpy over the row. Every output element sums its taps in (i, j) order. MobileNet's 3x3
-# has its own pass (`_depthwise_3x3_plane`): nine taps per output element in one loop over the row.
+# stored one after another). MobileNet's 3x3 (stride 1 or 2 along W) has its own pass
+# (`_depthwise_3x3_plane`): nine taps per output element in one loop over each output row. Every other
+# kernel (the 5x5 of PP-OCR's and MobileNetV3's blocks, any stride or dilation) is computed a whole plane
+# at a time: the padded plane split by (row % sh, column % sw) into phase planes (`_pad_phases_into`), so
+# that every tap reads consecutive elements for consecutive outputs and is one vectorised axpy over the
+# plane laid out with the phase planes' pitch (`_depthwise_phase_plane`); an output row of a 20x20 map is
+# too short for a loop per row to pay. Every output element sums its taps in (i, j) order.
 #
 # The backward passes work on whole planes: with stride 1, output (p, q) read through tap (i, j) is
 # buffer[(p + i * dh) * Wp + q + j * dw], so if the output is also laid out with pitch Wp, one tap is a
@@ -533,29 +535,58 @@ def _depthwise_3x3_plane(out_plane, grid, halves, taps, sh, sw, dh):
 depthwise_3x3_plane = njit(cache=True)(_depthwise_3x3_plane)
 
 
-def _depthwise_plane_forward(out_plane, grid, halves, taps, stride, dilation):
-    """out_plane[p, q] = sum_{i, j} taps[i, j] * grid[p * sh + i * dh, q * sw + j * dw], one row at a time."""
+def _pad_phases_into(buffer, plane, padding, stride, rows, pitch):
+    """Copy plane (H, W) into the zero-bordered buffer, split by (row % sh, column % sw) into sh * sw phase
+    planes of `rows` x `pitch` elements: padded pixel (h, w) goes to phase (h % sh, w % sw) at
+    (h // sh, w // sw). Output pixel (p, q) through tap (i, j) then reads phase (i dh % sh, j dw % sw) at
+    (p + i dh // sh, q + j dw // sw): consecutive q are consecutive elements. With stride 1 it is the padded
+    plane itself (`pad_into`). The border is never written: zero it once."""
+    height, width = plane.shape
+    sh, sw = stride
+    if sh == 1 and sw == 1:
+        pad_into(buffer, plane, padding, pitch)
+        return
+    size = rows * pitch
+    for h in range(height):
+        padded_row = h + padding[0]
+        base = padded_row % sh * sw * size + padded_row // sh * pitch
+        for w in range(width):
+            column = w + padding[1]
+            buffer[base + column % sw * size + column // sw] = plane[h, w]
+
+
+pad_phases_into = njit(cache=True)(_pad_phases_into)
+
+
+def _phase_offset(i, j, stride, dilation, rows, pitch):
+    """Where tap (i, j) of output pixel (0, 0) sits in `pad_phases_into`'s buffer."""
+    (sh, sw), (dh, dw) = stride, dilation
+    return (i * dh % sh * sw + j * dw % sw) * rows * pitch + i * dh // sh * pitch + j * dw // sw
+
+
+phase_offset = njit(cache=True, inline="always")(_phase_offset)
+
+
+def _depthwise_phase_plane(out_plane, buffer, acc, taps, stride, dilation, rows, pitch):
+    """Any kernel, stride and dilation: out_plane[p, q] = sum_{i, j} taps[i, j] * x_pad[p sh + i dh,
+    q sw + j dw], summed in (i, j) order, the whole plane at once: with the input split into phase planes
+    (`pad_phases_into`), output (p, q) of tap (i, j) reads buffer[offset(i, j) + p * pitch + q], so each
+    tap is one contiguous axpy over acc's (Ho - 1) * pitch + Wo positions (the pitch - Wo columns between
+    rows are computed and dropped)."""
     out_h, out_w = out_plane.shape
     kh, kw = taps.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    if kh == 3 and kw == 3 and dw == 1 and sw <= 2:
-        depthwise_3x3_plane(out_plane, grid, halves, taps, sh, sw, dh)
-        return
+    length = (out_h - 1) * pitch + out_w
+    total = acc[:length]
+    total[:] = 0
+    for i in range(kh):
+        for j in range(kw):
+            first = phase_offset(i, j, stride, dilation, rows, pitch)
+            axpy(total, taps[i, j], buffer[first:first + length])
     for p in range(out_h):
-        row_out = out_plane[p]
-        row_out[:] = 0
-        for i in range(kh):
-            row_in = grid[p * sh + i * dh]
-            for j in range(kw):
-                if sw == 1:
-                    axpy(row_out, taps[i, j], row_in[j * dw:])
-                else:
-                    a, strided = taps[i, j], row_in[j * dw::sw]
-                    for q in range(out_w):
-                        row_out[q] += a * strided[q]
+        copy_into(out_plane[p], total[p * pitch:])
 
 
-depthwise_plane_forward = njit(cache=True)(_depthwise_plane_forward)
+depthwise_phase_plane = njit(cache=True)(_depthwise_phase_plane)
 
 
 def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, params, flags, bounds):
@@ -568,17 +599,29 @@ def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, para
     out_h = conv_output_size(height, kh, sh, padding[0], dh)
     out_w = conv_output_size(width, kw, sw, padding[1], dw)
     pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
+    three = kh == 3 and kw == 3 and dw == 1 and sw <= 2                   # `_depthwise_3x3_plane`'s case
+    phase_rows, phase_pitch = (padded_h + sh - 1) // sh, (pitch + sw - 1) // sw
     out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
     tasks = n_batch * out_channels
     identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
     for run in prange(n_runs):
-        grid = np.zeros((padded_h, pitch), dtype=x.dtype)
-        halves = np.zeros((2, padded_h, pitch // 2 + 1), dtype=x.dtype)
+        if three:
+            grid = np.zeros((padded_h, pitch), dtype=x.dtype)
+            halves = np.zeros((2, padded_h, pitch // 2 + 1), dtype=x.dtype)
+        else:
+            grid = np.zeros((sh * sw * phase_rows, phase_pitch), dtype=x.dtype)
+            halves = np.empty((1, 1, (out_h - 1) * phase_pitch + out_w), dtype=x.dtype)
         buffer = grid.reshape(-1)
         for task in range(run * tasks // n_runs, (run + 1) * tasks // n_runs):
             n, o = task // out_channels, task % out_channels
-            pad_into(buffer, x[n, o // (out_channels // channels)], padding, pitch)
-            depthwise_plane_forward(out[n, o], grid, halves, weight[o, 0], stride, dilation)
+            plane = x[n, o // (out_channels // channels)]
+            if three:
+                pad_into(buffer, plane, padding, pitch)
+                depthwise_3x3_plane(out[n, o], grid, halves, weight[o, 0], sh, sw, dh)
+            else:
+                pad_phases_into(buffer, plane, padding, stride, phase_rows, phase_pitch)
+                depthwise_phase_plane(out[n, o], buffer, halves[0, 0], weight[o, 0], stride, dilation, phase_rows,
+                                      phase_pitch)
             if not identity:
                 finish_row(out[n, o].reshape(out_h * out_w), params, o, flags, bounds)
     return out
@@ -747,15 +790,7 @@ def _pad_planes(x, padding, phases):
     planes = np.zeros((n_batch, channels, phases * padded_h * pitch), dtype=x.dtype)
     for n in range(n_batch):
         for c in range(channels):
-            if phases == 1:
-                pad_into(planes[n, c], x[n, c], padding, pitch)
-                continue
-            plane, image = planes[n, c], x[n, c]
-            for h in range(height):
-                row = (h + padding[0]) * pitch
-                for w in range(width):
-                    column = w + padding[1]
-                    plane[column % phases * padded_h * pitch + row + column // phases] = image[h, w]
+            pad_phases_into(planes[n, c], x[n, c], padding, (1, phases), padded_h, pitch)
     return planes
 
 
