@@ -550,9 +550,12 @@ def _pad_phases_into(buffer, plane, padding, stride, rows, pitch):
     for h in range(height):
         padded_row = h + padding[0]
         base = padded_row % sh * sw * size + padded_row // sh * pitch
-        for w in range(width):
-            column = w + padding[1]
-            buffer[base + column % sw * size + column // sw] = plane[h, w]
+        image_row = plane[h]
+        for phase in range(sw):
+            w0 = (phase - padding[1]) % sw                   # the first image column of this phase
+            start = base + phase * size + (w0 + padding[1]) // sw
+            for k in range((width - w0 + sw - 1) // sw):
+                buffer[start + k] = image_row[w0 + k * sw]
 
 
 pad_phases_into = njit(cache=True)(_pad_phases_into)
@@ -761,18 +764,17 @@ def depthwise_conv2d_backward_weight_reference(grad_out, x, weight_shape, stride
 # depend on the thread count. (A reassociated or tiled sum, as a BLAS edge tile has, would break that.)
 #
 # A task is one (sample, group, band of output rows), and it computes every output channel of the group
-# over the band. Each padded plane is stored flat with row pitch Wq, split by column into sw phase planes
-# (phase r holds columns r, r + sw, ...; Wq = ceil(Wp / sw), Wp = W + 2 pw) so that tap j of output
-# column q, input column q * sw + j * dw, is column q + (j * dw) // sw of phase (j * dw) % sw: every read
-# is contiguous in q. A band p0 .. p0 + R is then one run of t = (p - p0) * Wq + q (the Wq - Wo columns
-# between rows are computed and dropped): tap (i, j) reads its phase plane from row p0 * sh + i * dh, one
-# vectorised pass over the band (R = 1 unless sh == 1, else as many rows as fill DIRECT_BAND elements).
-# The channels are taken DIRECT_BLOCK at a time, so that each input element loaded feeds four sums (three
-# taps per pass for kw == 3); a group's last block is filled up with zero-weight channels whose sums are
-# dropped, so every channel runs through the same loop. The input channels are visited in chunks of
-# DIRECT_CHANNELS, every block per chunk, so that the chunk's rows are read from cache by all blocks (each
-# sum still adds its channels in ascending order). The band is then copied out and finished by the fused
-# epilogue while it is in cache.
+# over the band. Each padded plane is split by (row % sh, column % sw) into phase planes of Wq = ceil(Wp /
+# sw) columns (`pad_phases_into`, shared with the depthwise kernel), so that tap (i, j) of output pixel
+# (p, q) is element (p + i dh // sh, q + j dw // sw) of phase plane (i dh % sh, j dw % sw): consecutive
+# outputs read consecutive elements at every stride. A band p0 .. p0 + R is then one run of t = (p - p0) *
+# Wq + q (the Wq - Wo columns between rows are computed and dropped), R rows filling DIRECT_BAND elements,
+# and each tap is one vectorised pass over it. The channels are taken DIRECT_BLOCK at a time, so that each
+# input element loaded feeds four sums (three taps per pass for kw == 3); a group's last block is filled up
+# with zero-weight channels whose sums are dropped, so every channel runs through the same loop. The input
+# channels are visited in chunks of DIRECT_CHANNELS, every block per chunk, so that the chunk's rows are
+# read from cache by all blocks (each sum still adds its channels in ascending order). The band is then
+# copied out and finished by the fused epilogue while it is in cache.
 
 DIRECT_BLOCK = 4          # output channels per pass (an input element loaded feeds this many sums)
 DIRECT_BAND = 512         # accumulator elements per channel and band
@@ -780,32 +782,29 @@ DIRECT_CHANNELS = 16      # input channels per chunk
 DIRECT_MAX_OUT = 64       # dense convs with at most this many output channels take the direct kernel
 
 
-def _pad_planes(x, padding, phases):
-    """x (N, C, H, W) -> (N, C, phases * Hp * Wq): each plane zero-bordered (Hp = H + 2 ph, Wp = W + 2 pw)
-    and split by column into `phases` planes of Wq = ceil(Wp / phases) columns, phase r holding the padded
-    columns r, r + phases, r + 2 * phases, ... (for phases == 1 the padded plane itself), each flattened."""
-    n_batch, channels, height, width = x.shape
-    padded_h, padded_w = height + 2 * padding[0], width + 2 * padding[1]
-    pitch = (padded_w + phases - 1) // phases
-    planes = np.zeros((n_batch, channels, phases * padded_h * pitch), dtype=x.dtype)
+def _pad_planes(x, padding, stride, rows, pitch):
+    """x (N, C, H, W) -> (N, C, sh * sw * rows * pitch): each plane zero-bordered and split into phase
+    planes (`pad_phases_into`) of `rows` x `pitch` elements."""
+    n_batch, channels = x.shape[:2]
+    planes = np.zeros((n_batch, channels, stride[0] * stride[1] * rows * pitch), dtype=x.dtype)
     for n in range(n_batch):
         for c in range(channels):
-            pad_phases_into(planes[n, c], x[n, c], padding, (1, phases), padded_h, pitch)
+            pad_phases_into(planes[n, c], x[n, c], padding, stride, rows, pitch)
     return planes
 
 
 pad_planes = njit(cache=True)(_pad_planes)
 
 
-def _block_taps(acc, src, row, pitch, phase_size, phases, length, taps, c, i, kw, dw):
-    """acc[b, t] += taps[b, c, i, j] * (input row `row`, column t * phases + j * dw) for j = 0 .. kw - 1
-    in turn, every b < DIRECT_BLOCK (4) and t < length, reading the phase plane of each tap (see
-    `pad_planes`) contiguously; three taps per pass when kw == 3."""
+def _block_taps(acc, src, start, i, stride, dilation, rows, pitch, length, taps, c, kw):
+    """acc[b, t] += taps[b, c, i, j] * src[phase_offset(i, j) + start + t] for j = 0 .. kw - 1 in turn,
+    every b < DIRECT_BLOCK (4) and t < length: kernel row i of the band whose first output row starts at
+    `start` in every phase plane; three taps per pass when kw == 3."""
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     if kw == 3:
-        f0 = row * pitch
-        f1 = dw % phases * phase_size + row * pitch + dw // phases
-        f2 = 2 * dw % phases * phase_size + row * pitch + 2 * dw // phases
+        f0 = phase_offset(i, 0, stride, dilation, rows, pitch) + start
+        f1 = phase_offset(i, 1, stride, dilation, rows, pitch) + start
+        f2 = phase_offset(i, 2, stride, dilation, rows, pitch) + start
         s0, s1, s2 = src[f0:f0 + length], src[f1:f1 + length], src[f2:f2 + length]
         w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
         w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
@@ -820,7 +819,7 @@ def _block_taps(acc, src, row, pitch, phase_size, phases, length, taps, c, i, kw
         return
     for j in range(kw):
         w0, w1, w2, w3 = taps[0, c, i, j], taps[1, c, i, j], taps[2, c, i, j], taps[3, c, i, j]
-        first = j * dw % phases * phase_size + row * pitch + j * dw // phases
+        first = phase_offset(i, j, stride, dilation, rows, pitch) + start
         s = src[first:first + length]
         for t in range(length):
             x0 = s[t]
@@ -844,13 +843,12 @@ def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, gro
     (sh, sw), (dh, dw) = stride, dilation
     out_h = conv_output_size(height, kh, sh, padding[0], dh)
     out_w = conv_output_size(width, kw, sw, padding[1], dw)
-    pitch = (width + 2 * padding[1] + sw - 1) // sw
-    phase_size = (height + 2 * padding[0]) * pitch
+    phase_rows, pitch = (height + 2 * padding[0] + sh - 1) // sh, (width + 2 * padding[1] + sw - 1) // sw
     group_out = out_channels // groups
     n_blocks = taps.shape[0] // groups
     n_bands = (out_h + rows - 1) // rows
     span = (rows - 1) * pitch + out_w
-    planes = pad_planes(x, padding, sw)
+    planes = pad_planes(x, padding, stride, phase_rows, pitch)
     out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
     tasks = n_batch * groups * n_bands
     identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
@@ -867,8 +865,8 @@ def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, gro
                     for c in range(c0, min(c0 + DIRECT_CHANNELS, group_in)):
                         src = planes[n, g * group_in + c]
                         for i in range(kh):
-                            block_taps(block_acc, src, p0 * sh + i * dh, pitch, phase_size, sw, length,
-                                       block_taps_, c, i, kw, dw)
+                            block_taps(block_acc, src, p0 * pitch, i, stride, dilation, phase_rows, pitch, length,
+                                       block_taps_, c, kw)
             for o in range(group_out):
                 for r in range(band):
                     row = out[n, g * group_out + o, p0 + r]
@@ -890,9 +888,8 @@ def uses_direct(weight_shape, groups):
 
 def band_rows(width, padding, stride):
     """Output rows per band: as many as fill DIRECT_BAND accumulator elements (rows of the phase planes'
-    pitch) when consecutive output rows read consecutive input rows (stride 1 along H), else one."""
-    pitch = -(-(width + 2 * padding[1]) // stride[1])
-    return max(1, DIRECT_BAND // pitch) if stride[0] == 1 else 1
+    pitch)."""
+    return max(1, DIRECT_BAND // -(-(width + 2 * padding[1]) // stride[1]))
 
 
 def weight_blocks(weight, groups):
