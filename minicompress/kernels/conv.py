@@ -575,13 +575,23 @@ def _depthwise_phase_plane(out_plane, buffer, acc, taps, stride, dilation, rows,
     q sw + j dw], summed in (i, j) order, the whole plane at once: with the input split into phase planes
     (`pad_phases_into`), output (p, q) of tap (i, j) reads buffer[offset(i, j) + p * pitch + q], so each
     tap is one contiguous axpy over acc's (Ho - 1) * pitch + Wo positions (the pitch - Wo columns between
-    rows are computed and dropped)."""
+    rows are computed and dropped); a 5x5 adds a kernel row's five taps per pass."""
     out_h, out_w = out_plane.shape
     kh, kw = taps.shape
     length = (out_h - 1) * pitch + out_w
     total = acc[:length]
     total[:] = 0
     for i in range(kh):
+        if kw == 5:
+            f0, f1 = phase_offset(i, 0, stride, dilation, rows, pitch), phase_offset(i, 1, stride, dilation, rows, pitch)
+            f2, f3 = phase_offset(i, 2, stride, dilation, rows, pitch), phase_offset(i, 3, stride, dilation, rows, pitch)
+            f4 = phase_offset(i, 4, stride, dilation, rows, pitch)
+            s0, s1, s2 = buffer[f0:f0 + length], buffer[f1:f1 + length], buffer[f2:f2 + length]
+            s3, s4 = buffer[f3:f3 + length], buffer[f4:f4 + length]
+            w0, w1, w2, w3, w4 = taps[i, 0], taps[i, 1], taps[i, 2], taps[i, 3], taps[i, 4]
+            for t in range(length):        # left to right: the j order
+                total[t] = total[t] + w0 * s0[t] + w1 * s1[t] + w2 * s2[t] + w3 * s3[t] + w4 * s4[t]
+            continue
         for j in range(kw):
             first = phase_offset(i, j, stride, dilation, rows, pitch)
             axpy(total, taps[i, j], buffer[first:first + length])
