@@ -2,7 +2,7 @@
 grouped einsum, `conv2d_forward_reference`) and torch.nn.functional.conv2d.
 
 Tolerance: the kernel, the twin and torch add the same K = Cg * kh * kw products per output element in
-different orders (the kernel in (c, i, j) order, possibly with fused multiply-adds; einsum and torch in
+different orders (the kernel in (c, i, j) order, one rounding per product and per addition; einsum and torch in
 their own blocked orders). Any order's rounding error is at most (K - 1) * eps * sum_k |w_k x_k| (the
 standard bound for a sum of K terms, a product's own rounding included in the first-order term), so two
 orders differ by at most 2 * K * eps * sum_k |w_k x_k|; that bound is computed per element, in float64,
