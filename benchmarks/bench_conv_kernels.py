@@ -18,7 +18,7 @@ import sys
 
 os.environ["BENCH_THREADS"] = "1"
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-from timing import keep_freed_memory, median_seconds, print_table, set_threads  # noqa: E402  (first: thread environment)
+from timing import keep_freed_memory, median_seconds, print_table, set_threads  # noqa: E402  (first: threads)
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
@@ -41,7 +41,8 @@ DETECTOR = "models/ch_PP-OCRv4_det_infer.onnx"
 def detector_path():
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     if spec is None:
-        sys.exit("the detector comes from the rapidocr-onnxruntime wheel: pip install --no-deps rapidocr-onnxruntime==1.4.4")
+        sys.exit("the detector comes from the rapidocr-onnxruntime wheel: "
+                 "pip install --no-deps rapidocr-onnxruntime==1.4.4")
     return pathlib.Path(spec.origin).parent / DETECTOR
 
 

@@ -2,8 +2,8 @@
 grouped einsum, `conv2d_forward_reference`) and torch.nn.functional.conv2d.
 
 Tolerance: the kernel, the twin and torch add the same K = Cg * kh * kw products per output element in
-different orders (the kernel in (c, i, j) order, one rounding per product and per addition; einsum and torch in
-their own blocked orders). Any order's rounding error is at most (K - 1) * eps * sum_k |w_k x_k| (the
+different orders (the kernel in (c, i, j) order, one rounding per product and per addition; einsum
+and torch in their own blocked orders). Any order's rounding error is at most (K - 1) * eps * sum_k |w_k x_k| (the
 standard bound for a sum of K terms, a product's own rounding included in the first-order term), so two
 orders differ by at most 2 * K * eps * sum_k |w_k x_k|; that bound is computed per element, in float64,
 from |x| and |weight|. Values are standard normal from a drawn seed.
@@ -107,7 +107,8 @@ def test_direct_epilogue_and_dispatch(problem, dtype, clip):
     assert K.uses_direct(weight.shape, args[3])
     plain = K.direct_conv2d_forward(x, weight, *args)
     np.testing.assert_array_equal(K.conv2d_forward(x, weight, *args), plain)
-    np.testing.assert_array_equal(K.conv2d_forward(x, weight, *args, epilogue), K.apply_epilogue_reference(plain, epilogue))
+    np.testing.assert_array_equal(K.conv2d_forward(x, weight, *args, epilogue),
+                                  K.apply_epilogue_reference(plain, epilogue))
 
 
 def test_wide_dense_convs_keep_the_gemm_path():

@@ -583,8 +583,10 @@ def _depthwise_phase_plane(out_plane, buffer, acc, taps, stride, dilation, rows,
     total[:] = 0
     for i in range(kh):
         if kw == 5:
-            f0, f1 = phase_offset(i, 0, stride, dilation, rows, pitch), phase_offset(i, 1, stride, dilation, rows, pitch)
-            f2, f3 = phase_offset(i, 2, stride, dilation, rows, pitch), phase_offset(i, 3, stride, dilation, rows, pitch)
+            f0 = phase_offset(i, 0, stride, dilation, rows, pitch)
+            f1 = phase_offset(i, 1, stride, dilation, rows, pitch)
+            f2 = phase_offset(i, 2, stride, dilation, rows, pitch)
+            f3 = phase_offset(i, 3, stride, dilation, rows, pitch)
             f4 = phase_offset(i, 4, stride, dilation, rows, pitch)
             s0, s1, s2 = buffer[f0:f0 + length], buffer[f1:f1 + length], buffer[f2:f2 + length]
             s3, s4 = buffer[f3:f3 + length], buffer[f4:f4 + length]
@@ -767,7 +769,8 @@ def depthwise_conv2d_backward_weight_reference(grad_out, x, weight_shape, stride
 # again; for a 3x3 conv that copy moves nine times the input through memory, and for a grouped conv BLAS
 # then runs one small product per group. The direct kernel reads the zero-padded input in place instead:
 #
-#     out[n, o, p, q] = sum_{c < Cg} sum_{i < kh} sum_{j < kw} weight[o, c, i, j] * x_pad[n, g * Cg + c, p * sh + i * dh, q * sw + j * dw]
+#     out[n, o, p, q] = sum_{c < Cg} sum_{i < kh} sum_{j < kw}
+#                           weight[o, c, i, j] * x_pad[n, g * Cg + c, p * sh + i * dh, q * sw + j * dw]
 #
 # summed in exactly that (c, i, j) order for every output element, whichever channel, block, band, thread
 # or path computes it: identical weight rows give bit-identical output channels, and the result does not
