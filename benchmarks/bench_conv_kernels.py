@@ -8,7 +8,8 @@ the rapidocr-onnxruntime wheel), at one thread.
    direct, depthwise or im2col + BLAS) against torch.nn.functional.conv2d on the same arrays; the dense
    and grouped ones also through the im2col + BLAS path (`grouped_conv2d_forward`) the direct kernel replaced.
 2. The whole detector: minicompress's GraphModule (under no_grad) against onnxruntime (one intra-op
-   thread), and minicompress with the direct kernel switched off (every dense conv on im2col + BLAS).
+   thread), and minicompress with the direct kernel switched off (every dense conv on im2col + BLAS);
+   the three are called in turn, so that a change in the machine's load falls on each alike.
 
 Ratios are minicompress / other: below 1 minicompress is faster. The thread policy (one thread for Numba,
 BLAS, torch and onnxruntime; OMP_WAIT_POLICY=PASSIVE) is set by `timing.py` before torch is imported.
@@ -21,8 +22,11 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 from timing import keep_freed_memory, median_seconds, print_table, set_threads  # noqa: E402  (first: threads)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from unittest import mock  # noqa: E402
 
@@ -92,6 +96,21 @@ def bench_shapes(calls, repeat):
     print()
 
 
+def interleaved_medians(fns, patches, repeat, warmup=3):
+    """Median seconds of each fn (under its patch, if any), the calls taken in turn (fn 0, fn 1, ..., fn 0,
+    ...) so that a change in the machine's load falls on all of them alike."""
+    times = [[] for _ in fns]
+    with mc.no_grad():
+        for k in range(warmup + repeat):
+            for fn, patch, record in zip(fns, patches, times):
+                with patch if patch is not None else contextlib.nullcontext():
+                    start = time.perf_counter()
+                    fn()
+                    if k >= warmup:
+                        record.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def bench_model(path, size, repeat):
     model = mco.load(str(path)).eval()
     x = np.random.default_rng(1).standard_normal((1, 3, size, size)).astype(np.float32)
@@ -102,10 +121,10 @@ def bench_model(path, size, repeat):
     expected = session.run(None, {name: x})[0]
     with mc.no_grad():
         diff = float(np.abs(model(x).numpy() - expected).max())
-        ours = median_seconds(lambda: model(x), repeat=repeat)
-        with mock.patch.object(K, "uses_direct", lambda weight_shape, groups: False):
-            im2col = median_seconds(lambda: model(x), repeat=repeat)
-    theirs = median_seconds(lambda: session.run(None, {name: x}), repeat=repeat)
+    ours, im2col, theirs = interleaved_medians([lambda: model(x), lambda: model(x),
+                                                lambda: session.run(None, {name: x})],
+                                               [None, mock.patch.object(K, "uses_direct", lambda shape, groups: False),
+                                                None], repeat)
     rows = [[f"PP-OCRv4 det 1x3x{size}x{size} (max |diff| {diff:.1e})", f"{ours * 1e3:.2f}", f"{theirs * 1e3:.2f}",
              f"{ours / theirs:.2f}"],
             ["  same, direct kernel off (dense convs on im2col)", f"{im2col * 1e3:.2f}", f"{theirs * 1e3:.2f}",
