@@ -22,14 +22,18 @@ Depthwise (groups == C, weight (m * C, 1, kh, kw), channel multiplier m): output
 channel o // m only, torch's ordering. Every output plane depends on one input plane, so a direct loop over
 planes beats building a C * kh * kw-row matrix for what are C tiny dot products.
 
+Grouped convolutions (1 < groups, not depthwise) and dense ones with few output channels run a direct
+kernel instead (`direct_conv2d_forward`): the padded input read in place, each output element summed in
+(c, i, j) order, so identical weight rows give identical output channels; its twin is the grouped einsum.
+
 Pointwise convolutions (1x1, stride 1, no padding, one group) skip im2col: a sample viewed as (C, H * W)
 is already its cols, so each is one GEMM.
 
-The BLAS calls use BLAS's own threads. Of the Numba kernels only the depthwise forward pass is threaded
-(over planes, through `threads.ParallelKernel`, serial below its work cutoff); im2col, col2im and the
-depthwise gradients run on one thread. On a small machine a Numba parallel region right next to a
-threaded BLAS call can make each wait on the other's spinning threads, so only the kernel that carries
-real work between BLAS calls (the depthwise layers of a MobileNet) is split.
+The BLAS calls use BLAS's own threads. Of the Numba kernels only the depthwise and direct forward passes
+are threaded (over planes, or bands of output rows, through `threads.ParallelKernel`, serial below its work
+cutoff); im2col, col2im and the gradients run on one thread. On a small machine a Numba parallel region
+right next to a threaded BLAS call can make each wait on the other's spinning threads, so only kernels that
+carry real work between BLAS calls (the depthwise and grouped layers of a mobile model) are split.
 
 The public entry points (`conv2d_forward`, `conv2d_backward_input`, `conv2d_backward_weight`) pick the kernel;
 kernels assume validated, C-contiguous input of one floating dtype, and return that dtype. The NumPy twins
@@ -511,11 +515,13 @@ def conv2d_backward_weight_reference(grad_out, x, weight_shape, stride, padding,
 # Depthwise convolution: a direct loop over planes
 #
 # Each input plane is first copied into a zero-bordered buffer with row pitch Wp = W + 2 * pw (padded rows
-# stored one after another). The forward pass then builds each output row in turn, in a row that stays in
-# L1 cache: for every tap (i, j) it adds weight[o, 0, i, j] times the padded input row p * sh + i * dh,
-# read from column j * dw with step sw. With stride 1 that read is contiguous and the update is one
-# vectorised axpy over the row. Every output element sums its taps in (i, j) order. MobileNet's 3x3
-# has its own pass (`_depthwise_3x3_plane`): nine taps per output element in one loop over the row.
+# stored one after another). MobileNet's 3x3 (stride 1 or 2 along W) has its own pass
+# (`_depthwise_3x3_plane`): nine taps per output element in one loop over each output row. Every other
+# kernel (the 5x5 of PP-OCR's and MobileNetV3's blocks, any stride or dilation) is computed a whole plane
+# at a time: the padded plane split by (row % sh, column % sw) into phase planes (`_pad_phases_into`), so
+# that every tap reads consecutive elements for consecutive outputs and is one vectorised axpy over the
+# plane laid out with the phase planes' pitch (`_depthwise_phase_plane`); an output row of a 20x20 map is
+# too short for a loop per row to pay. Every output element sums its taps in (i, j) order.
 #
 # The backward passes work on whole planes: with stride 1, output (p, q) read through tap (i, j) is
 # buffer[(p + i * dh) * Wp + q + j * dw], so if the output is also laid out with pitch Wp, one tap is a
@@ -604,29 +610,73 @@ def _depthwise_3x3_plane(out_plane, grid, halves, taps, sh, sw, dh):
 depthwise_3x3_plane = njit(cache=True)(_depthwise_3x3_plane)
 
 
-def _depthwise_plane_forward(out_plane, grid, halves, taps, stride, dilation):
-    """out_plane[p, q] = sum_{i, j} taps[i, j] * grid[p * sh + i * dh, q * sw + j * dw], one row at a time."""
+def _pad_phases_into(buffer, plane, padding, stride, rows, pitch):
+    """Copy plane (H, W) into the zero-bordered buffer, split by (row % sh, column % sw) into sh * sw phase
+    planes of `rows` x `pitch` elements: padded pixel (h, w) goes to phase (h % sh, w % sw) at
+    (h // sh, w // sw). Output pixel (p, q) through tap (i, j) then reads phase (i dh % sh, j dw % sw) at
+    (p + i dh // sh, q + j dw // sw): consecutive q are consecutive elements. With stride 1 it is the padded
+    plane itself (`pad_into`). The border is never written: zero it once."""
+    height, width = plane.shape
+    sh, sw = stride
+    if sh == 1 and sw == 1:
+        pad_into(buffer, plane, padding, pitch)
+        return
+    size = rows * pitch
+    for h in range(height):
+        padded_row = h + padding[0]
+        base = padded_row % sh * sw * size + padded_row // sh * pitch
+        image_row = plane[h]
+        for phase in range(sw):
+            w0 = (phase - padding[1]) % sw                   # the first image column of this phase
+            start = base + phase * size + (w0 + padding[1]) // sw
+            for k in range((width - w0 + sw - 1) // sw):
+                buffer[start + k] = image_row[w0 + k * sw]
+
+
+pad_phases_into = njit(cache=True)(_pad_phases_into)
+
+
+def _phase_offset(i, j, stride, dilation, rows, pitch):
+    """Where tap (i, j) of output pixel (0, 0) sits in `pad_phases_into`'s buffer."""
+    (sh, sw), (dh, dw) = stride, dilation
+    return (i * dh % sh * sw + j * dw % sw) * rows * pitch + i * dh // sh * pitch + j * dw // sw
+
+
+phase_offset = njit(cache=True, inline="always")(_phase_offset)
+
+
+def _depthwise_phase_plane(out_plane, buffer, acc, taps, stride, dilation, rows, pitch):
+    """Any kernel, stride and dilation: out_plane[p, q] = sum_{i, j} taps[i, j] * x_pad[p sh + i dh,
+    q sw + j dw], summed in (i, j) order, the whole plane at once: with the input split into phase planes
+    (`pad_phases_into`), output (p, q) of tap (i, j) reads buffer[offset(i, j) + p * pitch + q], so each
+    tap is one contiguous axpy over acc's (Ho - 1) * pitch + Wo positions (the pitch - Wo columns between
+    rows are computed and dropped); a 5x5 adds a kernel row's five taps per pass."""
     out_h, out_w = out_plane.shape
     kh, kw = taps.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    if kh == 3 and kw == 3 and dw == 1 and sw <= 2:
-        depthwise_3x3_plane(out_plane, grid, halves, taps, sh, sw, dh)
-        return
+    length = (out_h - 1) * pitch + out_w
+    total = acc[:length]
+    total[:] = 0
+    for i in range(kh):
+        if kw == 5:
+            f0 = phase_offset(i, 0, stride, dilation, rows, pitch)
+            f1 = phase_offset(i, 1, stride, dilation, rows, pitch)
+            f2 = phase_offset(i, 2, stride, dilation, rows, pitch)
+            f3 = phase_offset(i, 3, stride, dilation, rows, pitch)
+            f4 = phase_offset(i, 4, stride, dilation, rows, pitch)
+            s0, s1, s2 = buffer[f0:f0 + length], buffer[f1:f1 + length], buffer[f2:f2 + length]
+            s3, s4 = buffer[f3:f3 + length], buffer[f4:f4 + length]
+            w0, w1, w2, w3, w4 = taps[i, 0], taps[i, 1], taps[i, 2], taps[i, 3], taps[i, 4]
+            for t in range(length):        # left to right: the j order
+                total[t] = total[t] + w0 * s0[t] + w1 * s1[t] + w2 * s2[t] + w3 * s3[t] + w4 * s4[t]
+            continue
+        for j in range(kw):
+            first = phase_offset(i, j, stride, dilation, rows, pitch)
+            axpy(total, taps[i, j], buffer[first:first + length])
     for p in range(out_h):
-        row_out = out_plane[p]
-        row_out[:] = 0
-        for i in range(kh):
-            row_in = grid[p * sh + i * dh]
-            for j in range(kw):
-                if sw == 1:
-                    axpy(row_out, taps[i, j], row_in[j * dw:])
-                else:
-                    a, strided = taps[i, j], row_in[j * dw::sw]
-                    for q in range(out_w):
-                        row_out[q] += a * strided[q]
+        copy_into(out_plane[p], total[p * pitch:])
 
 
-depthwise_plane_forward = njit(cache=True)(_depthwise_plane_forward)
+depthwise_phase_plane = njit(cache=True)(_depthwise_phase_plane)
 
 
 def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, params, flags, bounds):
@@ -639,17 +689,29 @@ def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, para
     out_h = conv_output_size(height, kh, sh, padding[0], dh)
     out_w = conv_output_size(width, kw, sw, padding[1], dw)
     pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
+    three = kh == 3 and kw == 3 and dw == 1 and sw <= 2                   # `_depthwise_3x3_plane`'s case
+    phase_rows, phase_pitch = (padded_h + sh - 1) // sh, (pitch + sw - 1) // sw
     out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
     tasks = n_batch * out_channels
     identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
     for run in prange(n_runs):
-        grid = np.zeros((padded_h, pitch), dtype=x.dtype)
-        halves = np.zeros((2, padded_h, pitch // 2 + 1), dtype=x.dtype)
+        if three:
+            grid = np.zeros((padded_h, pitch), dtype=x.dtype)
+            halves = np.zeros((2, padded_h, pitch // 2 + 1), dtype=x.dtype)
+        else:
+            grid = np.zeros((sh * sw * phase_rows, phase_pitch), dtype=x.dtype)
+            halves = np.empty((1, 1, (out_h - 1) * phase_pitch + out_w), dtype=x.dtype)
         buffer = grid.reshape(-1)
         for task in range(run * tasks // n_runs, (run + 1) * tasks // n_runs):
             n, o = task // out_channels, task % out_channels
-            pad_into(buffer, x[n, o // (out_channels // channels)], padding, pitch)
-            depthwise_plane_forward(out[n, o], grid, halves, weight[o, 0], stride, dilation)
+            plane = x[n, o // (out_channels // channels)]
+            if three:
+                pad_into(buffer, plane, padding, pitch)
+                depthwise_3x3_plane(out[n, o], grid, halves, weight[o, 0], sh, sw, dh)
+            else:
+                pad_phases_into(buffer, plane, padding, stride, phase_rows, phase_pitch)
+                depthwise_phase_plane(out[n, o], buffer, halves[0, 0], weight[o, 0], stride, dilation, phase_rows,
+                                      phase_pitch)
             if not identity:
                 finish_row(out[n, o].reshape(out_h * out_w), params, o, flags, bounds)
     return out
@@ -776,6 +838,175 @@ def depthwise_conv2d_backward_weight_reference(grad_out, x, weight_shape, stride
 
 
 # --------------------------------------------------------------------------------------------------
+# Direct convolution: grouped (1 < groups, not depthwise) and dense convolutions without im2col
+#
+# im2col copies every input pixel kh * kw times into a (C * kh * kw, Ho * Wo) matrix before BLAS reads it
+# again; for a 3x3 conv that copy moves nine times the input through memory, and for a grouped conv BLAS
+# then runs one small product per group. The direct kernel reads the zero-padded input in place instead:
+#
+#     out[n, o, p, q] = sum_{c < Cg} sum_{i < kh} sum_{j < kw}
+#                           weight[o, c, i, j] * x_pad[n, g * Cg + c, p * sh + i * dh, q * sw + j * dw]
+#
+# summed in exactly that (c, i, j) order for every output element, whichever channel, block, band, thread
+# or path computes it: identical weight rows give bit-identical output channels, and the result does not
+# depend on the thread count. (A reassociated or tiled sum, as a BLAS edge tile has, would break that.)
+#
+# A task is one (sample, group, band of output rows), and it computes every output channel of the group
+# over the band. Each padded plane is split by (row % sh, column % sw) into phase planes of Wq = ceil(Wp /
+# sw) columns (`pad_phases_into`, shared with the depthwise kernel), so that tap (i, j) of output pixel
+# (p, q) is element (p + i dh // sh, q + j dw // sw) of phase plane (i dh % sh, j dw % sw): consecutive
+# outputs read consecutive elements at every stride. A band p0 .. p0 + R is then one run of t = (p - p0) *
+# Wq + q (the Wq - Wo columns between rows are computed and dropped), R rows filling DIRECT_BAND elements,
+# and each tap is one vectorised pass over it. The channels are taken DIRECT_BLOCK at a time, so that each
+# input element loaded feeds four sums (three taps per pass for kw == 3); a group's last block is filled up
+# with zero-weight channels whose sums are dropped, so every channel runs through the same loop. The input
+# channels are visited in chunks of DIRECT_CHANNELS, every block per chunk, so that the chunk's rows are
+# read from cache by all blocks (each sum still adds its channels in ascending order). The band is then
+# copied out and finished by the fused epilogue while it is in cache.
+
+DIRECT_BLOCK = 4          # output channels per pass (an input element loaded feeds this many sums)
+DIRECT_BAND = 512         # accumulator elements per channel and band
+DIRECT_CHANNELS = 16      # input channels per chunk
+DIRECT_MAX_OUT = 64       # dense convs with at most this many output channels take the direct kernel
+
+
+def _pad_planes(x, padding, stride, rows, pitch):
+    """x (N, C, H, W) -> (N, C, sh * sw * rows * pitch): each plane zero-bordered and split into phase
+    planes (`pad_phases_into`) of `rows` x `pitch` elements."""
+    n_batch, channels = x.shape[:2]
+    planes = np.zeros((n_batch, channels, stride[0] * stride[1] * rows * pitch), dtype=x.dtype)
+    for n in range(n_batch):
+        for c in range(channels):
+            pad_phases_into(planes[n, c], x[n, c], padding, stride, rows, pitch)
+    return planes
+
+
+pad_planes = njit(cache=True)(_pad_planes)
+
+
+def _block_taps(acc, src, start, i, stride, dilation, rows, pitch, length, taps, c, kw):
+    """acc[b, t] += taps[b, c, i, j] * src[phase_offset(i, j) + start + t] for j = 0 .. kw - 1 in turn,
+    every b < DIRECT_BLOCK (4) and t < length: kernel row i of the band whose first output row starts at
+    `start` in every phase plane; three taps per pass when kw == 3."""
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    if kw == 3:
+        f0 = phase_offset(i, 0, stride, dilation, rows, pitch) + start
+        f1 = phase_offset(i, 1, stride, dilation, rows, pitch) + start
+        f2 = phase_offset(i, 2, stride, dilation, rows, pitch) + start
+        s0, s1, s2 = src[f0:f0 + length], src[f1:f1 + length], src[f2:f2 + length]
+        w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
+        w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
+        w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
+        w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
+        for t in range(length):
+            x0, x1, x2 = s0[t], s1[t], s2[t]
+            a0[t] = a0[t] + w00 * x0 + w01 * x1 + w02 * x2     # left to right: the j order
+            a1[t] = a1[t] + w10 * x0 + w11 * x1 + w12 * x2
+            a2[t] = a2[t] + w20 * x0 + w21 * x1 + w22 * x2
+            a3[t] = a3[t] + w30 * x0 + w31 * x1 + w32 * x2
+        return
+    for j in range(kw):
+        w0, w1, w2, w3 = taps[0, c, i, j], taps[1, c, i, j], taps[2, c, i, j], taps[3, c, i, j]
+        first = phase_offset(i, j, stride, dilation, rows, pitch) + start
+        s = src[first:first + length]
+        for t in range(length):
+            x0 = s[t]
+            a0[t] += w0 * x0
+            a1[t] += w1 * x0
+            a2[t] += w2 * x0
+            a3[t] += w3 * x0
+
+
+block_taps = njit(cache=True, inline="always")(_block_taps)
+
+
+def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, groups, rows, n_runs, params, flags,
+                           bounds):
+    """The direct convolution (see the section comment) of validated x (N, C, H, W) with the weights as
+    blocks, taps (groups * n_blocks, DIRECT_BLOCK, C // groups, kh, kw) (`weight_blocks`), then the
+    epilogue (`Epilogue.arrays`); the N * groups * bands tasks (bands of `rows` output rows) split into
+    n_runs contiguous runs, each with its own accumulator."""
+    n_batch, channels, height, width = x.shape
+    _, _, group_in, kh, kw = taps.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out_h = conv_output_size(height, kh, sh, padding[0], dh)
+    out_w = conv_output_size(width, kw, sw, padding[1], dw)
+    phase_rows, pitch = (height + 2 * padding[0] + sh - 1) // sh, (width + 2 * padding[1] + sw - 1) // sw
+    group_out = out_channels // groups
+    n_blocks = taps.shape[0] // groups
+    n_bands = (out_h + rows - 1) // rows
+    span = (rows - 1) * pitch + out_w
+    planes = pad_planes(x, padding, stride, phase_rows, pitch)
+    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
+    tasks = n_batch * groups * n_bands
+    identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
+    for run in prange(n_runs):
+        acc = np.empty((n_blocks, DIRECT_BLOCK, span), dtype=x.dtype)
+        for task in range(run * tasks // n_runs, (run + 1) * tasks // n_runs):
+            n, g, p0 = task // (groups * n_bands), task // n_bands % groups, task % n_bands * rows
+            band = min(rows, out_h - p0)
+            length = (band - 1) * pitch + out_w
+            acc[:] = 0
+            for c0 in range(0, group_in, DIRECT_CHANNELS):
+                for block in range(n_blocks):
+                    block_acc, block_taps_ = acc[block], taps[g * n_blocks + block]
+                    for c in range(c0, min(c0 + DIRECT_CHANNELS, group_in)):
+                        src = planes[n, g * group_in + c]
+                        for i in range(kh):
+                            block_taps(block_acc, src, p0 * pitch, i, stride, dilation, phase_rows, pitch, length,
+                                       block_taps_, c, kw)
+            for o in range(group_out):
+                for r in range(band):
+                    row = out[n, g * group_out + o, p0 + r]
+                    copy_into(row, acc[o // DIRECT_BLOCK, o % DIRECT_BLOCK, r * pitch:])
+                    if not identity:
+                        finish_row(row, params, g * group_out + o, flags, bounds)
+    return out
+
+
+direct_conv2d_forward_kernel = ParallelKernel(_direct_conv2d_forward)
+
+
+def uses_direct(weight_shape, groups):
+    """True when the forward pass takes the direct kernel rather than im2col + BLAS: every grouped conv
+    (groups > 1; the depthwise case has its own kernel), and dense ones with at most DIRECT_MAX_OUT output
+    channels, where the im2col copy costs more than BLAS saves over the direct loop (RESULTS.md)."""
+    return groups > 1 or weight_shape[0] <= DIRECT_MAX_OUT
+
+
+def band_rows(width, padding, stride):
+    """Output rows per band: as many as fill DIRECT_BAND accumulator elements (rows of the phase planes'
+    pitch)."""
+    return max(1, DIRECT_BAND // -(-(width + 2 * padding[1]) // stride[1]))
+
+
+def weight_blocks(weight, groups):
+    """weight (O, Cg, kh, kw) as (groups * n_blocks, DIRECT_BLOCK, Cg, kh, kw): each group's output
+    channels in blocks of DIRECT_BLOCK, the last block filled up with zero weights."""
+    out_channels, group_in, kh, kw = weight.shape
+    group_out = out_channels // groups
+    n_blocks = -(-group_out // DIRECT_BLOCK)
+    taps = np.zeros((groups, n_blocks * DIRECT_BLOCK, group_in, kh, kw), dtype=weight.dtype)
+    taps[:, :group_out] = weight.reshape(groups, group_out, group_in, kh, kw)
+    return taps.reshape(groups * n_blocks, DIRECT_BLOCK, group_in, kh, kw)
+
+
+def direct_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays=None):
+    """The direct forward pass on validated input (see `conv2d_forward`), threaded when it is large."""
+    work = weight.size * x.shape[0] * x.shape[2] * x.shape[3] // (stride[0] * stride[1])
+    if epilogue_arrays is None:
+        epilogue_arrays = NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
+    taps = weight_blocks(weight, groups)
+    with threads_for(work):
+        out_h = _conv_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0])
+        rows = band_rows(x.shape[3], padding, stride)
+        n_tasks = x.shape[0] * groups * -(-out_h // rows)
+        n_runs = max(1, min(n_tasks, RUNS_PER_THREAD * numba.get_num_threads()))
+        return direct_conv2d_forward_kernel(x, taps, weight.shape[0], stride, padding, dilation, groups, rows,
+                                            n_runs, *epilogue_arrays)
+
+
+# --------------------------------------------------------------------------------------------------
 # Public entry points
 
 
@@ -800,6 +1031,8 @@ def conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue=None):
         return pointwise_conv2d_forward(x, weight, arrays)
     if is_depthwise(x.shape[1], weight.shape, groups):
         return depthwise_conv2d_forward(x, weight, stride, padding, dilation, arrays)
+    if uses_direct(weight.shape, groups):
+        return direct_conv2d_forward(x, weight, stride, padding, dilation, int(groups), arrays)
     return grouped_conv2d_forward(x, weight, stride, padding, dilation, int(groups), arrays)
 
 
