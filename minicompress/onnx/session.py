@@ -37,6 +37,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from ..autograd import no_grad
+from ..graph.listing import format_shape
 from ..kernels.threads import thread_count
 from ..tensor import Tensor
 from .importer import _onnx, load, read_model
@@ -245,11 +246,11 @@ class InferenceSession:
             shape = self._specs[arg.name].get("shape")      # None: declared without dimensions, any shape
             if shape is not None:
                 if array.ndim != len(shape):
-                    raise InvalidArgument(f"input {arg.name!r} must have rank {len(shape)} (shape {shape}), "
+                    raise InvalidArgument(f"input {arg.name!r} must have rank {len(shape)} (shape {format_shape(shape)}), "
                                           f"got shape {array.shape}")
-                bad = [i for i, (d, n) in enumerate(zip(shape, array.shape)) if isinstance(d, int) and d != n]
+                bad = [i for i, (d, n) in enumerate(zip(shape, array.shape)) if isinstance(d, int) and 0 <= d != n]
                 if bad:
-                    raise InvalidArgument(f"input {arg.name!r} must have shape {shape}, got {array.shape} "
+                    raise InvalidArgument(f"input {arg.name!r} must have shape {format_shape(shape)}, got {array.shape} "
                                           f"(dimension(s) {bad} differ)")
             arrays.append(array)
         return arrays
