@@ -36,17 +36,21 @@ EPS = np.float32(np.finfo(np.float32).eps)
 
 def _quantize_per_token(x, inv_smooth, smooth):
     """x (M, K) float32, inv_smooth (K,) float32 (read when smooth) -> (codes (M, K) uint8, scales (M,)
-    float32, zero points (M,) int32 in [0, 255]). Parallel over rows; each row is read twice (in cache)."""
+    float32, zero points (M,) int32 in [0, 255]). Parallel over rows; each row is read twice (in cache).
+    A row holding NaN or an infinity gets scale NaN (and undefined codes): the caller raises on it."""
     rows, depth = x.shape
     codes = np.empty((rows, depth), np.uint8)
     scales = np.empty(rows, np.float32)
     zps = np.empty(rows, np.int32)
     zero, qmin, qmax = np.float32(0), np.float32(QMIN), np.float32(QMAX)
     for m in prange(rows):
-        lo, hi = zero, zero
+        lo, hi, poison = zero, zero, zero
         for k in range(depth):
             v = x[m, k] * inv_smooth[k] if smooth else x[m, k]
-            lo, hi = min(lo, v), max(hi, v)
+            lo, hi, poison = min(lo, v), max(hi, v), poison + v * zero     # v * 0 is NaN for NaN or inf
+        if poison != zero:
+            scales[m], zps[m] = np.nan, 0
+            continue
         scale = max((hi - lo) / np.float32(QMAX - QMIN), EPS)
         descaled_lo, descaled_hi = lo / scale, hi / scale
         if (qmin + descaled_lo) + (qmax + descaled_hi) > zero:
@@ -70,7 +74,8 @@ _NO_SMOOTHING = np.ones(0, np.float32)
 def quantize_per_token(x, inv_smooth=None):
     """(codes uint8 (M, K), scales float32 (M,), zero points int32 (M,)) of x (M, K) float32, one (scale,
     zero point) per row (module docstring), after multiplying column k by inv_smooth[k] when given.
-    Inputs are assumed checked (C-contiguous float32, finite, inv_smooth of length K)."""
+    Inputs are assumed checked (C-contiguous float32, inv_smooth of length K); a row with NaN or an infinity
+    (after smoothing) gets scale NaN."""
     if inv_smooth is None:
         return _quantize_kernel(x, _NO_SMOOTHING, False)
     return _quantize_kernel(x, inv_smooth, True)
@@ -85,8 +90,11 @@ def quantize_per_token_reference(x, inv_smooth=None):
     zp = np.where((np.float32(QMIN) + descaled_lo) + (np.float32(QMAX) + descaled_hi) > 0,
                   np.float32(QMIN) - descaled_lo, np.float32(QMAX) - descaled_hi)
     zp = np.rint(np.clip(zp, np.float32(QMIN), np.float32(QMAX))).astype(np.float32)
-    q = np.rint(v.astype(np.float64) * (1.0 / scale.astype(np.float64))[:, None] + zp[:, None].astype(np.float64))
-    q = np.clip(q, QMIN, QMAX).astype(np.int32)
+    with np.errstate(invalid="ignore"):     # rows with NaN / inf: marked below
+        q = np.rint(v.astype(np.float64) * (1.0 / scale.astype(np.float64))[:, None] + zp[:, None].astype(np.float64))
+        q = np.clip(q, QMIN, QMAX).astype(np.int32)
+    bad = ~np.isfinite(v).all(axis=1)
+    q[bad], zp[bad], scale[bad] = 0, -128, np.nan
     return (q + 128).astype(np.uint8), scale.astype(np.float32), zp.astype(np.int32) + 128
 
 
