@@ -34,24 +34,34 @@ QMIN, QMAX = -128, 127
 EPS = np.float32(np.finfo(np.float32).eps)
 
 
-def _quantize_per_token(x, inv_smooth, smooth):
-    """x (M, K) float32, inv_smooth (K,) float32 (read when smooth) -> (codes (M, K) uint8, scales (M,)
-    float32, zero points (M,) int32 in [0, 255]). Parallel over rows; each row is read twice (in cache).
-    A row holding NaN or an infinity gets scale NaN (and undefined codes): the caller raises on it."""
+def _quantize_per_token(x, inv_smooth):
+    """x (M, K) float32, inv_smooth (K,) float32 -> (codes (M, K) uint8, scales (M,) float32, zero points
+    (M,) int32 in [0, 255]). Parallel over rows; each row is read twice (the second time from cache): its
+    range (four running minima and maxima, so the loop vectorises), then its codes. A row holding NaN or an
+    infinity gets scale NaN (its codes undefined): the caller raises on it."""
     rows, depth = x.shape
     codes = np.empty((rows, depth), np.uint8)
     scales = np.empty(rows, np.float32)
     zps = np.empty(rows, np.int32)
     zero, qmin, qmax = np.float32(0), np.float32(QMIN), np.float32(QMAX)
+    full = depth - depth % 4
     for m in prange(rows):
-        lo, hi, poison = zero, zero, zero
-        for k in range(depth):
-            v = x[m, k] * inv_smooth[k] if smooth else x[m, k]
-            lo, hi, poison = min(lo, v), max(hi, v), poison + v * zero     # v * 0 is NaN for NaN or inf
-        if poison != zero:
+        lo0 = lo1 = lo2 = lo3 = hi0 = hi1 = hi2 = hi3 = zero        # min(., 0) and max(., 0) from the start
+        for k in range(0, full, 4):
+            v0, v1 = x[m, k] * inv_smooth[k], x[m, k + 1] * inv_smooth[k + 1]
+            v2, v3 = x[m, k + 2] * inv_smooth[k + 2], x[m, k + 3] * inv_smooth[k + 3]
+            lo0, lo1 = (v0 if v0 < lo0 else lo0), (v1 if v1 < lo1 else lo1)
+            lo2, lo3 = (v2 if v2 < lo2 else lo2), (v3 if v3 < lo3 else lo3)
+            hi0, hi1 = (v0 if v0 > hi0 else hi0), (v1 if v1 > hi1 else hi1)
+            hi2, hi3 = (v2 if v2 > hi2 else hi2), (v3 if v3 > hi3 else hi3)
+        lo, hi = min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
+        for k in range(full, depth):
+            v = x[m, k] * inv_smooth[k]
+            lo, hi = (v if v < lo else lo), (v if v > hi else hi)
+        scale = max((hi - lo) / np.float32(QMAX - QMIN), EPS)
+        if not np.isfinite(scale):                                   # an infinity in the row
             scales[m], zps[m] = np.nan, 0
             continue
-        scale = max((hi - lo) / np.float32(QMAX - QMIN), EPS)
         descaled_lo, descaled_hi = lo / scale, hi / scale
         if (qmin + descaled_lo) + (qmax + descaled_hi) > zero:
             zp = qmin - descaled_lo
@@ -59,26 +69,26 @@ def _quantize_per_token(x, inv_smooth, smooth):
             zp = qmax - descaled_hi
         zp = np.float32(np.rint(min(max(zp, qmin), qmax)))
         inv_scale, zp64 = 1.0 / np.float64(scale), np.float64(zp)
+        nans = 0                                                     # comparisons above skip NaN; count them
         for k in range(depth):
-            v = x[m, k] * inv_smooth[k] if smooth else x[m, k]
-            q = min(max(np.rint(np.float64(v) * inv_scale + zp64), -128.0), 127.0)
+            t = np.float64(x[m, k] * inv_smooth[k]) * inv_scale + zp64
+            nans += np.int32(t != t)
+            q = min(max(np.rint(t), -128.0), 127.0)
             codes[m, k] = np.uint8(np.int32(q) + 128)
-        scales[m], zps[m] = scale, np.int32(zp) + 128
+        scales[m], zps[m] = (scale, np.int32(zp) + 128) if nans == 0 else (np.float32(np.nan), np.int32(0))
     return codes, scales, zps
 
 
 _quantize_kernel = ParallelKernel(_quantize_per_token)
-_NO_SMOOTHING = np.ones(0, np.float32)
 
 
 def quantize_per_token(x, inv_smooth=None):
     """(codes uint8 (M, K), scales float32 (M,), zero points int32 (M,)) of x (M, K) float32, one (scale,
     zero point) per row (module docstring), after multiplying column k by inv_smooth[k] when given.
-    Inputs are assumed checked (C-contiguous float32, inv_smooth of length K); a row with NaN or an infinity
-    (after smoothing) gets scale NaN."""
-    if inv_smooth is None:
-        return _quantize_kernel(x, _NO_SMOOTHING, False)
-    return _quantize_kernel(x, inv_smooth, True)
+    Inputs are assumed checked (C-contiguous float32, inv_smooth float32 of length K); a row with NaN or an
+    infinity (after smoothing) gets scale NaN."""
+    inv_smooth = np.ones(x.shape[1], np.float32) if inv_smooth is None else inv_smooth    # x * 1 is x exactly
+    return _quantize_kernel(x, inv_smooth)
 
 
 def quantize_per_token_reference(x, inv_smooth=None):
@@ -86,7 +96,8 @@ def quantize_per_token_reference(x, inv_smooth=None):
     v = x if inv_smooth is None else x * inv_smooth
     lo, hi = np.minimum(v.min(axis=1), np.float32(0)), np.maximum(v.max(axis=1), np.float32(0))
     scale = np.maximum((hi - lo) / np.float32(QMAX - QMIN), EPS)
-    descaled_lo, descaled_hi = lo / scale, hi / scale
+    with np.errstate(invalid="ignore"):     # rows with NaN / inf: marked below
+        descaled_lo, descaled_hi = lo / scale, hi / scale
     zp = np.where((np.float32(QMIN) + descaled_lo) + (np.float32(QMAX) + descaled_hi) > 0,
                   np.float32(QMIN) - descaled_lo, np.float32(QMAX) - descaled_hi)
     zp = np.rint(np.clip(zp, np.float32(QMIN), np.float32(QMAX))).astype(np.float32)
