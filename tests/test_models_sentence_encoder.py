@@ -14,7 +14,8 @@ from minicompress.models import SentenceEncoder
 from minicompress.pipelines.embed import SENTENCES as EMBED_SENTENCES, calibration_texts, int8_per_token
 from minicompress.quant.dynamic_per_token import PerTokenDynamicQuantizedLinear
 from minicompress.quant.embedding import QuantizedEmbedding
-from minicompress.quant.smoothquant import SmoothedLinear, get_act_scales, smooth_lm
+from minicompress.nn import SmoothedLinear
+from minicompress.quant.smoothquant import get_act_scales, smooth_lm
 from minilm import MODEL_DIR, SENTENCES, requires_minilm
 
 pytestmark = requires_minilm

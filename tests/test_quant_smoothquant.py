@@ -22,7 +22,8 @@ from minicompress.nn.module import Module
 from minicompress.quant.dynamic_per_token import (PerTokenDynamicQuantizedLinear, linear_dynamic_per_token,
                                                   linear_dynamic_per_token_reference)
 from minicompress.quant.dynamic_quantize import quantize_dynamic
-from minicompress.quant.smoothquant import (SmoothedLinear, get_act_scales, smooth_ln_fcs, smoothing_factors)
+from minicompress.nn import SmoothedLinear
+from minicompress.quant.smoothquant import get_act_scales, smooth_ln_fcs, smoothing_factors
 from strategies import arrays
 
 EPS32 = 2.0 ** -24     # float32's unit roundoff

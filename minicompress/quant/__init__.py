@@ -41,7 +41,7 @@ from .qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_qcon
                       default_qconfig, full_range_dynamic_qconfig, get_default_qat_qconfig, get_default_qconfig,
                       per_channel_dynamic_qconfig)
 from ..qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
-from .smoothquant import SmoothedLinear, get_act_scales, smooth_lm, smooth_ln_fcs, smooth_quant
+from .smoothquant import get_act_scales, smooth_lm, smooth_ln_fcs, smooth_quant
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
 from .static import calibrate, quantize_static
 from ..nn.stubs import DeQuantStub, QuantStub

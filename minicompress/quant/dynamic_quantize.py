@@ -7,6 +7,7 @@ token, `per_token=True`) and `dynamic_rnn.py` (LSTM, GRU and their cells).
 import copy
 
 from ..nn import layers as nn_layers
+from ..nn.layers import SmoothedLinear
 from ..nn import rnn as nn_rnn
 from ..nn.module import Module
 from . import dtypes as qd
@@ -15,7 +16,6 @@ from .dynamic_per_token import PerTokenDynamicQuantizedLinear, per_token_dynamic
 from .dynamic_rnn import DynamicQuantizedGRU, DynamicQuantizedGRUCell, DynamicQuantizedLSTM, DynamicQuantizedLSTMCell
 from .prepare import _swap, propagate_qconfig_
 from .qconfig import QConfig, default_dynamic_qconfig
-from .smoothquant import SmoothedLinear
 
 
 def default_dynamic_quant_module_mappings():

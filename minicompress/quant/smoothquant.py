@@ -17,7 +17,7 @@ gamma / s, beta / s), exact and free in a pre-norm transformer (OPT, BLOOM, Llam
 output feeds only those Linears. BERT (MiniLM) is post-norm: the LayerNorm's output is also the residual
 added before the next LayerNorm, LayerNorm(h + f(h)), so dividing it by s would change the model.
 There, and before fc2 (after GELU, which does not commute with a scale) and the attention's output dense,
-`smooth_lm` keeps the division on the layer (`SmoothedLinear`); the per-token quantized layer multiplies
+`smooth_lm` keeps the division on the layer (`nn.SmoothedLinear`); the per-token quantized layer multiplies
 by 1 / s while it finds each row's range and quantizes it (kernels.pertoken), one pass it makes anyway.
 
     act_scales = get_act_scales(encoder, lambda m: m.encode(calibration_sentences))
@@ -30,46 +30,15 @@ import copy
 
 import numpy as np
 
-from .. import functional as F
 from ..autograd import no_grad
 from ..nn import layers as nn_layers
 from ..nn.bert import BertLayer
+from ..nn.layers import SmoothedLinear
 from ..nn.module import Module
 from ..tensor import Tensor
+from .dynamic_quantize import quantize_dynamic
 
 CLAMP = 1e-5      # the reference implementation's lower bound on max|X_j|, max|W_j| and s_j
-
-
-class SmoothedLinear(nn_layers.Linear):
-    """y = (x / s) W'^T + b with W' = W diag(s): a Linear whose input is smoothed on the layer itself.
-
-    Built by `SmoothedLinear.from_linear(linear, s)`; its outputs equal `linear`'s up to float rounding.
-    `smooth_scales` (in_features,) is a buffer; `PerTokenDynamicQuantizedLinear.from_float` keeps it.
-    """
-
-    def __init__(self, in_features, out_features, bias=True):
-        super().__init__(in_features, out_features, bias)
-        self.register_buffer("smooth_scales", Tensor(np.ones(in_features, np.float32)))
-
-    @classmethod
-    def from_linear(cls, linear, scales):
-        """A SmoothedLinear computing `linear` with factor `scales` (in_features,), finite and > 0."""
-        scales = np.asarray(scales, np.float32)
-        if scales.shape != (linear.in_features,) or not np.all(np.isfinite(scales) & (scales > 0)):
-            raise ValueError(f"scales must be finite and > 0 with shape ({linear.in_features},), got shape "
-                             f"{scales.shape}")
-        previous = getattr(linear, "smooth_scales", None)
-        total = scales if previous is None else previous.data * scales      # smoothing twice composes
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        out.weight.data[...] = linear.weight.data * scales[None, :]
-        if linear.bias is not None:
-            out.bias.data[...] = linear.bias.data
-        out.smooth_scales = Tensor(np.asarray(total, np.float32))
-        out.train(linear.training)
-        return out
-
-    def forward(self, x):
-        return F.linear(x * Tensor(np.float32(1) / self.smooth_scales.data), self.weight, self.bias)
 
 
 def get_act_scales(model, calibrate):
@@ -175,8 +144,6 @@ def smooth_quant(model, calibrate, alpha=0.5):
 
     >>> qencoder = smooth_quant(encoder, lambda m: m.encode(calibration_sentences))
     """
-    from .dynamic_quantize import quantize_dynamic
-
     smoothed = copy.deepcopy(model)
     smooth_lm(smoothed, get_act_scales(smoothed, calibrate), alpha)
     return quantize_dynamic(smoothed, {nn_layers.Linear}, per_token=True, inplace=True)
