@@ -202,3 +202,15 @@ def test_smoothed_linear_and_factors_check_their_arguments():
         get_act_scales(linear, lambda m: None)
     with pytest.raises(TypeError, match="ln must be a LayerNorm"):
         smooth_ln_fcs(linear, [linear], np.ones(3))
+
+
+def test_smoothed_and_per_token_models_save_and_load(tmp_path):
+    rng = np.random.default_rng(1)
+    model = nn.Sequential(SmoothedLinear.from_linear(nn.Linear(4, 3), rng.uniform(0.5, 2.0, 4)), nn.ReLU(),
+                          nn.Linear(3, 2))
+    quantized = quantize_dynamic(model, {nn.Linear}, per_token=True)
+    assert [type(m) for m in quantized] == [PerTokenDynamicQuantizedLinear, nn.ReLU, PerTokenDynamicQuantizedLinear]
+    x = mc.tensor(rng.standard_normal((5, 4)).astype(np.float32))
+    for m, name in ((model, "float.mc"), (quantized, "int8.mc")):
+        mc.save(m, tmp_path / name)
+        np.testing.assert_array_equal(mc.load(tmp_path / name)(x).data, m(x).data)
