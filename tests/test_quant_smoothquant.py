@@ -178,7 +178,8 @@ def test_smooth_ln_fcs_keeps_the_float_outputs(features, alpha, seed):
     act_scales = get_act_scales(block, lambda m: m(mc.tensor(x)))
     # the reference implementation's formula, in torch
     act = torch.from_numpy(act_scales["fc1"].astype(np.float64))
-    w = torch.stack([torch.from_numpy(np.abs(fc.weight.data).max(0).astype(np.float64)) for fc in (block.fc1, block.fc2)])
+    w = torch.stack([torch.from_numpy(np.abs(fc.weight.data).max(0).astype(np.float64))
+                     for fc in (block.fc1, block.fc2)])
     reference_s = (act.pow(alpha) / w.max(0)[0].clamp(min=1e-5).pow(1 - alpha)).clamp(min=1e-5).numpy()
     s = smooth_ln_fcs(block.ln, [block.fc1, block.fc2], act_scales["fc1"], alpha)
     np.testing.assert_allclose(s, reference_s, rtol=4 * EPS32)          # float64 formula, rounded to float32 once

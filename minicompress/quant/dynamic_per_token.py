@@ -80,11 +80,8 @@ def linear_dynamic_per_token_reference(x, weight, bias=None, inv_smooth=None):
     if not np.isfinite(x_scales).all():
         raise ValueError("linear_dynamic_per_token: the input contains NaN or infinite values, which have no "
                          "quantized range")
-    w_scales, w_zps = ((weight.q_per_channel_scales(), weight.q_per_channel_zero_points())
-                       if weight.is_per_channel() else (np.array([weight.q_scale()]), np.array([weight.q_zero_point()])))
-    w_scales = np.broadcast_to(np.asarray(w_scales, np.float32), (out_features,))
-    w_zps = np.broadcast_to(np.asarray(w_zps, np.int64), (out_features,))
-    acc = (xq.astype(np.int64) - x_zps[:, None]) @ (weight.int_repr().astype(np.int64) - w_zps[:, None]).T
+    w_scales, packed = pack_dynamic_weight(weight, "portable")     # the checked (N,) scales and zero points
+    acc = (xq.astype(np.int64) - x_zps[:, None]) @ (weight.int_repr().astype(np.int64) - packed.w_zps[:, None]).T
     out = acc.astype(np.float32) * (x_scales[:, None] * w_scales[None, :])
     out = out if bias is None else out + np.asarray(bias, np.float32)
     return out.reshape(*x.shape[:-1], out_features)
@@ -115,7 +112,8 @@ class PerTokenDynamicQuantizedLinear(Module):
         if smooth_scales is not None:
             smooth_scales = np.asarray(smooth_scales.data if isinstance(smooth_scales, Tensor) else smooth_scales,
                                        np.float32)
-            if smooth_scales.shape != (self.in_features,) or not np.all(np.isfinite(smooth_scales) & (smooth_scales > 0)):
+            positive = np.all(np.isfinite(smooth_scales) & (smooth_scales > 0))
+            if smooth_scales.shape != (self.in_features,) or not positive:
                 raise ValueError(f"smooth_scales must be finite and > 0 with shape ({self.in_features},), got "
                                  f"shape {smooth_scales.shape}")
             smooth_scales = Tensor(smooth_scales)
@@ -161,5 +159,6 @@ class PerTokenDynamicQuantizedLinear(Module):
         return cls(quantize_weight(mod.weight.data, observer), bias, None if smooth is None else smooth.data.copy())
 
     def extra_repr(self):
+        smoothed = "" if self.smooth_scales is None else ", smoothed"
         return (f"in_features={self.in_features}, out_features={self.out_features}, dtype=qint8, "
-                f"qscheme={self._weight.qscheme()!r}, per_token=True" + (", smoothed" if self.smooth_scales is not None else ""))
+                f"qscheme={self._weight.qscheme()!r}, per_token=True{smoothed}")
