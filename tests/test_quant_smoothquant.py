@@ -215,3 +215,23 @@ def test_smoothed_and_per_token_models_save_and_load(tmp_path):
     for m, name in ((model, "float.mc"), (quantized, "int8.mc")):
         mc.save(m, tmp_path / name)
         np.testing.assert_array_equal(mc.load(tmp_path / name)(x).data, m(x).data)
+
+
+@settings(max_examples=30, deadline=None)
+@given(activations(max_rows=6, max_depth=30), st.integers(1, 8), st.integers(0, 2 ** 32 - 1))
+def test_smoothed_linear_computes_the_unsmoothed_linear(case, out_features, seed):
+    x, _ = case
+    rng = np.random.default_rng(seed)
+    linear = nn.Linear(x.shape[1], out_features)
+    scales = rng.uniform(0.05, 20.0, x.shape[1]).astype(np.float32)
+    smoothed = SmoothedLinear.from_linear(linear, scales)
+    np.testing.assert_array_equal(smoothed.weight.data, linear.weight.data * scales)
+    with mc.no_grad():
+        got = smoothed(mc.tensor(x)).data
+    w, b = (torch.from_numpy(p.data.astype(np.float64)) for p in (linear.weight, linear.bias))
+    products = torch.from_numpy(x.astype(np.float64)).abs() @ w.abs().T          # sum_k |x_k w_k|
+    expected = (torch.from_numpy(x.astype(np.float64)) @ w.T + b).numpy()
+    # x / s and W s each round once (EPS32 relative), then float32 sums of K products: K + 3 roundings of
+    # at most sum_k |x_k w_k|, plus the bias sum
+    bound = (x.shape[1] + 3) * EPS32 * products.numpy() + EPS32 * np.abs(expected) + 1e-30
+    assert (np.abs(got - expected) <= bound).all()

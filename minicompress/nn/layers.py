@@ -62,11 +62,15 @@ class SmoothedLinear(Linear):
                              f"{scales.shape}")
         previous = getattr(linear, "smooth_scales", None)
         total = scales if previous is None else previous.data * scales      # smoothing twice composes
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None)
-        out.weight.data[...] = linear.weight.data * scales[None, :]
-        if linear.bias is not None:
-            out.bias.data[...] = linear.bias.data
-        out.smooth_scales = Tensor(np.asarray(total, np.float32))
+        out = cls.__new__(cls)             # not cls(...): its random initialisation would draw from the RNG
+        Module.__init__(out)
+        out.in_features, out.out_features = linear.in_features, linear.out_features
+        out.weight = Parameter(linear.weight.data * scales[None, :])
+        if linear.bias is None:
+            out.register_parameter("bias", None)
+        else:
+            out.bias = Parameter(linear.bias.data.copy())
+        out.register_buffer("smooth_scales", Tensor(np.asarray(total, np.float32)))
         out.train(linear.training)
         return out
 

@@ -28,11 +28,12 @@ from ..nn.module import Module
 from ..qtensor import QTensor
 from ..tensor import Tensor
 from . import dtypes as qd
-from .dynamic import check_float_input, pack_dynamic_weight, weight_observer_for
+from .dynamic import check_float_input, pack_dynamic_weight
 from .modules import quantize_weight
-from .qconfig import QConfig, default_dynamic_qconfig, default_per_channel_weight_observer
+from .qconfig import QConfig, default_per_channel_weight_observer, full_range_dynamic_quant_observer
 
-per_token_dynamic_qconfig = QConfig(activation=default_dynamic_qconfig.activation,
+# The activation observer only says "dynamic, 8 bits": each call computes every row's range itself.
+per_token_dynamic_qconfig = QConfig(activation=full_range_dynamic_quant_observer,
                                     weight=default_per_channel_weight_observer)
 
 
@@ -149,9 +150,10 @@ class PerTokenDynamicQuantizedLinear(Module):
         observer; default per output channel, symmetric (`per_token_dynamic_qconfig`)."""
         if not isinstance(mod, nn_layers.Linear):
             raise TypeError(f"{cls.__name__}.from_float expects an nn.Linear, got {type(mod).__name__}")
-        if getattr(mod, "qconfig", None) is None:
-            mod.qconfig = per_token_dynamic_qconfig
-        observer = weight_observer_for(mod)
+        observer = (getattr(mod, "qconfig", None) or per_token_dynamic_qconfig).weight()
+        if observer.dtype is not qd.qint8:
+            raise ValueError(f"per-token dynamic quantization needs a qint8 weight observer; {type(mod).__name__}'s "
+                             f"qconfig weight observer produces {observer.dtype!r}")
         with no_grad():
             observer(mod.weight.detach())
         bias = None if mod.bias is None else mod.bias.data.copy()
