@@ -4,13 +4,13 @@ int8 weights per output channel chosen once, each row of the input quantized on 
 
     qmodel = quantize_dynamic(model, {nn.Linear}, per_token=True)
 
-Per-tensor dynamic quantization (`dynamic.py`) gives the whole batch one range, so a single large token
-(BERT's [SEP], a long number) coarsens every other token's levels. Per token, each row keeps its own
-range; this is the activation scheme of SmoothQuant's O1-O3 settings (Xiao et al. 2023, Table 2) and of
+Per-tensor dynamic quantization (`dynamic.py`) gives the whole batch one range, so one token with large
+values coarsens every other token's levels. Per token, each row keeps its own
+range. It is one of the activation granularities SmoothQuant (Xiao et al. 2023) compares, and the one of
 torch's decomposed `choose_qparams_per_token_asymmetric` / `quantize_per_token`, whose arithmetic it
 follows exactly (kernels.pertoken). One layer, x (M, K) float32, W (N, K) qint8 with scales w_scale[n]:
 
-    1. (xq, x_scale[m], x_zp[m]) = quantize_per_token(x / s)       s: the SmoothQuant factor, or 1
+    1. (xq, x_scale[m], x_zp[m]) = quantize_per_token(x * (1 / s))   s: the SmoothQuant factor, or 1
     2. acc[m, n] = sum_k (xq[m, k] - x_zp[m]) * (wq[n, k] - w_zp[n])           exact int32
        -- the int8 GEMM (kernels.qgemm) with x_zp = 0, then minus x_zp[m] * sum_k (wq[n, k] - w_zp[n])
     3. y[m, n] = float32(acc[m, n]) * float32(x_scale[m] * w_scale[n]) + bias[n]   in float32

@@ -4,7 +4,7 @@ outlier channels stretch every token's range, to the weights, which are easy to 
 
 For a Linear y = X W^T with X (tokens, K) and W (N, K), and per input channel j, from calibration data:
 
-    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)          (paper, eq. 4; alpha = 0.5 by default)
+    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)          alpha: the paper's migration strength, 0.5 default
     Y   = (X diag(s)^-1) (W diag(s))^T                   the same product in exact arithmetic
 
 max|X_j| is the largest |x| of channel j over every calibration token (`get_act_scales`); max|W_j| the
