@@ -141,6 +141,8 @@ def test_per_token_module_errors_and_smoothed_from_float():
     np.testing.assert_array_equal(qsmoothed(mc.tensor(x)).data, expected)
     with pytest.raises(ValueError, match="per_token=True"):
         quantize_dynamic(nn.Sequential(smoothed), {nn.Linear})
+    with pytest.raises(TypeError, match="per_token must be a bool"):
+        quantize_dynamic(nn.Sequential(linear), per_token="yes")
 
 
 class PreNormBlock(Module):
