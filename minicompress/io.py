@@ -56,8 +56,9 @@ TRANSIENT_ATTRIBUTES = {"_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", 
 
 # The modules that define layers, imported before a file is read so that each class can be found by
 # name in a fresh process (quant.dynamic, for one, is otherwise only imported on first use).
-LAYER_MODULES = ("nn", "quant", "quant.dynamic", "quant.dynamic_rnn", "quant.observer", "quant.fake_quantize",
-                 "quant.embedding", "quant.ort_calibrate", "prune", "prune.sparse_modules", "distill", "models", "graph")
+LAYER_MODULES = ("nn", "quant", "quant.dynamic", "quant.dynamic_per_token", "quant.dynamic_rnn", "quant.observer",
+                 "quant.fake_quantize", "quant.embedding", "quant.ort_calibrate", "prune", "prune.sparse_modules",
+                 "distill", "models", "graph")
 
 
 class ModelFileError(ValueError):

@@ -15,6 +15,9 @@ def test_full_range_int8_keeps_the_embeddings_and_the_retrieval():
     assert full.mean_cosine > torch_row.mean_cosine              # torch's 7-bit inputs: 0.94 / 0.88
     assert full.retrieval_agreement == 1.0
     assert float_row.bytes / full.bytes >= 3.5
+    per_token, smooth = report.row("int8 per token"), report.row("SmoothQuant + per token")
+    assert per_token.mean_cosine > full.mean_cosine and per_token.bytes == pytest.approx(full.bytes, rel=0.01)
+    assert smooth.mean_cosine >= 0.995 and smooth.min_cosine >= 0.99 and smooth.retrieval_agreement == 1.0
     static = report.row("int8 static")
     assert static.mean_cosine >= 0.9 and static.bytes == pytest.approx(full.bytes, rel=0.01)
     assert report.row("heads -2").parameters < float_row.parameters

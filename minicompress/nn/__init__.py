@@ -6,7 +6,7 @@ from .attention import EfficientAttention, LinearAttention
 from .bert import BertConfig, BertModel
 from .containers import ModuleList, Sequential
 from .layers import (Add, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Embedding, Flatten, Identity,
-                     LayerNorm, Linear)
+                     LayerNorm, Linear, SmoothedLinear)
 from .loss import CrossEntropyLoss, KLDivLoss, MSELoss, NLLLoss
 from .mobilenet import (DepthwiseSeparableConv2d, MobileClassifier, MobileNetBlock, create_mobile_classifier,
                         make_divisible)

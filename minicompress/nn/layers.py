@@ -41,6 +41,43 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class SmoothedLinear(Linear):
+    """y = (x / s) W'^T + b with W' = W diag(s): a Linear whose input is smoothed on the layer itself
+    (SmoothQuant's X diag(s)^-1 where no earlier layer can absorb it; see quant.smoothquant).
+
+    Built by `SmoothedLinear.from_linear(linear, s)`; its outputs equal `linear`'s up to float rounding.
+    `smooth_scales` (in_features,) is a buffer; `PerTokenDynamicQuantizedLinear.from_float` keeps it.
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("smooth_scales", Tensor(np.ones(in_features, np.float32)))
+
+    @classmethod
+    def from_linear(cls, linear, scales):
+        """A SmoothedLinear computing `linear` with factor `scales` (in_features,), finite and > 0."""
+        scales = np.asarray(scales, np.float32)
+        if scales.shape != (linear.in_features,) or not np.all(np.isfinite(scales) & (scales > 0)):
+            raise ValueError(f"scales must be finite and > 0 with shape ({linear.in_features},), got shape "
+                             f"{scales.shape}")
+        previous = getattr(linear, "smooth_scales", None)
+        total = scales if previous is None else previous.data * scales      # smoothing twice composes
+        out = cls.__new__(cls)             # not cls(...): its random initialisation would draw from the RNG
+        Module.__init__(out)
+        out.in_features, out.out_features = linear.in_features, linear.out_features
+        out.weight = Parameter(linear.weight.data * scales[None, :])
+        if linear.bias is None:
+            out.register_parameter("bias", None)
+        else:
+            out.bias = Parameter(linear.bias.data.copy())
+        out.register_buffer("smooth_scales", Tensor(np.asarray(total, np.float32)))
+        out.train(linear.training)
+        return out
+
+    def forward(self, x):
+        return F.linear(x * Tensor(np.float32(1) / self.smooth_scales.data), self.weight, self.bias)
+
+
 class Embedding(Module):
     """A lookup table of num_embeddings vectors of size embedding_dim, as torch.nn.Embedding:
     forward(indices (*)) -> (*, embedding_dim). Initialised N(0, 1), the padding row (if any) zero."""

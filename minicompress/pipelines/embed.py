@@ -5,6 +5,10 @@ sentence encoder, compress it in stages, and compare every stage with the float 
     int8 dynamic (torch)      quantize_dynamic with torch's default qconfig: per-tensor weights, 7-bit inputs
     int8 dynamic (full)       full_range_dynamic_qconfig (per-channel weights, 8-bit inputs) for every Linear,
                               and 8-bit row-wise embedding tables
+    int8 per token            every Linear quantized per token (one input range per row, int8 weights per
+                              output channel), and 8-bit row-wise embedding tables
+    SmoothQuant + per token   the same after SmoothQuant (Xiao et al. 2023, alpha 0.5), its factors from the
+                              activations of the retrieval texts (not the sentences scored)
     int8 static               every Linear between a QuantStub and a DeQuantStub: int8 in and out, with 8-bit
                               input ranges fixed by MinMax observers over the retrieval texts (not the
                               sentences scored); softmax, LayerNorm, GELU and the residual sums stay float
@@ -34,6 +38,7 @@ from ..quant.prepare import convert, prepare
 from ..quant.qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_weight_observer,
                              full_range_dynamic_qconfig)
 from ..quant.size import model_size_bytes
+from ..quant.smoothquant import smooth_quant
 from ..nn.stubs import DeQuantStub, QuantStub
 from .report import Report
 
@@ -123,6 +128,20 @@ def int8_dynamic(encoder, full_range=True):
     return quantize_embeddings(quantized) if full_range else quantized
 
 
+def int8_per_token(encoder, calibration_sentences=None, alpha=0.5):
+    """A copy of `encoder` with per-token dynamic int8 Linear layers and 8-bit row-wise embedding tables; given
+    calibration sentences, smoothed first (`quant.smooth_quant`, factors from their activations, `alpha`)."""
+    if calibration_sentences is None:
+        return quantize_embeddings(quantize_dynamic(encoder, {nn.Linear}, per_token=True))
+    calibration = list(calibration_sentences)
+    return quantize_embeddings(smooth_quant(encoder, lambda model: model.encode(calibration), alpha))
+
+
+def calibration_texts(retrieval=RETRIEVAL):
+    """The retrieval queries and documents: the calibration set of the static and SmoothQuant stages."""
+    return [text for query, documents in retrieval for text in [query] + documents]
+
+
 def int8_static(encoder, calibration_sentences):
     """A copy of `encoder` with static int8 Linear layers (each quantizes its input with ranges observed on
     `calibration_sentences`, then dequantizes its output) and 8-bit row-wise embedding tables."""
@@ -159,7 +178,9 @@ def optimize_embed(model_dir, prune_heads_count=6, sentences=SENTENCES, log=None
     record("float32", encoder, encoder)
     record("int8 dynamic (torch qconfig)", int8_dynamic(encoder, full_range=False), encoder)
     record("int8 dynamic (full range)", int8_dynamic(encoder), encoder)
-    calibration = [text for query, documents in RETRIEVAL for text in [query] + documents]
+    calibration = calibration_texts()
+    record("int8 per token", int8_per_token(encoder), encoder)
+    record("SmoothQuant + per token", int8_per_token(encoder, calibration), encoder)
     record("int8 static", int8_static(encoder, calibration), encoder)
     chosen = {}
     if prune_heads_count:

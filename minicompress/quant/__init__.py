@@ -11,7 +11,10 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
     size                                  how many bytes a model needs, and the before / after comparison
     dynamic, dynamic_rnn                  dynamically quantized layers (weights int8 ahead of time, activations
                                           quantized on the fly)
+    dynamic_per_token                     dynamic Linear with one input range per token (per_token=True)
     dynamic_quantize                      quantize_dynamic: which layers become dynamic ones, and the swap
+    smoothquant                           SmoothQuant (Xiao et al. 2023): activation outliers moved into the
+                                          weights by per-channel factors, then per-token int8
     dfq                                   data-free quantization (Nagel et al. 2019): cross-layer equalization,
                                           high-bias absorption, empirical and analytic bias correction
     adaround                              AdaRound (Nagel et al. 2020): learned up / down rounding of weights
@@ -38,6 +41,7 @@ from .qconfig import (QConfig, default_dynamic_qconfig, default_per_channel_qcon
                       default_qconfig, full_range_dynamic_qconfig, get_default_qat_qconfig, get_default_qconfig,
                       per_channel_dynamic_qconfig)
 from ..qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
+from .smoothquant import get_act_scales, smooth_lm, smooth_ln_fcs, smooth_quant
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
 from .static import calibrate, quantize_static
 from ..nn.stubs import DeQuantStub, QuantStub

@@ -1,15 +1,18 @@
 """`quantize_dynamic`, as `torch.ao.quantization.quantize_dynamic`: which layers become their dynamically
 quantized versions (weights int8 ahead of time, activations quantized on the fly), and the swap.
 
-The layers themselves are in `dynamic.py` (Linear) and `dynamic_rnn.py` (LSTM, GRU and their cells).
+The layers themselves are in `dynamic.py` (Linear), `dynamic_per_token.py` (Linear with one input range per
+token, `per_token=True`) and `dynamic_rnn.py` (LSTM, GRU and their cells).
 """
 import copy
 
 from ..nn import layers as nn_layers
+from ..nn.layers import SmoothedLinear
 from ..nn import rnn as nn_rnn
 from ..nn.module import Module
 from . import dtypes as qd
 from .dynamic import DynamicQuantizedLinear
+from .dynamic_per_token import PerTokenDynamicQuantizedLinear, per_token_dynamic_qconfig
 from .dynamic_rnn import DynamicQuantizedGRU, DynamicQuantizedGRUCell, DynamicQuantizedLSTM, DynamicQuantizedLSTMCell
 from .prepare import _swap, propagate_qconfig_
 from .qconfig import QConfig, default_dynamic_qconfig
@@ -22,6 +25,11 @@ def default_dynamic_quant_module_mappings():
             nn_rnn.GRUCell: DynamicQuantizedGRUCell}
 
 
+def per_token_dynamic_quant_module_mappings():
+    """float type -> per-token dynamic type (Linear layers only; a SmoothedLinear keeps its factor)."""
+    return {nn_layers.Linear: PerTokenDynamicQuantizedLinear, SmoothedLinear: PerTokenDynamicQuantizedLinear}
+
+
 def _check_dtype(dtype):
     try:
         checked = qd.check_dtype(dtype)
@@ -32,12 +40,12 @@ def _check_dtype(dtype):
                          f"(torch's float16 / quint4x2 variants are not implemented)")
 
 
-def _qconfig_dict(model, qconfig_spec, mapping):
+def _qconfig_dict(model, qconfig_spec, mapping, default=default_dynamic_qconfig):
     """qconfig_spec (None, a set of types / names, or a dict to QConfig) as a dict, every entry checked."""
     if qconfig_spec is None:
         qconfig_spec = set(mapping)
     if isinstance(qconfig_spec, (set, frozenset, list, tuple)):
-        qconfig_spec = dict.fromkeys(qconfig_spec, default_dynamic_qconfig)
+        qconfig_spec = dict.fromkeys(qconfig_spec, default)
     if not isinstance(qconfig_spec, dict):
         raise TypeError(f"qconfig_spec must be None, a set of module types / names, or a dict mapping them to a "
                         f"QConfig; got {type(qconfig_spec).__name__}")
@@ -57,7 +65,7 @@ def _qconfig_dict(model, qconfig_spec, mapping):
     return qconfig_spec
 
 
-def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inplace=False):
+def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inplace=False, per_token=False):
     """Replace layers with dynamically quantized ones, as `torch.ao.quantization.quantize_dynamic`.
 
     Args:
@@ -68,6 +76,9 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inp
         dtype: qint8 (the only dtype implemented).
         mapping: float type -> dynamic type; default `default_dynamic_quant_module_mappings()`.
         inplace: modify `model` itself; otherwise a deep copy is quantized and `model` is left untouched.
+        per_token: quantize each Linear's input row by row (`PerTokenDynamicQuantizedLinear`, weights per
+            output channel by default: `per_token_dynamic_qconfig`); not torch's. Needed for the
+            SmoothedLinear layers of `smoothquant.smooth_lm`, which are quantized with their factor.
 
     Returns:
         The quantized model, in eval mode.
@@ -80,8 +91,18 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qd.qint8, mapping=None, inp
     if not isinstance(model, Module):
         raise TypeError(f"model must be a Module, got {type(model).__name__}")
     _check_dtype(dtype)
-    mapping = default_dynamic_quant_module_mappings() if mapping is None else mapping
-    qconfig_dict = _qconfig_dict(model, qconfig_spec, mapping)
+    if not isinstance(per_token, bool):
+        raise TypeError(f"per_token must be a bool, got {per_token!r}")
+    if mapping is None:
+        mapping = per_token_dynamic_quant_module_mappings() if per_token else default_dynamic_quant_module_mappings()
+    smoothed = [name for name, m in model.named_modules() if type(m) is SmoothedLinear]
+    if smoothed and SmoothedLinear not in mapping:
+        raise ValueError(f"the model has SmoothedLinear layers ({smoothed[0]!r}, ...): quantize them with "
+                         f"per_token=True, which applies their factor before quantizing each token")
+    qconfig_dict = _qconfig_dict(model, qconfig_spec, mapping, per_token_dynamic_qconfig if per_token
+                                 else default_dynamic_qconfig)
+    if per_token and nn_layers.Linear in qconfig_dict and SmoothedLinear not in qconfig_dict:
+        qconfig_dict[SmoothedLinear] = qconfig_dict[nn_layers.Linear]     # a SmoothedLinear is a Linear
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
