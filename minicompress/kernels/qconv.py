@@ -296,7 +296,7 @@ class PreparedQConv2d:
     w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
     """
 
-    def __init__(self, wq, w_zps, stride, padding, dilation, groups):
+    def __init__(self, wq, w_zps, stride, padding, dilation, groups, x_max=QUINT8_MAX):
         self.out_channels, self.group_in, self.kh, self.kw = wq.shape
         self.in_channels = self.group_in * groups
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
@@ -317,19 +317,23 @@ class PreparedQConv2d:
                 self.packed = [pack16(part) for part in parts]
                 self.w_sums = rows.sum(axis=1, dtype=np.int64)
             else:
-                self.packed = [pack_weight(part, w_zps[g * group_out:(g + 1) * group_out])
+                self.packed = [pack_weight(part, w_zps[g * group_out:(g + 1) * group_out], x_max=x_max)
                                for g, part in enumerate(parts)]
         self.groups4 = -(-self.depth // 4)
+        # maddubs weights check their input's largest code (qgemm): done once per call, on x itself.
+        self.guarded = self.packed is not None and not self.gemm16 and any(
+            part.x_limit < QUINT8_MAX for part in self.packed)
 
     def output_size(self, height, width):
         return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
                 conv_output_size(width, self.kw, self.stride[1], self.padding[1], self.dilation[1]))
 
 
-def prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups):
+def prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups, x_max=QUINT8_MAX):
     """A PreparedQConv2d for checked arguments: wq int8 (C_out, C_in / groups, kh, kw), w_zps int64 (C_out,),
-    stride / padding / dilation pairs of ints."""
-    return PreparedQConv2d(wq, w_zps, stride, padding, dilation, groups)
+    stride / padding / dilation pairs of ints; x_max the largest input code expected (it steers the GEMM
+    route, `qgemm.choose_route`)."""
+    return PreparedQConv2d(wq, w_zps, stride, padding, dilation, groups, x_max)
 
 
 def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
@@ -345,20 +349,24 @@ def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
                 x = np.repeat(x, per_input, axis=3)
             return depthwise_qconv2d(x, x_zp, prepared.w_centred, bias_q, multiplier, out_zp, qmin, qmax,
                                      prepared.stride, prepared.padding, prepared.dilation, (out_h, out_w))
+        x_max = None
+        if prepared.guarded:        # im2row's rows also hold x_zp, the padding
+            x_max = max(int(x.max()), x_zp if prepared.padding != (0, 0) else 0)
         if prepared.route == "pointwise":
             (sh, sw) = prepared.stride
             if (sh, sw) != (1, 1):
                 x = np.ascontiguousarray(x[:, ::sh, ::sw][:, :out_h, :out_w])
             pixels = _gemm(x.reshape(-1, prepared.in_channels), x_zp, prepared, 0, bias_q, multiplier, out_zp,
-                           qmin, qmax)
+                           qmin, qmax, x_max)
             return pixels.reshape(n_batch, out_h, out_w, c_out)
-        return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w))
+        return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w), x_max)
 
 
-def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax):
-    """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8."""
+def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax, x_max=None):
+    """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8;
+    x_max, when known, the largest code in rows."""
     if not prepared.gemm16:
-        return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax)
+        return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax, x_max)
     n_cols = bias_q.shape[0]
     w_sums = prepared.w_sums[group * n_cols:(group + 1) * n_cols]
     col_term = (bias_q - x_zp * w_sums).astype(np.int32)          # fits: check_accumulator_range
@@ -368,7 +376,7 @@ def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax):
     return out.reshape(rows.shape[0], n_cols)
 
 
-def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size):
+def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size, x_max=None):
     """The im2row route: per band of output rows and per group, im2row then `qgemm_requant`."""
     n_batch = x.shape[0]
     out_h, out_w = out_size
@@ -384,7 +392,8 @@ def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, o
         for g in range(groups):
             rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in, row_width)
             channels = slice(g * group_out, (g + 1) * group_out)
-            levels = _gemm(rows, x_zp, prepared, g, bias_q[channels], multiplier[channels], out_zp, qmin, qmax)
+            levels = _gemm(rows, x_zp, prepared, g, bias_q[channels], multiplier[channels], out_zp, qmin, qmax,
+                           x_max)
             if groups == 1:
                 out[pixels] = levels
             else:

@@ -105,9 +105,10 @@ def quantize_input(x, reduce_range=True):
     return quantize_per_tensor(x, scale, zero_point, qd.quint8), scale, zero_point
 
 
-def pack_dynamic_weight(weight, route=None):
+def pack_dynamic_weight(weight, route=None, reduce_range=True):
     """(w_scales float32 (N,), PackedWeight) of a qint8 QTensor weight (N, K): its qparams checked and its
-    codes packed for the GEMM (kernels.qgemm.pack_weight), once per weight."""
+    codes packed for the GEMM (kernels.qgemm.pack_weight), once per weight; 7-bit inputs (reduce_range)
+    let an AVX2 CPU take the maddubs route."""
     out_features, in_features = weight.shape
     if weight.is_per_channel():
         w_scales, w_zps = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
@@ -115,7 +116,7 @@ def pack_dynamic_weight(weight, route=None):
         w_scales, w_zps = np.array([weight.q_scale()]), np.array([weight.q_zero_point()])
     w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_features)
     check_accumulator_range(in_features, None)
-    return w_scales, pack_weight(weight.int_repr(), w_zps, route)
+    return w_scales, pack_weight(weight.int_repr(), w_zps, route, x_max=127 if reduce_range else 255)
 
 
 def linear_dynamic(x, weight, bias=None, reduce_range=True, packed=None):
@@ -235,7 +236,7 @@ class DynamicQuantizedLinear(Module):
         call after `load`: model files hold the plain codes); not saved (io.TRANSIENT_ATTRIBUTES)."""
         memo = self.__dict__.get("_packed_weight")
         if memo is None or memo[0] is not self._weight:
-            memo = (self._weight, pack_dynamic_weight(self._weight))
+            memo = (self._weight, pack_dynamic_weight(self._weight, reduce_range=self.reduce_range))
             self.__dict__["_packed_weight"] = memo
         return memo[1]
 
