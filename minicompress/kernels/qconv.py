@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import qgemm, simd
 from .conv import conv_output_size, valid_range
-from .epilogue import requantize_reference, requantize_store16, requantize_value
+from .epilogue import requantize_reference, requantize_store8, requantize_store16, requantize_value
 from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
                            requantize_multiplier)
@@ -109,8 +109,63 @@ def _gemm16_requant_kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qma
 gemm16_requant_kernel = ParallelKernel(_gemm16_requant_kernel)
 
 
+# The same on ymm registers for AVX2 (maddubs: vpmaddubsw + vpmaddwd) and AVX-VNNI (vpdpbusd on ymm), on the
+# same packed layout: 4 pixels x 16 columns (two 8-lane halves), 8 accumulators, the two weight halves and
+# one broadcast in registers (12 of the 16 ymm), each half requantized by `epilogue.requantize_store8`.
+# Before qgemm's 4 x 16 tiles did this GEMM: storing every tile to scratch and finishing it there cost
+# more than the dot products (32 -> 32 channels at 224x224: 2.7 ms on maddubs, 0.66 ms for gemm16).
+
+
+def _gemm8_kernel(step, name):
+    def kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qmax, n_cols, out):
+        m_rows = x.shape[0]
+        panels = (n_cols + 15) // 16
+        zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+        for block in prange((m_rows + PIXEL_BLOCK - 1) // PIXEL_BLOCK):
+            scratch = np.empty(8, np.int32)
+            stop = min(m_rows, (block + 1) * PIXEL_BLOCK)
+            for m0 in range(block * PIXEL_BLOCK, stop, 4):
+                last = stop - 1
+                r0, r1, r2, r3 = m0, min(m0 + 1, last), min(m0 + 2, last), min(m0 + 3, last)
+                for panel in range(panels):
+                    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = simd.zeros8()
+                    for g in range(groups):
+                        at = (panel * groups + g) * 16
+                        w_lo, w_hi = simd.load8(w, at), simd.load8(w, at + 8)
+                        v = simd.splat8(x[r0, g])
+                        a0, b0 = step(a0, v, w_lo), step(b0, v, w_hi)
+                        v = simd.splat8(x[r1, g])
+                        a1, b1 = step(a1, v, w_lo), step(b1, v, w_hi)
+                        v = simd.splat8(x[r2, g])
+                        a2, b2 = step(a2, v, w_lo), step(b2, v, w_hi)
+                        v = simd.splat8(x[r3, g])
+                        a3, b3 = step(a3, v, w_lo), step(b3, v, w_hi)
+                    for i, halves in enumerate(((a0, b0), (a1, b1), (a2, b2), (a3, b3))):
+                        if m0 + i >= stop:
+                            break
+                        for h, acc in enumerate(halves):
+                            n0, row = panel * 16 + 8 * h, (m0 + i) * n_cols
+                            if n0 + 8 <= n_cols:
+                                requantize_store8(out, row + n0, acc, col_term, multiplier, n0, zp, lo, hi)
+                            elif n0 < n_cols:                   # the last, partial half: one column at a time
+                                simd.store8(scratch, 0, acc)
+                                for j in range(n_cols - n0):
+                                    out[row + n0 + j] = requantize_value(
+                                        np.int32(scratch[j] + col_term[n0 + j]), multiplier[n0 + j], out_zp, qmin, qmax)
+        return out
+
+    kernel.__name__ = kernel.__qualname__ = f"_gemm8_{name}_requant_kernel"     # Numba names cache files after it
+    return ParallelKernel(kernel)
+
+
+# route -> the ymm conv GEMM on it (compiled at first call, only on a CPU that has the route)
+gemm8_requant_kernels = {"avxvnni": _gemm8_kernel(simd.vpdpbusd8, "avxvnni"),
+                         "maddubs": _gemm8_kernel(simd.maddubs_add8, "maddubs")}
+
+
 def gemm16_requant_reference(x, w_rows, col_term, multiplier, out_zp, qmin, qmax):
-    """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp)."""
+    """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp).
+    The twin of the gemm16 kernel and of the gemm8 kernels (maddubs for codes within its limit)."""
     acc = x.astype(np.int64) @ w_rows.astype(np.int64).T + col_term[:w_rows.shape[0]]
     return requantize_reference(acc.astype(np.int32), multiplier, out_zp, qmin, qmax)
 
@@ -291,8 +346,11 @@ class PreparedQConv2d:
 
     route          'pointwise', 'im2row' or 'depthwise'
     packed         im2row / pointwise: one PackedWeight (qgemm) per group, weight rows in (i, j, c) order;
-                   or, when `gemm16` (AVX512-VNNI and symmetric weights), `_pack16`'s layout per group
-    w_sums         with gemm16: sum_k w per output channel (int64), for the x_zp term
+                   or, when `gemm16` (AVX512-VNNI and symmetric weights) or `gemm8` (the avxvnni or maddubs route
+                   and symmetric weights), `pack16`'s layout per group
+    w_sums         with gemm16 / gemm8: sum_k w per output channel (int64), for the x_zp term
+    x_limit        with gemm8 = maddubs: the largest input code it is exact for (qgemm.maddubs_code_limit);
+                   larger codes run qgemm's int16 route on `fallback` (packed on first use)
     w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
     """
 
@@ -302,6 +360,7 @@ class PreparedQConv2d:
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.depth = self.group_in * self.kh * self.kw
         self.packed, self.w_centred, self.gemm16, self.w_sums = None, None, False, None
+        self.gemm8, self.x_limit, self.fallback, self.w_zps = None, QUINT8_MAX, None, w_zps
         pointwise = (self.kh, self.kw) == (1, 1) and padding == (0, 0) and groups == 1
         if groups == self.in_channels and self.group_in == 1 and not pointwise:
             self.route = "depthwise"
@@ -313,7 +372,13 @@ class PreparedQConv2d:
             group_out = self.out_channels // groups
             parts = [rows[g * group_out:(g + 1) * group_out] for g in range(groups)]
             self.gemm16 = qgemm.QGEMM_ROUTE == "vnni512" and not np.any(w_zps)
-            if self.gemm16:
+            routes = {qgemm.choose_route(part, x_max) for part in parts}
+            if not self.gemm16 and not np.any(w_zps) and len(routes) == 1 and routes <= set(gemm8_requant_kernels):
+                self.gemm8 = routes.pop()
+                if self.gemm8 == "maddubs":
+                    self.x_limit = min(qgemm.maddubs_code_limit(part) for part in parts)
+                    self.parts = parts
+            if self.gemm16 or self.gemm8:
                 self.packed = [pack16(part) for part in parts]
                 self.w_sums = rows.sum(axis=1, dtype=np.int64)
             else:
@@ -321,8 +386,16 @@ class PreparedQConv2d:
                                for g, part in enumerate(parts)]
         self.groups4 = -(-self.depth // 4)
         # maddubs weights check their input's largest code (qgemm): done once per call, on x itself.
-        self.guarded = self.packed is not None and not self.gemm16 and any(
-            part.x_limit < QUINT8_MAX for part in self.packed)
+        self.guarded = self.x_limit < QUINT8_MAX or (self.packed is not None and not self.gemm16 and not self.gemm8
+                                                     and any(part.x_limit < QUINT8_MAX for part in self.packed))
+
+    def int16_fallback(self):
+        """gemm8 = maddubs's weight packed for qgemm's exact int16 route, per group (built on first use)."""
+        if self.fallback is None:
+            group_out = self.out_channels // self.groups
+            self.fallback = [pack_weight(part, self.w_zps[g * group_out:(g + 1) * group_out], "int16")
+                             for g, part in enumerate(self.parts)]
+        return self.fallback
 
     def output_size(self, height, width):
         return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
@@ -365,14 +438,18 @@ def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
 def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax, x_max=None):
     """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8;
     x_max, when known, the largest code in rows."""
-    if not prepared.gemm16:
+    if prepared.gemm8 and x_max is not None and x_max > prepared.x_limit:      # maddubs could saturate
+        return qgemm_requant(rows[:, :prepared.depth], x_zp, prepared.int16_fallback()[group], bias_q, multiplier,
+                             out_zp, qmin, qmax)
+    if not (prepared.gemm16 or prepared.gemm8):
         return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax, x_max)
     n_cols = bias_q.shape[0]
     w_sums = prepared.w_sums[group * n_cols:(group + 1) * n_cols]
     col_term = (bias_q - x_zp * w_sums).astype(np.int32)          # fits: check_accumulator_range
     out = np.empty(rows.shape[0] * n_cols, np.uint8)
-    gemm16_requant_kernel(_words(rows, prepared.groups4), prepared.groups4, prepared.packed[group], col_term,
-                          np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
+    kernel = gemm8_requant_kernels[prepared.gemm8] if prepared.gemm8 else gemm16_requant_kernel
+    kernel(_words(rows, prepared.groups4), prepared.groups4, prepared.packed[group], col_term,
+           np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
     return out.reshape(rows.shape[0], n_cols)
 
 
@@ -388,7 +465,7 @@ def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, o
     for first in range(0, n_batch * out_h, band):
         count = min(band, n_batch * out_h - first)
         pixels = slice(first * out_w, (first + count) * out_w)
-        row_width = 4 * prepared.groups4 if prepared.gemm16 else prepared.depth
+        row_width = 4 * prepared.groups4 if prepared.gemm16 or prepared.gemm8 else prepared.depth
         for g in range(groups):
             rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in, row_width)
             channels = slice(g * group_out, (g + 1) * group_out)
