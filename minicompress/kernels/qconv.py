@@ -274,7 +274,10 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
     With sw = 1 a tap's valid pixels are one contiguous run of bytes, so the tap is a single flat loop
     acc[k] += (x[k + offset] - x_zp) * w_row[k], with each tap's weights repeated along the row beforehand
     (w_row, kh * kw * Wo * C int32) so that no index wraps around C. The flat indices are unsigned, which
-    spares Numba's negative-index check and lets LLVM vectorise the loop. Other strides use `_mac_rows`."""
+    spares Numba's negative-index check and lets LLVM vectorise the loop. Other strides use `_mac_rows`.
+    The requantization is one flat loop too, over the row's multipliers repeated per pixel (m_row) with
+    the zero point and clamp in float32, so that it vectorises (8 lanes on AVX2) instead of running one
+    channel at a time."""
     n_batch, height, width, channels = x.shape
     kh, kw = w_centred.shape[0], w_centred.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -284,6 +287,11 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
     row = out_w * channels
     x_flat, out_flat = x.reshape(-1), out.reshape(-1)
     w_row = np.empty(kh * kw * row if sw == 1 else 0, dtype=np.int32)
+    m_row = np.empty(row, dtype=np.float32)
+    for q in range(out_w):
+        for c in range(channels):
+            m_row[q * channels + c] = multiplier[c]
+    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
     if sw == 1:
         for t in range(kh * kw):
             for q in range(out_w):
@@ -315,10 +323,8 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
                     _mac_rows(acc[q_lo * channels:q_hi * channels].reshape(q_hi - q_lo, channels),
                               x[n, h, first:first + (q_hi - q_lo - 1) * sw + 1:sw], w_centred[i, j], zx)
         base = np.uint64(task * row)
-        for q in range(out_w):
-            for c in range(channels):
-                k = np.uint64(q * channels + c)
-                out_flat[base + k] = requantize_value(acc[k], multiplier[c], out_zp, qmin, qmax)
+        for k in range(np.uint64(row)):
+            out_flat[base + k] = requantize_value(acc[k], m_row[k], zp, lo, hi)
     return out
 
 
