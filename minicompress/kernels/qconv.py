@@ -117,29 +117,35 @@ gemm16_requant_kernel = ParallelKernel(_gemm16_requant_kernel)
 
 
 def _gemm8_kernel(step, name):
-    def kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qmax, n_cols, out):
+    def kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qmax, n_cols, out, hot, limit):
+        """As `_gemm16_requant_kernel`, on ymm. hot (one byte per 4-row tile, or empty: none) marks the tiles
+        holding a code above `limit` (`hot_tiles`); there each code x is split into min(x, limit) and
+        max(x - limit, 0), both at most `limit` (as 255 - limit <= limit), and both parts are accumulated:
+        so maddubs never sees a code it could saturate on, and a rare outlier pixel costs one tile twice."""
         m_rows = x.shape[0]
         panels = (n_cols + 15) // 16
         zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+        cap = simd.splat8(np.int32(limit * 0x01010101 - (1 << 32) if limit >= 128 else limit * 0x01010101))
         for block in prange((m_rows + PIXEL_BLOCK - 1) // PIXEL_BLOCK):
             scratch = np.empty(8, np.int32)
             stop = min(m_rows, (block + 1) * PIXEL_BLOCK)
             for m0 in range(block * PIXEL_BLOCK, stop, 4):
                 last = stop - 1
                 r0, r1, r2, r3 = m0, min(m0 + 1, last), min(m0 + 2, last), min(m0 + 3, last)
+                split = hot.shape[0] > 0 and hot[m0 // 4] != 0
                 for panel in range(panels):
                     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = simd.zeros8()
                     for g in range(groups):
                         at = (panel * groups + g) * 16
                         w_lo, w_hi = simd.load8(w, at), simd.load8(w, at + 8)
-                        v = simd.splat8(x[r0, g])
-                        a0, b0 = step(a0, v, w_lo), step(b0, v, w_hi)
-                        v = simd.splat8(x[r1, g])
-                        a1, b1 = step(a1, v, w_lo), step(b1, v, w_hi)
-                        v = simd.splat8(x[r2, g])
-                        a2, b2 = step(a2, v, w_lo), step(b2, v, w_hi)
-                        v = simd.splat8(x[r3, g])
-                        a3, b3 = step(a3, v, w_lo), step(b3, v, w_hi)
+                        v0, v1, v2, v3 = simd.splat8(x[r0, g]), simd.splat8(x[r1, g]), simd.splat8(x[r2, g]), simd.splat8(x[r3, g])
+                        if split:
+                            u0, u1, u2, u3 = simd.usubsat8(v0, cap), simd.usubsat8(v1, cap), simd.usubsat8(v2, cap), simd.usubsat8(v3, cap)
+                            v0, v1, v2, v3 = simd.umin8(v0, cap), simd.umin8(v1, cap), simd.umin8(v2, cap), simd.umin8(v3, cap)
+                            a0, b0, a1, b1 = step(a0, u0, w_lo), step(b0, u0, w_hi), step(a1, u1, w_lo), step(b1, u1, w_hi)
+                            a2, b2, a3, b3 = step(a2, u2, w_lo), step(b2, u2, w_hi), step(a3, u3, w_lo), step(b3, u3, w_hi)
+                        a0, b0, a1, b1 = step(a0, v0, w_lo), step(b0, v0, w_hi), step(a1, v1, w_lo), step(b1, v1, w_hi)
+                        a2, b2, a3, b3 = step(a2, v2, w_lo), step(b2, v2, w_hi), step(a3, v3, w_lo), step(b3, v3, w_hi)
                     for i, halves in enumerate(((a0, b0), (a1, b1), (a2, b2), (a3, b3))):
                         if m0 + i >= stop:
                             break
@@ -157,6 +163,31 @@ def _gemm8_kernel(step, name):
     kernel.__name__ = kernel.__qualname__ = f"_gemm8_{name}_requant_kernel"     # Numba names cache files after it
     return ParallelKernel(kernel)
 
+
+def _hot_tiles(rows, limit):
+    """One byte per 4-row tile of rows (M, K) uint8: 1 where some code exceeds limit."""
+    tiles = (rows.shape[0] + 3) // 4
+    hot = np.zeros(tiles, np.uint8)
+    for t in prange(tiles):
+        top = np.uint8(0)
+        for m in range(4 * t, min(4 * t + 4, rows.shape[0])):
+            line = rows[m]
+            for k in range(line.shape[0]):
+                top = max(top, line[k])
+        hot[t] = top > limit
+    return hot
+
+
+hot_tiles = ParallelKernel(_hot_tiles)
+
+
+def hot_tiles_reference(rows, limit):
+    padded = np.zeros((-(-rows.shape[0] // 4) * 4, rows.shape[1]), np.uint8)
+    padded[:rows.shape[0]] = rows
+    return (padded.reshape(-1, 4 * rows.shape[1]) > limit).any(axis=1).astype(np.uint8)
+
+
+_NO_TILES = np.zeros(0, np.uint8)
 
 # route -> the ymm conv GEMM on it (compiled at first call, only on a CPU that has the route)
 gemm8_requant_kernels = {"avxvnni": _gemm8_kernel(simd.vpdpbusd8, "avxvnni"),
@@ -356,7 +387,7 @@ class PreparedQConv2d:
                    and symmetric weights), `pack16`'s layout per group
     w_sums         with gemm16 / gemm8: sum_k w per output channel (int64), for the x_zp term
     x_limit        with gemm8 = maddubs: the largest input code it is exact for (qgemm.maddubs_code_limit);
-                   larger codes run qgemm's int16 route on `fallback` (packed on first use)
+                   the 4-pixel tiles holding a larger code split their codes in two (`_gemm8_kernel`)
     w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
     """
 
@@ -366,7 +397,7 @@ class PreparedQConv2d:
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.depth = self.group_in * self.kh * self.kw
         self.packed, self.w_centred, self.gemm16, self.w_sums = None, None, False, None
-        self.gemm8, self.x_limit, self.fallback, self.w_zps = None, QUINT8_MAX, None, w_zps
+        self.gemm8, self.x_limit = None, QUINT8_MAX
         pointwise = (self.kh, self.kw) == (1, 1) and padding == (0, 0) and groups == 1
         if groups == self.in_channels and self.group_in == 1 and not pointwise:
             self.route = "depthwise"
@@ -383,7 +414,6 @@ class PreparedQConv2d:
                 self.gemm8 = routes.pop()
                 if self.gemm8 == "maddubs":
                     self.x_limit = min(qgemm.maddubs_code_limit(part) for part in parts)
-                    self.parts = parts
             if self.gemm16 or self.gemm8:
                 self.packed = [pack16(part) for part in parts]
                 self.w_sums = rows.sum(axis=1, dtype=np.int64)
@@ -394,14 +424,6 @@ class PreparedQConv2d:
         # maddubs weights check their input's largest code (qgemm): done once per call, on x itself.
         self.guarded = self.x_limit < QUINT8_MAX or (self.packed is not None and not self.gemm16 and not self.gemm8
                                                      and any(part.x_limit < QUINT8_MAX for part in self.packed))
-
-    def int16_fallback(self):
-        """gemm8 = maddubs's weight packed for qgemm's exact int16 route, per group (built on first use)."""
-        if self.fallback is None:
-            group_out = self.out_channels // self.groups
-            self.fallback = [pack_weight(part, self.w_zps[g * group_out:(g + 1) * group_out], "int16")
-                             for g, part in enumerate(self.parts)]
-        return self.fallback
 
     def output_size(self, height, width):
         return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
@@ -444,18 +466,22 @@ def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
 def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax, x_max=None):
     """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8;
     x_max, when known, the largest code in rows."""
-    if prepared.gemm8 and x_max is not None and x_max > prepared.x_limit:      # maddubs could saturate
-        return qgemm_requant(rows[:, :prepared.depth], x_zp, prepared.int16_fallback()[group], bias_q, multiplier,
-                             out_zp, qmin, qmax)
     if not (prepared.gemm16 or prepared.gemm8):
         return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax, x_max)
     n_cols = bias_q.shape[0]
     w_sums = prepared.w_sums[group * n_cols:(group + 1) * n_cols]
     col_term = (bias_q - x_zp * w_sums).astype(np.int32)          # fits: check_accumulator_range
     out = np.empty(rows.shape[0] * n_cols, np.uint8)
-    kernel = gemm8_requant_kernels[prepared.gemm8] if prepared.gemm8 else gemm16_requant_kernel
-    kernel(_words(rows, prepared.groups4), prepared.groups4, prepared.packed[group], col_term,
-           np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
+    words = _words(rows, prepared.groups4)
+    if prepared.gemm8:
+        # maddubs could saturate on codes above x_limit: mark the tiles that hold one
+        hot = hot_tiles(rows, prepared.x_limit) if x_max is not None and x_max > prepared.x_limit else _NO_TILES
+        gemm8_requant_kernels[prepared.gemm8](words, prepared.groups4, prepared.packed[group], col_term,
+                                              np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out, hot,
+                                              prepared.x_limit)
+    else:
+        gemm16_requant_kernel(words, prepared.groups4, prepared.packed[group], col_term,
+                              np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
     return out.reshape(rows.shape[0], n_cols)
 
 

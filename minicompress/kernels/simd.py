@@ -170,6 +170,24 @@ def maddubs_add8(typingctx, acc, a, b):
     return I32x8(I32x8, I32x8, I32x8), codegen
 
 
+def _byte_op(name):
+    @intrinsic
+    def byte_op(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            bytes32 = ir.VectorType(ir.IntType(8), 32)
+            a8, b8 = builder.bitcast(args[0], bytes32), builder.bitcast(args[1], bytes32)
+            return builder.bitcast(_call(builder, name, bytes32, [bytes32, bytes32], [a8, b8]), _V8)
+        return I32x8(I32x8, I32x8), codegen
+    return byte_op
+
+
+# Per byte of two I32x8: min(a, b) as uint8 (vpminub) and max(a - b, 0) as uint8 (vpsubusb). LLVM's generic
+# intrinsics: legal on any CPU. a = umin8(a, L) + usubsat8(a, L) splits a code into two parts <= L when
+# 255 - L <= L (qconv's maddubs GEMM, for the rare pixels above its code limit).
+umin8 = _byte_op("llvm.umin.v32i8")
+usubsat8 = _byte_op("llvm.usub.sat.v32i8")
+
+
 def maddubs_reference(x, w):
     """What `maddubs_add8` computes, on whole arrays: x (M, K) uint8 times w (N, K) int8 with K even, the
     products of k = 2j and 2j + 1 added and clamped to int16 (pmaddubsw's saturation), then summed in int64.
