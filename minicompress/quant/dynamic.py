@@ -74,9 +74,11 @@ def choose_quantization_params(min_val, max_val, qmin=0, qmax=255, reduce_range=
         raise ValueError(f"min_val={min_val} must not exceed max_val={max_val} (and neither may be NaN)")
     lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
     scale = (float(hi) - float(lo)) / (qmax - qmin)
-    with np.errstate(divide="ignore", over="ignore"):
-        if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
-            scale = 0.1
+    narrow = float(np.float32(scale))
+    if narrow < 1e-30:                  # only then can 1 / float32(scale) overflow (errstate costs ~5 us a call)
+        with np.errstate(divide="ignore", over="ignore"):
+            if narrow == 0 or np.isinf(np.float32(1) / np.float32(scale)):
+                scale = 0.1
     if scale < SMALL_SCALE_THRESHOLD:
         original = np.float32(scale)
         scale = SMALL_SCALE_THRESHOLD
@@ -142,10 +144,15 @@ def linear_dynamic(x, weight, bias=None, reduce_range=True, packed=None):
         raise ValueError("linear_dynamic: the input contains NaN or infinite values, which have no quantized range")
     w_scales, packed = pack_dynamic_weight(weight, "portable") if packed is None else packed
     x_scale, x_zp = choose_quantization_params(low, high, reduce_range=reduce_range)
+    inv_scale = np.float32(1) / x_scale
     with threads_for(rows.size):
-        xq = quantize_uint8(rows.reshape(-1), np.float32(1) / x_scale, x_zp).reshape(rows.shape)
+        xq = quantize_uint8(rows.reshape(-1), inv_scale, x_zp).reshape(rows.shape)
+    # Quantizing is monotonic, so the largest code is that of the largest value: the GEMM's route check
+    # (kernels.qgemm, maddubs) needs no pass over the codes.
+    x_max = int(quantize_uint8(np.array([high], np.float32), inv_scale, x_zp)[0])
     multiplier = requantize_multiplier(x_scale, w_scales, 1.0)
-    out = qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, None if bias is None else np.asarray(bias, np.float32))
+    out = qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, None if bias is None else np.asarray(bias, np.float32),
+                                  x_max)
     return out.reshape(*x.shape[:-1], out_features)
 
 
