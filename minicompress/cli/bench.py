@@ -52,6 +52,10 @@ def cmd_bench(args):
     print(f"int8 GEMM route: {QGEMM_ROUTE} (MINICOMPRESS_QGEMM overrides it)")
     for batch, seconds in latency_per_image(model, shape, batches).items():
         print(f"batch {batch:4d}: {seconds * 1e3:.4f} ms/image, {seconds * batch * 1e3:.3f} ms/batch")
+    from minicompress.quant.modules import kernel_routes
+    routes = kernel_routes(model)
+    if routes:
+        print("int8 kernels taken: " + ", ".join(f"{name} x{count}" for name, count in sorted(routes.items())))
     return 0
 
 

@@ -507,3 +507,36 @@ class QuantizedConcat(QuantizedModule):
         parts = [_check_input(x, "QuantizedConcat").dequantize().data for x in xs]
         return quantize_per_tensor(Tensor._wrap(np.concatenate(parts, axis=self.axis)), self.scale, self.zero_point,
                                    qd.quint8)
+
+
+def kernel_routes(model):
+    """{kernel: number of layers} for the integer layers of `model` that have prepared their weights (at
+    construction, or on their first call): which GEMM route (kernels.qgemm) each Linear packed for, and
+    which conv route and GEMM each Conv2d took. What `minicompress bench` and the benchmarks print."""
+    from ..kernels.qgemm import PackedWeight
+    counts = {}
+
+    def count(name):
+        counts[name] = counts.get(name, 0) + 1
+
+    def packed_in(value):
+        if isinstance(value, PackedWeight):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from packed_in(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from packed_in(item)
+
+    for module in model.modules():
+        plan = module.__dict__.get("_conv_plan")
+        if plan is not None:
+            conv = plan.conv
+            gemm = ("vnni512 zmm conv GEMM" if conv.gemm16 else f"{conv.gemm8} ymm conv GEMM" if conv.gemm8
+                    else "direct loop" if conv.route == "depthwise" else f"qgemm {conv.packed[0].route}")
+            count(f"conv {conv.route}: {gemm}")
+        for packed in packed_in(module.__dict__.get("_packed_weight")):
+            count(f"{'dynamic ' if type(module).__name__.startswith('Dynamic') else ''}linear: qgemm {packed.route}")
+    return counts
+
