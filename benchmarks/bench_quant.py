@@ -82,7 +82,7 @@ def linear_cases(rng):
     w = rng.normal(0, 0.03, (1024, 1024)).astype(np.float32)
     b = rng.normal(0, 0.1, 1024).astype(np.float32)
     qw, t_qw = weight_pair(w)
-    ours = nnq.Linear(qw, b, out_scale, out_zp)
+    ours = nnq.Linear(qw, b, out_scale, out_zp, input_code_max=127)      # 7-bit inputs, as from_float records
     theirs = tnnq.Linear(1024, 1024)
     theirs.set_weight_bias(t_qw, torch.from_numpy(b))
     theirs.scale, theirs.zero_point = out_scale, out_zp
@@ -107,7 +107,7 @@ def conv_cases(rng):
     w = rng.normal(0, 0.05, (64, 64, 3, 3)).astype(np.float32)
     b = rng.normal(0, 0.1, 64).astype(np.float32)
     qw, t_qw = weight_pair(w)
-    ours = nnq.Conv2d(qw, b, out_scale, out_zp, 1, 1, 1, 1)
+    ours = nnq.Conv2d(qw, b, out_scale, out_zp, 1, 1, 1, 1, input_code_max=127)
     theirs = tnnq.Conv2d(64, 64, 3, 1, 1)
     theirs.set_weight_bias(t_qw, torch.from_numpy(b))
     theirs.scale, theirs.zero_point = out_scale, out_zp
