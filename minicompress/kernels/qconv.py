@@ -23,6 +23,11 @@ routes once, from the weight's shape, and prepares the weight for it (computed o
                 runs over the channels of a pixel (vectorised), requantized in place; a channel multiplier
                 m > 1 repeats each input channel m times first (output channel o reads input o // m)
 
+With symmetric weights (the x86 qconfig's) the pointwise and im2row GEMMs run a conv GEMM of their own
+instead of `qgemm_requant`, with the result kept in registers up to the uint8 store: `gemm16` (zmm,
+AVX512-VNNI) or `gemm8` (ymm: AVX-VNNI, or AVX2's maddubs when the layer's weight and expected input
+codes cannot saturate vpmaddubsw; the rare tiles with a larger code split each code in two).
+
 `quantized_conv2d` is the validated entry point on (N, C, H, W) arrays of any layout; `qconv2d_nhwc` runs a
 prepared convolution on channels-last bytes without checks (the quantized Conv2d module's forward).
 """

@@ -25,8 +25,8 @@ afterwards, by expanding the product:
     sum_k (x - zx)(w - zw) = sum_k x w  -  zw * sum_k x  -  zx * sum_k w  +  K * zx * zw
 
 The weight row sums sum_k w are computed when the weight is packed; sum_k x only when some zw != 0.
-Apart from maddubs's vpmaddubsw none of these instructions saturates, so the raw sum is exact while K * 255 * 128 < 2**31 (K < 65,793;
-`check_accumulator_range` asks for less). Packing (`pack_weight`) pads K with zero bytes to the group size
+Apart from maddubs's vpmaddubsw none of these instructions saturates, so the raw sum is exact while
+K * 255 * 128 < 2**31 (K < 65,793; `check_accumulator_range` asks for less). Packing (`pack_weight`) pads K with zero bytes to the group size
 (4 bytes for vpdpbusd, 2 int16 for vpmaddwd) and N to the tile width, and lays the weight out in the order
 the tile reads it, [N/width][K/group][width][group]:
 
@@ -160,8 +160,8 @@ def maddubs_code_limit(wq):
     even[:, :wq.shape[1]] = wq
     pairs = even.reshape(wq.shape[0], -1, 2)
     positive, negative = np.maximum(pairs, 0).sum(axis=2).max(), np.maximum(-pairs, 0).sum(axis=2).max()
-    limit = min(QUINT8_MAX, 32767 // positive if positive else QUINT8_MAX, 32768 // negative if negative else QUINT8_MAX)
-    return int(limit)
+    limits = [QUINT8_MAX] + ([32767 // positive] if positive else []) + ([32768 // negative] if negative else [])
+    return int(min(limits))
 
 
 def choose_route(wq, x_max=QUINT8_MAX):
