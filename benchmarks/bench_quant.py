@@ -4,6 +4,7 @@ modules (x86 engine), on the same inputs, with the same thread count, in one run
     python benchmarks/bench_quant.py            # print the table
     python benchmarks/bench_quant.py --write    # also put it in benchmarks/RESULTS.md
     python benchmarks/bench_quant.py --edge [--write]   # the 224x224 mobile classifier, four ways (below)
+    python benchmarks/bench_quant.py --edge-cpu-time    # the same on one thread, by CPU time
 
 Both int8 paths take a quint8 activation (7-bit codes, as torch's x86 qconfig produces) and per-channel
 qint8 weights, and return quint8; the float paths take and return float32. Ratios below 1 mean the
@@ -301,15 +302,51 @@ def write_edge_results(table, results):
     path.write_text(text)
 
 
+def edge_cpu_time():
+    """The edge models on one thread, timed by this process's CPU time (median of 15 calls at batch 1, 5 at
+    batch 8): on the shared machine wall times at 2 threads swung 2-10x between runs, CPU time far less."""
+    import statistics
+    import time
+    import warnings
+    warnings.filterwarnings("ignore", module="torch")
+    set_threads(1)
+    torch.backends.quantized.engine = "x86"
+    ours, ours_int8, _, theirs_int8 = edge_models()
+    rng = np.random.default_rng(1)
+
+    def cpu_ms(fn, repeat):
+        for _ in range(2):
+            fn()
+        times = []
+        for _ in range(repeat):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        return statistics.median(times) * 1e3
+
+    with torch.no_grad(), mc.no_grad():
+        for batch, repeat in ((1, 15), (8, 5)):
+            x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            xm, xt = mc.tensor(x), torch.from_numpy(x)
+            f32, i8, t8 = (cpu_ms(fn, repeat) for fn in (lambda: ours(xm), lambda: ours_int8(xm), lambda: theirs_int8(xt)))
+            print(f"batch {batch}: mc float32 {f32:.1f} ms, mc int8 {i8:.1f} ms, torch int8 {t8:.1f} ms (CPU time, 1 thread); "
+                  f"mc int8 speed-up over mc float32 {f32 / i8:.2f}x, mc int8 / torch int8 {i8 / t8:.2f}")
+    print("mc int8 kernels: " + ", ".join(f"{k} x{v}" for k, v in sorted(kernel_routes(ours_int8).items())))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the table in benchmarks/RESULTS.md")
     parser.add_argument("--edge", action="store_true",
                         help="the 224x224 mobile classifier (ours and torch's, float32 and int8) at 1 and 2 threads")
     parser.add_argument("--edge-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--edge-cpu-time", action="store_true",
+                        help="the mobile classifier on one thread, by CPU time (steadier on a shared machine)")
     args = parser.parse_args(sys.argv[1:])
     if args.edge_worker:
         edge_worker()
+    elif args.edge_cpu_time:
+        edge_cpu_time()
     elif args.edge:
         edge_main(args.write)
     else:
