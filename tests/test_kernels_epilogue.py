@@ -26,32 +26,23 @@ def _scalar_loop(acc, multiplier, out_zp, qmin, qmax):
     return out
 
 
-@njit(cache=True)
-def _vector_loop(acc, multiplier, out_zp, qmin, qmax):
-    """acc (R, 16 * P) through 16-lane registers, col_term zero."""
-    rows, channels = acc.shape
-    flat, out = acc.reshape(-1), np.empty(rows * channels, np.uint8)
-    col_term = np.zeros(channels, np.int32)
-    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
-    for r in range(rows):
-        for c in range(0, channels, 16):
-            requantize_store16(out, r * channels + c, simd.load16(flat, r * channels + c), col_term, multiplier, c,
-                               zp, lo, hi)
-    return out.reshape(rows, channels)
+def _vector_loop_of(load, store, lanes):
+    """acc (R, lanes * P) through `lanes`-lane registers (simd's load, epilogue's store), col_term zero."""
+    @njit
+    def loop(acc, multiplier, out_zp, qmin, qmax):
+        rows, channels = acc.shape
+        flat, out = acc.reshape(-1), np.empty(rows * channels, np.uint8)
+        col_term = np.zeros(channels, np.int32)
+        zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+        for r in range(rows):
+            for c in range(0, channels, lanes):
+                store(out, r * channels + c, load(flat, r * channels + c), col_term, multiplier, c, zp, lo, hi)
+        return out.reshape(rows, channels)
+    return loop
 
 
-@njit(cache=True)
-def _vector_loop8(acc, multiplier, out_zp, qmin, qmax):
-    """acc (R, 8 * P) through 8-lane registers, col_term zero."""
-    rows, channels = acc.shape
-    flat, out = acc.reshape(-1), np.empty(rows * channels, np.uint8)
-    col_term = np.zeros(channels, np.int32)
-    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
-    for r in range(rows):
-        for c in range(0, channels, 8):
-            requantize_store8(out, r * channels + c, simd.load8(flat, r * channels + c), col_term, multiplier, c,
-                              zp, lo, hi)
-    return out.reshape(rows, channels)
+_vector_loop = _vector_loop_of(simd.load16, requantize_store16, 16)
+_vector_loop8 = _vector_loop_of(simd.load8, requantize_store8, 8)
 
 
 def _tile(acc, multiplier, out_zp, qmin, qmax):

@@ -432,19 +432,27 @@ def test_gemm16_equals_reference_on_full_range_codes(m_rows, depth, n_cols, seed
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (m_rows, depth)).astype(np.uint8)
     w = rng.integers(-128, 128, (n_cols, depth)).astype(np.int8)
-    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
-    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
-    out_zp = int(rng.integers(0, 256))
-    qmin = int(rng.integers(0, 256))
-    qmax = int(rng.integers(qmin, 256))
-    groups = -(-depth // 4)
-    words = np.zeros((m_rows, 4 * groups), np.uint8)
-    words[:, :depth] = x
+    words, groups, epilogue = conv_gemm_operands(rng, x, n_cols)
+    col_term, multiplier, out_zp, qmin, qmax = epilogue
     out = np.empty(m_rows * n_cols, np.uint8)
     kernel = gemm16_requant_kernel.serial if serial else gemm16_requant_kernel.parallel
     kernel(words.view(np.int32), groups, pack16(w), col_term, multiplier, out_zp, qmin, qmax, n_cols, out)
     np.testing.assert_array_equal(out.reshape(m_rows, n_cols),
                                   gemm16_requant_reference(x, w, col_term, multiplier, out_zp, qmin, qmax))
+
+
+def conv_gemm_operands(rng, x, n_cols):
+    """x (M, K) as the conv GEMMs read it ((M, K / 4) words, K zero-padded), and an epilogue whose column
+    terms and multipliers saturate both ways."""
+    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
+    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
+    out_zp = int(rng.integers(0, 256))
+    qmin = int(rng.integers(0, 256))
+    qmax = int(rng.integers(qmin, 256))
+    groups = -(-x.shape[1] // 4)
+    words = np.zeros((x.shape[0], 4 * groups), np.uint8)
+    words[:, :x.shape[1]] = x
+    return words, groups, (col_term, multiplier, out_zp, qmin, qmax)
 
 
 GEMM8_ROUTES = [pytest.param(route, marks=pytest.mark.skipif(not gemm_ladder.route_supported(route),
@@ -467,14 +475,8 @@ def test_gemm8_equals_reference(route, m_rows, depth, n_cols, seed, serial, outl
     x[0, 0] = limit
     for _ in range(outliers if limit < 255 else 0):
         x[rng.integers(0, m_rows), rng.integers(0, depth)] = rng.integers(limit + 1, 256)
-    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
-    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
-    out_zp = int(rng.integers(0, 256))
-    qmin = int(rng.integers(0, 256))
-    qmax = int(rng.integers(qmin, 256))
-    groups = -(-depth // 4)
-    words = np.zeros((m_rows, 4 * groups), np.uint8)
-    words[:, :depth] = x
+    words, groups, epilogue = conv_gemm_operands(rng, x, n_cols)
+    col_term, multiplier, out_zp, qmin, qmax = epilogue
     hot = hot_tiles.serial(words, limit)
     np.testing.assert_array_equal(hot, hot_tiles_reference(x, limit))
     assert hot.any() == bool(x.max() > limit)
