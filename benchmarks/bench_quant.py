@@ -4,6 +4,7 @@ modules (x86 engine), on the same inputs, with the same thread count, in one run
     python benchmarks/bench_quant.py            # print the table
     python benchmarks/bench_quant.py --write    # also put it in benchmarks/RESULTS.md
     python benchmarks/bench_quant.py --edge [--write]   # the 224x224 mobile classifier, four ways (below)
+    python benchmarks/bench_quant.py --edge-cpu-time    # the same on one thread, by CPU time
 
 Both int8 paths take a quint8 activation (7-bit codes, as torch's x86 qconfig produces) and per-channel
 qint8 weights, and return quint8; the float paths take and return float32. Ratios below 1 mean the
@@ -33,22 +34,46 @@ import minicompress.functional as F
 from minicompress.kernels.qgemm import QGEMM_ROUTE
 from minicompress.quant import modules as nnq
 from minicompress.quant.dynamic import DynamicQuantizedLinear
+from minicompress.quant.modules import kernel_routes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from quant_pairs import quantized_pair, weight_pair  # noqa: E402  (the tests' helper: both sides get the same codes)
 from torch_twins import MobileClassifier as TorchMobileClassifier  # noqa: E402  (same module names as ours)
 
-HEADING = "## Quantization (bench_quant.py)"
+AVX2_STAND_IN = ('NUMBA_CPU_FEATURES="+avx2,+fma,-avx512f,-avx512bw,-avx512vl,-avx512vnni,-avxvnni" '
+                 'FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2')
+
+
+def cpu_label():
+    """The CPU by name, and whether both frameworks were held to AVX2 (the stand-in for an AVX2-only CPU:
+    Numba compiles for the features NUMBA_CPU_FEATURES lists, fbgemm, oneDNN and ATen dispatch on theirs)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if os.environ.get("NUMBA_CPU_FEATURES"):
+        return f"{name} held to AVX2"
+    from minicompress.kernels import simd
+    return f"{name}, AVX512-VNNI" if simd.has_features("avx512vnni") else name
+
+
+def command_prefix():
+    return (AVX2_STAND_IN + " ") if os.environ.get("NUMBA_CPU_FEATURES") else ""
+
+
+HEADING = f"## Quantization (bench_quant.py), {cpu_label()}"
 EXPLANATION = (
-    "The int8 Linear runs on the AVX512-VNNI route of kernels/qgemm.py (vpdpbusd, a 4 x 64 register tile): at\n"
-    "batch 64 on one thread it reaches ~370 GOP/s, about torch's fbgemm and ~80% of the instruction's peak\n"
-    "on this CPU (one 512-bit vpdpbusd per cycle), so 0.8x of torch's time needs the second core, which the\n"
-    "shared machine seldom gave either side. At batch 1 the weight (1 MB) is read once per call and Python\n"
-    "overhead is a third of the time; the dynamic layer adds choosing and applying the input's qparams\n"
-    "(~20 us in all). The minicompress float32 column swings by 10-100x between runs at 2 threads (NumPy's\n"
-    "BLAS threads on an overloaded machine); the 1-thread rows are the meaningful float comparison. The\n"
-    "int8 conv row still runs the plain Numba loop (`kernels/qlinear.py: qgemm`).")
-COMMAND = "python benchmarks/bench_quant.py --write"
+    "The mc int8 kernel column names the route each layer took (`quant.modules.kernel_routes`). With\n"
+    "AVX512-VNNI the Linear runs qgemm's vnni512 route (vpdpbusd, a 4 x 64 register tile) and the conv the\n"
+    "zmm conv GEMM; held to AVX2, the Linear takes maddubs where its 7-bit input (torch's x86 qconfig)\n"
+    "cannot saturate vpmaddubsw, else int16, and the conv the ymm conv GEMM on maddubs. The minicompress\n"
+    "float32 column swings by 10-100x between runs at 2 threads (NumPy's BLAS threads on an overloaded\n"
+    "machine); the 1-thread rows are the meaningful float comparison.")
+COMMAND = command_prefix() + "python benchmarks/bench_quant.py --write"
 
 
 def linear_cases(rng):
@@ -58,7 +83,7 @@ def linear_cases(rng):
     w = rng.normal(0, 0.03, (1024, 1024)).astype(np.float32)
     b = rng.normal(0, 0.1, 1024).astype(np.float32)
     qw, t_qw = weight_pair(w)
-    ours = nnq.Linear(qw, b, out_scale, out_zp)
+    ours = nnq.Linear(qw, b, out_scale, out_zp, input_code_max=127)      # 7-bit inputs, as from_float records
     theirs = tnnq.Linear(1024, 1024)
     theirs.set_weight_bias(t_qw, torch.from_numpy(b))
     theirs.scale, theirs.zero_point = out_scale, out_zp
@@ -72,9 +97,9 @@ def linear_cases(rng):
         xf, t_xf = mc.tensor(x), torch.from_numpy(x)
         ours_float, theirs_float = (lambda: F.linear(xf, w_mc, b_mc)), (lambda: TF.linear(t_xf, w_t, b_t))
         yield (f"linear {batch}x1024 -> 1024, static", lambda: ours(qx), lambda: theirs(t_qx), ours_float,
-               theirs_float)
+               theirs_float, ours)
         yield (f"linear {batch}x1024 -> 1024, dynamic", lambda: ours_dynamic(xf), lambda: theirs_dynamic(t_xf),
-               ours_float, theirs_float)
+               ours_float, theirs_float, ours_dynamic)
 
 
 def conv_cases(rng):
@@ -83,7 +108,7 @@ def conv_cases(rng):
     w = rng.normal(0, 0.05, (64, 64, 3, 3)).astype(np.float32)
     b = rng.normal(0, 0.1, 64).astype(np.float32)
     qw, t_qw = weight_pair(w)
-    ours = nnq.Conv2d(qw, b, out_scale, out_zp, 1, 1, 1, 1)
+    ours = nnq.Conv2d(qw, b, out_scale, out_zp, 1, 1, 1, 1, input_code_max=127)
     theirs = tnnq.Conv2d(64, 64, 3, 1, 1)
     theirs.set_weight_bias(t_qw, torch.from_numpy(b))
     theirs.scale, theirs.zero_point = out_scale, out_zp
@@ -91,11 +116,12 @@ def conv_cases(rng):
     xf, t_xf = mc.tensor(x), torch.from_numpy(x)
     w_mc, b_mc, w_t, b_t = mc.tensor(w), mc.tensor(b), torch.from_numpy(w), torch.from_numpy(b)
     yield ("conv2d 3x3 1x64x56x56 -> 64", lambda: ours(qx), lambda: theirs(t_qx),
-           lambda: F.conv2d(xf, w_mc, b_mc, padding=1), lambda: TF.conv2d(t_xf, w_t, b_t, padding=1))
+           lambda: F.conv2d(xf, w_mc, b_mc, padding=1), lambda: TF.conv2d(t_xf, w_t, b_t, padding=1), ours)
 
 
 def cases():
-    """(name, ours int8, torch int8, ours float32, torch float32): four calls on the same weights and inputs."""
+    """(name, ours int8, torch int8, ours float32, torch float32, our int8 module): four calls on the same
+    weights and inputs, and the module whose kernels (`kernel_routes`) the table names."""
     rng = np.random.default_rng(0)
     yield from linear_cases(rng)
     yield from conv_cases(rng)
@@ -112,12 +138,13 @@ def main(write=False):
     with torch.no_grad(), mc.no_grad():
         for threads in sorted({1, THREADS}):
             set_threads(threads)
-            for name, ours_int8, theirs_int8, ours_float, theirs_float in cases():
+            for name, ours_int8, theirs_int8, ours_float, theirs_float, module in cases():
                 t_int8, t_torch_int8 = median_ms(ours_int8), median_ms(theirs_int8)
                 t_float, t_torch_float = median_ms(ours_float), median_ms(theirs_float)
-                rows.append([name, threads, f"{t_int8:.3f}", f"{t_float:.3f}", f"{t_torch_int8:.3f}",
+                kernel = ", ".join(kernel_routes(module))
+                rows.append([name, threads, kernel, f"{t_int8:.3f}", f"{t_float:.3f}", f"{t_torch_int8:.3f}",
                              f"{t_torch_float:.3f}", f"{t_int8 / t_float:.2f}", f"{t_int8 / t_torch_int8:.2f}"])
-    headers = ["case", "threads", "mc int8 ms", "mc float32 ms", "torch int8 ms", "torch float32 ms",
+    headers = ["case", "threads", "mc int8 kernel", "mc int8 ms", "mc float32 ms", "torch int8 ms", "torch float32 ms",
                "mc int8 / mc float32", "mc int8 / torch int8"]
     print(f"qgemm route: {QGEMM_ROUTE}, Numba threading layer: {numba.threading_layer()}")
     print_table(rows, headers)
@@ -153,8 +180,8 @@ def write_results(rows, headers):
 # per-channel symmetric weights). Each thread count runs in its own process, because OpenBLAS takes its
 # thread count from the environment when NumPy is imported (see timing.py).
 
-EDGE_HEADING = "## Edge: the 224x224 mobile classifier (bench_quant.py --edge)"
-EDGE_COMMAND = "python benchmarks/bench_quant.py --edge --write"
+EDGE_HEADING = f"## Edge: the 224x224 mobile classifier (bench_quant.py --edge), {cpu_label()}"
+EDGE_COMMAND = command_prefix() + "python benchmarks/bench_quant.py --edge --write"
 EDGE_THREADS = (1, 2)
 EDGE_BATCHES = {1: 30, 8: 10}                      # batch size -> timed calls per model (medians)
 
@@ -211,7 +238,7 @@ def edge_worker():
             times = [median_seconds(fn, repeat=repeat) for fn in
                      (lambda: ours(xm), lambda: ours_int8(xm), lambda: theirs(xt), lambda: theirs_int8(xt))]
             rows.append(dict(threads=THREADS, batch=batch, repeat=repeat, times=times, float_gap=float_gap,
-                             same_top1=same_top1))
+                             same_top1=same_top1, routes=kernel_routes(ours_int8)))
     print(json.dumps(rows))
 
 
@@ -242,8 +269,13 @@ def edge_main(write=False):
     for r in results:
         print(f"threads={r['threads']} batch={r['batch']}: max |mc float32 - torch float32| = {r['float_gap']:.2e}, "
               f"int8 top-1 agreement {r['same_top1']:.2f}")
+    print("mc int8 kernels: " + routes_text(results))
     if write:
         write_edge_results(table, results)
+
+
+def routes_text(results):
+    return ", ".join(f"{name} x{count}" for name, count in sorted(results[0]["routes"].items()))
 
 
 def write_edge_results(table, results):
@@ -261,7 +293,7 @@ def write_edge_results(table, results):
                f"the same 4 images for both frameworks, torch through FX with the x86 qconfig). Ratios below 1 mean "
                f"minicompress is faster; the float outputs agree with torch's to {gap:.1e}. The machine's two cores "
                f"were shared with other work while this ran, so single figures are noisy; compare ratios within a "
-               f"row.\n\n" + "\n".join(lines) + "\n")
+               f"row. minicompress's int8 kernels: {routes_text(results)}.\n\n" + "\n".join(lines) + "\n")
     path = Path(__file__).resolve().parent / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(EDGE_HEADING) + r".*?(?=^## |\Z)", re.S | re.M)
@@ -270,15 +302,51 @@ def write_edge_results(table, results):
     path.write_text(text)
 
 
+def edge_cpu_time():
+    """The edge models on one thread, timed by this process's CPU time (median of 15 calls at batch 1, 5 at
+    batch 8): on the shared machine wall times at 2 threads swung 2-10x between runs, CPU time far less."""
+    import statistics
+    import time
+    import warnings
+    warnings.filterwarnings("ignore", module="torch")
+    set_threads(1)
+    torch.backends.quantized.engine = "x86"
+    ours, ours_int8, _, theirs_int8 = edge_models()
+    rng = np.random.default_rng(1)
+
+    def cpu_ms(fn, repeat):
+        for _ in range(2):
+            fn()
+        times = []
+        for _ in range(repeat):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        return statistics.median(times) * 1e3
+
+    with torch.no_grad(), mc.no_grad():
+        for batch, repeat in ((1, 15), (8, 5)):
+            x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            xm, xt = mc.tensor(x), torch.from_numpy(x)
+            f32, i8, t8 = (cpu_ms(fn, repeat) for fn in (lambda: ours(xm), lambda: ours_int8(xm), lambda: theirs_int8(xt)))
+            print(f"batch {batch}: mc float32 {f32:.1f} ms, mc int8 {i8:.1f} ms, torch int8 {t8:.1f} ms (CPU time, 1 thread); "
+                  f"mc int8 speed-up over mc float32 {f32 / i8:.2f}x, mc int8 / torch int8 {i8 / t8:.2f}")
+    print("mc int8 kernels: " + ", ".join(f"{k} x{v}" for k, v in sorted(kernel_routes(ours_int8).items())))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="put the table in benchmarks/RESULTS.md")
     parser.add_argument("--edge", action="store_true",
                         help="the 224x224 mobile classifier (ours and torch's, float32 and int8) at 1 and 2 threads")
     parser.add_argument("--edge-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--edge-cpu-time", action="store_true",
+                        help="the mobile classifier on one thread, by CPU time (steadier on a shared machine)")
     args = parser.parse_args(sys.argv[1:])
     if args.edge_worker:
         edge_worker()
+    elif args.edge_cpu_time:
+        edge_cpu_time()
     elif args.edge:
         edge_main(args.write)
     else:

@@ -30,6 +30,19 @@ def test_bench_reports_both_batch_sizes(model_file, capsys):
     assert "int8 GEMM route: " in out
 
 
+def test_bench_of_an_int8_model_names_the_kernels_its_layers_took(tmp_path, capsys):
+    from minicompress.quant.static import quantize_static
+    mc.manual_seed(0)
+    model = nn.create_mobile_classifier(10, 1).eval()
+    calibration = [mc.tensor(np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32))]
+    qmodel = quantize_static(model, calibration)
+    qmodel.input_shape = (1, 8, 8)
+    io.save(qmodel, tmp_path / "int8.npz")
+    assert cli.main(["bench", str(tmp_path / "int8.npz"), "--batch-sizes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 kernels taken: " in out and "conv depthwise: direct loop" in out and "linear: qgemm " in out
+
+
 def test_predict_prints_probabilities_that_sum_to_one(model_file, tmp_path, capsys):
     x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -1,5 +1,5 @@
 """The requantize epilogue (kernels/epilogue.py) that every int8 route ends in: each spelling of the one
-formula (the scalar one inside Numba loops, the 16-lane register one, qgemm's tile finish,
+formula (the scalar one inside Numba loops, the 16- and 8-lane register ones, qgemm's tile finish,
 `requantize_rows`) equals the NumPy definition bit for bit, and the definition equals torch computing
 clamp(round(float32(acc) * multiplier) + out_zp, qmin, qmax) itself (torch.round rounds half to even, as
 lrintf; int32 -> float32 and the float32 product are IEEE roundings in both), so the comparison is exact.
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from numba import njit
 
 from minicompress.kernels import simd
-from minicompress.kernels.epilogue import (UINT8, finish_tile, requantize_reference, requantize_store16,
-                                           requantize_value)
+from minicompress.kernels.epilogue import (UINT8, finish_tile, requantize_reference, requantize_store8,
+                                           requantize_store16, requantize_value)
 from minicompress.kernels.qelementwise import requantize_rows
 
 
@@ -26,18 +26,23 @@ def _scalar_loop(acc, multiplier, out_zp, qmin, qmax):
     return out
 
 
-@njit(cache=True)
-def _vector_loop(acc, multiplier, out_zp, qmin, qmax):
-    """acc (R, 16 * P) through 16-lane registers, col_term zero."""
-    rows, channels = acc.shape
-    flat, out = acc.reshape(-1), np.empty(rows * channels, np.uint8)
-    col_term = np.zeros(channels, np.int32)
-    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
-    for r in range(rows):
-        for c in range(0, channels, 16):
-            requantize_store16(out, r * channels + c, simd.load16(flat, r * channels + c), col_term, multiplier, c,
-                               zp, lo, hi)
-    return out.reshape(rows, channels)
+def _vector_loop_of(load, store, lanes):
+    """acc (R, lanes * P) through `lanes`-lane registers (simd's load, epilogue's store), col_term zero."""
+    @njit
+    def loop(acc, multiplier, out_zp, qmin, qmax):
+        rows, channels = acc.shape
+        flat, out = acc.reshape(-1), np.empty(rows * channels, np.uint8)
+        col_term = np.zeros(channels, np.int32)
+        zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+        for r in range(rows):
+            for c in range(0, channels, lanes):
+                store(out, r * channels + c, load(flat, r * channels + c), col_term, multiplier, c, zp, lo, hi)
+        return out.reshape(rows, channels)
+    return loop
+
+
+_vector_loop = _vector_loop_of(simd.load16, requantize_store16, 16)
+_vector_loop8 = _vector_loop_of(simd.load8, requantize_store8, 8)
 
 
 def _tile(acc, multiplier, out_zp, qmin, qmax):
@@ -79,6 +84,7 @@ def test_every_spelling_is_the_definition_and_torch(rows, panels, seed, log_mult
     np.testing.assert_array_equal(expected, torch_requantize(acc, multiplier, out_zp, qmin, qmax))
     np.testing.assert_array_equal(_scalar_loop(acc, multiplier, out_zp, qmin, qmax), expected)
     np.testing.assert_array_equal(_vector_loop(acc, multiplier, out_zp, qmin, qmax), expected)
+    np.testing.assert_array_equal(_vector_loop8(acc, multiplier, out_zp, qmin, qmax), expected)
     np.testing.assert_array_equal(_tile(acc, multiplier, out_zp, qmin, qmax), expected)
     np.testing.assert_array_equal(requantize_rows(acc, multiplier, out_zp, qmin, qmax), expected)
 

@@ -115,6 +115,123 @@ def test_empty_operands(route):
 
 
 # --------------------------------------------------------------------------------------------------
+# maddubs: vpmaddubsw saturates, so the route must only ever see codes it is exact for
+
+
+def brute_force_code_limit(wq):
+    """The largest x_max for which no choice of codes in {0, x_max} (a pair's sum is extreme at its ends)
+    makes the saturating emulation (simd.maddubs_reference) differ from the exact product: an oracle for
+    qgemm.maddubs_code_limit that tries inputs instead of reasoning about pairs."""
+    depth = wq.shape[1] + wq.shape[1] % 2
+    w = np.zeros((wq.shape[0], depth), np.int8)
+    w[:, :wq.shape[1]] = wq
+    patterns = (np.arange(2**depth)[:, None] >> np.arange(depth)) & 1          # every subset of k
+    for x_max in range(255, -1, -1):
+        x = (patterns * x_max).astype(np.uint8)
+        if np.array_equal(simd.maddubs_reference(x, w), x.astype(np.int64) @ w.astype(np.int64).T):
+            return x_max
+    return 0
+
+
+class RecordingKernels(dict):
+    """qgemm._KERNELS, noting which route each call ran."""
+
+    def __init__(self, kernels):
+        super().__init__(kernels)
+        self.used = []
+
+    def __getitem__(self, route):
+        self.used.append(route)
+        return super().__getitem__(route)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_rows=st.integers(1, 3), depth=st.integers(1, 6), bound=st.sampled_from([16, 63, 64, 65, 100, 128]),
+       seed=st.integers(0, 2**32 - 1))
+def test_the_maddubs_code_limit_is_the_largest_exact_one(n_rows, depth, bound, seed):
+    rng = np.random.default_rng(seed)
+    wq = rng.integers(-bound, min(bound, 127) + 1, (n_rows, depth)).astype(np.int8)
+    assert qgemm.maddubs_code_limit(wq) == brute_force_code_limit(wq)
+
+
+def test_the_maddubs_code_limit_of_the_documented_ranges():
+    """Any int8 weight: 128 (7-bit codes and the one level past 127 rounding can give); [-64, 64]: all of uint8."""
+    assert qgemm.maddubs_code_limit(np.array([[-128, -128], [127, 127]], np.int8)) == 128
+    assert qgemm.maddubs_code_limit(np.array([[-64, -64], [64, 64]], np.int8)) == 255
+    assert qgemm.maddubs_code_limit(np.array([[-65, -64]], np.int8)) == 32768 // 129
+
+
+MADDUBS = runnable("maddubs")
+
+
+@pytest.mark.parametrize("route", [MADDUBS])
+@settings(max_examples=20, deadline=None)
+@given(m_rows=st.integers(1, 9), depth=st.integers(1, 70), n_rows=st.integers(1, 40), narrow=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_maddubs_runs_exactly_on_the_codes_within_its_limit_and_never_on_others(route, m_rows, depth, n_rows,
+                                                                              narrow, seed):
+    """Codes up to the weight's limit run on maddubs and equal the twin; one code above it sends the call to
+    the int16 route (packed on first use), still equal to the twin, and maddubs's kernel is not called."""
+    rng = np.random.default_rng(seed)
+    high = 64 if narrow else 127
+    wq = rng.integers(-high, high + 1, (n_rows, depth)).astype(np.int8)
+    w_zps, x_zp = rng.integers(-128, 128, n_rows), int(rng.integers(0, 256))
+    packed = pack_weight(wq, w_zps, route="maddubs")
+    limit = qgemm.maddubs_code_limit(wq)
+    assert packed.x_limit == limit
+    kernels = RecordingKernels(qgemm._KERNELS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(qgemm, "_KERNELS", kernels)
+        check_maddubs_guard(rng, kernels, m_rows, depth, wq, w_zps, x_zp, packed, limit)
+
+
+def check_maddubs_guard(rng, kernels, m_rows, depth, wq, w_zps, x_zp, packed, limit):
+    xq = rng.integers(0, limit + 1, (m_rows, depth)).astype(np.uint8)
+    xq[0, 0] = limit                                            # the extreme code is in the input
+    np.testing.assert_array_equal(qgemm_packed(xq, x_zp, packed, None), qgemm_reference(xq, x_zp, wq, w_zps, None))
+    assert kernels.used == ["maddubs"]
+    if limit == 255:
+        return
+    xq[-1, -1] = limit + 1
+    for _ in range(2):                                          # the int16 copy is packed once, then kept
+        np.testing.assert_array_equal(qgemm_packed(xq, x_zp, packed, None),
+                                      qgemm_reference(xq, x_zp, wq, w_zps, None))
+    assert kernels.used == ["maddubs", "int16", "int16"] and packed.fallback.route == "int16"
+
+
+def test_a_saturating_input_would_be_wrong_on_maddubs_and_is_not_given_to_it(monkeypatch):
+    """255 x -128 in both products of a pair: the emulation saturates at -32768 (the exact sum is -65280),
+    so the guard must, and does, send it elsewhere."""
+    if not qgemm.route_supported("maddubs"):
+        pytest.skip("the maddubs route needs avx2")
+    xq, wq = np.full((1, 2), 255, np.uint8), np.full((1, 2), -128, np.int8)
+    assert simd.maddubs_reference(xq, wq)[0, 0] == -32768 != qgemm_reference(xq, 0, wq, [0], None)[0, 0]
+    kernels = RecordingKernels(qgemm._KERNELS)
+    monkeypatch.setattr(qgemm, "_KERNELS", kernels)
+    packed = pack_weight(wq, [0], route="maddubs")
+    assert qgemm_packed(xq, 0, packed, None)[0, 0] == -65280 and kernels.used == ["int16"]
+
+
+def test_the_default_route_takes_maddubs_only_when_it_is_exact():
+    """With maddubs the best route (an AVX2 CPU): full-range weights take it for 7-bit codes only, weights
+    in [-64, 64] for any codes; otherwise the exact int16 route."""
+    if not qgemm.route_supported("maddubs"):
+        pytest.skip("the maddubs route needs avx2")
+    full, narrow = np.array([[-128, -128, 127, 127]], np.int8), np.array([[-64, -64, 64, 64]], np.int8)
+    previous = qgemm.set_route("maddubs")
+    try:
+        assert pack_weight(full, [0], x_max=127).route == "maddubs"
+        assert pack_weight(full, [0], x_max=128).route == "maddubs"
+        assert pack_weight(full, [0], x_max=129).route == "int16"
+        assert pack_weight(full, [0]).route == "int16"
+        assert pack_weight(narrow, [0]).route == "maddubs"
+    finally:
+        qgemm.set_route(previous)
+    if previous != "maddubs":
+        assert pack_weight(full, [0], x_max=127).route == previous
+
+
+# --------------------------------------------------------------------------------------------------
 # Choosing and forcing a route
 
 

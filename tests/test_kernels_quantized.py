@@ -24,10 +24,12 @@ from minicompress.kernels.qelementwise import (qadd, qadd_reference, quantize_va
                                                quantized_relu6, requantize, requantize_multiplier,
                                                requantize_rows, requantize_rows_reference)
 from minicompress.kernels import qgemm as gemm_ladder
-from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, gemm16_requant_kernel,
+from minicompress.kernels.qconv import (depthwise_qconv2d, depthwise_qconv2d_reference, gemm8_requant_kernels,
+                                        gemm16_requant_kernel, hot_tiles, hot_tiles_reference, qconv2d_nhwc,
                                         gemm16_requant_reference, im2row, im2row_reference, pack16,
                                         prepare_qconv2d, quantized_conv2d, quantized_conv2d_reference)
-from minicompress.kernels.qnhwc import (add_flat, global_avg_pool_nhwc, global_avg_pool_nhwc_reference, quantize_nhwc,
+from minicompress.kernels.qnhwc import (add_flat, channels_last, global_avg_pool_nhwc, global_avg_pool_nhwc_reference,
+                                        quantize_nhwc,
                                         quantize_nhwc_reference)
 from minicompress.kernels.qlinear import quantize_bias, quantized_linear, quantized_linear_reference
 from strategies import conv_geometry
@@ -430,19 +432,94 @@ def test_gemm16_equals_reference_on_full_range_codes(m_rows, depth, n_cols, seed
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (m_rows, depth)).astype(np.uint8)
     w = rng.integers(-128, 128, (n_cols, depth)).astype(np.int8)
-    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
-    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
-    out_zp = int(rng.integers(0, 256))
-    qmin = int(rng.integers(0, 256))
-    qmax = int(rng.integers(qmin, 256))
-    groups = -(-depth // 4)
-    words = np.zeros((m_rows, 4 * groups), np.uint8)
-    words[:, :depth] = x
+    words, groups, epilogue = conv_gemm_operands(rng, x, n_cols)
+    col_term, multiplier, out_zp, qmin, qmax = epilogue
     out = np.empty(m_rows * n_cols, np.uint8)
     kernel = gemm16_requant_kernel.serial if serial else gemm16_requant_kernel.parallel
     kernel(words.view(np.int32), groups, pack16(w), col_term, multiplier, out_zp, qmin, qmax, n_cols, out)
     np.testing.assert_array_equal(out.reshape(m_rows, n_cols),
                                   gemm16_requant_reference(x, w, col_term, multiplier, out_zp, qmin, qmax))
+
+
+def conv_gemm_operands(rng, x, n_cols):
+    """x (M, K) as the conv GEMMs read it ((M, K / 4) words, K zero-padded), and an epilogue whose column
+    terms and multipliers saturate both ways."""
+    col_term = rng.integers(-2**20, 2**20, n_cols).astype(np.int32)
+    multiplier = (2.0 ** rng.uniform(-20, 0, n_cols)).astype(np.float32)
+    out_zp = int(rng.integers(0, 256))
+    qmin = int(rng.integers(0, 256))
+    qmax = int(rng.integers(qmin, 256))
+    groups = -(-x.shape[1] // 4)
+    words = np.zeros((x.shape[0], 4 * groups), np.uint8)
+    words[:, :x.shape[1]] = x
+    return words, groups, (col_term, multiplier, out_zp, qmin, qmax)
+
+
+GEMM8_ROUTES = [pytest.param(route, marks=pytest.mark.skipif(not gemm_ladder.route_supported(route),
+                                                             reason=f"the {route} route is not on this CPU"))
+                for route in gemm8_requant_kernels]
+
+
+@pytest.mark.parametrize("route", GEMM8_ROUTES)
+@settings(max_examples=20, deadline=None)
+@given(m_rows=st.integers(1, 40), depth=st.integers(1, 70), n_cols=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       serial=st.booleans(), outliers=st.integers(0, 3))
+def test_gemm8_equals_reference(route, m_rows, depth, n_cols, seed, serial, outliers):
+    """The ymm conv GEMMs: ragged K, N (partial 8-column halves) and 4-row tiles. maddubs takes codes up to
+    its limit for the weight, plus `outliers` codes above it (up to 255) in tiles marked hot, which split
+    their codes; every case equals the twin."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (n_cols, depth)).astype(np.int8)
+    limit = gemm_ladder.maddubs_code_limit(w) if route == "maddubs" else 255
+    x = rng.integers(0, limit + 1, (m_rows, depth)).astype(np.uint8)
+    x[0, 0] = limit
+    for _ in range(outliers if limit < 255 else 0):
+        x[rng.integers(0, m_rows), rng.integers(0, depth)] = rng.integers(limit + 1, 256)
+    words, groups, epilogue = conv_gemm_operands(rng, x, n_cols)
+    col_term, multiplier, out_zp, qmin, qmax = epilogue
+    hot = hot_tiles.serial(words, limit)
+    np.testing.assert_array_equal(hot, hot_tiles_reference(x, limit))
+    assert hot.any() == bool(x.max() > limit)
+    out = np.empty(m_rows * n_cols, np.uint8)
+    kernel = gemm8_requant_kernels[route].serial if serial else gemm8_requant_kernels[route].parallel
+    kernel(words.view(np.int32), groups, pack16(w), col_term, multiplier, out_zp, qmin, qmax, n_cols, out, hot, limit)
+    np.testing.assert_array_equal(out.reshape(m_rows, n_cols),
+                                  gemm16_requant_reference(x, w, col_term, multiplier, out_zp, qmin, qmax))
+
+
+def test_a_split_code_never_exceeds_the_limit():
+    """min(x, L) and max(x - L, 0) for every code and every limit the maddubs route can have (L >= 128, as a
+    pair of int8 magnitudes sums to at most 256): both parts <= L, so vpmaddubsw sees no saturating code."""
+    x = np.arange(256)
+    for limit in range(128, 256):
+        low, high = np.minimum(x, limit), np.maximum(x - limit, 0)
+        assert (low + high == x).all() and low.max() <= limit and high.max() <= limit
+
+
+@pytest.mark.skipif(not gemm_ladder.route_supported("maddubs"), reason="the maddubs route needs avx2")
+@pytest.mark.parametrize("kernel_size, padding", [(1, 0), (3, 1)])
+def test_conv_on_maddubs_takes_the_ymm_gemm_and_stays_exact_above_the_code_limit(kernel_size, padding):
+    """Prepared for 7-bit inputs (x_max=127) on the maddubs route: 7-bit codes, a code above the weight's
+    limit, or (with padding) a zero point above it: every case equals the twin."""
+    rng = np.random.default_rng(7)
+    wq = rng.integers(-128, 128, (20, 6, kernel_size, kernel_size)).astype(np.int8)
+    wq[:, :2] = -128                                            # pairs of -128: the limit is 128
+    w_zps, w_scales = np.zeros(20, np.int64), rng.uniform(0.005, 0.02, 20)
+    bias_q = rng.integers(-5000, 5000, 20).astype(np.int32)
+    previous = gemm_ladder.set_route("maddubs")
+    try:
+        prepared = prepare_qconv2d(wq, w_zps, (1, 1), (padding, padding), (1, 1), 1, x_max=127)
+    finally:
+        gemm_ladder.set_route(previous)
+    assert prepared.gemm8 == "maddubs" and prepared.x_limit == 128
+    multiplier = requantize_multiplier(0.02, w_scales, 0.1)
+    for x_high, x_zp in [(127, 60), (255, 60)] + ([(100, 200)] if padding else []):
+        xq = rng.integers(0, x_high + 1, (2, 6, 7, 9)).astype(np.uint8)
+        xq[0, 0, 0, 0] = x_high
+        ours = qconv2d_nhwc(channels_last(xq), x_zp, prepared, bias_q, multiplier, 5, 0, 255)
+        expected = quantized_conv2d_reference(xq, 0.02, x_zp, wq, w_scales, w_zps, bias_q, 0.1, 5, (1, 1),
+                                              (padding, padding), (1, 1), 1)
+        np.testing.assert_array_equal(ours.transpose(0, 3, 1, 2), expected)
 
 
 # --------------------------------------------------------------------------------------------------

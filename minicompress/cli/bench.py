@@ -74,6 +74,10 @@ def cmd_bench(args):
         latencies = latency_per_image(model, shape, batches)
     for batch, seconds in latencies.items():
         print(f"batch {batch:4d}: {seconds * 1e3:.4f} ms/image, {seconds * batch * 1e3:.3f} ms/batch")
+    from minicompress.quant.modules import kernel_routes
+    routes = kernel_routes(model)
+    if routes:
+        print("int8 kernels taken: " + ", ".join(f"{name} x{count}" for name, count in sorted(routes.items())))
     return 0
 
 

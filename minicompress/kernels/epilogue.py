@@ -11,6 +11,7 @@ they compute `acc`; each ends here. One formula, in the spellings a kernel needs
     requantize_value       one accumulator inside a Numba loop (inlined, so the caller's loop vectorises)
     requantize_store16     16 lanes of a register in LLVM vector instructions (legal on any CPU), for a
                            kernel that keeps a tile's result in a zmm register up to the store
+    requantize_store8      the same on 8 lanes (a ymm register: the AVX2 conv GEMM)
     finish_tile            a qgemm tile: the zero-point and bias terms added to the raw sums, then stored
                            as int32, requantized, or scaled to float32 (the dynamic Linear)
 
@@ -55,38 +56,51 @@ def _requantize_value(acc, multiplier, out_zp, qmin, qmax):
 requantize_value = njit(cache=True, inline="always")(_requantize_value)
 
 
-_V16I, _V16F, _V16B = ir.VectorType(ir.IntType(32), 16), ir.VectorType(ir.FloatType(), 16), ir.VectorType(ir.IntType(8), 16)
-
-
 def _vector_at(context, builder, array_type, array, index, vector_type):
     data = context.make_array(array_type)(context, builder, array).data
     return builder.bitcast(builder.gep(data, [index]), vector_type.as_pointer())
 
 
-@intrinsic
-def requantize_store16(typingctx, out, out_index, acc, col_term, multiplier, column, zero_point, low, high):
-    """out[out_index : out_index + 16] = requantize_value(acc + col_term[column:+16], multiplier[column:+16],
-    zero_point, low, high) on 16 lanes: acc an `simd.I32x16`, zero_point, low, high float32."""
-    def codegen(context, builder, sig, args):
-        out_a, out_i, acc_v, col_a, mult_a, col_i, zp, lo, hi = args
-        total = builder.add(acc_v, builder.load(_vector_at(context, builder, sig.args[3], col_a, col_i, _V16I), align=4))
-        scaled = builder.fmul(builder.sitofp(total, _V16F),
-                              builder.load(_vector_at(context, builder, sig.args[4], mult_a, col_i, _V16F), align=4))
+def _requantize_store(lanes, accumulator_type):
+    """requantize_store{lanes}: `requantize_value` on `lanes` lanes of an int32 vector, stored as uint8."""
+    v_int, v_float, v_byte = (ir.VectorType(t, lanes) for t in (ir.IntType(32), ir.FloatType(), ir.IntType(8)))
 
-        def call(name, *values):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F] * len(values)), name)
-            return builder.call(fn, values)
+    @intrinsic
+    def requantize_store(typingctx, out, out_index, acc, col_term, multiplier, column, zero_point, low, high):
+        def codegen(context, builder, sig, args):
+            out_a, out_i, acc_v, col_a, mult_a, col_i, zp, lo, hi = args
+            total = builder.add(acc_v, builder.load(_vector_at(context, builder, sig.args[3], col_a, col_i, v_int),
+                                                    align=4))
+            scaled = builder.fmul(builder.sitofp(total, v_float),
+                                  builder.load(_vector_at(context, builder, sig.args[4], mult_a, col_i, v_float), align=4))
 
-        def splat(value):
-            one = builder.insert_element(ir.Constant(_V16F, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(one, ir.Constant(_V16F, ir.Undefined), ir.Constant(_V16I, [0] * 16))
+            def call(name, *values):
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v_float, [v_float] * len(values)),
+                                                    name)
+                return builder.call(fn, values)
 
-        level = builder.fadd(call("llvm.rint.v16f32", scaled), splat(zp))
-        level = call("llvm.minnum.v16f32", call("llvm.maxnum.v16f32", level, splat(lo)), splat(hi))
-        codes = builder.trunc(builder.fptosi(level, _V16I), _V16B)
-        builder.store(codes, _vector_at(context, builder, sig.args[0], out_a, out_i, _V16B), align=1)
-        return context.get_dummy_value()
-    return types.none(out, out_index, acc, col_term, multiplier, column, zero_point, low, high), codegen
+            def splat(value):
+                one = builder.insert_element(ir.Constant(v_float, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(one, ir.Constant(v_float, ir.Undefined), ir.Constant(v_int, [0] * lanes))
+
+            level = builder.fadd(call(f"llvm.rint.v{lanes}f32", scaled), splat(zp))
+            level = call(f"llvm.minnum.v{lanes}f32", call(f"llvm.maxnum.v{lanes}f32", level, splat(lo)), splat(hi))
+            codes = builder.trunc(builder.fptosi(level, v_int), v_byte)
+            builder.store(codes, _vector_at(context, builder, sig.args[0], out_a, out_i, v_byte), align=1)
+            return context.get_dummy_value()
+        if acc is not accumulator_type:
+            return None
+        return types.none(out, out_index, acc, col_term, multiplier, column, zero_point, low, high), codegen
+
+    requantize_store.__doc__ = (
+        f"out[out_index : out_index + {lanes}] = requantize_value(acc + col_term[column:+{lanes}], "
+        f"multiplier[column:+{lanes}], zero_point, low, high) on {lanes} lanes: acc an `simd.I32x{lanes}`, "
+        f"zero_point, low, high float32.")
+    return requantize_store
+
+
+requantize_store16 = _requantize_store(16, simd.I32x16)
+requantize_store8 = _requantize_store(8, simd.I32x8)
 
 
 INT32, UINT8, FLOAT32 = 0, 1, 2                              # what finish_tile stores

@@ -23,6 +23,11 @@ routes once, from the weight's shape, and prepares the weight for it (computed o
                 runs over the channels of a pixel (vectorised), requantized in place; a channel multiplier
                 m > 1 repeats each input channel m times first (output channel o reads input o // m)
 
+With symmetric weights (the x86 qconfig's) the pointwise and im2row GEMMs run a conv GEMM of their own
+instead of `qgemm_requant`, with the result kept in registers up to the uint8 store: `gemm16` (zmm,
+AVX512-VNNI) or `gemm8` (ymm: AVX-VNNI, or AVX2's maddubs when the layer's weight and expected input
+codes cannot saturate vpmaddubsw; the rare tiles with a larger code split each code in two).
+
 `quantized_conv2d` is the validated entry point on (N, C, H, W) arrays of any layout; `qconv2d_nhwc` runs a
 prepared convolution on channels-last bytes without checks (the quantized Conv2d module's forward).
 """
@@ -32,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import qgemm, simd
 from .conv import conv_output_size, valid_range
-from .epilogue import requantize_reference, requantize_store16, requantize_value
+from .epilogue import requantize_reference, requantize_store8, requantize_store16, requantize_value
 from .qelementwise import (QUINT8_MAX, QUINT8_MIN, check_accumulator_range, check_output_range,
                            check_quantized, check_scale, check_weight_qparams, check_zero_point,
                            requantize_multiplier)
@@ -109,8 +114,94 @@ def _gemm16_requant_kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qma
 gemm16_requant_kernel = ParallelKernel(_gemm16_requant_kernel)
 
 
+# The same on ymm registers for AVX2 (maddubs: vpmaddubsw + vpmaddwd) and AVX-VNNI (vpdpbusd on ymm), on the
+# same packed layout: 4 pixels x 16 columns (two 8-lane halves), 8 accumulators, the two weight halves and
+# one broadcast in registers (12 of the 16 ymm), each half requantized by `epilogue.requantize_store8`.
+# Before qgemm's 4 x 16 tiles did this GEMM: storing every tile to scratch and finishing it there cost
+# more than the dot products (32 -> 32 channels at 224x224: 2.7 ms on maddubs, 0.66 ms for gemm16).
+
+
+def _gemm8_kernel(step, name):
+    def kernel(x, groups, w, col_term, multiplier, out_zp, qmin, qmax, n_cols, out, hot, limit):
+        """As `_gemm16_requant_kernel`, on ymm. hot (one byte per 4-row tile, or empty: none) marks the tiles
+        holding a code above `limit` (`hot_tiles`); there each code x is split into min(x, limit) and
+        max(x - limit, 0), both at most `limit` (as 255 - limit <= limit), and both parts are accumulated:
+        so maddubs never sees a code it could saturate on, and a rare outlier pixel costs one tile twice."""
+        m_rows = x.shape[0]
+        panels = (n_cols + 15) // 16
+        zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
+        cap = simd.splat8(np.int32(limit * 0x01010101 - (1 << 32) if limit >= 128 else limit * 0x01010101))
+        for block in prange((m_rows + PIXEL_BLOCK - 1) // PIXEL_BLOCK):
+            scratch = np.empty(8, np.int32)
+            stop = min(m_rows, (block + 1) * PIXEL_BLOCK)
+            for m0 in range(block * PIXEL_BLOCK, stop, 4):
+                last = stop - 1
+                r0, r1, r2, r3 = m0, min(m0 + 1, last), min(m0 + 2, last), min(m0 + 3, last)
+                split = hot.shape[0] > 0 and hot[m0 // 4] != 0
+                for panel in range(panels):
+                    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = simd.zeros8()
+                    for g in range(groups):
+                        at = (panel * groups + g) * 16
+                        w_lo, w_hi = simd.load8(w, at), simd.load8(w, at + 8)
+                        v0, v1, v2, v3 = simd.splat8(x[r0, g]), simd.splat8(x[r1, g]), simd.splat8(x[r2, g]), simd.splat8(x[r3, g])
+                        if split:
+                            u0, u1, u2, u3 = simd.usubsat8(v0, cap), simd.usubsat8(v1, cap), simd.usubsat8(v2, cap), simd.usubsat8(v3, cap)
+                            v0, v1, v2, v3 = simd.umin8(v0, cap), simd.umin8(v1, cap), simd.umin8(v2, cap), simd.umin8(v3, cap)
+                            a0, b0, a1, b1 = step(a0, u0, w_lo), step(b0, u0, w_hi), step(a1, u1, w_lo), step(b1, u1, w_hi)
+                            a2, b2, a3, b3 = step(a2, u2, w_lo), step(b2, u2, w_hi), step(a3, u3, w_lo), step(b3, u3, w_hi)
+                        a0, b0, a1, b1 = step(a0, v0, w_lo), step(b0, v0, w_hi), step(a1, v1, w_lo), step(b1, v1, w_hi)
+                        a2, b2, a3, b3 = step(a2, v2, w_lo), step(b2, v2, w_hi), step(a3, v3, w_lo), step(b3, v3, w_hi)
+                    for i, halves in enumerate(((a0, b0), (a1, b1), (a2, b2), (a3, b3))):
+                        if m0 + i >= stop:
+                            break
+                        for h, acc in enumerate(halves):
+                            n0, row = panel * 16 + 8 * h, (m0 + i) * n_cols
+                            if n0 + 8 <= n_cols:
+                                requantize_store8(out, row + n0, acc, col_term, multiplier, n0, zp, lo, hi)
+                            elif n0 < n_cols:                   # the last, partial half: one column at a time
+                                simd.store8(scratch, 0, acc)
+                                for j in range(n_cols - n0):
+                                    out[row + n0 + j] = requantize_value(
+                                        np.int32(scratch[j] + col_term[n0 + j]), multiplier[n0 + j], out_zp, qmin, qmax)
+        return out
+
+    kernel.__name__ = kernel.__qualname__ = f"_gemm8_{name}_requant_kernel"     # Numba names cache files after it
+    return ParallelKernel(kernel)
+
+
+def _hot_tiles(rows, limit):
+    """One byte per 4-row tile of rows (M, K) uint8: 1 where some code exceeds limit."""
+    tiles = (rows.shape[0] + 3) // 4
+    hot = np.zeros(tiles, np.uint8)
+    for t in prange(tiles):
+        top = np.uint8(0)
+        for m in range(4 * t, min(4 * t + 4, rows.shape[0])):
+            line = rows[m]
+            for k in range(line.shape[0]):
+                top = max(top, line[k])
+        hot[t] = top > limit
+    return hot
+
+
+hot_tiles = ParallelKernel(_hot_tiles)
+
+
+def hot_tiles_reference(rows, limit):
+    padded = np.zeros((-(-rows.shape[0] // 4) * 4, rows.shape[1]), np.uint8)
+    padded[:rows.shape[0]] = rows
+    return (padded.reshape(-1, 4 * rows.shape[1]) > limit).any(axis=1).astype(np.uint8)
+
+
+_NO_TILES = np.zeros(0, np.uint8)
+
+# route -> the ymm conv GEMM on it (compiled at first call, only on a CPU that has the route)
+gemm8_requant_kernels = {"avxvnni": _gemm8_kernel(simd.vpdpbusd8, "avxvnni"),
+                         "maddubs": _gemm8_kernel(simd.maddubs_add8, "maddubs")}
+
+
 def gemm16_requant_reference(x, w_rows, col_term, multiplier, out_zp, qmin, qmax):
-    """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp)."""
+    """x (M, K) uint8, w_rows (N, K) int8: clamp(rint(float32(x @ w.T + col_term) * multiplier) + out_zp).
+    The twin of the gemm16 kernel and of the gemm8 kernels (maddubs for codes within its limit)."""
     acc = x.astype(np.int64) @ w_rows.astype(np.int64).T + col_term[:w_rows.shape[0]]
     return requantize_reference(acc.astype(np.int32), multiplier, out_zp, qmin, qmax)
 
@@ -219,7 +310,10 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
     With sw = 1 a tap's valid pixels are one contiguous run of bytes, so the tap is a single flat loop
     acc[k] += (x[k + offset] - x_zp) * w_row[k], with each tap's weights repeated along the row beforehand
     (w_row, kh * kw * Wo * C int32) so that no index wraps around C. The flat indices are unsigned, which
-    spares Numba's negative-index check and lets LLVM vectorise the loop. Other strides use `_mac_rows`."""
+    spares Numba's negative-index check and lets LLVM vectorise the loop. Other strides use `_mac_rows`.
+    The requantization is one flat loop too, over the row's multipliers repeated per pixel (m_row) with
+    the zero point and clamp in float32, so that it vectorises (8 lanes on AVX2) instead of running one
+    channel at a time."""
     n_batch, height, width, channels = x.shape
     kh, kw = w_centred.shape[0], w_centred.shape[1]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -229,6 +323,11 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
     row = out_w * channels
     x_flat, out_flat = x.reshape(-1), out.reshape(-1)
     w_row = np.empty(kh * kw * row if sw == 1 else 0, dtype=np.int32)
+    m_row = np.empty(row, dtype=np.float32)
+    for q in range(out_w):
+        for c in range(channels):
+            m_row[q * channels + c] = multiplier[c]
+    zp, lo, hi = np.float32(out_zp), np.float32(qmin), np.float32(qmax)
     if sw == 1:
         for t in range(kh * kw):
             for q in range(out_w):
@@ -260,10 +359,8 @@ def _depthwise_qconv2d(x, x_zp, w_centred, bias_q, multiplier, out_zp, qmin, qma
                     _mac_rows(acc[q_lo * channels:q_hi * channels].reshape(q_hi - q_lo, channels),
                               x[n, h, first:first + (q_hi - q_lo - 1) * sw + 1:sw], w_centred[i, j], zx)
         base = np.uint64(task * row)
-        for q in range(out_w):
-            for c in range(channels):
-                k = np.uint64(q * channels + c)
-                out_flat[base + k] = requantize_value(acc[k], multiplier[c], out_zp, qmin, qmax)
+        for k in range(np.uint64(row)):
+            out_flat[base + k] = requantize_value(acc[k], m_row[k], zp, lo, hi)
     return out
 
 
@@ -291,17 +388,21 @@ class PreparedQConv2d:
 
     route          'pointwise', 'im2row' or 'depthwise'
     packed         im2row / pointwise: one PackedWeight (qgemm) per group, weight rows in (i, j, c) order;
-                   or, when `gemm16` (AVX512-VNNI and symmetric weights), `_pack16`'s layout per group
-    w_sums         with gemm16: sum_k w per output channel (int64), for the x_zp term
+                   or, when `gemm16` (AVX512-VNNI and symmetric weights) or `gemm8` (the avxvnni or maddubs route
+                   and symmetric weights), `pack16`'s layout per group
+    w_sums         with gemm16 / gemm8: sum_k w per output channel (int64), for the x_zp term
+    x_limit        with gemm8 = maddubs: the largest input code it is exact for (qgemm.maddubs_code_limit);
+                   the 4-pixel tiles holding a larger code split their codes in two (`_gemm8_kernel`)
     w_centred      depthwise: (kh, kw, C_out) int32, wq - w_zp
     """
 
-    def __init__(self, wq, w_zps, stride, padding, dilation, groups):
+    def __init__(self, wq, w_zps, stride, padding, dilation, groups, x_max=QUINT8_MAX):
         self.out_channels, self.group_in, self.kh, self.kw = wq.shape
         self.in_channels = self.group_in * groups
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.depth = self.group_in * self.kh * self.kw
         self.packed, self.w_centred, self.gemm16, self.w_sums = None, None, False, None
+        self.gemm8, self.x_limit = None, QUINT8_MAX
         pointwise = (self.kh, self.kw) == (1, 1) and padding == (0, 0) and groups == 1
         if groups == self.in_channels and self.group_in == 1 and not pointwise:
             self.route = "depthwise"
@@ -313,23 +414,32 @@ class PreparedQConv2d:
             group_out = self.out_channels // groups
             parts = [rows[g * group_out:(g + 1) * group_out] for g in range(groups)]
             self.gemm16 = qgemm.QGEMM_ROUTE == "vnni512" and not np.any(w_zps)
-            if self.gemm16:
+            routes = {qgemm.choose_route(part, x_max) for part in parts}
+            if not self.gemm16 and not np.any(w_zps) and len(routes) == 1 and routes <= set(gemm8_requant_kernels):
+                self.gemm8 = routes.pop()
+                if self.gemm8 == "maddubs":
+                    self.x_limit = min(qgemm.maddubs_code_limit(part) for part in parts)
+            if self.gemm16 or self.gemm8:
                 self.packed = [pack16(part) for part in parts]
                 self.w_sums = rows.sum(axis=1, dtype=np.int64)
             else:
-                self.packed = [pack_weight(part, w_zps[g * group_out:(g + 1) * group_out])
+                self.packed = [pack_weight(part, w_zps[g * group_out:(g + 1) * group_out], x_max=x_max)
                                for g, part in enumerate(parts)]
         self.groups4 = -(-self.depth // 4)
+        # maddubs weights check their input's largest code (qgemm): done once per call, on x itself.
+        self.guarded = self.x_limit < QUINT8_MAX or (self.packed is not None and not self.gemm16 and not self.gemm8
+                                                     and any(part.x_limit < QUINT8_MAX for part in self.packed))
 
     def output_size(self, height, width):
         return (conv_output_size(height, self.kh, self.stride[0], self.padding[0], self.dilation[0]),
                 conv_output_size(width, self.kw, self.stride[1], self.padding[1], self.dilation[1]))
 
 
-def prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups):
+def prepare_qconv2d(wq, w_zps, stride, padding, dilation, groups, x_max=QUINT8_MAX):
     """A PreparedQConv2d for checked arguments: wq int8 (C_out, C_in / groups, kh, kw), w_zps int64 (C_out,),
-    stride / padding / dilation pairs of ints."""
-    return PreparedQConv2d(wq, w_zps, stride, padding, dilation, groups)
+    stride / padding / dilation pairs of ints; x_max the largest input code expected (it steers the GEMM
+    route, `qgemm.choose_route`)."""
+    return PreparedQConv2d(wq, w_zps, stride, padding, dilation, groups, x_max)
 
 
 def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
@@ -345,30 +455,42 @@ def qconv2d_nhwc(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax):
                 x = np.repeat(x, per_input, axis=3)
             return depthwise_qconv2d(x, x_zp, prepared.w_centred, bias_q, multiplier, out_zp, qmin, qmax,
                                      prepared.stride, prepared.padding, prepared.dilation, (out_h, out_w))
+        x_max = None
+        if prepared.guarded:        # im2row's rows also hold x_zp, the padding
+            x_max = max(int(x.max()), x_zp if prepared.padding != (0, 0) else 0)
         if prepared.route == "pointwise":
             (sh, sw) = prepared.stride
             if (sh, sw) != (1, 1):
                 x = np.ascontiguousarray(x[:, ::sh, ::sw][:, :out_h, :out_w])
             pixels = _gemm(x.reshape(-1, prepared.in_channels), x_zp, prepared, 0, bias_q, multiplier, out_zp,
-                           qmin, qmax)
+                           qmin, qmax, x_max)
             return pixels.reshape(n_batch, out_h, out_w, c_out)
-        return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w))
+        return _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, (out_h, out_w), x_max)
 
 
-def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax):
-    """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8."""
-    if not prepared.gemm16:
-        return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax)
+def _gemm(rows, x_zp, prepared, group, bias_q, multiplier, out_zp, qmin, qmax, x_max=None):
+    """rows (M, K or K padded to 4) uint8 times group `group`'s weight, requantized: (M, C_out / groups) uint8;
+    x_max, when known, the largest code in rows."""
+    if not (prepared.gemm16 or prepared.gemm8):
+        return qgemm_requant(rows, x_zp, prepared.packed[group], bias_q, multiplier, out_zp, qmin, qmax, x_max)
     n_cols = bias_q.shape[0]
     w_sums = prepared.w_sums[group * n_cols:(group + 1) * n_cols]
     col_term = (bias_q - x_zp * w_sums).astype(np.int32)          # fits: check_accumulator_range
     out = np.empty(rows.shape[0] * n_cols, np.uint8)
-    gemm16_requant_kernel(_words(rows, prepared.groups4), prepared.groups4, prepared.packed[group], col_term,
-                          np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
+    words = _words(rows, prepared.groups4)
+    if prepared.gemm8:
+        # maddubs could saturate on codes above x_limit: mark the tiles that hold one
+        hot = hot_tiles(rows, prepared.x_limit) if x_max is not None and x_max > prepared.x_limit else _NO_TILES
+        gemm8_requant_kernels[prepared.gemm8](words, prepared.groups4, prepared.packed[group], col_term,
+                                              np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out, hot,
+                                              prepared.x_limit)
+    else:
+        gemm16_requant_kernel(words, prepared.groups4, prepared.packed[group], col_term,
+                              np.ascontiguousarray(multiplier), out_zp, qmin, qmax, n_cols, out)
     return out.reshape(rows.shape[0], n_cols)
 
 
-def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size):
+def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, out_size, x_max=None):
     """The im2row route: per band of output rows and per group, im2row then `qgemm_requant`."""
     n_batch = x.shape[0]
     out_h, out_w = out_size
@@ -380,11 +502,12 @@ def _im2row_qconv2d(x, x_zp, prepared, bias_q, multiplier, out_zp, qmin, qmax, o
     for first in range(0, n_batch * out_h, band):
         count = min(band, n_batch * out_h - first)
         pixels = slice(first * out_w, (first + count) * out_w)
-        row_width = 4 * prepared.groups4 if prepared.gemm16 else prepared.depth
+        row_width = 4 * prepared.groups4 if prepared.gemm16 or prepared.gemm8 else prepared.depth
         for g in range(groups):
             rows = im2row(x, x_zp, *geometry, first, count, g * group_in, group_in, row_width)
             channels = slice(g * group_out, (g + 1) * group_out)
-            levels = _gemm(rows, x_zp, prepared, g, bias_q[channels], multiplier[channels], out_zp, qmin, qmax)
+            levels = _gemm(rows, x_zp, prepared, g, bias_q[channels], multiplier[channels], out_zp, qmin, qmax,
+                           x_max)
             if groups == 1:
                 out[pixels] = levels
             else:

@@ -12,6 +12,9 @@ CPU's features (`simd.host_features`), or named by the environment variable MINI
     vnni512    AVX512-VNNI vpdpbusd on zmm: a 4-row x 64-column tile in 16 accumulators; each step loads 4
                bytes of k from each of 4 rows of x (broadcast) and 64 columns x 4 bytes of packed weight
     avxvnni    vpdpbusd on ymm (AVX-VNNI, or AVX512-VNNI + VL): a 4 x 16 tile in 8 accumulators
+    maddubs    AVX2 vpmaddubsw + vpmaddwd (simd.maddubs_add8), avxvnni's tile and packing: 4 bytes of k per
+               int32 lane as vpdpbusd, but each pair of neighbouring products is first added in int16 with
+               saturation, so it is exact only when no pair sum can leave int16 (below)
     int16      AVX2 vpmaddwd on int16 pairs (x widened to int16 per call): a 4 x 16 tile; exact, since
                both operands fit int16 and two products of at most 255 * 128 fit int32
     portable   plain Numba loops (any CPU, any architecture): 4 rows of x by 2 rows of w per tile
@@ -22,14 +25,27 @@ afterwards, by expanding the product:
     sum_k (x - zx)(w - zw) = sum_k x w  -  zw * sum_k x  -  zx * sum_k w  +  K * zx * zw
 
 The weight row sums sum_k w are computed when the weight is packed; sum_k x only when some zw != 0.
-None of these instructions saturates, so the raw sum is exact while K * 255 * 128 < 2**31 (K < 65,793;
-`check_accumulator_range` asks for less). Packing (`pack_weight`) pads K with zero bytes to the group size
+Apart from maddubs's vpmaddubsw none of these instructions saturates, so the raw sum is exact while
+K * 255 * 128 < 2**31 (K < 65,793; `check_accumulator_range` asks for less). Packing (`pack_weight`) pads K with zero bytes to the group size
 (4 bytes for vpdpbusd, 2 int16 for vpmaddwd) and N to the tile width, and lays the weight out in the order
 the tile reads it, [N/width][K/group][width][group]:
 
     packed = w.reshape(N // width, width, K // group, group).transpose(0, 2, 1, 3)
 
-Padding adds zero products, and padded columns are never stored. Model files keep the plain int8 weight
+Padding adds zero products, and padded columns are never stored.
+
+The maddubs route is exact when it cannot saturate (MLAS's and fbgemm's AVX2 kernels rely on the same
+bound; fbgemm is why torch's x86 qconfig quantizes activations to 7 bits). A pair adds x0 w0 + x1 w1 with
+x in [0, x_max]; it stays in int16 for every x when x_max * P <= 32767 and x_max * Q <= 32768, where P
+(Q) is the largest sum of the positive parts (magnitudes of the negative parts) of a weight pair
+(k = 2j, 2j + 1) of one row. `maddubs_code_limit(wq)` is the largest such x_max: 128 for any int8 weight
+(7-bit activations, with the one level past 127 that rounding can give), 255 for weights in [-64, 64].
+`pack_weight` (route None) takes maddubs where QGEMM_ROUTE is maddubs only when the caller's `x_max`
+(the largest code it expects: 127 for 7-bit activations) is within that limit, else int16. Static
+activations come from a clamp to [0, 255], so a layer calibrated to 7 bits can still be handed a larger
+code; every call on a maddubs weight whose limit is below 255 therefore checks the codes' maximum first
+(one pass over the bytes, ~1/N of the GEMM's work) and runs the int16 route, packed when first needed,
+when they exceed it: a saturating input never reaches vpmaddubsw. Model files keep the plain int8 weight
 (portable across CPUs); layers pack it once, at convert time or on the first call after `load`.
 
 Each task of the parallel loop owns one column panel (its packed weight stays in L2) and one tile of rows;
@@ -50,25 +66,27 @@ from .qelementwise import (INT32_MAX, QINT8_MAX, QINT8_MIN, QUINT8_MAX, QUINT8_M
                            check_zero_point, per_channel)
 from .threads import ParallelKernel, threads_for
 
-ROUTES = ("vnni512", "avxvnni", "int16", "portable")
+ROUTES = ("vnni512", "avxvnni", "maddubs", "int16", "portable")
 
 # Each route needs every feature of one of its sets (LLVM's names).
 _REQUIREMENTS = {
     "vnni512": [("avx512f", "avx512bw", "avx512vnni")],
     "avxvnni": [("avxvnni",), ("avx512f", "avx512vl", "avx512vnni")],
+    "maddubs": [("avx2",)],
     "int16": [("avx2",)],
     "portable": [()],
 }
 
 # (tile width in columns, bytes of k per packed group, packed element type)
-_LAYOUT = {"vnni512": (64, 4, np.int8), "avxvnni": (16, 4, np.int8), "int16": (16, 2, np.int16),
+_LAYOUT = {"vnni512": (64, 4, np.int8), "avxvnni": (16, 4, np.int8), "maddubs": (16, 4, np.int8),
+           "int16": (16, 2, np.int16),
            "portable": (64, 1, np.int8)}
 
 
 # Multiply-adds per unit of `threads.SERIAL_BELOW`'s work (one unit is ~0.1-0.5 ns of one thread): vpdpbusd
 # on zmm does 64 per instruction. The batch-1 1024 x 1024 Linear (1M multiply-adds, ~20-30 us on one
 # thread, bound by reading the weight) thus stays serial; waking the pool cost more than it saved.
-_MACS_PER_WORK_UNIT = {"vnni512": 16, "avxvnni": 8, "int16": 4, "portable": 1}
+_MACS_PER_WORK_UNIT = {"vnni512": 16, "avxvnni": 8, "maddubs": 6, "int16": 4, "portable": 1}
 
 
 def route_supported(route):
@@ -117,19 +135,52 @@ class PackedWeight:
     """An int8 weight (N, K) prepared once for one route: the packed layout, the row sums sum_k w[n, k],
     the zero points, and the shapes. Built by `pack_weight`; read by `qgemm_packed` / `qgemm_requant`."""
 
-    __slots__ = ("route", "data", "n", "k", "groups", "w_zps", "w_sums", "has_zero_points", "zero_bias")
+    __slots__ = ("route", "data", "n", "k", "groups", "w_zps", "w_sums", "has_zero_points", "zero_bias", "x_limit",
+                 "codes", "fallback")
+
+    def exact_for(self, x_max):
+        """The PackedWeight to multiply activations whose largest code is x_max by: this one, or (maddubs
+        with x_max above its limit) the same weight packed for int16, built on first use."""
+        if x_max <= self.x_limit:
+            return self
+        if self.fallback is None:
+            self.fallback = pack_weight(self.codes, self.w_zps, "int16")
+        return self.fallback
 
     def __repr__(self):
         return f"PackedWeight(route={self.route!r}, n={self.n}, k={self.k})"
 
 
-def pack_weight(wq, w_zps, route=None):
+def maddubs_code_limit(wq):
+    """The largest activation code x_max (at most 255) for which the maddubs route is exact with weight
+    wq (N, K) int8: no pair x0 w[n, 2j] + x1 w[n, 2j + 1] with x0, x1 in [0, x_max] leaves int16."""
+    if wq.size == 0:
+        return QUINT8_MAX
+    even = np.zeros((wq.shape[0], wq.shape[1] + wq.shape[1] % 2), np.int64)
+    even[:, :wq.shape[1]] = wq
+    pairs = even.reshape(wq.shape[0], -1, 2)
+    positive, negative = np.maximum(pairs, 0).sum(axis=2).max(), np.maximum(-pairs, 0).sum(axis=2).max()
+    limits = [QUINT8_MAX] + ([32767 // positive] if positive else []) + ([32768 // negative] if negative else [])
+    return int(min(limits))
+
+
+def choose_route(wq, x_max=QUINT8_MAX):
+    """The route `pack_weight` takes by default: QGEMM_ROUTE, except that maddubs gives way to the exact
+    int16 route when activation codes up to x_max could saturate it with this weight."""
+    if QGEMM_ROUTE == "maddubs" and x_max > maddubs_code_limit(wq):
+        return "int16"
+    return QGEMM_ROUTE
+
+
+def pack_weight(wq, w_zps, route=None, x_max=QUINT8_MAX):
     """Prepare wq (N, K) int8 with per-output-channel zero points w_zps (N,) for the GEMM.
 
     Args:
         wq: int8 (N, K) weight codes.
         w_zps: integers in [-128, 127], length N (or a scalar / length 1 for a per-tensor weight).
-        route: one of ROUTES; default `QGEMM_ROUTE`.
+        route: one of ROUTES; default `choose_route(wq, x_max)`.
+        x_max: the largest activation code the caller expects (127 for 7-bit activations): only steers
+            the default route; any code stays exact on any route (see the module docstring).
 
     Returns:
         PackedWeight.
@@ -144,8 +195,7 @@ def pack_weight(wq, w_zps, route=None):
         >>> qgemm_packed(np.array([[130, 120]], np.uint8), 128, packed, None)
         array([[6]], dtype=int32)
     """
-    route = QGEMM_ROUTE if route is None else route
-    if not route_supported(route):
+    if route is not None and not route_supported(route):
         raise ValueError(f"route {route!r} needs CPU features this machine lacks; it can run {supported_routes()}")
     if not isinstance(wq, np.ndarray) or wq.dtype != np.int8:
         raise TypeError(f"wq must be an int8 NumPy array, got {getattr(wq, 'dtype', type(wq).__name__)}")
@@ -157,10 +207,13 @@ def pack_weight(wq, w_zps, route=None):
         raise ValueError(f"w_zps must lie in [{QINT8_MIN}, {QINT8_MAX}], got values in [{zps.min()}, {zps.max()}]")
     if depth * 255 * 255 > INT32_MAX:
         raise ValueError(f"K={depth} is too deep for exact int32 accumulators; expected K * 65025 <= {INT32_MAX}")
+    route = choose_route(wq, x_max) if route is None else route
 
     width, group, dtype = _LAYOUT[route]
     packed = PackedWeight()
     packed.route, packed.n, packed.k = route, n_rows, depth
+    packed.x_limit = maddubs_code_limit(wq) if route == "maddubs" else QUINT8_MAX
+    packed.codes, packed.fallback = (wq if packed.x_limit < QUINT8_MAX else None), None
     packed.w_zps, packed.has_zero_points = zps, bool(np.any(zps))
     packed.w_sums = wq.sum(axis=1, dtype=np.int64)
     packed.zero_bias = np.zeros(n_rows, np.int32)
@@ -290,6 +343,7 @@ _portable_tile4_jit = njit(cache=True)(_portable_tile4)
 _TILES = {
     "vnni512": (_vnni512_tile4, _vnni512_tile1),
     "avxvnni": _ymm_tiles(simd.vpdpbusd8, "avxvnni"),
+    "maddubs": _ymm_tiles(simd.maddubs_add8, "maddubs"),
     "int16": _ymm_tiles(simd.pmaddwd_add8, "int16"),
     "portable": (_portable_tile4_jit, njit(cache=True)(_portable_tile1)),
 }
@@ -339,8 +393,11 @@ _NO_INT32, _NO_UINT8, _NO_FLOAT32 = np.empty((0, 0), np.int32), np.empty((0, 0),
 _NO_VECTOR = np.empty(0, np.float32)
 
 
-def _run(xq, x_zp, packed, bias_q, mode, multiplier=_NO_VECTOR, out_zp=0, qmin=0, qmax=0, bias_f=_NO_VECTOR):
+def _run(xq, x_zp, packed, bias_q, mode, multiplier=_NO_VECTOR, out_zp=0, qmin=0, qmax=0, bias_f=_NO_VECTOR,
+         x_max=None):
     m_rows = xq.shape[0]
+    if packed.x_limit < QUINT8_MAX and xq.size:
+        packed = packed.exact_for(int(xq.max()) if x_max is None else x_max)
     x = _activation_words(xq, packed.route, packed.groups)
     x_sums = xq.sum(axis=1, dtype=np.int64) if packed.has_zero_points else np.zeros(m_rows, np.int64)
     out = np.empty((m_rows, packed.n), (np.int32, np.uint8, np.float32)[mode])
@@ -353,19 +410,21 @@ def _run(xq, x_zp, packed, bias_q, mode, multiplier=_NO_VECTOR, out_zp=0, qmin=0
     return out
 
 
-def qgemm_packed_unchecked(xq, x_zp, packed, bias_q):
-    """`qgemm_packed` for arguments already checked (layers check theirs once, when they are built)."""
-    return _run(xq, x_zp, packed, bias_q, INT32)
+def qgemm_packed_unchecked(xq, x_zp, packed, bias_q, x_max=None):
+    """`qgemm_packed` for arguments already checked (layers check theirs once, when they are built).
+    x_max: the largest code in xq when the caller knows it (else it is found when the route needs it)."""
+    return _run(xq, x_zp, packed, bias_q, INT32, x_max=x_max)
 
 
-def qgemm_requant_unchecked(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax):
+def qgemm_requant_unchecked(xq, x_zp, packed, bias_q, multiplier, out_zp, qmin, qmax, x_max=None):
     """`qgemm_requant` for arguments already checked."""
-    return _run(xq, x_zp, packed, bias_q, UINT8, multiplier, out_zp, qmin, qmax)
+    return _run(xq, x_zp, packed, bias_q, UINT8, multiplier, out_zp, qmin, qmax, x_max=x_max)
 
 
-def qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, bias):
+def qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, bias, x_max=None):
     """`qgemm_dequant` for arguments already checked (bias: float32 (N,) or None)."""
-    return _run(xq, x_zp, packed, None, FLOAT32, multiplier, bias_f=_NO_VECTOR if bias is None else bias)
+    return _run(xq, x_zp, packed, None, FLOAT32, multiplier, bias_f=_NO_VECTOR if bias is None else bias,
+                x_max=x_max)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,9 +12,15 @@ The integer GEMM (`qgemm.py`) therefore calls the instructions by name:
                                        _mm256_dpbusd_epi32 and _mm256_dpbusd_avx_epi32 both lower to it)
     pmaddwd(a, b)[i] = int16(a[i].lo) * int16(b[i].lo) + int16(a[i].hi) * int16(b[i].hi)      (int32)
         llvm.x86.avx2.pmadd.wd          8 lanes (ymm), AVX2
+    pmaddubsw(a, b)[j] = sat16(uint8(a.byte[2j]) * int8(b.byte[2j]) + uint8(a.byte[2j+1]) * int8(b.byte[2j+1]))
+        llvm.x86.avx2.pmadd.ub.sw       16 int16 lanes (ymm), AVX2; sat16 clamps to [-32768, 32767]
 
-Neither saturates (`vpmaddubsw`, which does, is not used): vpdpbusd adds four products of at most
-255 * 128 to the lane, pmaddwd two.
+vpdpbusd and pmaddwd never saturate: vpdpbusd adds four products of at most 255 * 128 to the lane,
+pmaddwd two. pmaddubsw does: a pair of 255 * -128 products is -65280. `maddubs_add8` (pmaddubsw, then
+pmaddwd against int16 ones to add its two neighbouring int16 into each int32 lane, as MLAS's and fbgemm's
+AVX2 kernels do) therefore equals vpdpbusd only for operands whose every pair sum fits int16;
+`maddubs_reference` below is its NumPy emulation, saturation included, and kernels/qgemm.py says when
+the route using it is allowed.
 
 A vector is a Numba value of type `I32x16` or `I32x8` (an LLVM `<16 x i32>` / `<8 x i32>`); `zeros`,
 `load` (from a flat int32 array at an element index), `splat` (one int32 in every lane) and `store`
@@ -149,6 +155,46 @@ def pmaddwd_add8(typingctx, acc, a, b):
         a16, b16 = builder.bitcast(args[1], halves), builder.bitcast(args[2], halves)
         return builder.add(args[0], _call(builder, "llvm.x86.avx2.pmadd.wd", _V8, [halves, halves], [a16, b16]))
     return I32x8(I32x8, I32x8, I32x8), codegen
+
+
+@intrinsic
+def maddubs_add8(typingctx, acc, a, b):
+    """acc + pmaddwd(pmaddubsw(a, b), 1): each lane's 4 uint8 of a times b's 4 int8, the two neighbouring
+    pairs first added in saturating int16 (ymm); needs avx2. Exact only where no pair sum leaves int16."""
+    def codegen(context, builder, sig, args):
+        bytes32, halves = ir.VectorType(ir.IntType(8), 32), ir.VectorType(ir.IntType(16), 16)
+        a8, b8 = builder.bitcast(args[1], bytes32), builder.bitcast(args[2], bytes32)
+        pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", halves, [bytes32, bytes32], [a8, b8])
+        ones = ir.Constant(halves, [1] * 16)
+        return builder.add(args[0], _call(builder, "llvm.x86.avx2.pmadd.wd", _V8, [halves, halves], [pairs, ones]))
+    return I32x8(I32x8, I32x8, I32x8), codegen
+
+
+def _byte_op(name):
+    @intrinsic
+    def byte_op(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            bytes32 = ir.VectorType(ir.IntType(8), 32)
+            a8, b8 = builder.bitcast(args[0], bytes32), builder.bitcast(args[1], bytes32)
+            return builder.bitcast(_call(builder, name, bytes32, [bytes32, bytes32], [a8, b8]), _V8)
+        return I32x8(I32x8, I32x8), codegen
+    return byte_op
+
+
+# Per byte of two I32x8: min(a, b) as uint8 (vpminub) and max(a - b, 0) as uint8 (vpsubusb). LLVM's generic
+# intrinsics: legal on any CPU. a = umin8(a, L) + usubsat8(a, L) splits a code into two parts <= L when
+# 255 - L <= L (qconv's maddubs GEMM, for the rare pixels above its code limit).
+umin8 = _byte_op("llvm.umin.v32i8")
+usubsat8 = _byte_op("llvm.usub.sat.v32i8")
+
+
+def maddubs_reference(x, w):
+    """What `maddubs_add8` computes, on whole arrays: x (M, K) uint8 times w (N, K) int8 with K even, the
+    products of k = 2j and 2j + 1 added and clamped to int16 (pmaddubsw's saturation), then summed in int64.
+    Equals x @ w.T exactly when no pair sum leaves [-32768, 32767]."""
+    products = x.astype(np.int64)[:, None, :] * w.astype(np.int64)[None, :, :]
+    pairs = products.reshape(x.shape[0], w.shape[0], -1, 2).sum(axis=3)
+    return np.clip(pairs, -2**15, 2**15 - 1).sum(axis=2)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -74,9 +74,11 @@ def choose_quantization_params(min_val, max_val, qmin=0, qmax=255, reduce_range=
         raise ValueError(f"min_val={min_val} must not exceed max_val={max_val} (and neither may be NaN)")
     lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
     scale = (float(hi) - float(lo)) / (qmax - qmin)
-    with np.errstate(divide="ignore", over="ignore"):
-        if np.float32(scale) == 0 or np.isinf(np.float32(1) / np.float32(scale)):
-            scale = 0.1
+    narrow = float(np.float32(scale))
+    if narrow < 1e-30:                  # only then can 1 / float32(scale) overflow (errstate costs ~5 us a call)
+        with np.errstate(divide="ignore", over="ignore"):
+            if narrow == 0 or np.isinf(np.float32(1) / np.float32(scale)):
+                scale = 0.1
     if scale < SMALL_SCALE_THRESHOLD:
         original = np.float32(scale)
         scale = SMALL_SCALE_THRESHOLD
@@ -105,9 +107,10 @@ def quantize_input(x, reduce_range=True):
     return quantize_per_tensor(x, scale, zero_point, qd.quint8), scale, zero_point
 
 
-def pack_dynamic_weight(weight, route=None):
+def pack_dynamic_weight(weight, route=None, reduce_range=True):
     """(w_scales float32 (N,), PackedWeight) of a qint8 QTensor weight (N, K): its qparams checked and its
-    codes packed for the GEMM (kernels.qgemm.pack_weight), once per weight."""
+    codes packed for the GEMM (kernels.qgemm.pack_weight), once per weight; 7-bit inputs (reduce_range)
+    let an AVX2 CPU take the maddubs route."""
     out_features, in_features = weight.shape
     if weight.is_per_channel():
         w_scales, w_zps = weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
@@ -115,7 +118,7 @@ def pack_dynamic_weight(weight, route=None):
         w_scales, w_zps = np.array([weight.q_scale()]), np.array([weight.q_zero_point()])
     w_scales, w_zps = check_weight_qparams(w_scales, w_zps, out_features)
     check_accumulator_range(in_features, None)
-    return w_scales, pack_weight(weight.int_repr(), w_zps, route)
+    return w_scales, pack_weight(weight.int_repr(), w_zps, route, x_max=127 if reduce_range else 255)
 
 
 def linear_dynamic(x, weight, bias=None, reduce_range=True, packed=None):
@@ -141,10 +144,15 @@ def linear_dynamic(x, weight, bias=None, reduce_range=True, packed=None):
         raise ValueError("linear_dynamic: the input contains NaN or infinite values, which have no quantized range")
     w_scales, packed = pack_dynamic_weight(weight, "portable") if packed is None else packed
     x_scale, x_zp = choose_quantization_params(low, high, reduce_range=reduce_range)
+    inv_scale = np.float32(1) / x_scale
     with threads_for(rows.size):
-        xq = quantize_uint8(rows.reshape(-1), np.float32(1) / x_scale, x_zp).reshape(rows.shape)
+        xq = quantize_uint8(rows.reshape(-1), inv_scale, x_zp).reshape(rows.shape)
+    # Quantizing is monotonic, so the largest code is that of the largest value: the GEMM's route check
+    # (kernels.qgemm, maddubs) needs no pass over the codes.
+    x_max = int(quantize_uint8(np.array([high], np.float32), inv_scale, x_zp)[0])
     multiplier = requantize_multiplier(x_scale, w_scales, 1.0)
-    out = qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, None if bias is None else np.asarray(bias, np.float32))
+    out = qgemm_dequant_unchecked(xq, x_zp, packed, multiplier, None if bias is None else np.asarray(bias, np.float32),
+                                  x_max)
     return out.reshape(*x.shape[:-1], out_features)
 
 
@@ -235,7 +243,7 @@ class DynamicQuantizedLinear(Module):
         call after `load`: model files hold the plain codes); not saved (io.TRANSIENT_ATTRIBUTES)."""
         memo = self.__dict__.get("_packed_weight")
         if memo is None or memo[0] is not self._weight:
-            memo = (self._weight, pack_dynamic_weight(self._weight))
+            memo = (self._weight, pack_dynamic_weight(self._weight, reduce_range=self.reduce_range))
             self.__dict__["_packed_weight"] = memo
         return memo[1]
 

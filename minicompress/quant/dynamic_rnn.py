@@ -19,7 +19,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..nn import rnn as nn_rnn
 from ..tensor import Tensor, stack
-from .dynamic import linear_dynamic, weight_observer_for
+from .dynamic import linear_dynamic, pack_dynamic_weight, weight_observer_for
 from .modules import quantize_weight
 
 
@@ -61,7 +61,18 @@ class _DynamicWeights:
         return np.dtype(np.float32)
 
     def _project(self, x, weight, bias):
-        return Tensor._wrap(linear_dynamic(x.data, weight, None if bias is None else bias.data))
+        return Tensor._wrap(linear_dynamic(x.data, weight, None if bias is None else bias.data,
+                                           packed=self._packed(weight)))
+
+    def _packed(self, weight):
+        """`pack_dynamic_weight(weight)`, prepared once per weight (the hidden projection runs at every time
+        step; packing it there cost more than the product) and kept while that weight object stays; not
+        saved (io.TRANSIENT_ATTRIBUTES)."""
+        memo = self.__dict__.setdefault("_packed_weight", {})
+        entry = memo.get(id(weight))
+        if entry is None or entry[0] is not weight:
+            entry = memo[id(weight)] = (weight, pack_dynamic_weight(weight))
+        return entry[1]
 
     @classmethod
     def from_float(cls, mod):

@@ -53,6 +53,15 @@ def _output_qparams(mod):
     return float(scale[0]), int(zero_point[0])
 
 
+def _expected_input_max(mod):
+    """The largest activation code `mod`'s qconfig quantizes to (its output observer's quant_max: 127 for
+    torch's x86 qconfig, whose reduce_range keeps activations to 7 bits; the layer's input comes from a
+    layer observed the same way). It steers the GEMM route (kernels.qgemm.choose_route); a larger code at
+    run time is still exact there."""
+    observer = getattr(mod, "activation_post_process", None)
+    return int(getattr(observer, "quant_max", QUINT8_MAX) or QUINT8_MAX)
+
+
 def quantize_weight(weight, observer):
     """The qint8 QTensor of float32 `weight` with the qparams of `observer` (which has already seen it):
     per channel along the observer's ch_axis, or per tensor."""
@@ -159,12 +168,13 @@ class Linear(QuantizedModule):
 
     _relu = False
 
-    def __init__(self, weight, bias, scale, zero_point):
+    def __init__(self, weight, bias, scale, zero_point, input_code_max=QUINT8_MAX):
         super().__init__()
         if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
             raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
         self._weight, self.bias = weight, None if bias is None else np.asarray(bias, np.float32)
         self.scale, self.zero_point = float(scale), int(zero_point)
+        self.input_code_max = check_zero_point("input_code_max", input_code_max, QUINT8_MIN, QUINT8_MAX)
         self.out_features, self.in_features = weight.shape
         self._packed()
 
@@ -178,7 +188,8 @@ class Linear(QuantizedModule):
             check_scale("scale", self.scale)
             check_zero_point("zero_point", self.zero_point, 0, 255)
             w_scales, w_zps = check_weight_qparams(*_weight_qparams(self._weight), self.out_features)
-            memo = (self._weight, w_scales, pack_weight(self._weight.int_repr(), w_zps))
+            memo = (self._weight, w_scales, pack_weight(self._weight.int_repr(), w_zps,
+                                                        x_max=getattr(self, "input_code_max", QUINT8_MAX)))
             self.__dict__["_packed_weight"] = memo
         return memo[1], memo[2]
 
@@ -216,7 +227,8 @@ class Linear(QuantizedModule):
             linear = mod[0] if isinstance(mod, fused.LinearReLU) else mod
         weight_observer(linear.weight.detach())
         bias = None if linear.bias is None else linear.bias.data
-        return cls(quantize_weight(linear.weight.data, weight_observer), bias, scale, zero_point)
+        return cls(quantize_weight(linear.weight.data, weight_observer), bias, scale, zero_point,
+                   _expected_input_max(mod))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
@@ -233,12 +245,14 @@ class Conv2d(QuantizedModule):
 
     _relu = False
 
-    def __init__(self, weight, bias, scale, zero_point, stride=1, padding=0, dilation=1, groups=1):
+    def __init__(self, weight, bias, scale, zero_point, stride=1, padding=0, dilation=1, groups=1,
+                 input_code_max=QUINT8_MAX):
         super().__init__()
         if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 4:
             raise TypeError(f"weight must be a 4-D qint8 QTensor, got {weight!r}")
         self._weight, self.bias = weight, None if bias is None else np.asarray(bias, np.float32)
         self.scale, self.zero_point = float(scale), int(zero_point)
+        self.input_code_max = check_zero_point("input_code_max", input_code_max, QUINT8_MIN, QUINT8_MAX)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.out_channels = weight.shape[0]
         self.in_channels = weight.shape[1] * groups
@@ -278,7 +292,7 @@ class Conv2d(QuantizedModule):
             weight, bias = conv.weight.data, None if conv.bias is None else conv.bias.data
         weight_observer(Tensor(weight))
         return cls(quantize_weight(weight, weight_observer), bias, scale, zero_point, conv.stride, conv.padding,
-                   conv.dilation, conv.groups)
+                   conv.dilation, conv.groups, _expected_input_max(mod))
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -300,7 +314,8 @@ class _ConvPlan:
         self.w_scales, w_zps = check_weight_qparams(*_weight_qparams(module._weight), module.out_channels)
         geometry = check_conv_geometry(module._weight.shape, module.stride, module.padding, module.dilation,
                                        module.groups)
-        self.conv = prepare_qconv2d(module._weight.int_repr(), w_zps, *geometry)
+        self.conv = prepare_qconv2d(module._weight.int_repr(), w_zps, *geometry,
+                                    x_max=getattr(module, "input_code_max", QUINT8_MAX))
 
     @staticmethod
     def of(module, x_scale):
@@ -496,3 +511,36 @@ class QuantizedConcat(QuantizedModule):
         parts = [_check_input(x, "QuantizedConcat").dequantize().data for x in xs]
         return quantize_per_tensor(Tensor._wrap(np.concatenate(parts, axis=self.axis)), self.scale, self.zero_point,
                                    qd.quint8)
+
+
+def kernel_routes(model):
+    """{kernel: number of layers} for the integer layers of `model` that have prepared their weights (at
+    construction, or on their first call): which GEMM route (kernels.qgemm) each Linear packed for, and
+    which conv route and GEMM each Conv2d took. What `minicompress bench` and the benchmarks print."""
+    from ..kernels.qgemm import PackedWeight
+    counts = {}
+
+    def count(name):
+        counts[name] = counts.get(name, 0) + 1
+
+    def packed_in(value):
+        if isinstance(value, PackedWeight):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from packed_in(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from packed_in(item)
+
+    for module in model.modules():
+        plan = module.__dict__.get("_conv_plan")
+        if plan is not None:
+            conv = plan.conv
+            gemm = ("vnni512 zmm conv GEMM" if conv.gemm16 else f"{conv.gemm8} ymm conv GEMM" if conv.gemm8
+                    else "direct loop" if conv.route == "depthwise" else f"qgemm {conv.packed[0].route}")
+            count(f"conv {conv.route}: {gemm}")
+        for packed in packed_in(module.__dict__.get("_packed_weight")):
+            count(f"{'dynamic ' if type(module).__name__.startswith('Dynamic') else ''}linear: qgemm {packed.route}")
+    return counts
+
