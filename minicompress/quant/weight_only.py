@@ -12,6 +12,7 @@ group_size / 2) uint8, `weight_scales` (N, n_groups) float32, `weight_zero_point
 uint8 (absent for symmetric weights: zero point 8), and the float32 `bias`.
 """
 import copy
+import warnings
 
 import numpy as np
 
@@ -123,7 +124,9 @@ def quantize_int4_weights(model, group_size=64, symmetric=True, method="rtn", ca
     (e.g. `lambda m: m.encode(sentences)`). The layers are quantized one at a time in the order the model
     lists them; each one's Hessian comes from its inputs in the model where the layers before it are
     already int4 (as the reference quantizes a transformer block after the ones before it), so each
-    layer's rounding also absorbs what the earlier layers' rounding changed.
+    layer's rounding also absorbs what the earlier layers' rounding changed. A Linear that calibration
+    never reaches (a BERT pooler under mean pooling) has no Hessian: it is rounded to nearest, with a
+    warning naming it.
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a Module, got {type(model).__name__}")
@@ -135,16 +138,18 @@ def quantize_int4_weights(model, group_size=64, symmetric=True, method="rtn", ca
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     for name, linear in _linears(model):
-        H = None
-        if method == "gptq":
-            H = _accumulate_hessian(model, linear, calibrate, name)
-        _replace(model, name, Int4Linear.from_float(linear, group_size, symmetric, method, hessian=H))
+        H = _accumulate_hessian(model, linear, calibrate) if method == "gptq" else None
+        if method == "gptq" and H is None:
+            warnings.warn(f"quantize_int4_weights: layer {name!r} received no inputs while calibrate ran; "
+                          f"it is rounded to nearest")
+        _replace(model, name, Int4Linear.from_float(linear, group_size, symmetric, "rtn" if H is None else method,
+                                                    hessian=H))
     return model
 
 
-def _accumulate_hessian(model, linear, calibrate, name):
+def _accumulate_hessian(model, linear, calibrate):
     """H = 2 / n X^T X of the rows `linear` receives while `calibrate(model)` runs (float64, summed as it
-    goes, so no inputs are kept)."""
+    goes, so no inputs are kept); None when it received none."""
     k = linear.in_features
     state = {"xtx": np.zeros((k, k)), "rows": 0}
 
@@ -160,5 +165,5 @@ def _accumulate_hessian(model, linear, calibrate, name):
     finally:
         handle.remove()
     if state["rows"] == 0:
-        raise ValueError(f"calibrate: layer {name!r} received no inputs while it ran")
+        return None
     return 2.0 / state["rows"] * state["xtx"]
