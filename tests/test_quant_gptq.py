@@ -146,3 +146,26 @@ def test_bad_arguments_are_named():
         Int4Linear.from_float(nn.Linear(8, 2), 16, method="gptq")
     with pytest.raises(ValueError, match="method must be one of"):
         Int4Linear.from_float(nn.Linear(8, 2), 16, method="awq")
+
+
+def test_quantize_int4_weights_calibrates_each_layer_after_the_ones_before():
+    """The second layer's Hessian is that of its inputs in the model whose first layer is already int4;
+    a layer calibration never reaches is rounded to nearest, with a warning naming it."""
+    import minicompress as mc
+    from minicompress import quant as Q
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 32)).astype(np.float32)
+    mc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16))
+    unused = nn.Linear(16, 4)
+    model.unused = unused
+    with pytest.warns(UserWarning, match="'unused' received no inputs"):
+        quantized = Q.quantize_int4_weights(model, 16, method="gptq", calibrate=lambda m: m[2](m[1](m[0](mc.tensor(x)))))
+    first = Int4Linear.from_float(model[0], 16, method="gptq", inputs=x)
+    assert quantized[0].weight_packed.data.tobytes() == first.weight_packed.data.tobytes()
+    hidden = np.maximum(first(mc.tensor(x)).data, 0)
+    second = Int4Linear.from_float(model[2], 16, method="gptq", inputs=hidden)
+    assert quantized[2].weight_packed.data.tobytes() == second.weight_packed.data.tobytes()
+    assert quantized.unused.weight_packed.data.tobytes() == Int4Linear.from_float(unused, 16).weight_packed.data.tobytes()
+    assert type(model[0]) is nn.Linear                                   # the input model is left as it was
