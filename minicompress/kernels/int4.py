@@ -8,8 +8,8 @@ every product and every sum rounded to float32 in that order (k ascending, no fu
 kernel and its twin agree bit for bit. The kernel never holds the whole float W: each parallel task owns a
 tile of MT rows of x by NT outputs, and for each group it unpacks that group's nibbles for its NT outputs
 into a (group_size, NT) float32 buffer (dequantize-on-the-fly), then adds x[m, k] * buffer[k, :] into its
-rows' accumulators: a contiguous multiply-add over NT outputs that vectorises without reassociating any
-sum. Unpacking costs 1 / MT of the multiply-adds. Tasks write disjoint tiles of y (no shared accumulator).
+rows' accumulators, four rows at a time (each unpacked weight loaded once for four products): a contiguous
+multiply-add over NT outputs that vectorises without reassociating any sum. Unpacking costs 1 / MT of the multiply-adds. Tasks write disjoint tiles of y (no shared accumulator).
 
 Kernels assume validated input (`quant.int4.check_packed`, done by `quant.weight_only.Int4Linear`):
 C-contiguous float32 x (M, K), packed uint8 (N, n_groups, group_size // 2), scales float32 (N, n_groups),
@@ -45,13 +45,28 @@ def _int4_linear(x, packed, scales, zero_points, bias):
                     byte = np.int32(packed[n0 + n, g, j])
                     w[2 * j, n] = np.float32(np.int32(byte & 15) - z) * s
                     w[2 * j + 1, n] = np.float32(np.int32(byte >> 4) - z) * s
-            for m in range(m1 - m0):
+            m = 0
+            while m + 4 <= m1 - m0:               # four rows at a time: each unpacked weight loaded once for them
+                r0, r1, r2, r3 = acc[m], acc[m + 1], acc[m + 2], acc[m + 3]
+                for k in range(length):
+                    x0, x1 = x[m0 + m, k0 + k], x[m0 + m + 1, k0 + k]
+                    x2, x3 = x[m0 + m + 2, k0 + k], x[m0 + m + 3, k0 + k]
+                    wk = w[k]
+                    for n in range(width):
+                        wv = wk[n]
+                        r0[n] += x0 * wv
+                        r1[n] += x1 * wv
+                        r2[n] += x2 * wv
+                        r3[n] += x3 * wv
+                m += 4
+            while m < m1 - m0:
                 row = acc[m]
                 for k in range(length):
                     xv = x[m0 + m, k0 + k]
                     wk = w[k]
                     for n in range(width):
                         row[n] += xv * wk[n]
+                m += 1
         for m in range(m1 - m0):
             for n in range(width):
                 out[m0 + m, n0 + n] = acc[m, n] + bias[n0 + n] if bias.shape[0] else acc[m, n]

@@ -18,7 +18,9 @@ The qparams of one group x are MLAS's (onnxruntime's `quantize_matmul_4bits`, wh
                   z = clamp(roundf(0 - lo / s), 0, 15)         (z = 0 when s == 0)
     codes         q = clamp(roundf(x * (1 / s) + z), 0, 15)    (1 / s taken as 0 when s == 0)
 
-`roundf` rounds half away from zero (C's roundf), not NumPy's half to even. Packing (MatMulNBits' B, scales,
+`roundf` rounds half away from zero (C's roundf), not NumPy's half to even. These are MLAS's bit for bit
+(tests/test_quant_int4.py), except the sign of a zero scale (a group of zeros mixing -0.0 and +0.0, where
+which zero min / max return depends on the order they are read in): either dequantizes to zeros. Packing (MatMulNBits' B, scales,
 zero_points):
 
     packed        uint8 (N, n_groups, group_size // 2): byte j of a group holds elements 2j (low nibble)
