@@ -57,8 +57,8 @@ TRANSIENT_ATTRIBUTES = {"_forward_hooks", "_forward_pre_hooks", "_bias_q_memo", 
 # The modules that define layers, imported before a file is read so that each class can be found by
 # name in a fresh process (quant.dynamic, for one, is otherwise only imported on first use).
 LAYER_MODULES = ("nn", "quant", "quant.dynamic", "quant.dynamic_per_token", "quant.dynamic_rnn", "quant.observer",
-                 "quant.fake_quantize", "quant.embedding", "quant.ort_calibrate", "prune", "prune.sparse_modules",
-                 "distill", "models", "graph")
+                 "quant.fake_quantize", "quant.embedding", "quant.ort_calibrate", "quant.weight_only", "prune",
+                 "prune.sparse_modules", "distill", "models", "graph")
 
 
 class ModelFileError(ValueError):
@@ -564,6 +564,7 @@ def _check_sizes(module, where):
     if expected is not None and weight is not None and tuple(weight) != expected:
         raise ModelFileError(f"{where}: the stored sizes say a weight of shape {expected} but the weight has shape "
                              f"{tuple(weight)} (tampered file?)")
+    _check_int4(module, where)
     if "num_features" in d:
         for key in ("weight", "bias"):
             if module._parameters.get(key) is not None and tuple(module._parameters[key].shape) != (d["num_features"],):
@@ -585,6 +586,35 @@ def _check_sizes(module, where):
             if width is not None and (len(shape) != 2 or shape[1] != width):
                 raise ModelFileError(f"{where}: {key} has shape {shape}, which does not match "
                                      f"input_size={d['input_size']!r}, hidden_size={d['hidden_size']!r}")
+
+
+def _check_int4(module, where):
+    """An int4 layer's packed weight, scales, zero points and bias against its sizes: the kernel reads
+    them without bounds checks."""
+    from .quant.int4 import check_packed
+    from .quant.weight_only import Int4Linear
+    if not isinstance(module, Int4Linear):
+        return
+    d, buffers = module.__dict__, module._buffers
+    for key, kind in (("in_features", int), ("out_features", int), ("group_size", int), ("symmetric", bool)):
+        if not isinstance(d.get(key), kind) or (kind is int and (isinstance(d[key], bool) or d[key] < 1)):
+            raise ModelFileError(f"{where}: an Int4Linear entry needs {key} as a positive {kind.__name__}")
+    data = {k: None if buffers.get(k) is None else buffers[k].data
+            for k in ("weight_packed", "weight_scales", "weight_zero_points", "bias")}
+    if (data["weight_zero_points"] is None) != d["symmetric"]:
+        raise ModelFileError(f"{where}: symmetric={d['symmetric']} but weight_zero_points is "
+                             f"{'missing' if data['weight_zero_points'] is None else 'present'}")
+    try:
+        from .quant.int4 import check_group_size
+        check_group_size(d["group_size"])
+        check_packed(data["weight_packed"], data["weight_scales"], data["weight_zero_points"], d["in_features"],
+                     d["out_features"], d["group_size"], where)
+    except ValueError as exc:
+        raise ModelFileError(str(exc)) from None
+    bias = data["bias"]
+    if bias is not None and (bias.dtype != np.float32 or bias.shape != (d["out_features"],)):
+        raise ModelFileError(f"{where}: bias must be float32 of shape ({d['out_features']},), got {bias.dtype} "
+                             f"{bias.shape}")
 
 
 def load(path) -> Module:

@@ -178,10 +178,22 @@ def detector_int8():
     return quantize_detector(detector_channel_pruned()[0], _scene_images(8)), _scene_images()
 
 
+def int4_weights():
+    """Linear weights in int4 groups: GPTQ symmetric in groups of 16 (in_features 40: a padded last
+    group), round-to-nearest asymmetric (packed zero points, an odd number of groups) in groups of 32."""
+    from minicompress.quant.weight_only import Int4Linear
+    mc.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((6, 40)).astype(np.float32)
+    model = nn.Sequential(nn.Linear(40, 80), nn.ReLU(), nn.Linear(80, 3, bias=False))
+    model = Q.quantize_int4_weights(model, group_size=16, method="gptq", calibrate=lambda m: m(mc.tensor(x)))
+    model[2] = Int4Linear.from_float(nn.Linear(80, 3, bias=False), group_size=32, symmetric=False)
+    return model, x
+
+
 KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, folded_qdq, observed_histogram,
                                  observed_minmax, qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru,
                                  dynamic_lstm_cell, dynamic_gru_cell, traced_graph, graph_observed, graph_int8,
-                                 detector_channel_pruned, detector_int8)}
+                                 detector_channel_pruned, detector_int8, int4_weights)}
 
 
 def outputs(model, x):

@@ -192,6 +192,41 @@ def test_sizes_that_disagree_with_the_weights_are_refused(tmp_path, layer, key, 
         io.load(path)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("in_features", 100, "packed must be a uint8 array of shape"),
+    ("out_features", 2, "packed must be a uint8 array of shape"),
+    ("group_size", 32, "packed must be a uint8 array of shape"),
+    ("group_size", 24, "group_size must be a power of two"),
+    ("symmetric", True, "weight_zero_points is present"),
+    ("in_features", "40", "in_features as a positive int"),
+])
+def test_int4_sizes_that_disagree_with_the_packed_weight_are_refused(tmp_path, key, value, message):
+    from minicompress.quant.weight_only import Int4Linear
+    path = tmp_path / "model.npz"
+    io.save(Int4Linear.from_float(nn.Linear(40, 3), 16, symmetric=False), path)
+    _rewrite_header(path, lambda h: h["model"]["attributes"].update({key: value}))
+    with pytest.raises(io.ModelFileError, match=message):
+        io.load(path)
+
+
+def test_int4_layer_round_trips_bit_for_bit(tmp_path):
+    from minicompress.quant.weight_only import Int4Linear
+    for symmetric in (True, False):
+        layer = Int4Linear.from_float(nn.Linear(40, 3), 16, symmetric=symmetric)
+        io.save(layer, tmp_path / "int4.npz")
+        loaded = io.load(tmp_path / "int4.npz")
+        assert set(layer._buffers) == set(loaded._buffers)
+        assert (loaded.weight_zero_points is None) == symmetric
+        for name, buffer in layer._buffers.items():
+            if buffer is None:
+                assert loaded._buffers[name] is None
+                continue
+            assert buffer.data.dtype == loaded._buffers[name].data.dtype
+            assert buffer.data.tobytes() == loaded._buffers[name].data.tobytes()
+        x = mc.tensor(np.random.default_rng(0).standard_normal((5, 40)).astype(np.float32))
+        assert layer(x).data.tobytes() == loaded(x).data.tobytes()
+
+
 def test_a_npy_file_is_not_a_model_file(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(3))
     with pytest.raises(io.ModelFileError, match="a single .npy array"):

@@ -26,7 +26,9 @@ def _models():
     masked = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 3))
     P.l1_unstructured(masked[4], "weight", amount=0.5)
     from minicompress import quant as Q
-    return {"masked": masked, "dynamic": Q.quantize_dynamic(nn.Sequential(nn.Linear(3, 2))), "lstm": nn.LSTM(2, 2)}
+    int4 = Q.Int4Linear.from_float(nn.Linear(40, 3), 16, symmetric=False)    # packed nibbles, zero points
+    return {"masked": masked, "dynamic": Q.quantize_dynamic(nn.Sequential(nn.Linear(3, 2))), "lstm": nn.LSTM(2, 2),
+            "int4": int4}
 
 
 class _Files(dict):

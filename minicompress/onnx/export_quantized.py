@@ -27,6 +27,12 @@ module's own: the int8 weight codes, and the int32 bias from `kernels.qlinear.qu
 input's scale, so both ends round the bias identically. Activations that minicompress rounds with
 x * (1 / scale) onnxruntime rounds with x / scale: the two can differ by one step at a tie.
 
+`Int4Linear` (weight-only int4, float in and out) becomes one com.microsoft `MatMulNBits` node (bits=4,
+block_size = its group size, K, N): its packed bytes as B, its scales flattened to [N * n_groups], its
+packed zero points flattened (absent for symmetric weights: MatMulNBits' default zero point 8), its bias
+as MatMulNBits' bias input. These are the arrays the layer holds, byte for byte (quant.int4 packs them as
+onnxruntime does), and onnxruntime's CPU kernel dequantizes them to the same float32 weight.
+
 `DynamicQuantizedLinear` becomes DynamicQuantizeLinear -> MatMulInteger (W^T int8) -> Cast -> Mul by
 x_scale * w_scale -> Add bias, onnxruntime's dynamic form. DynamicQuantizeLinear always uses the full
 uint8 range, so this equals the module's arithmetic when it was built with reduce_range=False
@@ -37,6 +43,7 @@ import numpy as np
 from ..quant import dtypes as qd
 from ..quant import modules as nnq
 from ..quant.dynamic import DynamicQuantizedLinear
+from ..quant.weight_only import Int4Linear
 from ..qtensor import QTensor
 from .errors import ExportError
 from ..kernels.qlinear import quantize_bias
@@ -47,7 +54,7 @@ def _pairs(value):
 
 
 _QUANTIZED_MODULES = {"minicompress.quant.modules", "minicompress.quant.dynamic", "minicompress.quant.dynamic_rnn",
-                      "minicompress.quant.embedding"}
+                      "minicompress.quant.embedding", "minicompress.quant.weight_only"}
 
 
 def is_quantized_layer(layer):
@@ -155,6 +162,9 @@ def emit_quantized(b, layer, name, in_names, in_values, out):
     if kind is DynamicQuantizedLinear:
         _emit_dynamic_linear(b, layer, name, x, out, in_values[0].ndim)
         return
+    if kind is Int4Linear:
+        _emit_int4_linear(b, layer, name, x, out)
+        return
     qx = _input_qtensor(layer, name, in_values[0])
     storage = qx.int_repr().dtype.type
     if kind is nnq.QuantizedAdd:
@@ -259,7 +269,7 @@ _SAME_QPARAMS = {nnq.ReLU: _relu, nnq.ReLU6: _relu6, nnq.MaxPool2d: _max_pool, n
                  nnq.AdaptiveAvgPool2d: _adaptive_avg_pool, nnq.Flatten: _flatten, nnq.Reshape: _reshape}
 _STATIC = set(_SAME_QPARAMS) | {nnq.Conv2d, nnq.ConvReLU2d, nnq.Linear, nnq.LinearReLU, nnq.QuantizedAdd,
                                 nnq.QuantizedConcat}
-_PASS_THROUGH = {nnq.Quantize, nnq.DeQuantize, nnq.Dropout, DynamicQuantizedLinear}
+_PASS_THROUGH = {nnq.Quantize, nnq.DeQuantize, nnq.Dropout, DynamicQuantizedLinear, Int4Linear}
 
 
 # ----- dynamic Linear ----------------------------------------------------------------------------
@@ -287,3 +297,20 @@ def _emit_dynamic_linear(b, layer, name, x, out, rank):
     b.node("Mul", [cast, scales], [product], f"{name}_Mul")
     if bias is not None:
         b.node("Add", [product, b.constant(f"{name}.bias", np.asarray(bias, np.float32))], [out], f"{name}_Add")
+
+
+# ----- weight-only int4 Linear ------------------------------------------------------------------------
+
+def _emit_int4_linear(b, layer, name, x, out):
+    """MatMulNBits(A, B, scales[, zero_points], g_idx="", bias), com.microsoft, as onnxruntime's
+    `MatMulNBitsQuantizer` writes it (its `DefaultWeightOnlyQuantizer`, QOperator format)."""
+    ins = [x, b.constant(f"{name}.weight_Q4", layer.weight_packed.data),
+           b.constant(f"{name}.weight_scales", layer.weight_scales.data.reshape(-1))]
+    ins.append("" if layer.weight_zero_points is None else
+               b.constant(f"{name}.weight_zero_points", layer.weight_zero_points.data.reshape(-1)))
+    if layer.bias is not None:
+        ins += ["", b.constant(f"{name}.bias", layer.bias.data)]
+    while ins[-1] == "":
+        ins.pop()
+    b.node("MatMulNBits", ins, [out], name, domain="com.microsoft", K=int(layer.in_features),
+           N=int(layer.out_features), bits=4, block_size=int(layer.group_size))

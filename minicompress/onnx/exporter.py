@@ -297,7 +297,9 @@ def export(model, example_inputs, path=None, opset_version=17, dynamic_batch=Tru
                                 [info(n, t) if traced else
                                  b.helper.make_tensor_value_info(n, _elem(t), [None] * t.ndim)
                                  for n, t in graph_outputs], b.initializers)
-    proto = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", opset_version)],
+    domains = sorted({node.domain for node in b.nodes} - {"", "ai.onnx"})      # com.microsoft: MatMulNBits
+    proto = b.helper.make_model(graph, opset_imports=[b.helper.make_opsetid("", opset_version)]
+                                + [b.helper.make_opsetid(domain, 1) for domain in domains],
                                 producer_name="minicompress", ir_version=8 if opset_version < 21 else 10)
     onnx.checker.check_model(proto)
     if path is not None:

@@ -20,6 +20,9 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
     adaround                              AdaRound (Nagel et al. 2020): learned up / down rounding of weights
                                           (`quant.adaround` is the function; its helpers import from the
                                           module: `from minicompress.quant.adaround import round_layer`)
+    int4, gptq, weight_only               weight-only int4 in groups (onnxruntime's MatMulNBits layout),
+                                          GPTQ rounding (Frantar et al. 2022), Int4Linear and
+                                          quantize_int4_weights
 """
 from . import dtypes, qparams
 from .adaround import adaround
@@ -44,6 +47,7 @@ from ..qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_te
 from .smoothquant import get_act_scales, smooth_lm, smooth_ln_fcs, smooth_quant
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
 from .static import calibrate, quantize_static
+from .weight_only import Int4Linear, quantize_int4_weights
 from ..nn.stubs import DeQuantStub, QuantStub
 
 
