@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import copy
 
-from ..training import accuracy, fit, latency_per_image, parameter_count
+from ..training import accuracy, fit
 from ..optim import Adam
 from . import report
-from .stages import prune_model, quantize_model
+from .stages import prune_model, quantize_model, stage_costs
 
 QUANTIZE_MODES = ("static", "dynamic", "qat", "none")
 
@@ -63,7 +63,6 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
     `teacher_epochs` defaults to `epochs`; 0 takes the teacher as already trained.
     """
     from ..distill import train_with_distillation
-    from ..quant import model_size_bytes
 
     quantize = _validate(prune, structured, quantize, epochs, teacher_epochs=teacher_epochs,
                          finetune_epochs=finetune_epochs, qat_epochs=qat_epochs)
@@ -81,9 +80,7 @@ def optimize(student, teacher, train_loader, test_loader, prune=0.3, structured=
                                   temperature=temperature, alpha=alpha, lr=lr))
 
     def record(stage, model):
-        latency = latency_per_image(model, sample_shape, repeat=latency_repeat)
-        row = StageResult(stage, accuracy(model, test_loader), parameter_count(model), model_size_bytes(model),
-                          latency[1] * 1e3, latency[64] * 1e3)
+        row = StageResult(stage, accuracy(model, test_loader), *stage_costs(model, sample_shape, latency_repeat))
         report.rows.append(row)
         report.models[stage] = model
         say(f"[{stage}] accuracy {row.accuracy:.4f}  parameters {row.parameters:,}  bytes {row.bytes:,}  "

@@ -39,9 +39,8 @@ from .. import nn
 from ..detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
 from ..kernels.threads import blas_threads
 from ..models.detector import QuantizedUpsample
-from ..training import latency_per_image, parameter_count
 from .report import BATCH_LATENCIES, COST_COLUMNS, Report, stage_row
-from .stages import prune_model
+from .stages import prune_model, stage_costs
 
 DETECT_QUANTIZE_MODES = ("static", "none")
 
@@ -110,7 +109,6 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
              finetune_epochs, lr, batch_size, calibration_images, distill, progress, log, latency_repeat, seed,
              resample, dynamic):
     from ..distill.detection import train_detector_with_distillation
-    from ..quant import model_size_bytes
 
     say = log or (lambda *_: None)
     teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
@@ -136,10 +134,9 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
         fit_detector(model, new_loader(), n_epochs, lr=rate, progress=progress, desc=name)
 
     def record(stage, model):
-        latency = latency_per_image(model, sample_shape, repeat=latency_repeat)
         metric = evaluate_detector(model, test_scenes)
-        row = DetectionStageResult(stage, metric["map_50"], metric["map"], parameter_count(model),
-                                   model_size_bytes(model), latency[1] * 1e3, latency[64] * 1e3)
+        row = DetectionStageResult(stage, metric["map_50"], metric["map"],
+                                   *stage_costs(model, sample_shape, latency_repeat))
         report.rows.append(row)
         report.models[stage] = model
         say(f"[{stage}] mAP@0.5 {row.map_50:.4f}  mAP {row.map:.4f}  parameters {row.parameters:,}  "

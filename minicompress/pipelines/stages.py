@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from .. import nn
-from ..training import fit
+from ..training import fit, latency_per_image, parameter_count
 
 
 def conv_bn_pairs(model):
@@ -99,3 +99,11 @@ def quantize_model(model, mode, train_loader, calibration_batches=8, qat_epochs=
         fit(prepared, train_loader, qat_epochs, lr=lr, log=log)
         return Q.convert(prepared.eval(), inplace=True)
     raise ValueError(f"unknown quantization mode {mode!r}")
+
+
+def stage_costs(model, sample_shape, latency_repeat):
+    """The cost fields every job's stage row ends with (`report.COST_FIELDS`): parameters, bytes
+    (`quant.model_size_bytes`), and ms per image at batch 1 and batch 64."""
+    from ..quant import model_size_bytes
+    latency = latency_per_image(model, sample_shape, repeat=latency_repeat)
+    return parameter_count(model), model_size_bytes(model), latency[1] * 1e3, latency[64] * 1e3
