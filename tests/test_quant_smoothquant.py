@@ -23,7 +23,7 @@ from minicompress.quant.dynamic_per_token import (PerTokenDynamicQuantizedLinear
                                                   linear_dynamic_per_token_reference)
 from minicompress.quant.dynamic_quantize import quantize_dynamic
 from minicompress.nn import SmoothedLinear
-from minicompress.quant.smoothquant import get_act_scales, smooth_ln_fcs, smoothing_factors
+from minicompress.quant.smoothquant import get_act_scales, smooth_ln_fcs, smooth_quant, smoothing_factors
 from strategies import arrays
 
 EPS32 = 2.0 ** -24     # float32's unit roundoff
@@ -201,6 +201,12 @@ def test_smoothed_linear_and_factors_check_their_arguments():
         smoothing_factors(np.ones(3), [linear], alpha=1.5)
     with pytest.raises(ValueError, match="act_scales has shape"):
         smoothing_factors(np.ones(4), [linear])
+    for alpha in (-0.1, 1.5, float("nan"), True):        # refused before the copy and the calibration run
+
+        def calibrate(model):
+            raise AssertionError("smooth_quant calibrated despite a bad alpha")
+        with pytest.raises(ValueError, match="alpha must be a number in"):
+            smooth_quant(linear, calibrate, alpha)
     with pytest.raises(ValueError, match="ran no Linear"):
         get_act_scales(linear, lambda m: None)
     with pytest.raises(TypeError, match="ln must be a LayerNorm"):

@@ -204,6 +204,20 @@ def check_float_input(x, name, in_features):
     return x.data
 
 
+def check_weight_and_bias(weight, bias):
+    """(out_features, in_features, bias as a float32 Tensor or None) of a dynamic Linear's 2-D qint8 weight
+    and float bias; TypeError / ValueError naming the argument otherwise."""
+    if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
+        raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
+    out_features, in_features = weight.shape
+    if bias is not None:
+        bias = np.asarray(bias.data if isinstance(bias, Tensor) else bias, np.float32)
+        if bias.shape != (out_features,):
+            raise ValueError(f"bias must have shape ({out_features},), got {bias.shape}")
+        bias = Tensor(bias)
+    return out_features, in_features, bias
+
+
 class DynamicQuantizedLinear(Module):
     """Linear with an int8 weight and inputs quantized per call, as `torch.ao.nn.quantized.dynamic.Linear`.
 
@@ -220,14 +234,7 @@ class DynamicQuantizedLinear(Module):
         if not isinstance(reduce_range, bool):
             raise TypeError(f"reduce_range must be a bool, got {reduce_range!r}")
         self.reduce_range = reduce_range
-        if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
-            raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
-        self.out_features, self.in_features = weight.shape
-        if bias is not None:
-            bias = np.asarray(bias.data if isinstance(bias, Tensor) else bias, np.float32)
-            if bias.shape != (self.out_features,):
-                raise ValueError(f"bias must have shape ({self.out_features},), got {bias.shape}")
-            bias = Tensor(bias)
+        self.out_features, self.in_features, bias = check_weight_and_bias(weight, bias)
         self._weight = weight
         self.register_buffer("_bias", bias)
         self._packed()

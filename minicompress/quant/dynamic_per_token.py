@@ -25,10 +25,9 @@ from ..kernels.qgemm import qgemm_packed_unchecked
 from ..kernels.threads import threads_for
 from ..nn import layers as nn_layers
 from ..nn.module import Module
-from ..qtensor import QTensor
 from ..tensor import Tensor
 from . import dtypes as qd
-from .dynamic import check_float_input, pack_dynamic_weight
+from .dynamic import check_float_input, check_weight_and_bias, pack_dynamic_weight
 from .modules import quantize_weight
 from .qconfig import QConfig, default_per_channel_weight_observer, full_range_dynamic_quant_observer
 
@@ -102,14 +101,7 @@ class PerTokenDynamicQuantizedLinear(Module):
 
     def __init__(self, weight, bias=None, smooth_scales=None):
         super().__init__()
-        if not isinstance(weight, QTensor) or weight.dtype is not qd.qint8 or weight.ndim != 2:
-            raise TypeError(f"weight must be a 2-D qint8 QTensor, got {weight!r}")
-        self.out_features, self.in_features = weight.shape
-        if bias is not None:
-            bias = np.asarray(bias.data if isinstance(bias, Tensor) else bias, np.float32)
-            if bias.shape != (self.out_features,):
-                raise ValueError(f"bias must have shape ({self.out_features},), got {bias.shape}")
-            bias = Tensor(bias)
+        self.out_features, self.in_features, bias = check_weight_and_bias(weight, bias)
         if smooth_scales is not None:
             smooth_scales = np.asarray(smooth_scales.data if isinstance(smooth_scales, Tensor) else smooth_scales,
                                        np.float32)

@@ -74,11 +74,16 @@ def get_act_scales(model, calibrate):
     return scales
 
 
+def check_alpha(alpha):
+    """The migration strength must be a number in [0, 1] (0: no smoothing of X, 1: all of it into W)."""
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+
+
 def smoothing_factors(act_scales, fcs, alpha=0.5):
     """s_j = max|X_j|^alpha / max|W_j|^(1 - alpha), clamped to >= 1e-5 (module docstring), float32 (K,);
     max|W_j| over the columns j of every Linear in `fcs` (they share the input)."""
-    if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    check_alpha(alpha)
     act = np.maximum(np.asarray(act_scales, np.float64), CLAMP)
     weight = np.max([np.abs(fc.weight.data).max(axis=0) for fc in fcs], axis=0).astype(np.float64)
     if act.shape != weight.shape:
@@ -119,6 +124,7 @@ def smooth_lm(model, act_scales, alpha=0.5):
     q, k and v with one factor from their shared input, the attention's output dense, fc1 and fc2 each
     with their own. `act_scales` is `get_act_scales(model, ...)` (names relative to `model`). Returns
     `model`; its float outputs are unchanged up to rounding."""
+    check_alpha(alpha)
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, BertLayer)]
     if not layers:
         raise ValueError(f"smooth_lm found no BertLayer in {type(model).__name__}")
@@ -144,6 +150,7 @@ def smooth_quant(model, calibrate, alpha=0.5):
 
     >>> qencoder = smooth_quant(encoder, lambda m: m.encode(calibration_sentences))
     """
+    check_alpha(alpha)                      # before the copy and the calibration run
     smoothed = copy.deepcopy(model)
     smooth_lm(smoothed, get_act_scales(smoothed, calibrate), alpha)
     return quantize_dynamic(smoothed, {nn_layers.Linear}, per_token=True, inplace=True)
