@@ -176,10 +176,10 @@ class InferenceSession:
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
         self._threads = int(threads)
         self._proto = read_model(path_or_bytes)
-        self._model = load(self._proto).eval()
-        for spec in self._model.inputs:     # -1 (written by some exporters for "any") is a dynamic dimension
-            if spec.get("shape") is not None:
-                spec["shape"] = [None if isinstance(d, int) and d < 0 else d for d in spec["shape"]]
+        self._model = load(self._proto).eval()       # (a negative dim_value is read as dynamic there)
+        # the memory of the graph's constants: an output that is one, or views one, is copied by run()
+        self._constant_roots = {id(_root(self._model._buffers[buffer].data))
+                                for buffer, _ in self._model.constants.values()}
         graph = self._proto.graph
         initializers = {init.name for init in graph.initializer}
         inferred = {}
@@ -277,8 +277,7 @@ class InferenceSession:
             stack.enter_context(thread_count(self._threads))
             results, _ = self._model.run(*arrays)
         by_name = dict(zip(self._model.outputs, results))
-        shared = {id(_root(a)) for a in arrays}
-        shared.update(id(_root(self._model._buffers[buffer].data)) for buffer, _ in self._model.constants.values())
+        shared = self._constant_roots | {id(_root(a)) for a in arrays}
         return [_owned(by_name[name], shared) for name in names]
 
 
