@@ -253,6 +253,12 @@ def test_correct_bias_needs_data_or_statistics():
         dfq.equalize(_random_bn_classifier(0), EXAMPLE)
     with pytest.raises(ValueError, match="max_iter"):
         dfq.equalize(nn.Sequential(nn.Conv2d(1, 1, 1)), EXAMPLE, max_iter=0)
+    first, second = nn.Conv2d(1, 2, 1), nn.Conv2d(2, 1, 1)
+    first.weight.data[0] = np.nan
+    before = second.weight.data.copy()
+    with pytest.raises(ValueError, match="finite weights"):
+        dfq.equalize_pair(first, second)
+    np.testing.assert_array_equal(second.weight.data, before)          # refused before any change
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -229,6 +229,9 @@ def equalize_pair(first, second, activation=None, upper=None):
     if first.out_channels != second.in_channels:
         raise ValueError(f"first has {first.out_channels} output channels but second reads {second.in_channels}")
     w1, w2 = first.weight.data, second.weight.data
+    if not (np.isfinite(w1).all() and np.isfinite(w2).all()):
+        raise ValueError("equalization needs finite weights: a NaN or infinite weight has no range to equalize "
+                         f"(first {first!r}, second {second!r})")
     s = equalization_scales(output_ranges(w1), input_ranges(w2, second.groups), upper, _UPPER[activation])
     first.weight.data = (w1 / s.reshape((-1,) + (1,) * (w1.ndim - 1))).astype(w1.dtype)
     if first.bias is not None:
