@@ -340,8 +340,12 @@ def test_weights_given_as_constant_nodes_are_quantized_as_onnxruntime_does_and_f
     graph.initializer.remove(weight)
     graph.node.insert(0, helper.make_node("Constant", [], ["c2.w"], "c2_weight", value=weight))
     data = np.random.default_rng(7).standard_normal((6, 3, 8, 8)).astype(np.float32)
-    ours = quantize_qdq(model, [data[:3], data[3:]])
-    assert_same_qdq(ours, ort_qdq(model, [data[:3], data[3:]]))
+    # 7-bit int8 weights (reduce_range) for the conv whose weight is an initializer: onnxruntime runs the file
+    # on its fused uint8 x int8 kernels, which on AVX2 CPUs without VNNI add byte pairs into a saturating
+    # int16, exact only for 7-bit weights (2 * 255 * 64 < 2**15); the Constant weight becomes uint8 (U8U8,
+    # never saturating). So the same integers on every CPU.
+    ours = quantize_qdq(model, [data[:3], data[3:]], reduce_range=True)
+    assert_same_qdq(ours, ort_qdq(model, [data[:3], data[3:]], reduce_range=True))
     assert "c2.w_QuantizeLinear" in {n.name for n in ours.graph.node}
     folded = mco.fold_qdq(mco.load(ours))
     with mc.no_grad():
