@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.ao.quantization as tq
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import minicompress as mc
@@ -295,6 +295,7 @@ def test_rnn_input_projection_is_quantized_over_the_whole_sequence():
 @settings(max_examples=10, deadline=None)
 @given(input_size=st.integers(1, 10), hidden_size=st.integers(1, 10), batch=st.integers(1, 4),
        with_hx=st.booleans(), seed=st.integers(0, 2**16))
+@example(input_size=9, hidden_size=2, batch=1, with_hx=True, seed=392)    # two outputs 3.5e-3 apart
 def test_cells_match_torch_under_the_default_spec(kind, input_size, hidden_size, batch, with_hx, seed):
     torch.manual_seed(seed)
     theirs = torch.nn.Sequential(getattr(torch.nn, kind)(input_size, hidden_size))
@@ -317,11 +318,16 @@ def test_cells_match_torch_under_the_default_spec(kind, input_size, hidden_size,
                                       tuple(mc.tensor(h.numpy()) for h in hx))
     got = ours_q[0](mc.tensor(x.numpy()), our_hx)
     pairs = [(got, expected)] if kind == "GRUCell" else list(zip(got, expected))
-    error = max(_relative_error(g.numpy(), e.detach().numpy()) for g, e in pairs)
-    print(f"{kind}: max relative error {error:.3g}")
     # One step from the same inputs: the quantized projections are bit-exact and only sigmoid / tanh differ
-    # in the last bit. Measured over 600 random cells: at most 8.3e-7 (LSTMCell), 2.3e-7 (GRUCell).
-    assert error <= 2e-6
+    # in the last bit. The outputs are sums of float32 products of terms bounded by max(1, |state|)
+    # (c' = f c + i g, h' = o tanh(c'); GRU: h' = (1 - z) n + z h), so the difference is a few float32 ulps
+    # of that scale, not of the outputs' own spread (two nearly equal outputs made a spread-relative error
+    # of 1.5e-5 from 13 ulps). Measured over 1200 random cells: at most 1.5 ulps of the scale.
+    states = [] if hx is None else ([hx] if kind == "GRUCell" else list(hx))
+    scale = max([1.0] + [float(state.abs().max()) for state in states])
+    ulps = max(float(np.abs(g.numpy() - e.detach().numpy()).max()) for g, e in pairs) / (2.0 ** -23 * scale)
+    print(f"{kind}: max difference {ulps:.3g} float32 ulps of max(1, |state|) = {scale:.3g}")
+    assert ulps <= 8
 
 
 def test_rnn_without_bias_and_unbatched_input_run():
