@@ -142,6 +142,18 @@ class Builder:
             self.nchw_names[index] = self.op("Transpose", [self.value(index)], {"perm": self.TO_NCHW}, out=name)
         return self.nchw_names[index]
 
+    def tensor_values(self):
+        """{value name: (TFLite tensor index, "nhwc" | "nchw")}: the value that holds each tensor the file's
+        inputs and operators compute (NHWC as stored where that value exists, else its NCHW twin). Tensors
+        folded into constants at import (DEQUANTIZE / DENSIFY of weights) are absent."""
+        values = {}
+        for index, name in self.names.items():
+            if name in self.defined and self.arrays.get(index) is None:
+                values[name] = (index, "nhwc")
+            elif index in self.nchw_names:
+                values[self.nchw_names[index]] = (index, "nchw")
+        return values
+
     def has_nchw_only(self, index):
         return index in self.nchw_names and self.names[index] not in self.defined
 
@@ -277,7 +289,9 @@ def load(source, subgraph=0) -> GraphModule:
 
     `model(*inputs)` takes arrays or Tensors shaped and typed as the subgraph's inputs (NHWC images, as
     LiteRT's interpreter takes them) and returns a Tensor, or a tuple in the subgraph's output order.
-    Only subgraph 0, the model's main graph, is read.
+    Only subgraph 0, the model's main graph, is read. `model.tflite_tensors` maps the value that holds each
+    TFLite tensor the graph computes to (tensor index, "nhwc" | "nchw") (`Builder.tensor_values`; saved with
+    the model): `minicompress check` reads LiteRT's intermediate tensors against them.
     """
     model, where = read(source)
     graphs = model["subgraphs"]
@@ -323,5 +337,6 @@ def load(source, subgraph=0) -> GraphModule:
     used = {v for node in builder.nodes for v in node["inputs"]} | set(outputs)
     module = GraphModule(inputs, outputs, builder.nodes, builder.modules,
                          {k: v for k, v in builder.constants.items() if k in used}, opset_import={"": MAX_OPSET})
+    module.tflite_tensors = builder.tensor_values()
     module.eval()
     return module
