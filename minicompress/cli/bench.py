@@ -1,11 +1,14 @@
-"""`minicompress bench`: latency of a model file (an .onnx file: beside onnxruntime's).
+"""`minicompress bench`: latency of a model file (an .onnx file: beside onnxruntime's; a .tflite file: beside
+LiteRT's, at the input shapes it stores).
 
     minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64] [--input-shape C,H,W | N,C,H,W] [--threads N]
+    minicompress bench MODEL.tflite [--threads N]
 
 --threads N runs minicompress's Numba kernels on N threads for the timing (OpenBLAS on one:
 `kernels.threads.thread_count`), and an .onnx file's onnxruntime session with intra_op_num_threads=N and
 its spinning switched off, so both sides get the same cores and neither burns them while idle; without
-it, Numba's current thread count is used for both.
+it, Numba's current thread count is used for both, and 1 for a .tflite file (LiteRT's interpreter's default,
+`num_threads=1`).
 """
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ from .common import CommandError, given_sample_shape, load_model_file
 
 
 def add_parsers(sub):
-    ben = sub.add_parser("bench", help="latency of a model file at batch 1 and 64 (an .onnx file: onnxruntime's too)")
-    ben.add_argument("model", help="a model file written by minicompress, or an .onnx file")
-    ben.add_argument("--batch-sizes", default="1,64")
+    ben = sub.add_parser("bench", help="latency of a model file at batch 1 and 64 (an .onnx file: onnxruntime's too; "
+                                       "a .tflite file: LiteRT's too, at its stored input shapes)")
+    ben.add_argument("model", help="a model file written by minicompress, an .onnx or a .tflite file")
+    ben.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes (default: 1,64)")
     ben.add_argument("--input-shape", default=None, help="one sample's C,H,W, or the full N,C,H,W (the batch then comes from --batch-sizes)")
     ben.add_argument("--threads", type=int, default=None,
-                     help="threads for minicompress and onnxruntime alike (default: Numba's current count)")
+                     help="threads for minicompress and onnxruntime (LiteRT) alike (default: Numba's current count; "
+                          ".tflite: 1)")
     ben.set_defaults(run=cmd_bench)
 
 
@@ -57,9 +62,12 @@ def _threads(given):
 
 def cmd_bench(args):
     from minicompress.cli.onnx import bench_onnx, is_onnx_path, load_onnx_session, sample_shape
+    from minicompress.cli.tflite import bench_tflite, is_tflite_path
     from minicompress.kernels.threads import thread_count
     from minicompress.training.latency import latency_per_image
-    batches = _batch_sizes(args.batch_sizes)
+    if is_tflite_path(args.model):
+        return bench_tflite(args, 1 if args.threads is None else _threads(args.threads))
+    batches = _batch_sizes("1,64" if args.batch_sizes is None else args.batch_sizes)
     threads = _threads(args.threads)
     if is_onnx_path(args.model):
         session, proto = load_onnx_session(args.model, CommandError, threads)

@@ -1,7 +1,7 @@
 """`minicompress inspect` and `minicompress predict`: what a model file holds, and what it predicts.
 
     minicompress inspect MODEL | MODEL.onnx | MODEL.tflite
-    minicompress predict MODEL | MODEL.onnx INPUT.npy [--raw]       (or --input INPUT.npy)
+    minicompress predict MODEL | MODEL.onnx | MODEL.tflite INPUT.npy [--raw]       (or --input INPUT.npy)
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def add_parsers(sub):
                     "error.")
     pre.add_argument("model", help="a model file written by minicompress (optimize, or minicompress.io.save), or "
                                     "an .onnx file (its input shape is the graph's, without the batch dimension; where "
-                                    "a dimension is dynamic, the array's)")
+                                    "a dimension is dynamic, the array's), or a .tflite file (run the batch it stores "
+                                    "at a time; integer inputs take their codes, integer outputs are dequantized)")
     pre.add_argument("input", nargs="?", default=None, help="a .npy array of samples (see above)")
     pre.add_argument("--input", dest="input_option", default=None, metavar="INPUT", help="the same as INPUT")
     pre.add_argument("--raw", action="store_true",
@@ -119,14 +120,18 @@ def cmd_predict(args):
     import minicompress as mc
     import minicompress.functional as F
     from minicompress.cli.onnx import is_onnx_path, sample_shape
+    from minicompress.cli.tflite import is_tflite_path, load_tflite_file, predict_logits, predict_shape
     from minicompress.onnx.session import InvalidArgument
     if args.input is not None and args.input_option is not None:
         raise CommandError("give the input once: INPUT or --input INPUT, not both")
     args.input = args.input if args.input is not None else args.input_option
     if args.input is None:
         raise CommandError("predict needs an input: INPUT.npy or --input INPUT.npy")
-    session = None
-    if is_onnx_path(args.model):
+    session = tables = None
+    if is_tflite_path(args.model):
+        model, tables = load_tflite_file(args.model)
+        spec, (shape, _) = None, predict_shape(model, args.model)
+    elif is_onnx_path(args.model):
         session, _ = load_onnx_session(args.model, CommandError)
         model = session.graph_module
         spec, shape = None, sample_shape(model, args.model, None, CommandError, required=False)
@@ -157,14 +162,16 @@ def cmd_predict(args):
         return print_detections(model, x)
     model.eval()
     try:
-        if session is not None:                     # an ONNX file: its first output, as onnxruntime runs it
+        if tables is not None:                      # a TFLite file: its first output, as LiteRT runs it
+            logits = mc.tensor(predict_logits(model, tables, x))
+        elif session is not None:                   # an ONNX file: its first output, as onnxruntime runs it
             logits = mc.tensor(session.run(None, {session.get_inputs()[0].name: x})[0])
         else:
             with mc.no_grad():
                 logits = model(mc.tensor(x))
                 logits = logits[0] if isinstance(logits, tuple) else logits       # a graph's first output
                 logits = logits if isinstance(logits, mc.Tensor) else logits.dequantize()
-    except InvalidArgument as exc:    # the ONNX session refused the feed (rank, fixed dimensions), naming the input
+    except (InvalidArgument, CommandError) as exc:   # the feed refused (rank, fixed dims, codes), naming the input
         raise CommandError(str(exc))
     except Exception as exc:  # a crafted file can hold a model that loads but cannot run
         raise CommandError(f"the model in {args.model} failed on this input ({type(exc).__name__}: {exc})")

@@ -2,14 +2,15 @@
 
     minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0] [--task detect]
     minicompress optimize --task embed --model DIR [--prune-heads 6]
-    minicompress inspect MODEL | MODEL.onnx
+    minicompress inspect MODEL | MODEL.onnx | MODEL.tflite
     minicompress bench MODEL | MODEL.onnx [--batch-sizes 1,64]      (.onnx: onnxruntime timed too)
-    minicompress predict MODEL | MODEL.onnx INPUT.npy [--raw]       (or --input INPUT.npy)
-    minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
+    minicompress bench MODEL.tflite [--threads 1]                   (LiteRT timed too, at the stored shapes)
+    minicompress predict MODEL | MODEL.onnx | MODEL.tflite INPUT.npy [--raw]       (or --input INPUT.npy)
+    minicompress check MODEL.onnx | MODEL.tflite [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5]
     minicompress quantize MODEL.onnx --calibration data.npy --out model.int8.onnx
 
 Each group of commands has its module (`optimize.py`; `files.py`: inspect and predict; `bench.py`;
-`onnx.py`: check; `quantize.py`), which adds its parsers and runs them. Bad input (a missing or non-model
+`onnx.py`: check; `tflite.py`: .tflite files in all four; `quantize.py`), which adds its parsers and runs them. Bad input (a missing or non-model
 file, an input of the wrong shape, an unknown option value) prints one line to stderr and exits with
 status 2; no traceback. `optimize` checks every option, and that `--out` is a folder it can write, before
 any work starts; a run that fails leaves `--out` as it was.

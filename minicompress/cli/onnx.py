@@ -9,6 +9,8 @@ Every problem with the file (not ONNX, an operator minicompress does not impleme
 input that is not float32) is a `CommandError` raised before any work starts.
 
     minicompress check MODEL.onnx [--input x.npy ...] [--rtol 1e-4] [--atol 1e-5] [--arithmetic exact]
+
+(`check MODEL.tflite` is `cli/tflite.py`'s.)
 """
 from __future__ import annotations
 
@@ -194,8 +196,10 @@ class _SessionModel:
 
 
 def add_parsers(sub):
-    chk = sub.add_parser("check", help="run an ONNX model in minicompress and onnxruntime, compare node by node")
-    chk.add_argument("model")
+    chk = sub.add_parser("check", help="run an ONNX model in minicompress and onnxruntime (a .tflite one in LiteRT), "
+                                       "compare node by node")
+    chk.add_argument("model", help="an .onnx file, or a .tflite file (compared with LiteRT's reference kernels, "
+                                   "beside LiteRT's own optimized-vs-reference spread)")
     chk.add_argument("--input", action="append", default=None,
                      help=".npy file of a graph input, repeated in the graph's input order (default: random)")
     chk.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (of each value's max |x|)")
@@ -208,6 +212,9 @@ def add_parsers(sub):
 
 
 def cmd_check(args):
+    from .tflite import cmd_check_tflite, is_tflite_path
+    if is_tflite_path(args.model):
+        return cmd_check_tflite(args)
     if not os.path.isfile(args.model):
         raise CommandError(f"no ONNX file at {args.model!r}")
     try:
