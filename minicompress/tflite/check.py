@@ -18,9 +18,9 @@ and diverges when
 
 The first operator that diverges is where to look: every later disagreement may only inherit it.
 
-Tensors folded into constants when the graph is built (DEQUANTIZE and DENSIFY of weights) are listed but not
-compared; LiteRT's delegate folds them too and leaves them unwritten, so an operator whose inputs are all
-constants has no spread.
+Tensors folded into constants when the graph is built (DEQUANTIZE and DENSIFY of weights) are not compared
+(the report counts them; the operators that read them are compared); LiteRT's delegate folds them too and
+leaves them unwritten, so an operator whose inputs are all constants has no spread ("-").
 """
 from __future__ import annotations
 
