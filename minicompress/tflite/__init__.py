@@ -5,7 +5,8 @@ integer arithmetic.
 Needs the optional `flatbuffers` package (`pip install 'minicompress[tflite]'`); running a loaded model needs
 only NumPy and Numba. The graph takes and returns what LiteRT's interpreter does (NHWC, same dtypes).
 """
-from .errors import TFLiteFormatError
+from .errors import TFLiteExportError, TFLiteFormatError
+from .export import export
 from .importer import load, read
 
-__all__ = ["load", "read", "TFLiteFormatError"]
+__all__ = ["TFLiteExportError", "TFLiteFormatError", "export", "load", "read"]
