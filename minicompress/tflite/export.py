@@ -83,7 +83,8 @@ class Exporter:
             for v in node["inputs"]:
                 self.consumers[v] = self.consumers.get(v, 0) + 1
         self.outputs = set(graph.outputs)
-        self.input_tensors = {}
+        self.input_tensors = {}             # model input -> its tensor
+        self.fold_bn, self.folded = {}, set()    # conv node -> the BatchNorm2d folded into it; those BN nodes
 
     # ----- values ------------------------------------------------------------------------------
     def shape(self, value):
@@ -111,11 +112,18 @@ class Exporter:
         return np.float32
 
     def new(self, value, layout, suffix=""):
-        """A new tensor for `value` in `layout` (the shape permuted to NHWC for "nhwc"); its index."""
+        """A new tensor for `value` in `layout` (the shape permuted to NHWC for "nhwc"); its index. A twin of a
+        tensor the value already has takes that tensor's type and quantization (an alias such as an int8
+        model's DeQuantize output is the int8 tensor it passes on)."""
         shape = self.shape(value)
         if layout == "nhwc":
             shape = [shape[i] for i in TO_NHWC]
-        index = self.w.tensor(value + suffix, shape, self.dtype(value), self.quantization(value))
+        existing = next(iter(self.tensors.get(value, {}).values()), None)
+        if existing is not None:
+            twin = self.w.tensors[existing]
+            index = self.w.tensor(value + suffix, shape, schema.TENSOR_TYPES[twin["type"]], twin["quantization"])
+        else:
+            index = self.w.tensor(value + suffix, shape, self.dtype(value), self.quantization(value))
         self.tensors.setdefault(value, {})[layout] = index
         return index
 

@@ -120,17 +120,19 @@ def clip_node(ex, node):
 
 # ----- convolution and fully-connected layers -------------------------------------------------------
 
-def _window_input(ex, node, x, pads, kernel, strides, dilations, allow_pad):
-    """(NHWC input tensor, padding code): SAME when torch's pads [top, left, bottom, right] are SAME's split,
-    VALID when zero, else a PAD (zeros, or int8 codes at the zero point: real zero) before VALID."""
+def _window_input(ex, node, x, pads, kernel, strides, dilations, allow_pad=True, allow_same=True):
+    """(NHWC input tensor, padding code): SAME when torch's pads [top, left, bottom, right] are SAME's split
+    (and allow_same: TF's SAME leaves the padding out of a pool's window), VALID when zero, else a PAD (zeros,
+    or int8 codes at the zero point: real zero) before VALID."""
     n, c, h, w = ex.shape(x)
     src = ex.nhwc(x)
     if not any(pads):
         return src, VALID
-    if window_pads([h, w], kernel, strides, dilations, None, "SAME_UPPER") == list(pads):
+    if allow_same and window_pads([h, w], kernel, strides, dilations, None, "SAME_UPPER") == list(pads):
         return src, SAME
     if not allow_pad:
-        _fail(node, f"padding {pads} is neither TF's SAME nor zero, and a max pool cannot be padded before")
+        _fail(node, f"padding {pads} is not TF's SAME split for this window, and padding before it would change "
+                    "the result (a max pool pads -inf; an average that leaves the padding out)")
     top, left, bottom, right = pads
     q = ex.quantization(x)
     padded = ex.w.tensor(f"{node['outputs'][0]}/pad", [n, h + top + bottom, w + left + right, c], ex.dtype(x), q)
@@ -148,7 +150,7 @@ def _conv(ex, node, x, out, weight, bias, conv, code, weight_quant=None, bias_qu
     if isinstance(conv.padding, str):
         _fail(node, f"padding={conv.padding!r}: give the padding as numbers")
     p = _pairs(conv.padding)
-    src, padding = _window_input(ex, node, x, p + p, [kh, kw], strides, dilations, True)
+    src, padding = _window_input(ex, node, x, p + p, [kh, kw], strides, dilations)
     common = {"padding": padding, "stride_h": strides[0], "stride_w": strides[1], "dilation_h_factor": dilations[0],
               "dilation_w_factor": dilations[1], "fused_activation_function": code}
     if groups == 1:
@@ -268,7 +270,6 @@ def batch_norm(ex, node):
 def plan_batch_norm_folding(ex, plan):
     """ex.fold_bn {conv node: BatchNorm2d} and ex.folded {BN node}: an eval-mode BatchNorm2d that is the
     only reader of a plain Conv2d's output is folded into its weights."""
-    ex.fold_bn, ex.folded = {}, set()
     made_by = {node["outputs"][0]: node for node, _ in plan if node["outputs"]}
     for node, _ in plan:
         if node["kind"] != "module" or not isinstance(_layer(ex, node), nn.BatchNorm2d):
@@ -314,13 +315,10 @@ def _pool(ex, node, kind, kernel, strides, pads, ceil_mode=False, count_include_
     if list(dilations) != [1, 1]:
         _fail(node, f"a pooling dilation of {list(dilations)} has no TFLite form")
     x, out = node["inputs"][0], node["outputs"][0]
-    include_pad = kind == "AVERAGE_POOL_2D" and count_include_pad and any(pads)
-    if include_pad:        # the padding counts in the average: pad with zeros, then a VALID window
-        src, padding = _window_input(ex, node, x, pads, kernel, strides, [1, 1], True)
-        if padding == SAME:
-            src, padding = _window_input(ex, node, x, pads, [1, 1], [1, 1], [1, 1], True)
+    if kind == "AVERAGE_POOL_2D" and count_include_pad:      # the padding counts: zeros, then a VALID window
+        src, padding = _window_input(ex, node, x, pads, kernel, strides, [1, 1], allow_same=False)
     else:
-        src, padding = _window_input(ex, node, x, pads, kernel, strides, [1, 1], False)
+        src, padding = _window_input(ex, node, x, pads, kernel, strides, [1, 1], allow_pad=False)
     ex.op(kind, [src], [ex.new(out, "nhwc")], "Pool2DOptions", padding=padding, stride_h=strides[0],
           stride_w=strides[1], filter_height=kernel[0], filter_width=kernel[1])
 
