@@ -62,6 +62,14 @@ def test_options_tables_match_the_generated_code(position):
         assert offsets[field.replace("_", "")] == 4 + 2 * slot, (name, field)
 
 
+@pytest.mark.parametrize("table", sorted(schema.FIELDS))
+def test_writer_fields_match_the_generated_code(table):
+    """The fields tflite/writer.py writes (schema.FIELDS) sit in the slots flatc's code reads."""
+    offsets = {k.lower(): v for k, v in _vtable_offsets(table).items()}
+    for slot, (field, _) in enumerate(schema.FIELDS[table]):
+        assert offsets[field.replace("_", "")] == 4 + 2 * slot, (table, field)
+
+
 def test_operator_names_match_the_generated_enum():
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     assert [names[i] for i in range(len(schema.BUILTIN_OPERATORS))] == list(schema.BUILTIN_OPERATORS)

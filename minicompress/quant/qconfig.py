@@ -15,7 +15,16 @@ per layer. The defaults are torch's:
     default_dynamic_qconfig                 PlaceholderObserver(quint8, is_dynamic=True) / per-tensor qint8 weight
     per_channel_dynamic_qconfig             the same with PerChannelMinMaxObserver(qint8, per_channel_symmetric)
 
-and one that is not torch's:
+and two that are not torch's:
+
+    get_default_qconfig("tflite")           TFLite's int8 quantization spec: activation MinMaxObserver over all
+                                            8 bits (quint8 [0, 255], per tensor affine: the min and max seen,
+                                            as TFLite's converter calibrates on its representative data),
+                                            weight PerChannelMinMaxObserver(qint8, per_channel_symmetric,
+                                            quant_min=-127, quant_max=127): zero point 0, codes in [-127, 127].
+                                            A quint8 code q with zero point z is TFLite's int8 code q - 128 with
+                                            zero point z - 128 (the same real value, the same integer sums), so
+                                            `tflite.export` writes such a model as a fully-integer TFLite file
 
     full_range_dynamic_qconfig              per-channel qint8 weights and inputs quantized to all 8 bits (no
                                             reduce_range). torch's x86 kernels keep inputs to 7 bits because
@@ -32,7 +41,7 @@ from .fake_quantize import (FakeQuantize, default_fake_quant, default_per_channe
 from .observer import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver,
                        PlaceholderObserver)
 
-BACKENDS = ("x86", "fbgemm", "qnnpack")
+BACKENDS = ("x86", "fbgemm", "qnnpack", "tflite")
 
 
 class QConfig(namedtuple("QConfig", ["activation", "weight"])):
@@ -72,9 +81,17 @@ def _check_backend(backend):
         raise ValueError(f"backend={backend!r} is not supported; expected one of {list(BACKENDS)}")
 
 
+tflite_weight_observer = PerChannelMinMaxObserver.with_args(dtype=qd.qint8, qscheme=qd.per_channel_symmetric,
+                                                            quant_min=-127, quant_max=127)
+tflite_qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=tflite_weight_observer)
+
+
 def get_default_qconfig(backend="x86"):
-    """torch's default post-training QConfig for `backend` ("x86", "fbgemm" or "qnnpack")."""
+    """The default post-training QConfig for `backend`: torch's for "x86", "fbgemm" or "qnnpack", TFLite's
+    int8 spec for "tflite" (see the module docstring)."""
     _check_backend(backend)
+    if backend == "tflite":
+        return tflite_qconfig
     if backend == "qnnpack":
         return QConfig(activation=HistogramObserver.with_args(reduce_range=False), weight=default_weight_observer)
     return QConfig(activation=HistogramObserver.with_args(reduce_range=True),
@@ -85,6 +102,9 @@ def get_default_qat_qconfig(backend="x86"):
     """torch's default quantization-aware-training QConfig for `backend`: moving-average observers inside
     FakeQuantize, quint8 [0, 255] activations (reduce_range except for qnnpack), qint8 weights."""
     _check_backend(backend)
+    if backend == "tflite":
+        raise ValueError("backend='tflite' has no QAT qconfig here; use get_default_qconfig('tflite') for "
+                         "post-training quantization")
     reduce_range = backend != "qnnpack"
     activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
                                         reduce_range=reduce_range)

@@ -1,11 +1,18 @@
-"""TFLite in: `load(path | bytes) -> GraphModule`, a model read from LiteRT's flatbuffer file: float and
-float16 models, sparse weights, and int8 convolutions, fully-connected layers and additions as TFLite's
-integer arithmetic.
+"""TFLite in and out.
+
+`load(path | bytes) -> GraphModule`, a model read from LiteRT's flatbuffer file: float and float16 models,
+sparse weights, and int8 convolutions, fully-connected layers and additions as TFLite's integer arithmetic.
+The graph takes and returns what LiteRT's interpreter does (NHWC, same dtypes).
+
+`export(model, example_inputs, path)` writes a float model, or an int8 model of `minicompress.quant`
+(`get_default_qconfig("tflite")`), as a `.tflite` file that LiteRT runs: NCHW inputs and outputs as the
+model's, NHWC inside (export.py).
 
 Needs the optional `flatbuffers` package (`pip install 'minicompress[tflite]'`); running a loaded model needs
-only NumPy and Numba. The graph takes and returns what LiteRT's interpreter does (NHWC, same dtypes).
+only NumPy and Numba.
 """
-from .errors import TFLiteFormatError
+from .errors import TFLiteExportError, TFLiteFormatError
+from .export import export
 from .importer import load, read
 
-__all__ = ["load", "read", "TFLiteFormatError"]
+__all__ = ["TFLiteExportError", "TFLiteFormatError", "export", "load", "read"]

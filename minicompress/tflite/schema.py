@@ -14,7 +14,8 @@ used here against the code flatc generated from that file, which LiteRT's wheel 
 Only the tables and fields the importer reads are spelled here: Model, SubGraph, Tensor, Buffer, Operator,
 OperatorCode, QuantizationParameters, SparsityParameters / DimensionMetadata and the builtin options of the
 implemented operators (`OPTIONS`). Everything is read into plain Python values by `read_model`, so a
-truncated or foreign file fails there, once, with one error.
+truncated or foreign file fails there, once, with one error. The writer (`writer.py`) builds the same tables
+from `FIELDS` (each table's fields in slot order, with their flatbuffers kind), `OPTIONS` and the enums here.
 """
 from __future__ import annotations
 
@@ -112,6 +113,32 @@ OPTIONS = {
     94: ("DepthToSpaceOptions", [("block_size", "i32", 0)]),
     99: ("DensifyOptions", []),
 }
+# The tables the writer builds: (field, kind) in slot order. Kinds: "i8" / "u8" / "bool" / "i32" / "u32" /
+# "u64" scalars, "string", "table" (a table or a union's table), "[table]" a vector of tables, "[i32]" /
+# "[f32]" / "[i64]" / "[u8]" vectors of scalars.
+FIELDS = {
+    "Model": (("version", "u32"), ("operator_codes", "[table]"), ("subgraphs", "[table]"), ("description", "string"),
+              ("buffers", "[table]")),
+    "SubGraph": (("tensors", "[table]"), ("inputs", "[i32]"), ("outputs", "[i32]"), ("operators", "[table]"),
+                 ("name", "string")),
+    "Tensor": (("shape", "[i32]"), ("type", "i8"), ("buffer", "u32"), ("name", "string"), ("quantization", "table")),
+    "Buffer": (("data", "[u8]"),),
+    "OperatorCode": (("deprecated_builtin_code", "i8"), ("custom_code", "string"), ("version", "i32"),
+                     ("builtin_code", "i32")),
+    "Operator": (("opcode_index", "u32"), ("inputs", "[i32]"), ("outputs", "[i32]"), ("builtin_options_type", "u8"),
+                 ("builtin_options", "table")),
+    "QuantizationParameters": (("min", "[f32]"), ("max", "[f32]"), ("scale", "[f32]"), ("zero_point", "[i64]"),
+                               ("details_type", "u8"), ("details", "table"), ("quantized_dimension", "i32")),
+}
+OPTIONS_MEMBER = {name: member for member, (name, _) in OPTIONS.items()}      # options table -> union position
+TENSOR_TYPE_CODES = {np.dtype(dtype): code for code, dtype in TENSOR_TYPES.items()}
+
+
+def operator_code(name):
+    """The BuiltinOperator code of `name` ("CONV_2D" -> 3)."""
+    return BUILTIN_OPERATORS.index(name)
+
+
 _FLAGS = {"i8": N.Int8Flags, "bool": N.BoolFlags, "i32": N.Int32Flags, "u32": N.Uint32Flags, "u64": N.Uint64Flags,
           "f32": N.Float32Flags}
 
