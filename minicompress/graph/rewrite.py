@@ -1,0 +1,148 @@
+"""Fusion as graph rewrites: the one place that knows which chains of nodes run as one step.
+
+Two rules, both over the data flow (a chain's intermediate values read by the next node only and not
+graph outputs, as `patterns.find_chains` matches them):
+
+- CONV_CHAINS: Conv -> BatchNormalization -> Relu/Clip, Conv -> BatchNormalization and Conv -> Relu/Clip
+  become the convolution kernel with the rest in its epilogue (`conv_chain_parts` says whether a matched
+  chain can: a plain float conv, an eval batch norm, constant clip bounds). The interpreter's inference
+  plan (`graph/inference.py`) runs the same chains with the same kernel, so both paths give one answer.
+- elementwise chains: an `Expression` step whose output only the next `Expression` reads, first thing,
+  at the same shape and dtype, is merged into it: hard-swish as Add, Clip, Mul, Div (or HardSigmoid,
+  Mul), SiLU as Sigmoid, Mul, run as one step writing one buffer, with no value in between.
+
+`rewrite(...)` turns the node list into the steps of a plan; every node no rule or lowering takes runs
+interpreted (`steps.interpreted_step`).
+"""
+from __future__ import annotations
+
+import math
+
+from .. import nn
+from ..nn.fused import ACTIVATION_CLIPS
+from .lowering import conv_step, lower_node
+from .patterns import clip_bounds, find_chains
+from .steps import ACC, Expression, interpreted_step
+
+CONV_CHAINS = ((nn.Conv2d, nn.BatchNorm2d, ("Relu", "Clip")), (nn.Conv2d, nn.BatchNorm2d),
+               (nn.Conv2d, ("Relu", "Clip")))
+
+# The names a reader knows for fused elementwise chains (by the labels of the steps merged).
+CHAIN_NAMES = {("Add", "Clip", "Mul", "Div"): "hard-swish", ("HardSigmoid", "Mul"): "hard-swish",
+               ("Sigmoid", "Mul"): "SiLU", ("Add", "Clip", "Div", "Mul"): "hard-swish"}
+
+
+class NodeList:
+    """A GraphModule's layers and outputs with another node list (what find_chains reads)."""
+
+    def __init__(self, graph_module, nodes):
+        self.nodes, self.outputs, self.constants = nodes, graph_module.outputs, graph_module.constants
+        self._graph_module = graph_module
+        self._buffers = graph_module._buffers
+
+    def get_submodule(self, target):
+        return self._graph_module.get_submodule(target)
+
+
+def conv_chain_parts(graph_module, nodes):
+    """(conv layer, batch norm layer or None, clip (lo, hi) or None) of a matched CONV_CHAINS chain, or
+    None when the activation's bounds are computed in the graph."""
+    conv = graph_module.get_submodule(nodes[0]["target"])
+    bn, clip = None, None
+    for node in nodes[1:]:
+        layer = graph_module.get_submodule(node["target"]) if node["kind"] == "module" else None
+        if isinstance(layer, nn.BatchNorm2d):
+            bn = layer
+        else:
+            clip = _activation_clip(graph_module, node, layer)
+            if clip is None:
+                return None
+    return conv, bn, clip
+
+
+def _activation_clip(graph_module, node, layer):
+    if layer is not None:
+        return ACTIVATION_CLIPS.get(type(layer))
+    if node["op_type"] == "Relu":
+        return (0.0, math.inf)
+    if any(v and v not in graph_module.constants for v in (node["inputs"] + ["", ""])[1:3]):
+        return None
+    lo, hi = clip_bounds(graph_module, node)
+    return (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+
+
+def rewrite(graph_module, nodes, values, constants):
+    """The steps of `nodes` (live, not folded; in order): fused chains, lowered nodes, interpreted nodes."""
+    view = NodeList(graph_module, nodes)
+    by_name = {node["name"]: node for node in nodes}
+    fused, skipped = {}, set()
+    for chain in find_chains(view, CONV_CHAINS):
+        chain_nodes = [by_name[name] for name in chain]
+        parts = conv_chain_parts(graph_module, chain_nodes)
+        step = None if parts is None else conv_step(graph_module, chain_nodes, *parts, values)
+        if step is not None:
+            fused[chain[0]] = step
+            skipped.update(chain[1:])
+    steps = []
+    for node in nodes:
+        if node["name"] in skipped:
+            continue
+        step = fused.get(node["name"]) or lower_node(graph_module, node, values, constants)
+        steps.append(step if step is not None else interpreted_step(graph_module, node, values))
+    return merge_elementwise(steps, set(graph_module.outputs), values)
+
+
+def merge_elementwise(steps, graph_outputs, values):
+    """The steps with each elementwise chain merged into one `Expression` (module docstring)."""
+    readers = {}
+    for step in steps:
+        for v in step.inputs:
+            if isinstance(v, str):
+                readers[v] = readers.get(v, 0) + 1
+    merged, pending = [], {}      # pending: output value -> Expression step not yet placed (waiting for its reader)
+    for step in steps:
+        if isinstance(step, Expression):
+            for v in [v for v in step.inputs if isinstance(v, str) and v in pending]:
+                if _mergeable(pending[v], step, v, values):
+                    step = _merge(pending.pop(v), step, v)
+                    break
+        for v in [v for v in step.inputs if isinstance(v, str) and v in pending]:
+            merged.append(pending.pop(v))      # read by a step it cannot merge into: placed before it
+        out = step.outputs[0] if len(step.outputs) == 1 else None
+        if (isinstance(step, Expression) and out and readers.get(out) == 1 and out not in graph_outputs):
+            pending[out] = step
+        else:
+            merged.append(step)
+    merged.extend(pending.values())
+    return merged
+
+
+def _mergeable(first, second, value, values):
+    """Whether `second` can take `first`'s output as its accumulator: it reads it in its first call only,
+    and writes a result of the same shape and dtype."""
+    a, b = values.get(value), values.get(second.outputs[0])
+    if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    positions = {p for p, v in enumerate(second.inputs) if v == value}
+    later = {o for _, operands in second.calls[1:] for o in operands if isinstance(o, int)}
+    return not positions & later
+
+
+def _merge(first, second, value):
+    """One Expression: first's calls, then second's with `value` read as the accumulator."""
+    inputs = list(first.inputs)
+    remap = {}
+    for p, v in enumerate(second.inputs):
+        if v == value:
+            remap[p] = ACC
+        else:
+            remap[p] = len(inputs)
+            inputs.append(v)
+    calls = list(first.calls) + [(ufunc, [remap[o] if isinstance(o, int) else o for o in operands])
+                                 for ufunc, operands in second.calls]
+    labels = first.label.split("+") + second.label.split("+")
+    later = {o for _, operands in calls[1:] for o in operands if isinstance(o, int)}
+    step = Expression("+".join(labels), first.nodes + second.nodes, calls, inputs, second.outputs,
+                      in_place=tuple(p for p in range(len(inputs)) if p not in later))
+    step.name = CHAIN_NAMES.get(tuple(labels))
+    return step
