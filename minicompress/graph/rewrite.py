@@ -144,5 +144,25 @@ def _merge(first, second, value):
     later = {o for _, operands in calls[1:] for o in operands if isinstance(o, int)}
     step = Expression("+".join(labels), first.nodes + second.nodes, calls, inputs, second.outputs,
                       in_place=tuple(p for p in range(len(inputs)) if p not in later))
-    step.name = CHAIN_NAMES.get(tuple(labels))
+    step.name = chain_name(labels)
     return step
+
+
+def chain_name(labels):
+    """The known chains within a merged chain's labels by name, the rest as labels ("hard-swish, Mul+Add"),
+    or None when none is known."""
+    parts, rest, k = [], [], 0
+    while k < len(labels):
+        known = next(((p, n) for p, n in CHAIN_NAMES.items() if tuple(labels[k:k + len(p)]) == p), None)
+        if known is None:
+            rest.append(labels[k])
+            k += 1
+            continue
+        if rest:
+            parts.append("+".join(rest))
+            rest = []
+        parts.append(known[1])
+        k += len(known[0])
+    if len(parts) == 0:
+        return None
+    return ", ".join(parts + (["+".join(rest)] if rest else []))
