@@ -82,7 +82,8 @@ def generate(steps, input_names, graph_outputs, constants, views):
             text += "; del " + ", ".join(names.value(v) for v in dead)
         note = _SAFE_COMMENT.sub("_", step.label + (" (interpreted)" if step.interpreted else ""))
         lines.append(f"    {text:<72}  # {index} {note}")
-    results = [names.value(v) for v in graph_outputs]
+    # an output that is a constant is copied: the caller owns what a run returns
+    results = [names.value(v) + (".copy()" if v in constants else "") for v in graph_outputs]
     lines.append(f"    return ({', '.join(results)}{',' if len(results) == 1 else ''})")
     return "\n".join(lines) + "\n", namespace
 
