@@ -117,7 +117,8 @@ class CompiledModel:
 
 class Plan:
     """The compiled plan of one input signature: `steps`, `memory` (MemoryPlan), `arena` (the buffers),
-    `views` ({value: its buffer view}), `source` (the generated function's text), `compile_seconds`.
+    `views` ({value: its buffer view}), `source` (the generated function's text), `compile_seconds` (of
+    which `propagate_seconds` ran the interpreter on the example inputs).
     Calling it with arrays of the signature returns the outputs as a tuple of arrays."""
 
     def __init__(self, graph_module, arrays):
@@ -126,6 +127,7 @@ class Plan:
         self.input_names = [spec["name"] for spec in graph_module.inputs]
         self.outputs = list(graph_module.outputs)
         values = propagate(graph_module, arrays)
+        self.propagate_seconds = time.perf_counter() - start      # the one interpreted run, part of compile_seconds
         constants, folded = fold_constants(graph_module, values)
         folded_names = {graph_module.nodes[i]["name"] for i in folded}
         nodes = [n for n in graph_module.nodes if n["name"] not in folded_names]

@@ -113,6 +113,7 @@ class ConvKernel:
     arrays and the direct kernel's weight blocks built once, when compiling."""
 
     def __init__(self, conv, norm, clip, x_shape):
+        self.conv, self.norm, self.clip, self.x_shape = conv, norm, clip, x_shape
         self.weight = np.ascontiguousarray(conv.weight.data)
         self.stride, self.padding, self.dilation = conv_kernels._int_pairs(conv.stride, conv.padding, conv.dilation)
         self.groups = int(conv.groups)

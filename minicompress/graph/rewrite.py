@@ -11,6 +11,9 @@ graph outputs, as `patterns.find_chains` matches them):
   at the same shape and dtype, is merged into it: hard-swish as Add, Clip, Mul, Div (or HardSigmoid,
   Mul), SiLU as Sigmoid, Mul, run as one step writing one buffer, with no value in between.
 
+- conv -> Mul -> Add (-> Relu / Clip) by per-channel constants (a batch norm an exporter folded into
+  Mul and Add) joins the conv kernel's epilogue as its norm (`absorb_affine`).
+
 `rewrite(...)` turns the node list into the steps of a plan; every node no rule or lowering takes runs
 interpreted (`steps.interpreted_step`).
 """
@@ -20,9 +23,11 @@ import math
 
 from .. import nn
 from ..nn.fused import ACTIVATION_CLIPS
-from .lowering import conv_step, lower_node
+import numpy as np
+
+from .lowering import ConvKernel, conv_step, lower_node
 from .patterns import clip_bounds, find_chains
-from .steps import ACC, Expression, interpreted_step
+from .steps import ACC, Call, Const, Expression, interpreted_step
 
 CONV_CHAINS = ((nn.Conv2d, nn.BatchNorm2d, ("Relu", "Clip")), (nn.Conv2d, nn.BatchNorm2d),
                (nn.Conv2d, ("Relu", "Clip")))
@@ -89,7 +94,88 @@ def rewrite(graph_module, nodes, values, constants):
             continue
         step = fused.get(node["name"]) or lower_node(graph_module, node, values, constants)
         steps.append(step if step is not None else interpreted_step(graph_module, node, values))
-    return merge_elementwise(steps, set(graph_module.outputs), values)
+    steps = merge_elementwise(steps, set(graph_module.outputs), values)
+    return absorb_affine(steps, set(graph_module.outputs), values, constants)
+
+
+def absorb_affine(steps, graph_outputs, values, constants):
+    """The steps with each conv -> Mul -> Add (-> Relu / Clip) by per-channel constants run as the conv
+    kernel's epilogue: an exporter's folded batch norm (PaddlePaddle writes it as Mul and Add), taken as
+    the epilogue's norm with mean 0, inv_std the scale, gamma 1, beta the shift, so (v - 0) * s * 1 + t
+    has the bits of v * s + t."""
+    readers = {}
+    for step in steps:
+        for v in step.inputs:
+            if isinstance(v, str):
+                readers[v] = readers.get(v, 0) + 1
+    producer = {step.outputs[0]: k for k, step in enumerate(steps) if len(step.outputs) == 1}
+    out, dropped = list(steps), set()
+    for k, step in enumerate(steps):
+        if not isinstance(step, Expression) or step.label not in ("Mul+Add", "Mul+Add+Relu", "Mul+Add+Clip"):
+            continue
+        source = [v for v in step.inputs if isinstance(v, str) and v in producer and isinstance(
+            getattr(steps[producer[v]], "fn", None), ConvKernel)]
+        if len(source) != 1 or readers.get(source[0]) != 1 or source[0] in graph_outputs:
+            continue
+        conv_index = producer[source[0]]
+        kernel = steps[conv_index].fn
+        affine = _affine_of(step, source[0], values, constants, kernel.weight.shape[0], kernel.weight.dtype)
+        if kernel.norm is not None or kernel.clip is not None or affine is None or conv_index in dropped:
+            continue
+        scale, shift, clip = affine
+        norm = (np.zeros_like(scale), scale, np.ones_like(scale), shift)
+        conv = steps[conv_index]
+        fused = Call(conv.label + "+" + step.label, conv.nodes + step.nodes, ConvKernel(kernel.conv, norm, clip, kernel.x_shape),
+                     conv.inputs, step.outputs, writes_out=True)
+        out[k] = fused
+        dropped.add(conv_index)
+    return [step for k, step in enumerate(out) if k not in dropped]
+
+
+def _affine_of(step, value, values, constants, channels, dtype):
+    """(scale (O,), shift (O,), clip or None) of an Expression Mul(value, s) -> Add(acc, t) (-> max/min by
+    constants), s and t per-channel or scalar constants of `dtype`; None otherwise."""
+    calls = step.calls
+    (mul, mul_ops), (add, add_ops) = calls[0], calls[1]
+    if mul is not np.multiply or add is not np.add:
+        return None
+    operands = [step.inputs[o] if isinstance(o, int) else o for o in mul_ops]
+    if operands.count(value) != 1:
+        return None
+    s = _channel_vector(operands[1 - operands.index(value)], values, constants, channels, dtype)
+    if ACC not in add_ops:
+        return None
+    t_ref = add_ops[1 - add_ops.index(ACC)]
+    t = _channel_vector(step.inputs[t_ref] if isinstance(t_ref, int) else t_ref, values, constants, channels, dtype)
+    if s is None or t is None or values[value].shape != values[step.outputs[0]].shape:
+        return None
+    lo, hi = -math.inf, math.inf
+    for ufunc, ops in calls[2:]:
+        bound = ops[1] if len(ops) == 2 and ops[0] is ACC and isinstance(ops[1], Const) else None
+        if bound is None or np.ndim(bound.value) != 0:
+            return None
+        if ufunc is np.maximum:
+            lo = float(bound.value)
+        elif ufunc is np.minimum:
+            hi = float(bound.value)
+        else:
+            return None
+    return s, t, (None if len(calls) == 2 else (lo, hi))
+
+
+def _channel_vector(ref, values, constants, channels, dtype):
+    """The constant `ref` (a value name or Const) as an (O,) vector when it broadcasts per output channel
+    over (N, O, H, W) (shape (O, 1, 1), (1, O, 1, 1), (1,) or scalar) and has `dtype`; else None."""
+    array = ref.value if isinstance(ref, Const) else constants.get(ref) if isinstance(ref, str) else None
+    if not isinstance(array, np.ndarray) and not isinstance(array, np.generic):
+        return None
+    array = np.asarray(array)
+    if array.dtype != dtype or array.ndim > 4:
+        return None
+    shape = (1,) * (4 - array.ndim) + array.shape
+    if shape[0] != 1 or shape[2:] != (1, 1) or shape[1] not in (1, channels):
+        return None
+    return np.ascontiguousarray(np.broadcast_to(array.reshape(-1), (channels,)), dtype=dtype)
 
 
 def merge_elementwise(steps, graph_outputs, values):
