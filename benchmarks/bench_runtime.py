@@ -2,7 +2,7 @@
 inputs in one run: the published PP-OCR models of the rapidocr wheel and the mobile classifiers.
 
     python benchmarks/bench_runtime.py [--repeat 10] [--models det,cls,rec,mobile,digits] [--threads 1,2]
-                                       [--profile det]
+                                       [--profile det] [--plan-profile det]
 
     det      PP-OCRv4 text detector (DBNet, ch_PP-OCRv4_det_infer.onnx), 1 x 3 x 480 x 480 (a page of dark bars)
     cls      PP-OCR text-direction classifier (ch_ppocr_mobile_v2.0_cls_infer.onnx), batch 1 and 6 (rapidocr's
@@ -21,7 +21,8 @@ idle threads do not spin (`session.intra_op.allow_spinning` 0) and minicompress'
 The classifiers get standard normal inputs; "max rel diff" is max |ours - onnxruntime| / max |onnxruntime|
 over the first output. Each figure is the median of `--repeat` calls after 3 warm-up calls, the three sides
 called in turn (interleaved); the ratios are minicompress / onnxruntime (below 1: minicompress is faster). Needs `pip install --no-deps rapidocr-onnxruntime==1.4.4` for det, cls, rec.
---profile MODEL prints where minicompress's time goes per node kind on that model (1 thread).
+--profile MODEL prints where minicompress's time goes per node kind on that model (1 thread), --plan-profile MODEL
+per step kind of its compiled plan.
 """
 from timing import node_profile, print_table  # first: it sets the thread environment
 
@@ -148,6 +149,26 @@ def bench(key, repeat, thread_counts=THREAD_COUNTS):
     return rows
 
 
+def plan_profile(key, repeat):
+    """ms per step kind of the compiled plan (1 thread), summed over one call: where the plan's time goes."""
+    title, make, shapes, inputs = MODELS[key]
+    x = inputs(shapes[0])
+    compiled = mc.compile(mco.load(make()).eval(), (x,))
+    plan = next(iter(compiled.plans.values()))
+    with thread_count(1):
+        plan(x)
+        steps = plan.profile(x, repeat=repeat)
+    by_kind = {}
+    for seconds, step in steps:
+        kind = step.label + (" (interpreted)" if step.interpreted else "")
+        count, total = by_kind.get(kind, (0, 0.0))
+        by_kind[kind] = (count + 1, total + seconds)
+    print(f"{title} {'x'.join(map(str, shapes[0]))}, compiled plan, 1 thread: ms per step kind, one call "
+          f"(total {sum(s for s, _ in steps) * 1e3:.1f} ms)")
+    print_table([[k, n, f"{t * 1e3:.2f}"] for k, (n, t) in sorted(by_kind.items(), key=lambda kv: -kv[1][1])],
+                ["step", "count", "ms"])
+
+
 def profile(key, repeat):
     title, make, shapes, inputs = MODELS[key]
     session = mco.InferenceSession(make())
@@ -166,9 +187,13 @@ def main():
     parser.add_argument("--models", default="det,cls,rec,mobile,digits")
     parser.add_argument("--profile", default=None, help="a model name: print the time per node kind")
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    parser.add_argument("--plan-profile", default=None, help="a model name: print the compiled plan's time per step")
     args = parser.parse_args()
     if args.profile:
         profile(args.profile, args.repeat)
+        return
+    if args.plan_profile:
+        plan_profile(args.plan_profile, args.repeat)
         return
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; load average {os.getloadavg()[0]:.1f}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")

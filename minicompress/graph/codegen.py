@@ -52,12 +52,17 @@ def _callable_name(names, fn):
     return names.bind("k", fn)
 
 
-def generate(steps, input_names, graph_outputs, constants, views):
+def generate(steps, input_names, graph_outputs, constants, views, timed=False):
     """(source, namespace) of the plan function `plan(*inputs) -> tuple of outputs`.
 
     steps: the plan's steps; input_names: the graph's input value names in call order; constants:
-    {value: array} of the graph's constants and folded values; views: {planned value: its buffer view}."""
+    {value: array} of the graph's constants and folded values; views: {planned value: its buffer view}.
+    timed: the function also takes `seconds`, a list with an entry per step, and adds each step's wall
+    time to it (`Plan.profile`)."""
     namespace = {"np": np}
+    if timed:
+        import time
+        namespace["clock"] = time.perf_counter
     names = Names(namespace)
     args = [names.value(v) for v in input_names]
     for value, array in constants.items():
@@ -69,7 +74,7 @@ def generate(steps, input_names, graph_outputs, constants, views):
             if isinstance(v, str):
                 last_read[v] = index
     keep = set(graph_outputs) | set(views) | set(constants)
-    lines = [f"def plan({', '.join(args)}):"]
+    lines = [f"def plan({', '.join(args + (['seconds'] if timed else []))}):"]
     for index, step in enumerate(steps):
         operands = [names.bind("k", v.value, key=("const", id(v))) if isinstance(v, Const) else names.value(v)
                     for v in step.inputs]
@@ -81,6 +86,8 @@ def generate(steps, input_names, graph_outputs, constants, views):
         if dead:
             text += "; del " + ", ".join(names.value(v) for v in dead)
         note = _SAFE_COMMENT.sub("_", step.label + (" (interpreted)" if step.interpreted else ""))
+        if timed:
+            text = f"t = clock(); {text}; seconds[{index}] += clock() - t"
         lines.append(f"    {text:<72}  # {index} {note}")
     # an output that is a constant is copied: the caller owns what a run returns
     results = [names.value(v) + (".copy()" if v in constants else "") for v in graph_outputs]

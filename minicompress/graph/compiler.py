@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import linecache
+import threading
 import time
 
 import numpy as np
@@ -119,7 +120,8 @@ class Plan:
     """The compiled plan of one input signature: `steps`, `memory` (MemoryPlan), `arena` (the buffers),
     `views` ({value: its buffer view}), `source` (the generated function's text), `compile_seconds` (of
     which `propagate_seconds` ran the interpreter on the example inputs).
-    Calling it with arrays of the signature returns the outputs as a tuple of arrays."""
+    Calling it with arrays of the signature returns the outputs as a tuple of arrays (calls from several
+    threads take turns: they share the arena)."""
 
     def __init__(self, graph_module, arrays):
         start = time.perf_counter()
@@ -139,20 +141,37 @@ class Plan:
         self.values = {v: (tuple(a.shape), a.dtype) if isinstance(a, np.ndarray) else (None, type(a).__name__)
                        for v, a in values.items()}
         used = {v for step in self.steps for v in step.inputs if isinstance(v, str)} | set(self.outputs)
-        self.source, namespace = generate(self.steps, self.input_names, self.outputs,
-                                          {v: a for v, a in constants.items() if v in used}, self.views)
+        self._constants = {v: a for v, a in constants.items() if v in used}
+        self.source, namespace = generate(self.steps, self.input_names, self.outputs, self._constants, self.views)
         filename = f"<minicompress plan {id(self):x}>"
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
         builtins.exec(builtins.compile(self.source, filename, "exec"), namespace)  # noqa: S102  (generated source only)
         self._function = namespace["plan"]
         self._interpreted = any(step.interpreted for step in self.steps)
+        self._lock = threading.Lock()
         self.compile_seconds = time.perf_counter() - start
 
     def __call__(self, *arrays):
-        if self._interpreted:
+        with self._lock:            # one arena: calls from several threads take turns
+            if self._interpreted:
+                with no_grad():
+                    return self._function(*arrays)
+            return self._function(*arrays)
+
+    def profile(self, *arrays, repeat=5):
+        """[(seconds, step)] per step, the median over `repeat` calls of a timed copy of the plan's source
+        (the same steps and buffers, a clock read around each line), slowest first: where a call's time goes."""
+        source, namespace = generate(self.steps, self.input_names, self.outputs, self._constants, self.views,
+                                     timed=True)
+        builtins.exec(builtins.compile(source, f"<minicompress timed plan {id(self):x}>", "exec"), namespace)  # noqa: S102
+        runs = []
+        for _ in range(repeat):
+            seconds = [0.0] * len(self.steps)
             with no_grad():
-                return self._function(*arrays)
-        return self._function(*arrays)
+                namespace["plan"](*arrays, seconds)
+            runs.append(seconds)
+        medians = np.median(np.array(runs), axis=0)
+        return sorted(zip(medians.tolist(), self.steps), key=lambda pair: -pair[0])
 
     def buffer_ids(self):
         """{value: id of the arena buffer it is written into} (the same on every call)."""
