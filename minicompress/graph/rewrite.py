@@ -9,7 +9,8 @@ graph outputs, as `patterns.find_chains` matches them):
   plan (`graph/inference.py`) runs the same chains with the same kernel, so both paths give one answer.
 - elementwise chains: an `Expression` step whose output only the next `Expression` reads, first thing,
   at the same shape and dtype, is merged into it: hard-swish as Add, Clip, Mul, Div (or HardSigmoid,
-  Mul), SiLU as Sigmoid, Mul, run as one step writing one buffer, with no value in between.
+  Mul), SiLU as Sigmoid, Mul, run as one step writing one buffer, with no value in between; the
+  Add, Clip, Mul, Div hard-swish by scalar constants as one pass (`kernels.fused_elementwise`).
 
 - conv -> Mul -> Add (-> Relu / Clip) by per-channel constants (a batch norm an exporter folded into
   Mul and Add) joins the conv kernel's epilogue as its norm (`absorb_affine`).
@@ -25,6 +26,7 @@ from .. import nn
 from ..nn.fused import ACTIVATION_CLIPS
 import numpy as np
 
+from ..kernels.fused_elementwise import hard_swish
 from .lowering import ConvKernel, conv_step, lower_node
 from .patterns import clip_bounds, find_chains
 from .steps import ACC, Call, Const, Expression, interpreted_step
@@ -95,7 +97,42 @@ def rewrite(graph_module, nodes, values, constants):
         step = fused.get(node["name"]) or lower_node(graph_module, node, values, constants)
         steps.append(step if step is not None else interpreted_step(graph_module, node, values))
     steps = merge_elementwise(steps, set(graph_module.outputs), values)
+    for step in steps:
+        if isinstance(step, Expression):
+            step.calls = one_pass_hard_swish(step, values, constants)
     return absorb_affine(steps, set(graph_module.outputs), values, constants)
+
+
+def one_pass_hard_swish(step, values, constants):
+    """The Expression's calls with a leading Add, Clip, Mul, Div hard-swish (scalar constants, x read by
+    the Add and the Mul) as one call of the one-pass kernel (`kernels.fused_elementwise.hard_swish`)."""
+    calls = step.calls
+    if len(calls) < 5 or [c[0] for c in calls[:5]] != [np.add, np.maximum, np.minimum, np.multiply, np.divide]:
+        return calls
+    (_, add), (_, low), (_, high), (_, mul), (_, div) = calls[:5]
+    x = next((o for o in add if isinstance(o, int)), None)
+    array = values.get(step.inputs[x]) if x is not None else None
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.shape != values[step.outputs[0]].shape:
+        return calls
+    if not (low[0] is ACC and high[0] is ACC and sorted(mul, key=str) == sorted([x, ACC], key=str) and div[0] is ACC):
+        return calls
+    scalars = [_scalar(o, step, constants, array.dtype) for o in (add[1 - add.index(x)], low[1], high[1], div[1])]
+    if any(v is None for v in scalars):
+        return calls
+    return [(hard_swish, [x] + [Const(v) for v in scalars])] + list(calls[5:])
+
+
+def _scalar(operand, step, constants, dtype):
+    """A one-element constant operand (a Const, or an input naming a constant) as a scalar of `dtype`."""
+    if isinstance(operand, Const):
+        array = operand.value
+    elif isinstance(operand, int) and isinstance(step.inputs[operand], str):
+        array = constants.get(step.inputs[operand])
+    else:
+        return None
+    if not isinstance(array, (np.ndarray, np.generic)) or np.size(array) != 1 or np.asarray(array).dtype != dtype:
+        return None
+    return np.asarray(array).reshape(()).astype(dtype)[()]
 
 
 def absorb_affine(steps, graph_outputs, values, constants):
