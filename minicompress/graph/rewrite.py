@@ -114,7 +114,9 @@ def one_pass_hard_swish(step, values, constants):
     array = values.get(step.inputs[x]) if x is not None else None
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.shape != values[step.outputs[0]].shape:
         return calls
-    if not (low[0] is ACC and high[0] is ACC and sorted(mul, key=str) == sorted([x, ACC], key=str) and div[0] is ACC):
+    again = [o for o in mul if o is not ACC]           # the Mul's other operand: x again (any position naming it)
+    if not (low[0] is ACC and high[0] is ACC and ACC in mul and len(again) == 1 and isinstance(again[0], int)
+            and step.inputs[again[0]] == step.inputs[x] and div[0] is ACC):
         return calls
     scalars = [_scalar(o, step, constants, array.dtype) for o in (add[1 - add.index(x)], low[1], high[1], div[1])]
     if any(v is None for v in scalars):
