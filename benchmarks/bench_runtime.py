@@ -1,7 +1,8 @@
 """minicompress.onnx.InferenceSession against onnxruntime.InferenceSession, at 1 and 2 threads, on the same
 inputs in one run: the published PP-OCR models of the rapidocr wheel and the mobile classifiers.
 
-    python benchmarks/bench_runtime.py [--repeat 10] [--models det,cls,rec,mobile,digits] [--profile det]
+    python benchmarks/bench_runtime.py [--repeat 10] [--models det,cls,rec,mobile,digits] [--threads 1,2]
+                                       [--profile det] [--plan-profile det]
 
     det      PP-OCRv4 text detector (DBNet, ch_PP-OCRv4_det_infer.onnx), 1 x 3 x 480 x 480 (a page of dark bars)
     cls      PP-OCR text-direction classifier (ch_ppocr_mobile_v2.0_cls_infer.onnx), batch 1 and 6 (rapidocr's
@@ -12,19 +13,24 @@ inputs in one run: the published PP-OCR models of the rapidocr wheel and the mob
              `minicompress.onnx.export`, 1 x 3 x 224 x 224
     digits   `nn.create_mobile_classifier(10, 1)`, the digits classifier, batch 1 and 64 x 1 x 8 x 8
 
-Both sides run through `session.run(None, {name: x})` with `intra_op_num_threads` = 1 or 2; onnxruntime's
+Both sides run through `session.run(None, {name: x})` with `intra_op_num_threads` = 1 or 2 (minicompress's
+session runs the compiled plan, `minicompress.compile`; "interpreted" is the session's GraphModule run node by
+node, under no_grad, at the same threads); onnxruntime's
 idle threads do not spin (`session.intra_op.allow_spinning` 0) and minicompress's wait passively
 (OMP_WAIT_POLICY=PASSIVE, set by timing.py), so neither takes the cores from the other between calls.
 The classifiers get standard normal inputs; "max rel diff" is max |ours - onnxruntime| / max |onnxruntime|
-over the first output. Each figure is the median of `--repeat` calls after 3 warm-up calls; the ratio is ours / onnxruntime (below
-1: minicompress is faster). Needs `pip install --no-deps rapidocr-onnxruntime==1.4.4` for det, cls, rec.
---profile MODEL prints where minicompress's time goes per node kind on that model (1 thread).
+over the first output. Each figure is the median of `--repeat` calls after 3 warm-up calls, the three sides
+called in turn (interleaved); the ratios are minicompress / onnxruntime (below 1: minicompress is faster). Needs `pip install --no-deps rapidocr-onnxruntime==1.4.4` for det, cls, rec.
+--profile MODEL prints where minicompress's time goes per node kind on that model (1 thread), --plan-profile MODEL
+per step kind of its compiled plan.
 """
-from timing import median_seconds, node_profile, print_table  # first: it sets the thread environment
+from timing import node_profile, print_table  # first: it sets the thread environment
 
 import argparse
 import importlib.util
 import os
+import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,7 @@ import onnxruntime as ort
 import minicompress as mc
 import minicompress.onnx as mco
 from minicompress import nn
+from minicompress.kernels.threads import thread_count
 
 THREAD_COUNTS = (1, 2)
 
@@ -101,24 +108,65 @@ def sessions(data, threads):
             ort.InferenceSession(data, theirs_options, providers=["CPUExecutionProvider"]))
 
 
-def bench(key, repeat):
+def interleaved_medians(fns, repeat, warmup=3):
+    """Median seconds of each of `fns`, called in turn (one call of each per round) so that a change in the
+    machine's load falls on all of them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
+def bench(key, repeat, thread_counts=THREAD_COUNTS):
     title, make, shapes, inputs = MODELS[key]
     data = make()
     rows = []
     for shape in shapes:
         x = inputs(shape)
-        for threads in THREAD_COUNTS:
+        for threads in thread_counts:
             ours, theirs = sessions(data, threads)
             name = ours.get_inputs()[0].name
             feed = {name: x}
             expected = theirs.run(None, feed)[0]
-            got = ours.run(None, feed)[0]
+            got = ours.run(None, feed)[0]           # compiles the plan of this signature
             diff = float(np.abs(got - expected).max()) / max(float(np.abs(expected).max()), 1e-30)
-            t_ours = median_seconds(lambda: ours.run(None, feed), repeat=repeat)
-            t_theirs = median_seconds(lambda: theirs.run(None, feed), repeat=repeat)
+            graph = ours.graph_module
+
+            def interpreted():
+                with mc.no_grad(), thread_count(threads):
+                    graph.run(x)
+            t_ours, t_interpreted, t_theirs = interleaved_medians(
+                [lambda: ours.run(None, feed), interpreted, lambda: theirs.run(None, feed)], repeat)
             rows.append([title, "x".join(map(str, shape)), threads, f"{diff:.1e}", f"{t_ours * 1e3:.2f}",
-                         f"{t_theirs * 1e3:.2f}", f"{t_ours / t_theirs:.2f}"])
+                         f"{t_interpreted * 1e3:.2f}", f"{t_theirs * 1e3:.2f}", f"{t_ours / t_theirs:.2f}",
+                         f"{t_interpreted / t_theirs:.2f}"])
     return rows
+
+
+def plan_profile(key, repeat):
+    """ms per step kind of the compiled plan (1 thread), summed over one call: where the plan's time goes."""
+    title, make, shapes, inputs = MODELS[key]
+    x = inputs(shapes[0])
+    compiled = mc.compile(mco.load(make()).eval(), (x,))
+    plan = next(iter(compiled.plans.values()))
+    with thread_count(1):
+        plan(x)
+        steps = plan.profile(x, repeat=repeat)
+    by_kind = {}
+    for seconds, step in steps:
+        kind = step.label + (" (interpreted)" if step.interpreted else "")
+        count, total = by_kind.get(kind, (0, 0.0))
+        by_kind[kind] = (count + 1, total + seconds)
+    print(f"{title} {'x'.join(map(str, shapes[0]))}, compiled plan, 1 thread: ms per step kind, one call "
+          f"(total {sum(s for s, _ in steps) * 1e3:.1f} ms)")
+    print_table([[k, n, f"{t * 1e3:.2f}"] for k, (n, t) in sorted(by_kind.items(), key=lambda kv: -kv[1][1])],
+                ["step", "count", "ms"])
 
 
 def profile(key, repeat):
@@ -126,7 +174,6 @@ def profile(key, repeat):
     session = mco.InferenceSession(make())
     x = inputs(shapes[0])
     import numba
-    from minicompress.kernels.threads import thread_count
     with mc.no_grad(), thread_count(1):
         times = node_profile(session.graph_module, x, repeat)
     print(f"{title} {'x'.join(map(str, shapes[0]))}, 1 thread (Numba threads {numba.get_num_threads()} outside): "
@@ -139,16 +186,22 @@ def main():
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--models", default="det,cls,rec,mobile,digits")
     parser.add_argument("--profile", default=None, help="a model name: print the time per node kind")
+    parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    parser.add_argument("--plan-profile", default=None, help="a model name: print the compiled plan's time per step")
     args = parser.parse_args()
     if args.profile:
         profile(args.profile, args.repeat)
+        return
+    if args.plan_profile:
+        plan_profile(args.plan_profile, args.repeat)
         return
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; load average {os.getloadavg()[0]:.1f}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     rows = []
     for key in args.models.split(","):
-        rows += bench(key, args.repeat)
-    print_table(rows, ["model", "input", "threads", "max rel diff", "minicompress ms", "onnxruntime ms", "ratio"])
+        rows += bench(key, args.repeat, [int(t) for t in args.threads.split(",")])
+    print_table(rows, ["model", "input", "threads", "max rel diff", "compiled ms", "interpreted ms", "onnxruntime ms",
+                       "compiled / ort", "interpreted / ort"])
 
 
 def cpu_name():

@@ -15,3 +15,4 @@ from .quant.dtypes import (per_channel_affine, per_channel_symmetric, per_tensor
                            qint8, qint32, quint8)
 
 from .io import load, save  # noqa: E402  (model files need the layer classes above)
+from .graph.compiler import compile  # noqa: E402  (torch.compile's name)

@@ -247,9 +247,13 @@ def test_depthwise_forward_is_the_same_in_any_number_of_runs_and_threads(problem
     _, x, weight, (stride, padding, dilation, _) = make_inputs(problem, np.float32)
     kernel = K.depthwise_conv2d_forward_kernel
     epilogue = K.NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
-    expected = kernel.serial(x, weight, stride, padding, dilation, 1, *epilogue)
-    np.testing.assert_array_equal(kernel.serial(x, weight, stride, padding, dilation, n_runs, *epilogue), expected)
-    np.testing.assert_array_equal(kernel.parallel(x, weight, stride, padding, dilation, n_runs, *epilogue), expected)
+    args = (x, weight, stride, padding, dilation)
+
+    def fresh():
+        return np.empty(K.conv_output_shape(x.shape, weight.shape, stride, padding, dilation), x.dtype)
+    expected = kernel.serial(*args, 1, *epilogue, fresh())
+    np.testing.assert_array_equal(kernel.serial(*args, n_runs, *epilogue, fresh()), expected)
+    np.testing.assert_array_equal(kernel.parallel(*args, n_runs, *epilogue, fresh()), expected)
 
 
 # ----- the fused epilogue: bias, eval BatchNorm and clamp in the conv's output pass -----------------

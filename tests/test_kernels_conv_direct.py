@@ -87,9 +87,10 @@ def test_direct_kernel_is_the_same_in_any_number_of_runs_and_threads(problem, n_
     epilogue = K.NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
     kernel = K.direct_conv2d_forward_kernel
     common = (x, taps, weight.shape[0], stride, padding, dilation, groups, rows)
-    expected = kernel.serial(*common, 1, *epilogue)
-    np.testing.assert_array_equal(kernel.serial(*common, n_runs, *epilogue), expected)
-    np.testing.assert_array_equal(kernel.parallel(*common, n_runs, *epilogue), expected)
+    shape = K.conv_output_shape(x.shape, weight.shape, stride, padding, dilation)
+    expected = kernel.serial(*common, 1, *epilogue, np.empty(shape, x.dtype))
+    np.testing.assert_array_equal(kernel.serial(*common, n_runs, *epilogue, np.empty(shape, x.dtype)), expected)
+    np.testing.assert_array_equal(kernel.parallel(*common, n_runs, *epilogue, np.empty(shape, x.dtype)), expected)
 
 
 @settings(max_examples=20, deadline=None)

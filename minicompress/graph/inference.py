@@ -5,8 +5,8 @@ following Relu / Clip in the conv's epilogue, and it reuses buffers. The GraphMo
 layers as they are (prune, quantize and export still see ordinary layers) and instead runs, under no_grad,
 
 - every Conv -> BatchNormalization -> Relu/Clip, Conv -> BatchNormalization and Conv -> Relu/Clip chain of
-  the data flow (found by `patterns.find_chains`: each intermediate value read by the next node only, the
-  nodes consecutive in the node list) as
+  the data flow (the rule `rewrite.CONV_CHAINS` a compiled plan fuses too, found by `patterns.find_chains`:
+  each intermediate value read by the next node only; here the nodes also consecutive in the node list) as
   one convolution kernel with the rest in its output pass (`nn.fused.fused_conv_clip_forward`, the bits
   of the nodes one by one); a chain whose layers cannot be fused at run time (a hook, a quantized
   replacement, another dtype) runs node by node;
@@ -22,16 +22,10 @@ The plan is built once per graph and rebuilt when the nodes change (`signature`)
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .. import nn
-from ..nn.fused import ACTIVATION_CLIPS
 from .patterns import clip_bounds, consumers, find_chains
-
-INFERENCE_CHAINS = ((nn.Conv2d, nn.BatchNorm2d, ("Relu", "Clip")), (nn.Conv2d, nn.BatchNorm2d),
-                    (nn.Conv2d, ("Relu", "Clip")))
+from .rewrite import CONV_CHAINS, conv_chain_parts
 
 # Nodes whose output is a new array (never a view of an input): a Relu after one may overwrite it.
 FRESH_OUTPUT_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu"}
@@ -58,20 +52,14 @@ class InferencePlan:
             for v in node["inputs"]:
                 self.last_use[v] = index
         self.chains = {}
-        for chain in find_chains(graph_module, INFERENCE_CHAINS):
+        for chain in find_chains(graph_module, CONV_CHAINS):
             indices = [index_of[name] for name in chain]
             if indices != list(range(indices[0], indices[-1] + 1)):
                 continue      # the loop runs a chain in place of its nodes: another node between them would be skipped
-            last = nodes[indices[-1]]
-            clip = None
-            if last.get("op_type") in ("Relu", "Clip"):
-                clip = _clip_of(graph_module, last)
-                if clip is False:
-                    continue
-            second = nodes[indices[1]]
-            is_bn = second["kind"] == "module" and isinstance(graph_module.get_submodule(second["target"]), nn.BatchNorm2d)
-            bn = indices[1] if is_bn else None
-            self.chains[indices[0]] = (indices[-1], bn, clip)
+            parts = conv_chain_parts(graph_module, [nodes[i] for i in indices])
+            if parts is None:
+                continue
+            self.chains[indices[0]] = (indices[-1], indices[1] if parts[1] is not None else None, parts[2])
         readers = consumers(graph_module)
         protected = set(graph_module.outputs) | set(graph_module.constants)
         fresh = set()           # values that are new arrays when the plan runs
@@ -131,17 +119,3 @@ def run_in_place(node, args, position, clip=None):
         return None
     a, b = (target, other) if position == 0 else (other, target)
     return BINARY_IN_PLACE[op_type](a, b, out=target)
-
-
-def _clip_of(graph_module, node):
-    """(lo, hi) of the Relu / Clip node ending a chain, or False when a bound is computed in the graph."""
-    if node["kind"] == "module":
-        layer = graph_module.get_submodule(node["target"])
-        return ACTIVATION_CLIPS.get(type(layer), False)
-    if node["op_type"] == "Relu":
-        return (0.0, math.inf)
-    given = [v for v in (node["inputs"] + ["", ""])[1:3]]
-    if any(v and v not in graph_module.constants for v in given):
-        return False
-    lo, hi = clip_bounds(graph_module, node)
-    return (-math.inf if lo is None else lo, math.inf if hi is None else hi)

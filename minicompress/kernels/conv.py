@@ -362,9 +362,9 @@ def _sample_chunks(n_batch, cols_per_sample):
     return [(start, min(start + step, n_batch)) for start in range(0, n_batch, step)]
 
 
-def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays=None):
+def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays=None, out=None):
     """out_g = W_g @ cols_g for every group g at once (np.matmul batches over the group axis), then the
-    epilogue (`Epilogue.arrays`), if given.
+    epilogue (`Epilogue.arrays`), if given; into `out` (N, O, Ho, Wo) C-contiguous when given.
 
     A sample whose cols fill at least SAMPLE_COLS_ELEMENTS is its own chunk, and its product is written
     straight into its slice of `out` (same layout, (G, Og, Ho * Wo)); smaller samples are batched into one
@@ -376,7 +376,8 @@ def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogu
     out_w = _conv_output_size(width, kw, stride[1], padding[1], dilation[1])
     plane = out_h * out_w
     w = weight.reshape(groups, out_channels // groups, group_in * kh * kw)
-    out = np.empty((n_batch, out_channels, plane), dtype=x.dtype)
+    result = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype) if out is None else out
+    out = result.reshape(n_batch, out_channels, plane)
     cols_per_sample = channels * kh * kw * plane
     chunks = ([(n, n + 1) for n in range(n_batch)] if cols_per_sample >= SAMPLE_COLS_ELEMENTS
               else _sample_chunks(n_batch, cols_per_sample))
@@ -396,7 +397,7 @@ def grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogu
             out[start:stop] = out_g.reshape(out_channels, stop - start, plane).swapaxes(0, 1)
         if epilogue_arrays is not None:
             finish_planes(out[start:stop], *epilogue_arrays)
-    return out.reshape(n_batch, out_channels, out_h, out_w)
+    return result
 
 
 def _banded_sample_forward(x, w, out, kernel_size, stride, padding, dilation, out_w):
@@ -459,13 +460,16 @@ def is_pointwise(weight_shape, stride, padding, groups):
     return tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
 
 
-def pointwise_conv2d_forward(x, weight, epilogue_arrays=None):
-    """out[n] = W @ x[n] for every sample in one batched GEMM, then the epilogue (`Epilogue.arrays`) if given."""
+def pointwise_conv2d_forward(x, weight, epilogue_arrays=None, out=None):
+    """out[n] = W @ x[n] for every sample in one batched GEMM, then the epilogue (`Epilogue.arrays`) if given;
+    into `out` (N, O, H, W) C-contiguous when given."""
     n_batch, channels, height, width = x.shape
-    out = np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n_batch, channels, height * width))
+    result = np.empty((n_batch, weight.shape[0], height, width), dtype=x.dtype) if out is None else out
+    planes = result.reshape(n_batch, weight.shape[0], height * width)
+    np.matmul(weight.reshape(weight.shape[0], channels), x.reshape(n_batch, channels, height * width), out=planes)
     if epilogue_arrays is not None:
-        finish_planes(out, *epilogue_arrays)
-    return out.reshape(n_batch, weight.shape[0], height, width)
+        finish_planes(planes, *epilogue_arrays)
+    return result
 
 
 def pointwise_conv2d_backward_input(grad_out, weight, input_shape):
@@ -679,10 +683,10 @@ def _depthwise_phase_plane(out_plane, buffer, acc, taps, stride, dilation, rows,
 depthwise_phase_plane = njit(cache=True)(_depthwise_phase_plane)
 
 
-def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, params, flags, bounds):
+def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, params, flags, bounds, out):
     """out[n, o] = sum_{i, j} weight[o, 0, i, j] * x_pad[n, o // m, p * sh + i * dh, q * sw + j * dw],
     then the epilogue (params, flags, bounds: `Epilogue.arrays`), the N * O planes split into n_runs
-    contiguous runs."""
+    contiguous runs; written into out (N, O, Ho, Wo), which is returned."""
     n_batch, channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
     (sh, sw), (dh, dw) = stride, dilation
@@ -691,7 +695,6 @@ def _depthwise_conv2d_forward(x, weight, stride, padding, dilation, n_runs, para
     pitch, padded_h = width + 2 * padding[1], height + 2 * padding[0]
     three = kh == 3 and kw == 3 and dw == 1 and sw <= 2                   # `_depthwise_3x3_plane`'s case
     phase_rows, phase_pitch = (padded_h + sh - 1) // sh, (pitch + sw - 1) // sw
-    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
     tasks = n_batch * out_channels
     identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
     for run in prange(n_runs):
@@ -723,14 +726,17 @@ depthwise_conv2d_forward_kernel = ParallelKernel(_depthwise_conv2d_forward)
 RUNS_PER_THREAD = 4
 
 
-def depthwise_conv2d_forward(x, weight, stride, padding, dilation, epilogue_arrays=None):
-    """The depthwise forward pass on validated input (see `conv2d_forward`), threaded when it is large."""
+def depthwise_conv2d_forward(x, weight, stride, padding, dilation, epilogue_arrays=None, out=None):
+    """The depthwise forward pass on validated input (see `conv2d_forward`), threaded when it is large; into
+    `out` (N, O, Ho, Wo) when given."""
+    if out is None:
+        out = np.empty(conv_output_shape(x.shape, weight.shape, stride, padding, dilation), dtype=x.dtype)
     work = weight.shape[2] * weight.shape[3] * x.shape[0] * weight.shape[0] * x.shape[2] * x.shape[3]
     if epilogue_arrays is None:
         epilogue_arrays = NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
     with threads_for(work):
         n_runs = max(1, min(x.shape[0] * weight.shape[0], RUNS_PER_THREAD * numba.get_num_threads()))
-        return depthwise_conv2d_forward_kernel(x, weight, stride, padding, dilation, n_runs, *epilogue_arrays)
+        return depthwise_conv2d_forward_kernel(x, weight, stride, padding, dilation, n_runs, *epilogue_arrays, out)
 
 
 def depthwise_conv2d_forward_reference(x, weight, stride, padding, dilation):
@@ -921,10 +927,10 @@ block_taps = njit(cache=True, inline="always")(_block_taps)
 
 
 def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, groups, rows, n_runs, params, flags,
-                           bounds):
+                           bounds, out):
     """The direct convolution (see the section comment) of validated x (N, C, H, W) with the weights as
     blocks, taps (groups * n_blocks, DIRECT_BLOCK, C // groups, kh, kw) (`weight_blocks`), then the
-    epilogue (`Epilogue.arrays`); the N * groups * bands tasks (bands of `rows` output rows) split into
+    epilogue (`Epilogue.arrays`), written into out (N, O, Ho, Wo); the N * groups * bands tasks (bands of `rows` output rows) split into
     n_runs contiguous runs, each with its own accumulator."""
     n_batch, channels, height, width = x.shape
     _, _, group_in, kh, kw = taps.shape
@@ -937,7 +943,6 @@ def _direct_conv2d_forward(x, taps, out_channels, stride, padding, dilation, gro
     n_bands = (out_h + rows - 1) // rows
     span = (rows - 1) * pitch + out_w
     planes = pad_planes(x, padding, stride, phase_rows, pitch)
-    out = np.empty((n_batch, out_channels, out_h, out_w), dtype=x.dtype)
     tasks = n_batch * groups * n_bands
     identity = flags[0] == 0 and flags[1] == 0 and bounds[0] == -np.inf and bounds[1] == np.inf
     for run in prange(n_runs):
@@ -991,19 +996,22 @@ def weight_blocks(weight, groups):
     return taps.reshape(groups * n_blocks, DIRECT_BLOCK, group_in, kh, kw)
 
 
-def direct_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays=None):
-    """The direct forward pass on validated input (see `conv2d_forward`), threaded when it is large."""
+def direct_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays=None, out=None, taps=None):
+    """The direct forward pass on validated input (see `conv2d_forward`), threaded when it is large; into
+    `out` (N, O, Ho, Wo) when given; `taps` is `weight_blocks(weight, groups)` when the caller keeps it."""
+    if out is None:
+        out = np.empty(conv_output_shape(x.shape, weight.shape, stride, padding, dilation), dtype=x.dtype)
     work = weight.size * x.shape[0] * x.shape[2] * x.shape[3] // (stride[0] * stride[1])
     if epilogue_arrays is None:
         epilogue_arrays = NO_EPILOGUE.arrays(weight.shape[0], x.dtype)
-    taps = weight_blocks(weight, groups)
+    taps = weight_blocks(weight, groups) if taps is None else taps
     with threads_for(work):
         out_h = _conv_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0])
         rows = band_rows(x.shape[3], padding, stride)
         n_tasks = x.shape[0] * groups * -(-out_h // rows)
         n_runs = max(1, min(n_tasks, RUNS_PER_THREAD * numba.get_num_threads()))
         return direct_conv2d_forward_kernel(x, taps, weight.shape[0], stride, padding, dilation, groups, rows,
-                                            n_runs, *epilogue_arrays)
+                                            n_runs, *epilogue_arrays, out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1020,20 +1028,34 @@ def is_depthwise(in_channels, weight_shape, groups):
     return groups == in_channels and weight_shape[1] == 1
 
 
-def conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue=None):
+def conv_output_shape(x_shape, weight_shape, stride, padding, dilation):
+    """(N, O, Ho, Wo) of the convolution of x_shape (N, C, H, W) with weight_shape (O, Cg, kh, kw)."""
+    return (x_shape[0], weight_shape[0]) + tuple(
+        _conv_output_size(x_shape[2 + i], weight_shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2))
+
+
+def conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue=None, out=None):
     """x (N, C, H, W), weight (O, C // groups, kh, kw) -> (N, O, Ho, Wo): torch.nn.functional.conv2d
     without bias. stride, padding and dilation are (int, int). `epilogue` (an `Epilogue`: bias, eval
     BatchNorm, clamp) is applied in the pass that writes each output block; its twin is
-    `apply_epilogue_reference(conv2d_forward_reference(...), epilogue)`."""
+    `apply_epilogue_reference(conv2d_forward_reference(...), epilogue)`. `out`: a C-contiguous array of
+    the result's shape and dtype to write into (a compiled plan's buffer), or None for a new one."""
     stride, padding, dilation = _int_pairs(stride, padding, dilation)
     arrays = None if epilogue is None or epilogue.is_identity() else epilogue.arrays(weight.shape[0], x.dtype)
+    return conv2d_forward_arrays(x, weight, stride, padding, dilation, int(groups), arrays, out)
+
+
+def conv2d_forward_arrays(x, weight, stride, padding, dilation, groups, epilogue_arrays, out=None, taps=None):
+    """`conv2d_forward` with int pairs and the epilogue already as `Epilogue.arrays` (or None), so that a
+    caller running the same layer many times builds them once; `taps` (`weight_blocks`) likewise, used
+    when the direct kernel is the one chosen."""
     if is_pointwise(weight.shape, stride, padding, groups):
-        return pointwise_conv2d_forward(x, weight, arrays)
+        return pointwise_conv2d_forward(x, weight, epilogue_arrays, out)
     if is_depthwise(x.shape[1], weight.shape, groups):
-        return depthwise_conv2d_forward(x, weight, stride, padding, dilation, arrays)
+        return depthwise_conv2d_forward(x, weight, stride, padding, dilation, epilogue_arrays, out)
     if uses_direct(weight.shape, groups):
-        return direct_conv2d_forward(x, weight, stride, padding, dilation, int(groups), arrays)
-    return grouped_conv2d_forward(x, weight, stride, padding, dilation, int(groups), arrays)
+        return direct_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays, out, taps)
+    return grouped_conv2d_forward(x, weight, stride, padding, dilation, groups, epilogue_arrays, out)
 
 
 def conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, groups):

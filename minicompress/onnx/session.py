@@ -22,8 +22,10 @@ differently:
 - `intra_op_num_threads = n` sets Numba's thread count (capped at NUMBA_NUM_THREADS) for the duration of
   each `run`, with OpenBLAS (the convolutions' GEMMs) on one thread, and restores both afterwards
   (`kernels.threads.thread_count` says why OpenBLAS stays at one). The other options (graph optimization
-  level, inter-op threads, the execution mode, config entries) are accepted and recorded; the graph's own
-  inference plan (`graph/inference.py`) is always on.
+  level, inter-op threads, the execution mode, config entries) are accepted and recorded.
+- `run` runs the model's compiled plan (`minicompress.compile`: constants folded, chains fused, values in a
+  reused arena, generated source), compiled on the first run of each input signature and kept; the
+  interpreted graph is `session.graph_module`.
 - Only the CPU runs a graph here: `providers` may name others (onnxruntime warns and falls back to the
   CPU when one is not available); `get_providers()` is ["CPUExecutionProvider"].
 - Results are arrays the caller owns: an output that is a graph input, a constant or a view of one is
@@ -37,6 +39,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from ..autograd import no_grad
+from ..graph.compiler import CompiledModel
 from ..graph.listing import format_shape
 from ..kernels.threads import thread_count
 from ..tensor import Tensor
@@ -192,6 +195,13 @@ class InferenceSession:
         self._outputs = [_node_arg(o, inferred) for o in graph.output]
         self._initializers = initializers
         self._specs = {spec["name"]: spec for spec in self._model.inputs}
+        self._compiled = None          # the CompiledModel, made on the first run
+
+    @property
+    def compiled(self):
+        """The `graph.compiler.CompiledModel` `run` uses (its `plans`: one per input signature run so far),
+        or None before the first run."""
+        return self._compiled
 
     # ----- the description onnxruntime gives -----------------------------------------------------
     def get_inputs(self):
@@ -272,10 +282,13 @@ class InferenceSession:
         order), computing the graph on `input_feed` ({input name: array})."""
         names = self._output_names(output_names)
         arrays = self._feeds(input_feed)
+        arrays = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
         with ExitStack() as stack:
             stack.enter_context(no_grad())
             stack.enter_context(thread_count(self._threads))
-            results, _ = self._model.run(*arrays)
+            if self._compiled is None:
+                self._compiled = CompiledModel(self._model, arrays)
+            results = self._compiled.plan_for(arrays)(*arrays)
         by_name = dict(zip(self._model.outputs, results))
         shared = self._constant_roots | {id(_root(a)) for a in arrays}
         return [_owned(by_name[name], shared) for name in names]

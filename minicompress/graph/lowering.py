@@ -1,0 +1,180 @@
+"""Lowering: the step a compiled plan runs for one graph node, or None to run it interpreted.
+
+Each lowering keeps the formula and the order of float operations of the operator or layer it stands
+for (the interpreter's `graph/ops/elementwise.py` and the layers' functions), so a lowered node gives the
+interpreter's bits; it only writes into a buffer it is given instead of a new array:
+
+    Add, Sub, Mul (any dtype), Div (floats)   np.add(a, b, out=acc) ...   (inputs of the output's dtype)
+    Relu                                      np.maximum(x, 0, out=acc)
+    Clip (attribute or constant bounds)       np.maximum(x, lo), then np.minimum(acc, hi)
+    Sigmoid                                   0.5 tanh(0.5 x) + 0.5, one ufunc at a time into acc
+    HardSigmoid, HardSwish                    alpha x + beta, clip to [0, 1] (then x * that)
+    nn.Conv2d (plain float, 4-D input)        the convolution kernel with its bias in the epilogue (`ConvKernel`)
+    nn.Linear (float)                         x W^T into the buffer, then the bias added in place
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import nn
+from ..kernels import conv as conv_kernels
+from ..nn.fused import batch_norm_affine, fusable
+from .steps import ACC, Call, Const, Expression
+
+BINARY_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+def _array(values, name):
+    value = values.get(name) if isinstance(name, str) else None
+    return value if isinstance(value, np.ndarray) else None
+
+
+def lower_node(graph_module, node, values, constants):
+    """The lowered step of `node` (module docstring), or None when the node runs interpreted."""
+    outputs = [v for v in node["outputs"] if v]
+    if len(node["outputs"]) != 1 or len(outputs) != 1:
+        return None
+    out = _array(values, outputs[0])
+    ins = [_array(values, v) for v in node["inputs"] if v]
+    if out is None or any(a is None for a in ins):
+        return None
+    if node["kind"] == "module":
+        layer = graph_module.get_submodule(node["target"])
+        if type(layer) is nn.Conv2d:
+            return conv_step(graph_module, [node], layer, None, None, values)
+        if type(layer) is nn.Linear and not layer._forward_hooks and not layer._forward_pre_hooks:
+            return _linear_step(node, layer, values)
+        return None
+    if node.get("domain", "") != "":
+        return None
+    calls = elementwise_calls(graph_module, node, values, constants)
+    if calls is None:
+        return None
+    inputs = [node["inputs"][0]] + ([node["inputs"][1]] if node["op_type"] in BINARY_UFUNCS else [])
+    return Expression(node["op_type"], [node["name"]], calls, inputs, node["outputs"], in_place=_in_place(calls, inputs))
+
+
+def _in_place(calls, inputs):
+    """Input positions read only by the first call (the output may then share their memory)."""
+    later = {operand for _, operands in calls[1:] for operand in operands if isinstance(operand, int)}
+    return tuple(p for p in range(len(inputs)) if p not in later)
+
+
+def elementwise_calls(graph_module, node, values, constants):
+    """The ufunc calls of an elementwise operator node (operand 0 its input, 1 its second), or None."""
+    op_type, version = node["op_type"], node["version"]
+    x = _array(values, node["inputs"][0])
+    out = _array(values, node["outputs"][0])
+    if x is None or out is None or x.dtype != out.dtype:
+        return None
+    t = x.dtype.type
+    if op_type in BINARY_UFUNCS:
+        b = _array(values, node["inputs"][1])
+        if version < 7 or b is None or b.dtype != out.dtype or (op_type == "Div" and out.dtype.kind != "f"):
+            return None
+        return [(BINARY_UFUNCS[op_type], [0, 1])]
+    if x.shape != out.shape:
+        return None
+    if op_type == "Relu":
+        return [(np.maximum, [0, Const(t(0))])]
+    if op_type == "Clip":
+        if version >= 11 and any(v and v not in constants for v in node["inputs"][1:3]):
+            return None
+        if version >= 11:
+            lo, hi = (None if not v else constants[v].astype(x.dtype).reshape(()) for v in (node["inputs"] + ["", ""])[1:3])
+        else:          # Clip-6 clamps to its attributes, float32's range by default (-inf becomes -max)
+            attrs = node.get("attrs", {})
+            lo, hi = t(attrs.get("min", -3.4028234663852886e38)), t(attrs.get("max", 3.4028234663852886e38))
+        calls, source = [], 0
+        for ufunc, bound in ((np.maximum, lo), (np.minimum, hi)):
+            if bound is not None:
+                calls.append((ufunc, [source, Const(bound)]))
+                source = ACC
+        return calls or [(np.positive, [0])]
+    if x.dtype.kind != "f":
+        return None
+    if op_type == "Sigmoid":
+        half = Const(t(0.5))
+        return [(np.multiply, [half, 0]), (np.tanh, [ACC]), (np.multiply, [half, ACC]), (np.add, [ACC, half])]
+    if op_type == "HardSigmoid":
+        attrs = node.get("attrs", {})
+        return [(np.multiply, [Const(t(attrs.get("alpha", 0.2))), 0]), (np.add, [ACC, Const(t(attrs.get("beta", 0.5)))]),
+                (np.clip, [ACC, Const(t(0)), Const(t(1))])]
+    if op_type == "HardSwish":
+        return [(np.multiply, [0, Const(t(1 / 6))]), (np.add, [ACC, Const(t(0.5))]),
+                (np.clip, [ACC, Const(t(0)), Const(t(1))]), (np.multiply, [0, ACC])]
+    return None
+
+
+class ConvKernel:
+    """clamp(bn(conv(x) + bias)) into `out`: `kernels.conv.conv2d_forward_arrays` with the epilogue's
+    arrays and the direct kernel's weight blocks built once, when compiling."""
+
+    def __init__(self, conv, norm, clip, x_shape):
+        self.conv, self.norm, self.clip, self.x_shape = conv, norm, clip, x_shape
+        self.weight = np.ascontiguousarray(conv.weight.data)
+        self.stride, self.padding, self.dilation = conv_kernels._int_pairs(conv.stride, conv.padding, conv.dilation)
+        self.groups = int(conv.groups)
+        epilogue = conv_kernels.Epilogue(None if conv.bias is None else conv.bias.data, norm, clip)
+        self.epilogue = None if epilogue.is_identity() else epilogue.arrays(self.weight.shape[0], self.weight.dtype)
+        direct = (conv_kernels.uses_direct(self.weight.shape, self.groups)
+                  and not conv_kernels.is_pointwise(self.weight.shape, self.stride, self.padding, self.groups)
+                  and not conv_kernels.is_depthwise(x_shape[1], self.weight.shape, self.groups))
+        self.taps = conv_kernels.weight_blocks(self.weight, self.groups) if direct else None
+
+    def __call__(self, x, out=None):
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        return conv_kernels.conv2d_forward_arrays(x, self.weight, self.stride, self.padding, self.dilation,
+                                                  self.groups, self.epilogue, out, self.taps)
+
+
+def conv_step(graph_module, nodes, conv, bn, clip, values):
+    """The `Call` of conv (-> eval bn) (-> clamp `clip`) over the first node's input, or None when the
+    layers cannot run as the fused kernel (`nn.fused.fusable`: hooks, a replaced or training layer, a
+    dtype the parameters do not share, an input that is not 4-D)."""
+    x = _array(values, nodes[0]["inputs"][0])
+    if x is None or x.ndim != 4 or conv._forward_pre_hooks or not fusable(conv, bn):
+        return None
+    if conv.weight.data.dtype != x.dtype or (conv.bias is not None and conv.bias.data.dtype != x.dtype):
+        return None
+    norm = None
+    if bn is not None:
+        norm = batch_norm_affine(bn, x.dtype)
+        if norm is None:
+            return None
+    label = "+".join(["Conv"] + (["BatchNormalization"] if bn is not None else [])
+                     + ([_clip_name(clip)] if clip is not None else []))
+    return Call(label, [n["name"] for n in nodes], ConvKernel(conv, norm, clip, x.shape), [nodes[0]["inputs"][0]],
+                nodes[-1]["outputs"], writes_out=True)
+
+
+def _clip_name(clip):
+    return "Relu" if tuple(clip) == (0.0, math.inf) else "Clip"
+
+
+class LinearKernel:
+    """x W^T (+ b) into `out`, as ops.matmul.Linear: one 2-D GEMM over the flattened leading dims, then
+    the bias added in place."""
+
+    def __init__(self, linear):
+        self.weight_t = linear.weight.data.T
+        self.bias = None if linear.bias is None else linear.bias.data
+
+    def __call__(self, x, out=None):
+        rows = x.reshape(-1, x.shape[-1])
+        if out is None:
+            out = np.empty(x.shape[:-1] + (self.weight_t.shape[1],), x.dtype)
+        np.matmul(rows, self.weight_t, out=out.reshape(rows.shape[0], self.weight_t.shape[1]))
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+
+def _linear_step(node, linear, values):
+    x = _array(values, node["inputs"][0])
+    if x.ndim == 0 or x.dtype != linear.weight.data.dtype or (linear.bias is not None and linear.bias.data.dtype != x.dtype):
+        return None
+    return Call("Gemm", [node["name"]], LinearKernel(linear), [node["inputs"][0]], node["outputs"], writes_out=True)

@@ -1,0 +1,40 @@
+"""Elementwise chains as one pass: the kernels a compiled plan runs for the chains an exporter writes
+node by node (`graph/rewrite.py` finds them), each beside the NumPy twin that runs the nodes one ufunc
+at a time.
+
+    hard-swish (ONNX Add, Clip, Mul, Div)    out = x * min(max(x + a, lo), hi) / d
+
+Each operation is the node's own, in float32 (or the input's dtype) and in the nodes' order, with no fused
+multiply-add, so the kernel has the twin's bits: max(t, lo) keeps t when it is NaN or equal to lo (as
+np.maximum), min(t, hi) likewise (as np.minimum).
+"""
+import numpy as np
+from numba import njit
+
+
+def _hard_swish_pass(x, a, lo, hi, d, out):
+    for i in range(x.size):
+        v = x[i]
+        t = v + a
+        if t < lo:  # noqa: PLR1730  (not max(): NaN must stay NaN, as np.maximum)
+            t = lo
+        if t > hi:  # noqa: PLR1730
+            t = hi
+        out[i] = v * t / d
+
+
+hard_swish_pass = njit(cache=True)(_hard_swish_pass)
+
+
+def hard_swish(x, a, lo, hi, d, out=None):
+    """x * clip(x + a, lo, hi) / d into `out` (x's shape and dtype, C-contiguous; new when None) in one
+    pass; x C-contiguous, a, lo, hi, d scalars of x's dtype."""
+    if out is None:
+        out = np.empty_like(x)
+    hard_swish_pass(x.reshape(-1), a, lo, hi, d, out.reshape(-1))
+    return out
+
+
+def hard_swish_reference(x, a, lo, hi, d):
+    """The ONNX nodes one by one: Add, Clip (max then min), Mul, Div."""
+    return np.divide(np.multiply(x, np.minimum(np.maximum(np.add(x, a), lo), hi)), d)

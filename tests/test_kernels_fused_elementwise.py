@@ -1,0 +1,34 @@
+"""The one-pass elementwise kernels equal their NumPy twins (the ONNX nodes one ufunc at a time) bit for
+bit, NaN, infinities and signed zeros included, and torch's hardswish to float32 rounding."""
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from minicompress.kernels.fused_elementwise import hard_swish, hard_swish_reference
+
+FLOATS = st.floats(width=32, allow_nan=True, allow_infinity=True)
+ARRAYS = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=4, max_side=7), elements=FLOATS)
+
+
+@settings(max_examples=50, deadline=None)
+@given(ARRAYS, st.sampled_from([(3.0, 0.0, 6.0, 6.0), (0.5, -1.0, 1.0, 3.0), (-2.0, 0.0, 4.0, 0.5)]))
+def test_hard_swish_pass_equals_the_nodes_one_by_one(x, constants):
+    a, lo, hi, d = (np.float32(c) for c in constants)
+    with np.errstate(over="ignore", invalid="ignore"):       # infinities in, infinities and NaN out
+        expected = hard_swish_reference(x, a, lo, hi, d)
+    got = hard_swish(np.ascontiguousarray(x), a, lo, hi, d)
+    np.testing.assert_array_equal(got, expected)
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+    out = np.empty_like(x)
+    assert hard_swish(np.ascontiguousarray(x), a, lo, hi, d, out=out) is out
+
+
+@settings(max_examples=20, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=9), elements=st.floats(-10, 10, width=32)))
+def test_hard_swish_pass_is_torchs_hardswish(x):
+    three, zero, six = np.float32(3), np.float32(0), np.float32(6)
+    expected = torch.nn.functional.hardswish(torch.from_numpy(x)).numpy()
+    # torch multiplies by 1/6 where the ONNX graph divides by 6: one float32 rounding apart
+    np.testing.assert_allclose(hard_swish(x, three, zero, six, six), expected, rtol=2e-7, atol=1e-7)
