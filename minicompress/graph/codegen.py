@@ -10,7 +10,8 @@ One line per step, each one call on local variables:
 
 Every identifier is generated: values v0, v1, ... in the order they are defined, graph constants c0, ...,
 bound constants k0, ..., step functions f0, ..., buffers m0, ... (each a view of the arena with the value's
-shape and dtype); `np` is NumPy. No name read from a model file reaches the source, not even a comment.
+shape and dtype); `np` is NumPy. No node or value name read from a model file reaches the source; the
+comment after a step names its operator types, reduced to letters, digits and `_+-()` so it stays a comment.
 """
 from __future__ import annotations
 
