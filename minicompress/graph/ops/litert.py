@@ -50,15 +50,15 @@ def _trunc_div(a, d):
     return np.where(a >= 0, a // d, -((-a) // d))
 
 
-def saturating_rounding_doubling_high_mul(a, b):
-    """gemmlowp: the high 32 bits of 2 a b, i.e. a b / 2^31, rounded to nearest with ties toward +inf (the
-    nudge 1 - 2^30 of a negative product, then C's truncating division, sends a negative tie toward zero:
-    -0.5 -> 0, -1.5 -> -1); (INT32_MIN, INT32_MIN) -> INT32_MAX."""
+def saturating_rounding_doubling_high_mul(a, b, bits=32):
+    """gemmlowp: the high `bits` bits of 2 a b, i.e. a b / 2^(bits - 1), rounded to nearest with ties toward
+    +inf (the nudge 1 - 2^(bits - 2) of a negative product, then C's truncating division, sends a negative tie
+    toward zero: -0.5 -> 0, -1.5 -> -1); (MIN, MIN) -> MAX. bits=16 is its int16 form (HARD_SWISH)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    high = _trunc_div(ab + nudge, 1 << 31)
-    return np.where((a == b) & (a == -2 ** 31), 2 ** 31 - 1, high)
+    nudge = np.where(ab >= 0, 1 << (bits - 2), 1 - (1 << (bits - 2)))
+    high = _trunc_div(ab + nudge, 1 << (bits - 1))
+    return np.where((a == b) & (a == -2 ** (bits - 1)), 2 ** (bits - 1) - 1, high)
 
 
 def rounding_divide_by_pot(x, exponent):
@@ -150,14 +150,134 @@ class FullyConnected(Op):
                            activation_min, activation_max, x.dtype, rounding)
 
 
+def _rescaled_sum(a, b, sign, zero_points, multipliers, shifts, output_zero_point, activation_min, activation_max,
+                  left_shift, rounding):
+    scaled = [multiply_by_quantized_multiplier((v.astype(np.int64) - zp) << left_shift, q, s, rounding)
+              for v, zp, q, s in zip((a, b), zero_points, multipliers[:2], shifts[:2])]
+    return _requantize(scaled[0] + sign * scaled[1], multipliers[2], shifts[2], output_zero_point, activation_min,
+                       activation_max, a.dtype, rounding)
+
+
 @register("Add", 1, domain=DOMAIN)
 class Add(Op):
     """TFLite's int8 ADD (broadcasting): each (q - zp) 2^20 rescaled to the common scale, summed, rescaled."""
 
     def run(self, a, b, *, zero_points, multipliers, shifts, output_zero_point, activation_min, activation_max,
             left_shift=20, rounding="double"):
-        scaled = [multiply_by_quantized_multiplier((v.astype(np.int64) - zp) << left_shift, q, s, rounding)
-                  for v, zp, q, s in zip((a, b), zero_points, multipliers[:2], shifts[:2])]
-        raw = scaled[0] + scaled[1]
-        return _requantize(raw, multipliers[2], shifts[2], output_zero_point, activation_min, activation_max, a.dtype,
+        return _rescaled_sum(a, b, 1, zero_points, multipliers, shifts, output_zero_point, activation_min,
+                             activation_max, left_shift, rounding)
+
+
+@register("Sub", 1, domain=DOMAIN)
+class Sub(Op):
+    """TFLite's int8 SUB (broadcasting): ADD's arithmetic with the second rescaled input subtracted."""
+
+    def run(self, a, b, *, zero_points, multipliers, shifts, output_zero_point, activation_min, activation_max,
+            left_shift=20, rounding="double"):
+        return _rescaled_sum(a, b, -1, zero_points, multipliers, shifts, output_zero_point, activation_min,
+                             activation_max, left_shift, rounding)
+
+
+@register("Mul", 1, domain=DOMAIN)
+class Mul(Op):
+    """TFLite's int8 MUL (broadcasting): y = clamp(MBQM((a - a_zp)(b - b_zp), s_a s_b / s_y) + y_zp)."""
+
+    def run(self, a, b, *, zero_points, multiplier, shift, output_zero_point, activation_min, activation_max,
+            rounding="double"):
+        product = (a.astype(np.int64) - zero_points[0]) * (b.astype(np.int64) - zero_points[1])
+        return _requantize(product, multiplier, shift, output_zero_point, activation_min, activation_max, a.dtype,
                            rounding)
+
+
+@register("ReluX", 1, domain=DOMAIN)
+class ReluX(Op):
+    """TFLite's int8 RELU, RELU6, RELU_N1_TO_1 (`ReluX`): the input rescaled to the output's scale, then
+    clamped to the activation's range: y = clamp(MBQM(x - x_zp, s_x / s_y) + y_zp, act_min, act_max)."""
+
+    def run(self, x, *, input_zero_point, multiplier, shift, output_zero_point, activation_min, activation_max,
+            rounding="double"):
+        return _requantize(x.astype(np.int64) - input_zero_point, multiplier, shift, output_zero_point,
+                           activation_min, activation_max, x.dtype, rounding)
+
+
+@register("LeakyRelu", 1, domain=DOMAIN)
+class LeakyRelu(Op):
+    """TFLite's int8 LEAKY_RELU: v = x - x_zp rescaled by s_x / s_y where v >= 0, by alpha s_x / s_y elsewhere
+    (a negative alpha as the negated product of its magnitude), + y_zp, clamped to the type."""
+
+    def run(self, x, *, input_zero_point, multipliers, shifts, output_zero_point, rounding="double"):
+        v = x.astype(np.int64) - input_zero_point
+        (q_identity, q_alpha), (s_identity, s_alpha) = multipliers, shifts
+        alpha = multiply_by_quantized_multiplier(v, abs(q_alpha), s_alpha, rounding) * (-1 if q_alpha < 0 else 1)
+        y = np.where(v >= 0, multiply_by_quantized_multiplier(v, q_identity, s_identity, rounding), alpha)
+        info = np.iinfo(x.dtype)
+        return np.clip(y + output_zero_point, info.min, info.max).astype(x.dtype)
+
+
+@register("PRelu", 1, domain=DOMAIN)
+class PRelu(Op):
+    """TFLite's int8 PRELU (alpha broadcast against x): v = x - x_zp rescaled by s_x / s_y where v >= 0, else
+    v (alpha - alpha_zp) rescaled by s_x s_alpha / s_y; + y_zp, clamped to the type."""
+
+    def run(self, x, alpha, *, zero_points, multipliers, shifts, output_zero_point, rounding="double"):
+        v = x.astype(np.int64) - zero_points[0]
+        negative = multiply_by_quantized_multiplier(v * (alpha.astype(np.int64) - zero_points[1]), multipliers[1],
+                                                    shifts[1], rounding)
+        y = np.where(v >= 0, multiply_by_quantized_multiplier(v, multipliers[0], shifts[0], rounding), negative)
+        info = np.iinfo(x.dtype)
+        return np.clip(y + output_zero_point, info.min, info.max).astype(x.dtype)
+
+
+def _pool_taps(x, kernel, strides, pads, out_size):
+    """The pooling window of every output as a last axis (N, OH, OW, C, KH KW), and which taps lie inside the
+    input (TFLite's loops skip the others: the padding is neither a value nor counted)."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_size
+    need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+    padded = np.zeros((n, max(need_h, h + pads[0]), max(need_w, w + pads[1]), c), np.int64)
+    inside = np.zeros(padded.shape[1:3], bool)
+    padded[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x
+    inside[pads[0]:pads[0] + h, pads[1]:pads[1] + w] = True
+    taps = [(padded[:, ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw],
+             inside[ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw]) for ky in range(kh) for kx in range(kw)]
+    return np.stack([t for t, _ in taps], axis=-1), np.stack([m for _, m in taps], axis=-1)[None, :, :, None, :]
+
+
+@register("Pool2D", 1, domain=DOMAIN)
+class Pool2D(Op):
+    """TFLite's int8 MAX_POOL_2D and AVERAGE_POOL_2D, NHWC, on the codes (input and output share scale and zero
+    point). Max: the largest code inside the window. Average: sum / count over the taps inside the input,
+    rounded half away from zero ((sum +- count / 2) / count in C's integer division). Then the fused
+    activation's clamp [act_min, act_max]."""
+
+    def run(self, x, *, mode, kernel, strides, pads, out_size, activation_min, activation_max):
+        taps, inside = _pool_taps(x.astype(np.int64), kernel, strides, pads, out_size)
+        if mode == "max":
+            y = np.where(inside, taps, np.iinfo(x.dtype).min).max(axis=-1)
+        else:
+            total = np.where(inside, taps, 0).sum(axis=-1)
+            count = inside.sum(axis=-1)
+            y = _trunc_div(total + np.where(total > 0, count // 2, -(count // 2)), count)
+        return np.clip(y, activation_min, activation_max).astype(x.dtype)
+
+
+def mean_multiplier(q, shift, count):
+    """MEAN's multiplier s_x / s_y with 1 / count folded in, as the reference's QuantizedMeanOrSum does:
+    q' = (q << k) // count and shift' = shift - k, k = floor(log2 count) capped at 32 and at 31 + shift."""
+    k = min(int(count).bit_length() - 1, 32, 31 + shift)
+    return (q << k) // count, shift - k
+
+
+@register("Mean", 1, domain=DOMAIN)
+class Mean(Op):
+    """TFLite's int8 MEAN: y = clamp(MBQM(sum x - count x_zp, (s_x / s_y) / count) + y_zp) over `axes`, the
+    1 / count folded into the multiplier (`mean_multiplier`), so the result is one rounding of the sum."""
+
+    def run(self, x, *, axes, keepdims, input_zero_point, multiplier, shift, output_zero_point, rounding="double"):
+        axes = tuple(axes)
+        count = int(np.prod([x.shape[a] for a in axes]))
+        total = x.astype(np.int64).sum(axis=axes, keepdims=bool(keepdims))
+        q, s = mean_multiplier(multiplier, shift, count)
+        info = np.iinfo(x.dtype)
+        y = multiply_by_quantized_multiplier(total - count * input_zero_point, q, s, rounding)
+        return np.clip(y + output_zero_point, info.min, info.max).astype(x.dtype)

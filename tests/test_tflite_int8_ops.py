@@ -1,0 +1,158 @@
+"""The int8 operators of mobile vision models beyond convolutions (graph/ops/litert.py, tflite/integer.py) bit
+for bit against LiteRT's reference kernels (BUILTIN_REF), on hypothesis-drawn shapes, scales and zero points:
+MUL and SUB with broadcasting, RELU / RELU6 / RELU_N1_TO_1 and fused activations, LEAKY_RELU, PRELU,
+MAX_POOL_2D and AVERAGE_POOL_2D, MEAN, PAD / PADV2, CONCATENATION, DEQUANTIZE, RESIZE_NEAREST_NEIGHBOR.
+Every comparison is exact: the integer kernels have one right answer."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from test_tflite_int8 import check_exact, ints
+from tflite_writer import Writer, litert
+
+from minicompress import tflite
+from minicompress.graph.registry import UnsupportedOperatorError
+
+SETTINGS = settings(max_examples=12, deadline=None)
+SCALES = st.floats(1e-3, 0.5)
+ZERO_POINTS = st.integers(-20, 20)
+ACTS = st.sampled_from([0, 1, 2, 3])          # NONE, RELU, RELU_N1_TO_1, RELU6
+SEEDS = st.integers(0, 2 ** 16)
+BROADCASTS = st.sampled_from([((2, 3), (2, 3)), ((1, 2, 2, 3), (3,)), ((2, 1, 3), (1, 4, 1)), ((1, 3, 3, 2), ())])
+
+
+def q8(w, shape, scale, zp, name, data=None):
+    """A per-tensor int8 tensor (a constant when data is given)."""
+    return w.tensor(shape, np.int8, data, name=name, quantization=([scale], [zp], 0))
+
+
+@SETTINGS
+@given(op=st.sampled_from(["MUL", "SUB"]), shapes=BROADCASTS, s_a=SCALES, s_b=SCALES, s_out=SCALES,
+       zps=st.tuples(ZERO_POINTS, ZERO_POINTS, ZERO_POINTS), act=ACTS, seed=SEEDS)
+def test_mul_and_sub(op, shapes, s_a, s_b, s_out, zps, act, seed):
+    m = Writer()
+    a, b = q8(m, shapes[0], s_a, zps[0], "a"), q8(m, shapes[1], s_b, zps[1], "b")
+    y = q8(m, [1], s_out, zps[2], "y")
+    m.op(op, [a, b], [y], op.capitalize() + "Options", fusedActivationFunction=act)
+    check_exact(m.finish([a, b], [y]), [ints(shapes[0], seed), ints(shapes[1], seed + 1)])
+
+
+@SETTINGS
+@given(op=st.sampled_from(["RELU", "RELU6", "RELU_N1_TO_1"]), shape=st.sampled_from([(7,), (1, 3, 4, 2)]),
+       s_in=SCALES, s_out=SCALES, zp_in=ZERO_POINTS, zp_out=ZERO_POINTS, seed=SEEDS)
+def test_relu_family_rescales_and_clamps(op, shape, s_in, s_out, zp_in, zp_out, seed):
+    m = Writer()
+    x, y = q8(m, shape, s_in, zp_in, "x"), q8(m, shape, s_out, zp_out, "y")
+    m.op(op, [x], [y])
+    check_exact(m.finish([x], [y]), [ints(shape, seed)])
+
+
+@SETTINGS
+@given(alpha=st.floats(0.0, 1.0), s_in=SCALES, s_out=SCALES, zp_in=ZERO_POINTS, zp_out=ZERO_POINTS, seed=SEEDS)
+def test_leaky_relu(alpha, s_in, s_out, zp_in, zp_out, seed):
+    m = Writer()
+    x, y = q8(m, [2, 3, 5], s_in, zp_in, "x"), q8(m, [2, 3, 5], s_out, zp_out, "y")
+    m.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=alpha)
+    check_exact(m.finish([x], [y]), [ints((2, 3, 5), seed)])
+
+
+@SETTINGS
+@given(alpha_shape=st.sampled_from([(1, 1, 3), (3,), (2, 4, 3)]), s_in=SCALES, s_alpha=st.floats(1e-3, 1e-2),
+       s_out=SCALES, zps=st.tuples(ZERO_POINTS, ZERO_POINTS, ZERO_POINTS), seed=SEEDS)
+def test_prelu_with_a_broadcast_alpha(alpha_shape, s_in, s_alpha, s_out, zps, seed):
+    m = Writer()
+    x, y = q8(m, [1, 2, 4, 3], s_in, zps[0], "x"), q8(m, [1, 2, 4, 3], s_out, zps[2], "y")
+    alpha = q8(m, alpha_shape, s_alpha, zps[1], "alpha", ints(alpha_shape, seed + 1))
+    m.op("PRELU", [x, alpha], [y])
+    check_exact(m.finish([x], [y]), [ints((1, 2, 4, 3), seed)])
+
+
+@SETTINGS
+@given(op=st.sampled_from(["MAX_POOL_2D", "AVERAGE_POOL_2D"]), h=st.integers(1, 7), w=st.integers(1, 7),
+       k=st.integers(1, 3), stride=st.integers(1, 3), padding=st.sampled_from([0, 1]), scale=SCALES,
+       zp=ZERO_POINTS, act=ACTS, seed=SEEDS)
+def test_pools_round_and_clamp_as_the_reference(op, h, w, k, stride, padding, scale, zp, act, seed):
+    """AVERAGE_POOL_2D rounds sum / count half away from zero over the taps inside the input (SAME padding
+    counts fewer at the borders); both clamp to the fused activation."""
+    if padding == 1 and (h < k or w < k):       # VALID with a window larger than the input: no output
+        k = 1
+    m = Writer()
+    x, y = q8(m, [2, h, w, 3], scale, zp, "x"), q8(m, [1], scale, zp, "y")
+    m.op(op, [x], [y], "Pool2DOptions", padding=padding, strideW=stride, strideH=stride, filterWidth=k,
+         filterHeight=k, fusedActivationFunction=act)
+    check_exact(m.finish([x], [y]), [ints((2, h, w, 3), seed)])
+
+
+@SETTINGS
+@given(shape_axes=st.sampled_from([((1, 4, 5, 3), [1, 2]), ((2, 3, 3, 4), [2, 1]), ((1, 7, 2, 3), [-2]),
+                                   ((3, 6), [1]), ((2, 2, 3, 5), [1, 2, 3]), ((1, 16, 16, 2), [1, 2])]),
+       keep=st.booleans(), s_in=SCALES, s_out=SCALES, zp_in=ZERO_POINTS, zp_out=ZERO_POINTS, seed=SEEDS)
+def test_mean(shape_axes, keep, s_in, s_out, zp_in, zp_out, seed):
+    shape, axes = shape_axes
+    m = Writer()
+    x, y = q8(m, shape, s_in, zp_in, "x"), q8(m, [1], s_out, zp_out, "y")
+    m.op("MEAN", [x, m.const(np.array(axes, np.int32))], [y], "ReducerOptions", keepDims=keep)
+    check_exact(m.finish([x], [y]), [ints(shape, seed)])
+
+
+@SETTINGS
+@given(op=st.sampled_from(["PAD", "PADV2"]), pads=st.lists(st.integers(0, 2), min_size=8, max_size=8),
+       scale=SCALES, zp=ZERO_POINTS, value=st.integers(-128, 127), seed=SEEDS)
+def test_pad_fills_with_the_zero_point_or_the_constant(op, pads, scale, zp, value, seed):
+    m = Writer()
+    x, y = q8(m, [1, 3, 2, 2], scale, zp, "x"), q8(m, [1], scale, zp, "y")
+    inputs = [x, m.const(np.array(pads, np.int32).reshape(4, 2))]
+    if op == "PADV2":
+        inputs.append(q8(m, [], scale, zp, "value", np.array(value, np.int8)))
+    m.op(op, inputs, [y])
+    check_exact(m.finish([x], [y]), [ints((1, 3, 2, 2), seed)])
+
+
+@SETTINGS
+@given(axis=st.integers(-4, 3), sizes=st.lists(st.integers(1, 3), min_size=1, max_size=3), scale=SCALES,
+       zp=ZERO_POINTS, seed=SEEDS)
+def test_concatenation(axis, sizes, scale, zp, seed):
+    m = Writer()
+    shapes = []
+    for n in sizes:
+        shape = [1, 2, 3, 2]
+        shape[axis % 4] = n
+        shapes.append(shape)
+    xs = [q8(m, s, scale, zp, f"x{k}") for k, s in enumerate(shapes)]
+    y = q8(m, [1], scale, zp, "y")
+    m.op("CONCATENATION", xs, [y], "ConcatenationOptions", axis=axis)
+    check_exact(m.finish(xs, [y]), [ints(s, seed + k) for k, s in enumerate(shapes)])
+
+
+def test_concatenation_of_differently_scaled_int8_inputs_is_refused_as_litert_refuses_it():
+    m = Writer()
+    a, b = q8(m, [1, 2], 0.1, 0, "a"), q8(m, [1, 2], 0.2, 0, "b")
+    y = q8(m, [1, 4], 0.2, 0, "y")
+    m.op("CONCATENATION", [a, b], [y], "ConcatenationOptions", axis=1)
+    data = m.finish([a, b], [y], infer_shapes=False)
+    with pytest.raises(RuntimeError):
+        litert(data, [ints((1, 2), 0), ints((1, 2), 1)])
+    with pytest.raises(UnsupportedOperatorError, match="CONCATENATION.*'a' has scale"):
+        tflite.load(data)
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(5,), (1, 3, 2, 4)]), scale=SCALES, zp=st.integers(-128, 127), seed=SEEDS)
+def test_dequantize_int8(shape, scale, zp, seed):
+    m = Writer()
+    x, y = q8(m, shape, scale, zp, "x"), m.tensor(shape, name="y")
+    m.op("DEQUANTIZE", [x], [y])
+    check_exact(m.finish([x], [y]), [ints(shape, seed)])
+
+
+@SETTINGS
+@given(h=st.integers(1, 5), w=st.integers(1, 5), out=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+       mode=st.sampled_from([(False, False), (True, False), (False, True)]), scale=SCALES, zp=ZERO_POINTS,
+       seed=SEEDS)
+def test_resize_nearest_neighbor_moves_the_codes(h, w, out, mode, scale, zp, seed):
+    m = Writer()
+    x, y = q8(m, [1, h, w, 2], scale, zp, "x"), q8(m, [1], scale, zp, "y")
+    m.op("RESIZE_NEAREST_NEIGHBOR", [x, m.const(np.array(out, np.int32))], [y], "ResizeNearestNeighborOptions",
+         alignCorners=mode[0], halfPixelCenters=mode[1])
+    check_exact(m.finish([x], [y]), [ints((1, h, w, 2), seed)])
