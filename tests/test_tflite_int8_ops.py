@@ -156,3 +156,17 @@ def test_resize_nearest_neighbor_moves_the_codes(h, w, out, mode, scale, zp, see
     m.op("RESIZE_NEAREST_NEIGHBOR", [x, m.const(np.array(out, np.int32))], [y], "ResizeNearestNeighborOptions",
          alignCorners=mode[0], halfPixelCenters=mode[1])
     check_exact(m.finish([x], [y]), [ints((1, h, w, 2), seed)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(op=st.sampled_from(["LOGISTIC", "TANH"]), s_in=st.floats(1e-3, 0.2), zp_in=ZERO_POINTS,
+       out=st.sampled_from([(1 / 256, -128), (1 / 128, 0), None]), s_out=SCALES, zp_out=ZERO_POINTS)
+def test_logistic_and_tanh_tables(op, s_in, zp_in, out, s_out, zp_out):
+    """Every one of the 256 codes through the table; LOGISTIC's output scale is 1/256 (LiteRT requires it)."""
+    if op == "LOGISTIC":
+        out = (1 / 256, -128 if out is None else zp_out)
+    s_out, zp_out = out or (s_out, zp_out)
+    m = Writer()
+    x, y = q8(m, [2, 128], s_in, zp_in, "x"), q8(m, [2, 128], s_out, zp_out, "y")
+    m.op(op, [x], [y])
+    check_exact(m.finish([x], [y]), [np.arange(-128, 128, dtype=np.int8).reshape(2, 128)])

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..graph import registry
-from ..graph.ops.litert import DOMAIN, quantize_multiplier
+from ..graph.ops.litert import DOMAIN, logistic_float, lookup_table, quantize_multiplier, tanh_float
 from ..graph.ops.nn import window_pads
 
 
@@ -314,3 +314,20 @@ CONVERTERS = {"SUB": sub, "MUL": mul, "RELU": relu(1), "RELU_N1_TO_1": relu(2), 
               "LEAKY_RELU": leaky_relu, "PRELU": prelu, "MAX_POOL_2D": pool("max"),
               "AVERAGE_POOL_2D": pool("average"), "MEAN": mean, "PAD": pad, "PADV2": pad,
               "CONCATENATION": concatenation}
+
+
+def table(function):
+    """LOGISTIC / TANH: LiteRT's reference (and default) kernels look int8 codes up in a table
+    (SigmoidPrepare / TanhPrepare: LUTPopulate of 1 / (1 + exp(-x)) or tanh(x))."""
+    def convert(b, op):
+        x, out = op.inputs[0], op.outputs[0]
+        _int8(b, op, x, out)
+        s_in, zp_in = _scale_zp(b, x, op, "input")
+        s_out, zp_out = _scale_zp(b, out, op, "output")
+        values = lookup_table(function, s_in, zp_in, s_out, zp_out, "int8")
+        b.set(out, b.op("LookupTable", [b.value(x)], {"table": [int(v) for v in values]}, name=b.names[out],
+                        domain=DOMAIN))
+    return convert
+
+
+CONVERTERS.update({"LOGISTIC": table(logistic_float), "TANH": table(tanh_float)})

@@ -281,3 +281,40 @@ class Mean(Op):
         info = np.iinfo(x.dtype)
         y = multiply_by_quantized_multiplier(total - count * input_zero_point, q, s, rounding)
         return np.clip(y + output_zero_point, info.min, info.max).astype(x.dtype)
+
+
+def _round_half_away(v):
+    return np.sign(v) * np.floor(np.abs(v) + v.dtype.type(0.5))
+
+
+def logistic_float(v):
+    """LiteRT's float logistic of the tables, 1.0f / (1.0f + expf(-v)): each step rounded to float32 (expf
+    taken as the float32 rounding of the exact exp, which glibc's expf returns)."""
+    e = np.exp(-v.astype(np.float64)).astype(np.float32)
+    return np.float32(1) / (np.float32(1) + e)
+
+
+def tanh_float(v):
+    """tanhf(v) as the float32 rounding of the exact tanh."""
+    return np.tanh(v.astype(np.float64)).astype(np.float32)
+
+
+def lookup_table(function, input_scale, input_zero_point, output_scale, output_zero_point, dtype="int8"):
+    """TFLite's int8 / uint8 table of an elementwise function (LUTPopulate): for every code q,
+    clamp(round_half_away(f(s_x (q - x_zp)) / s_y) + y_zp), each step in float32 as LiteRT computes it
+    (1 / s_y once, then a product). Returns the table indexed by q - min(dtype)."""
+    info = np.iinfo(np.dtype(dtype))
+    codes = np.arange(info.min, info.max + 1)
+    dequantized = np.float32(input_scale) * (codes - input_zero_point).astype(np.float32)
+    rescaled = _round_half_away(function(dequantized) * (np.float32(1) / np.float32(output_scale)))
+    return np.clip((rescaled + np.float32(output_zero_point)).astype(np.int64), info.min, info.max).astype(dtype)
+
+
+@register("LookupTable", 1, domain=DOMAIN)
+class LookupTable(Op):
+    """y = table[x - min(dtype)]: TFLite's int8 LOGISTIC and TANH run their reference kernels as a 256-entry
+    table filled when the model is prepared (`lookup_table`)."""
+
+    def run(self, x, *, table):
+        table = np.asarray(table, x.dtype)
+        return table[x.astype(np.int64) - np.iinfo(x.dtype).min]
