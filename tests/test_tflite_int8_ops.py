@@ -170,3 +170,14 @@ def test_logistic_and_tanh_tables(op, s_in, zp_in, out, s_out, zp_out):
     x, y = q8(m, [2, 128], s_in, zp_in, "x"), q8(m, [2, 128], s_out, zp_out, "y")
     m.op(op, [x], [y])
     check_exact(m.finish([x], [y]), [np.arange(-128, 128, dtype=np.int8).reshape(2, 128)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(s_in=st.floats(1e-3, 0.2), zp_in=ZERO_POINTS, ratio=st.floats(0.2, 2.0), zp_out=ZERO_POINTS)
+def test_hard_swish_in_int16_fixed_point(s_in, zp_in, ratio, zp_out):
+    """Every code through HARD_SWISH's int16 arithmetic; the output scale near the input's (as a converter
+    chooses it: hard-swish keeps positive values and shrinks negative ones)."""
+    m = Writer()
+    x, y = q8(m, [2, 128], s_in, zp_in, "x"), q8(m, [2, 128], s_in * ratio, zp_out, "y")
+    m.op("HARD_SWISH", [x], [y])
+    check_exact(m.finish([x], [y]), [np.arange(-128, 128, dtype=np.int8).reshape(2, 128)])

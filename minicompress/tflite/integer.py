@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from ..graph import registry
-from ..graph.ops.litert import DOMAIN, logistic_float, lookup_table, quantize_multiplier, tanh_float
+from ..graph.ops.litert import (DOMAIN, downscale_multiplier_to_int16, logistic_float, lookup_table,
+                                quantize_multiplier, tanh_float)
 from ..graph.ops.nn import window_pads
 
 
@@ -331,3 +332,27 @@ def table(function):
 
 
 CONVERTERS.update({"LOGISTIC": table(logistic_float), "TANH": table(tanh_float)})
+
+
+def hard_swish(b, op):
+    """HARD_SWISH (HardSwishPrepare, in float): hires = s_x / 128, M_out = hires / s_y, M_relu = hires / (3 /
+    32768), each quantized to int32 then down-scaled to int16."""
+    x, out = op.inputs[0], op.outputs[0]
+    _int8(b, op, x, out)
+    s_in, zp_in = _scale_zp(b, x, op, "input")
+    s_out, zp_out = _scale_zp(b, out, op, "output")
+    hires = np.float32(1.0 / 128.0) * s_in
+    q_out, e_out = quantize_multiplier(_f32(hires / s_out))
+    q_relu, e_relu = quantize_multiplier(_f32(hires / np.float32(3.0 / 32768.0)))
+    if e_out > 0:
+        raise registry.UnsupportedOperatorError(f"{op.label}: output scale {s_out} is below the input's / 128 "
+                                                "(LiteRT refuses it too)")
+    y = b.op("HardSwish", [b.value(x)], {"input_zero_point": zp_in, "output_zero_point": zp_out,
+                                         "output_multiplier": downscale_multiplier_to_int16(q_out),
+                                         "output_exponent": e_out,
+                                         "relu_multiplier": downscale_multiplier_to_int16(q_relu),
+                                         "relu_exponent": e_relu}, name=b.names[out], domain=DOMAIN)
+    b.set(out, y)
+
+
+CONVERTERS["HARD_SWISH"] = hard_swish

@@ -318,3 +318,42 @@ class LookupTable(Op):
     def run(self, x, *, table):
         table = np.asarray(table, x.dtype)
         return table[x.astype(np.int64) - np.iinfo(x.dtype).min]
+
+
+def downscale_multiplier_to_int16(q):
+    """An int32 fixed-point multiplier as int16 (DownScaleInt32ToInt16Multiplier): (q + 2^15) >> 16,
+    saturated at INT16_MAX."""
+    return 2 ** 15 - 1 if q >= 2 ** 31 - 1 - 2 ** 15 else (q + 2 ** 15) >> 16
+
+
+def _saturating_left_shift16(v, amount):
+    return np.clip(v * (1 << amount), -2 ** 15, 2 ** 15 - 1)
+
+
+@register("HardSwish", 1, domain=DOMAIN)
+class HardSwish(Op):
+    """TFLite's int8 HARD_SWISH, x relu6(x + 3) / 6, in int16 fixed point (reference_ops::HardSwish):
+
+        v      = (x - x_zp) 2^7                                   x on the "hires" scale s_x / 128
+        pre    = SRDHM16(v, M_out)                                v on the output scale, before its shift
+        relu   = SRDHM16(v 2^(e - 1), M_relu) 2, or RDBPOT(SRDHM16(v, M_relu), -e)     x / 3 on [-1, 1] in Q0.15
+        relu   = (relu + 2^15) >> 1                               (x + 3) / 6 clamped to [0, 1]
+        y      = clamp(RDBPOT(pre relu / 2^15, -e_out) + y_zp)    the product truncated, then rounded
+
+    with M_out = (s_x / 128) / s_y and M_relu = (s_x / 128) / (3 / 2^15) as int16 multipliers and exponents."""
+
+    def run(self, x, *, input_zero_point, output_zero_point, output_multiplier, output_exponent, relu_multiplier,
+            relu_exponent):
+        v = (x.astype(np.int64) - input_zero_point) * (1 << 7)
+        pre = saturating_rounding_doubling_high_mul(v, output_multiplier, bits=16)
+        relu = _saturating_left_shift16(v, relu_exponent - 1) if relu_exponent > 0 else v
+        relu = saturating_rounding_doubling_high_mul(relu, relu_multiplier, bits=16)
+        if relu_exponent > 0:
+            relu = _saturating_left_shift16(relu, 1)
+        elif relu_exponent < 0:
+            relu = rounding_divide_by_pot(relu, -relu_exponent)
+        relu = (relu + (1 << 15)) >> 1
+        product = np.where((relu == pre) & (relu == -2 ** 15), 2 ** 15 - 1, _trunc_div(relu * pre, 1 << 15))
+        y = rounding_divide_by_pot(product, -output_exponent) + output_zero_point
+        info = np.iinfo(x.dtype)
+        return np.clip(y, info.min, info.max).astype(x.dtype)
