@@ -181,3 +181,15 @@ def test_hard_swish_in_int16_fixed_point(s_in, zp_in, ratio, zp_out):
     x, y = q8(m, [2, 128], s_in, zp_in, "x"), q8(m, [2, 128], s_in * ratio, zp_out, "y")
     m.op("HARD_SWISH", [x], [y])
     check_exact(m.finish([x], [y]), [np.arange(-128, 128, dtype=np.int8).reshape(2, 128)])
+
+
+@SETTINGS
+@given(h=st.integers(1, 6), w=st.integers(1, 6), out=st.tuples(st.integers(1, 13), st.integers(1, 13)),
+       mode=st.sampled_from([(False, False), (True, False), (False, True)]), scale=SCALES, zp=ZERO_POINTS,
+       seed=SEEDS)
+def test_resize_bilinear_in_1024ths_of_a_pixel(h, w, out, mode, scale, zp, seed):
+    m = Writer()
+    x, y = q8(m, [2, h, w, 3], scale, zp, "x"), q8(m, [1], scale, zp, "y")
+    m.op("RESIZE_BILINEAR", [x, m.const(np.array(out, np.int32))], [y], "ResizeBilinearOptions",
+         alignCorners=mode[0], halfPixelCenters=mode[1])
+    check_exact(m.finish([x], [y]), [ints((2, h, w, 3), seed)])

@@ -356,3 +356,21 @@ def hard_swish(b, op):
 
 
 CONVERTERS["HARD_SWISH"] = hard_swish
+
+
+def resize_bilinear(b, op):
+    """RESIZE_BILINEAR on the codes (no requantization: LiteRT interpolates int8 codes as they are)."""
+    o = op.options
+    x, out = op.inputs[0], op.outputs[0]
+    _int8(b, op, x, out)
+    if o["align_corners"] and o["half_pixel_centers"]:
+        raise registry.UnsupportedOperatorError(f"{op.label}: align_corners with half_pixel_centers (LiteRT "
+                                                "refuses it too)")
+    size = [int(v) for v in b.array(op.inputs[1], op, "size").reshape(-1)]
+    y = b.op("ResizeBilinear", [b.value(x)], {"size": size, "align_corners": int(o["align_corners"]),
+                                              "half_pixel_centers": int(o["half_pixel_centers"]),
+                                              "rounding": "double"}, name=b.names[out], domain=DOMAIN)
+    b.set(out, y)
+
+
+CONVERTERS["RESIZE_BILINEAR"] = resize_bilinear

@@ -357,3 +357,40 @@ class HardSwish(Op):
         y = rounding_divide_by_pot(product, -output_exponent) + output_zero_point
         info = np.iinfo(x.dtype)
         return np.clip(y, info.min, info.max).astype(x.dtype)
+
+
+def resize_bilinear_taps(in_size, out_size, align_corners, half_pixel_centers):
+    """TFLite's integer sampling positions (ComputeInterpolationValuesInteger) along one axis, in 1/1024ths of a
+    pixel: step = round(1024 in / out) (align_corners: round(1024 (in - 1) / (out - 1))), position p = o step
+    (half_pixel_centers: + step / 2 - 512); the taps lo = max(p / 1024, 0) and hi = min(ceil(p / 1024), in - 1)
+    weighted 1024 - (p - 1024 lo) and p - 1024 lo."""
+    step = ((1 << 10) * in_size + out_size // 2) // out_size
+    if align_corners and out_size > 1:
+        step = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    position = np.arange(out_size, dtype=np.int64) * step
+    if half_pixel_centers:
+        position = position + step // 2 - (1 << 9)
+    low = np.minimum(np.maximum(_trunc_div(position, 1 << 10), 0), in_size - 1)
+    high = np.minimum(_trunc_div(position + (1 << 10) - 1, 1 << 10), in_size - 1)
+    frac = position - (1 << 10) * low
+    return low, high, (1 << 10) - frac, frac
+
+
+@register("ResizeBilinear", 1, domain=DOMAIN)
+class ResizeBilinear(Op):
+    """TFLite's int8 RESIZE_BILINEAR (reference_ops::ResizeBilinearInteger), NHWC, on the codes: the four taps
+    weighted in 1/1024ths per axis (`resize_bilinear_taps`), their 2^20-scaled sum divided by 2^20 with ties
+    away from zero ("double", C's division after a +-2^19 nudge) or up ("single", TFLITE_SINGLE_ROUNDING)."""
+
+    def run(self, x, *, size, align_corners=0, half_pixel_centers=0, rounding="double"):
+        y0, y1, wy0, wy1 = resize_bilinear_taps(x.shape[1], size[0], align_corners, half_pixel_centers)
+        x0, x1, wx0, wx1 = resize_bilinear_taps(x.shape[2], size[1], align_corners, half_pixel_centers)
+        v = x.astype(np.int64)
+        wy0, wy1 = wy0[None, :, None, None], wy1[None, :, None, None]
+        wx0, wx1 = wx0[None, None, :, None], wx1[None, None, :, None]
+        rows0, rows1 = v[:, y0], v[:, y1]
+        total = (rows0[:, :, x0] * wy0 * wx0 + rows1[:, :, x0] * wy1 * wx0 + rows0[:, :, x1] * wy0 * wx1
+                 + rows1[:, :, x1] * wy1 * wx1)
+        if rounding == "single":
+            return ((total + (1 << 19)) >> 20).astype(x.dtype)
+        return _trunc_div(total + np.where(total > 0, 1 << 19, -(1 << 19)), 1 << 20).astype(x.dtype)
