@@ -193,3 +193,14 @@ def test_resize_bilinear_in_1024ths_of_a_pixel(h, w, out, mode, scale, zp, seed)
     m.op("RESIZE_BILINEAR", [x, m.const(np.array(out, np.int32))], [y], "ResizeBilinearOptions",
          alignCorners=mode[0], halfPixelCenters=mode[1])
     check_exact(m.finish([x], [y]), [ints((2, h, w, 3), seed)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.sampled_from([(1, 10), (3, 7), (1, 2, 2, 5), (2, 300)]), s_in=st.floats(1e-3, 0.5),
+       zp_in=ZERO_POINTS, beta=st.sampled_from([1.0, 0.5, 2.0]), seed=SEEDS)
+def test_softmax_in_gemmlowp_fixed_point(shape, s_in, zp_in, beta, seed):
+    """Rows of at most 300: LiteRT's kernel aborts the process when a row's sum of exps reaches 512."""
+    m = Writer()
+    x, y = q8(m, shape, s_in, zp_in, "x"), q8(m, shape, 1 / 256, -128, "y")
+    m.op("SOFTMAX", [x], [y], "SoftmaxOptions", beta=beta)
+    check_exact(m.finish([x], [y]), [ints(shape, seed)])

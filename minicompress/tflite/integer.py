@@ -20,7 +20,7 @@ import numpy as np
 
 from ..graph import registry
 from ..graph.ops.litert import (DOMAIN, downscale_multiplier_to_int16, logistic_float, lookup_table,
-                                quantize_multiplier, tanh_float)
+                                quantize_multiplier, softmax_input_scaling, tanh_float)
 from ..graph.ops.nn import window_pads
 
 
@@ -374,3 +374,22 @@ def resize_bilinear(b, op):
 
 
 CONVERTERS["RESIZE_BILINEAR"] = resize_bilinear
+
+
+def softmax(b, op):
+    """SOFTMAX int8 -> int8: LiteRT's reference kernel is gemmlowp's fixed-point exp and reciprocal (its
+    optimized one a float table, not bit-exact with it); the output must be scale 1/256, zero point -128."""
+    x, out = op.inputs[0], op.outputs[0]
+    _int8(b, op, x, out)
+    s_in, _ = _scale_zp(b, x, op, "input")
+    s_out, zp_out = _scale_zp(b, out, op, "output")
+    if zp_out != -128 or abs(float(s_out) - 1 / 256) > 0.001 / 256:
+        raise registry.UnsupportedOperatorError(f"{op.label}: an int8 output of scale 1/256 and zero point -128 "
+                                                f"is needed (LiteRT requires it), got {float(s_out)} and {zp_out}")
+    q, shift, diff_min = softmax_input_scaling(np.float32(op.options["beta"]), s_in)
+    y = b.op("Softmax", [b.value(x)], {"multiplier": q, "shift": shift, "diff_min": diff_min},
+             name=b.names[out], domain=DOMAIN)
+    b.set(out, y)
+
+
+CONVERTERS["SOFTMAX"] = softmax

@@ -394,3 +394,107 @@ class ResizeBilinear(Op):
         if rounding == "single":
             return ((total + (1 << 19)) >> 20).astype(x.dtype)
         return _trunc_div(total + np.where(total > 0, 1 << 19, -(1 << 19)), 1 << 20).astype(x.dtype)
+
+
+# ----- gemmlowp's fixed-point exp and reciprocal (fixedpoint.h), as int8 SOFTMAX uses them ----------------
+# A Qm.n value is an int32 raw r meaning r / 2^n, n = 31 - m; the product of Qa and Qb values is the
+# SaturatingRoundingDoublingHighMul of their raws, a Q(a + b) value.
+
+def _srdhm(a, b):
+    return saturating_rounding_doubling_high_mul(a, b)
+
+
+def _saturating_left_shift(x, exponent):
+    """SaturatingRoundingMultiplyByPOT<exponent > 0> on int32: x 2^exponent, saturated."""
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, 2 ** 31 - 1, np.where(x < -threshold, -2 ** 31, x << exponent))
+
+
+def _exp_on_quarter_interval(a):
+    """exp(a) for a in [-1/4, 0), Q0.31: a Taylor expansion around -1/8 to fourth order."""
+    constant_term, one_third = 1895147668, 715827883                   # exp(-1/8), 1/3 in Q0.31
+    x = a + (1 << 28)                                                   # a + 1/8
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4_over_4 = rounding_divide_by_pot(_srdhm(x2, x2), 2)
+    tail = rounding_divide_by_pot(_srdhm(x4_over_4 + x3, one_third) + x2, 1)   # x^4/24 + x^3/6 + x^2/2
+    return constant_term + _srdhm(constant_term, x + tail)
+
+
+_EXP_BARREL = [(-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535), (3, 720401),
+               (4, 242)]                                                # exp(-2^k) in Q0.31
+
+
+def exp_on_negative_values(a, integer_bits=5):
+    """gemmlowp's exp(a) for a <= 0 given in Q(integer_bits), as Q0.31: a = q - r with q in [-1/4, 0) evaluated
+    by `_exp_on_quarter_interval`, r a sum of powers of two 2^k whose factors exp(-2^k) multiply in one by one
+    (the "barrel shifter"); exp(0) = INT32_MAX."""
+    fractional = 31 - integer_bits
+    quarter = 1 << (fractional - 2)
+    a = np.asarray(a, np.int64)
+    q = (a & (quarter - 1)) - quarter
+    result = _exp_on_quarter_interval(_saturating_left_shift(q, integer_bits))     # Rescale<0>
+    remainder = q - a
+    for k, multiplier in _EXP_BARREL:
+        if integer_bits > k:
+            result = np.where(remainder & (1 << (fractional + k)), _srdhm(result, multiplier), result)
+    if integer_bits > 5:
+        result = np.where(a < -(1 << (36 - integer_bits)), 0, result)
+    return np.where(a == 0, 2 ** 31 - 1, result)
+
+
+def _rounding_half_sum(a, b):
+    total = a + b
+    return _trunc_div(total + np.where(total >= 0, 1, -1), 2)
+
+
+def one_over_one_plus_x_for_x_in_0_1(a):
+    """gemmlowp's 1 / (1 + a) for a in [0, 1) in Q0.31: three Newton-Raphson steps x <- x + x (1 - d x) on
+    d = (1 + a) / 2 from x = 48/17 - 32/17 d, in Q2.29; the result x / 2 in Q0.31."""
+    half_denominator = _rounding_half_sum(a, 2 ** 31 - 1)
+    x = 1515870810 + _srdhm(half_denominator, -1010580540)             # 48/17, -32/17 in Q2.29
+    for _ in range(3):
+        one_minus = (1 << 29) - _srdhm(half_denominator, x)
+        x = x + _saturating_left_shift(_srdhm(x, one_minus), 2)        # Rescale<2> of a Q4 product
+    return _saturating_left_shift(x, 1)                                 # Rescale<0>(ExactMulByPot<-1>(x))
+
+
+def reciprocal(x, integer_digits):
+    """TFLite's GetReciprocal of positive Q(integer_digits) values: (1 / x as a Q0.31 scale, the number of bits
+    x has above 1), so that 1 / x = scale 2^-bits; x is normalized into [1, 2) by its leading zeros first."""
+    x = np.asarray(x, np.int64)
+    headroom_plus_one = 32 - np.frexp(x.astype(np.float64))[1]          # count of leading zeros in 32 bits
+    shifted_minus_one = (x << headroom_plus_one) - 2 ** 31
+    return one_over_one_plus_x_for_x_in_0_1(shifted_minus_one), integer_digits - headroom_plus_one
+
+
+def softmax_input_scaling(beta, input_scale):
+    """SOFTMAX's Prepare (PreprocessSoftmaxScaling with 5 integer bits): the multiplier and left shift that
+    take a code difference to Q5.26 units of beta s_x (capped at 2^31 - 1), and diff_min, the most negative
+    difference that still fits (CalculateInputRadius); differences below it give exactly 0."""
+    q, shift = quantize_multiplier(min(float(beta) * float(input_scale) * (1 << 26), 2.0 ** 31 - 1))
+    return q, shift, -math.floor((2 ** 5 - 1) * 2.0 ** 26 / 2.0 ** shift)
+
+
+@register("Softmax", 1, domain=DOMAIN)
+class Softmax(Op):
+    """TFLite's int8 SOFTMAX over the last axis (reference_ops::Softmax, output scale 1/256, zero point -128):
+
+        d     = x - max(x)                                   per row, in codes; d < diff_min contributes 0
+        e     = exp_on_negative_values(SRDHM(d 2^shift, q))  exp(beta s_x d) in Q0.31
+        total = sum of RDBPOT(e, 12)                         in Q12.19
+        y     = clamp(RDBPOT(SRDHM(1 / total, e), bits + 23) - 128)     1 / total = reciprocal(total) 2^-bits
+
+    LiteRT's kernel stops the process (TFLITE_CHECK) where bits + 23 > 31, i.e. total >= 512: a row of 512 or
+    more nearly equal logits; the same formula carries on here, its last shift past 31 bits (outputs -128 or
+    near it, the quantized 1 / total).
+    """
+
+    def run(self, x, *, multiplier, shift, diff_min):
+        diff = x.astype(np.int64) - x.max(axis=-1, keepdims=True)
+        inside = diff >= diff_min
+        exps = exp_on_negative_values(_srdhm(np.where(inside, diff, 0) << shift, multiplier))
+        total = np.where(inside, rounding_divide_by_pot(exps, 12), 0).sum(axis=-1, keepdims=True)
+        scale, bits_over_unit = reciprocal(total, 12)
+        y = rounding_divide_by_pot(_srdhm(scale, exps), bits_over_unit + 31 - 8) - 128
+        return np.where(inside, np.clip(y, -128, 127), -128).astype(x.dtype)
