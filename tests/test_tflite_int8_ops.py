@@ -204,3 +204,54 @@ def test_softmax_in_gemmlowp_fixed_point(shape, s_in, zp_in, beta, seed):
     x, y = q8(m, shape, s_in, zp_in, "x"), q8(m, shape, 1 / 256, -128, "y")
     m.op("SOFTMAX", [x], [y], "SoftmaxOptions", beta=beta)
     check_exact(m.finish([x], [y]), [ints(shape, seed)])
+
+
+def _weights(m, rng, shape, s_in, name, axis=0, s_w_max=2e-2):
+    """Per-channel int8 weights (channels along `axis`) and their int32 bias at scale s_in s_w."""
+    channels = shape[axis]
+    s_w = rng.uniform(s_w_max / 4, s_w_max, channels).astype(np.float32)
+    w = m.tensor(shape, np.int8, ints(shape, int(rng.integers(1 << 16))), name=name,
+                 quantization=(s_w, np.zeros(channels, int), axis))
+    bias = m.tensor([channels], np.int32, rng.integers(-500, 500, channels).astype(np.int32), name=name + "/bias",
+                    quantization=(np.float32(s_in) * s_w, np.zeros(channels, int), 0))
+    return w, bias
+
+
+def test_a_mobile_block_float_in_float_out_bit_for_bit():
+    """QUANTIZE, CONV_2D, HARD_SWISH, DEPTHWISE_CONV_2D (RELU6), a squeeze-and-excite branch (MEAN over
+    [1, 2], FULLY_CONNECTED with RELU, LOGISTIC, MUL broadcast), PAD, MAX_POOL_2D, AVERAGE_POOL_2D,
+    FULLY_CONNECTED, SOFTMAX, DEQUANTIZE, as one model: every int8 value through it equals LiteRT's."""
+    rng = np.random.default_rng(12)
+    m = Writer()
+    x = m.tensor([1, 8, 8, 3], name="x")
+    q = q8(m, [1], 0.02, 0, "q")
+    c, h, d = q8(m, [1], 0.05, -10, "c"), q8(m, [1], 0.04, -50, "h"), q8(m, [1], 0.03, -128, "d")
+    mean, flat = q8(m, [1], 0.02, -100, "mean"), q8(m, [1], 0.02, -100, "flat")
+    f1, f2 = q8(m, [1], 0.05, -128, "f1"), q8(m, [1], 0.1, 0, "f2")
+    g, g4 = q8(m, [1], 1 / 256, -128, "g"), q8(m, [1], 1 / 256, -128, "g4")
+    e, p, mp, ap, r = (q8(m, [1], 0.03, -128, n) for n in ("e", "p", "mp", "ap", "r"))
+    logits, s = q8(m, [1], 0.1, 5, "logits"), q8(m, [1], 1 / 256, -128, "s")
+    y = m.tensor([1], name="y")
+    m.op("QUANTIZE", [x], [q], "QuantizeOptions")
+    m.op("CONV_2D", [q, *_weights(m, rng, (8, 3, 3, 3), 0.02, "conv")], [c], "Conv2DOptions", padding=0,
+         strideW=2, strideH=2)
+    m.op("HARD_SWISH", [c], [h])
+    m.op("DEPTHWISE_CONV_2D", [h, *_weights(m, rng, (1, 3, 3, 8), 0.04, "dw", axis=3)], [d],
+         "DepthwiseConv2DOptions", padding=0, strideW=1, strideH=1, depthMultiplier=1, fusedActivationFunction=3)
+    m.op("MEAN", [d, m.const(np.array([1, 2], np.int32))], [mean], "ReducerOptions", keepDims=True)
+    m.op("RESHAPE", [mean, m.const(np.array([1, 8], np.int32))], [flat], "ReshapeOptions", newShape=[1, 8])
+    m.op("FULLY_CONNECTED", [flat, *_weights(m, rng, (4, 8), 0.02, "se1")], [f1], "FullyConnectedOptions",
+         fusedActivationFunction=1)
+    m.op("FULLY_CONNECTED", [f1, *_weights(m, rng, (8, 4), 0.05, "se2")], [f2], "FullyConnectedOptions")
+    m.op("LOGISTIC", [f2], [g])
+    m.op("RESHAPE", [g, m.const(np.array([1, 1, 1, 8], np.int32))], [g4], "ReshapeOptions", newShape=[1, 1, 1, 8])
+    m.op("MUL", [d, g4], [e], "MulOptions")
+    m.op("PAD", [e, m.const(np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32))], [p])
+    m.op("MAX_POOL_2D", [p], [mp], "Pool2DOptions", padding=1, strideW=2, strideH=2, filterWidth=2, filterHeight=2)
+    m.op("AVERAGE_POOL_2D", [mp], [ap], "Pool2DOptions", padding=1, strideW=1, strideH=1, filterWidth=2,
+         filterHeight=2)
+    m.op("RESHAPE", [ap, m.const(np.array([1, 32], np.int32))], [r], "ReshapeOptions", newShape=[1, 32])
+    m.op("FULLY_CONNECTED", [r, *_weights(m, rng, (5, 32), 0.03, "head", s_w_max=1e-3)], [logits], "FullyConnectedOptions")
+    m.op("SOFTMAX", [logits], [s], "SoftmaxOptions", beta=1.0)
+    m.op("DEQUANTIZE", [s], [y])
+    check_exact(m.finish([x], [y]), [rng.uniform(-2, 2, (1, 8, 8, 3)).astype(np.float32)])
