@@ -251,7 +251,8 @@ def test_a_mobile_block_float_in_float_out_bit_for_bit():
     m.op("AVERAGE_POOL_2D", [mp], [ap], "Pool2DOptions", padding=1, strideW=1, strideH=1, filterWidth=2,
          filterHeight=2)
     m.op("RESHAPE", [ap, m.const(np.array([1, 32], np.int32))], [r], "ReshapeOptions", newShape=[1, 32])
-    m.op("FULLY_CONNECTED", [r, *_weights(m, rng, (5, 32), 0.03, "head", s_w_max=1e-3)], [logits], "FullyConnectedOptions")
+    m.op("FULLY_CONNECTED", [r, *_weights(m, rng, (5, 32), 0.03, "head", s_w_max=1e-3)], [logits],
+         "FullyConnectedOptions")
     m.op("SOFTMAX", [logits], [s], "SoftmaxOptions", beta=1.0)
     m.op("DEQUANTIZE", [s], [y])
     check_exact(m.finish([x], [y]), [rng.uniform(-2, 2, (1, 8, 8, 3)).astype(np.float32)])

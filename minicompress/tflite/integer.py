@@ -1,18 +1,26 @@
 """int8 operators of a TFLite file as the graph's "tflite" domain nodes (`graph/ops/litert.py`), with the
-multipliers TFLite's kernels compute when they prepare (`Prepare` of conv.cc, depthwise_conv.cc,
-fully_connected.cc, add.cc):
+multipliers TFLite's kernels compute when they prepare (the `Prepare` of each kernel in LiteRT's
+tflite/kernels/; s are the tensors' float scales, "float" where the kernel computes in float):
 
     CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED   M[c] = double(s_in) double(s_w[c]) / double(s_out)
-    ADD      twice = 2 max(s_a, s_b); M_a = s_a / twice, M_b = s_b / twice, M_out = twice / (2^20 s_out)
+    ADD / SUB  twice = 2 max(s_a, s_b); M_a = s_a / twice, M_b = s_b / twice, M_out = twice / (2^20 s_out)
+    MUL        M = s_a s_b / s_out (float)
+    RELU RELU6 RELU_N1_TO_1   M = s_in / s_out (float), the activation's clamp
+    LEAKY_RELU M = s_in / s_out and s_in alpha / s_out (float); PRELU s_in / s_out and s_in s_alpha / s_out
+    MEAN       M = double(s_in) / double(s_out) (1 / count folded in when it runs)
+    HARD_SWISH M = (s_in / 128) / s_out and (s_in / 128) / (3 / 2^15) (float), down-scaled to int16
+    SOFTMAX    beta s_in 2^26 (PreprocessSoftmaxScaling), diff_min (CalculateInputRadius)
+    LOGISTIC / TANH   a 256-entry table (LUTPopulate)
+    MAX / AVERAGE_POOL_2D, PAD, PADV2, CONCATENATION, RESIZE_BILINEAR   on the codes (same scale and zero point)
     QUANTIZE (float -> int8 / uint8 / int16)          AffineQuantize
 
 and the fused activation as the clamp [act_min, act_max] of CalculateActivationRangeQuantized:
 zp + round_half_away(bound / s_out) for bound 0 (RELU), 0 and 6 (RELU6), -1 and 1 (RELU_N1_TO_1).
 
 Requantization rounds as LiteRT 2.3's reference kernels do (measured against them on hypothesis-drawn
-models, tests/test_tflite_int8.py): twice (gemmlowp's SaturatingRoundingDoublingHighMul then
-RoundingDivideByPOT) in CONV_2D, DEPTHWISE_CONV_2D and ADD, once (TFLITE_SINGLE_ROUNDING) in
-FULLY_CONNECTED.
+models, tests/test_tflite_int8.py and tests/test_tflite_int8_ops.py, where each op's tests fail with the
+other rounding): once (TFLITE_SINGLE_ROUNDING's formula) in FULLY_CONNECTED, twice (gemmlowp's
+SaturatingRoundingDoublingHighMul then RoundingDivideByPOT) everywhere else.
 """
 import math
 
@@ -127,7 +135,8 @@ def add(b, op, op_type="Add"):
     real = [float(sa) / twice, float(sb) / twice, twice / float(np.float32(1 << 20) * np.float32(s_out))]
     multipliers, shifts = _multipliers(real)
     low, high = activation_range(op.options["fused_activation_function"], s_out, zp_out, np.int8, op)
-    y = b.op(op_type, [b.value(a_i), b.value(b_i)], {"zero_points": [int(qa["zero_point"][0]), int(qb["zero_point"][0])],
+    zero_points = [int(qa["zero_point"][0]), int(qb["zero_point"][0])]
+    y = b.op(op_type, [b.value(a_i), b.value(b_i)], {"zero_points": zero_points,
                                                   "multipliers": multipliers, "shifts": shifts,
                                                   "output_zero_point": zp_out, "activation_min": low,
                                                   "activation_max": high, "rounding": "double"},

@@ -9,16 +9,22 @@ accumulator is rescaled by `multiply_by_quantized_multiplier` (common.h), which 
   two roundings, so a product just under k + 1/2 can end at k + 1.
 - "single" (TFLITE_SINGLE_ROUNDING): (x q + 2^(30 - shift)) >> (31 - shift), one rounding, half up.
 
-LiteRT's wheel (ai-edge-litert 2.3) uses both: its reference CONV_2D and DEPTHWISE_CONV_2D round twice, its
-FULLY_CONNECTED once (ADD agrees with either on every case tried); the importer sets each node's `rounding`
-to match, the ops default to gemmlowp's "double". Either way the result is round(acc M) but for those
-ties, not round-half-even in float as onnxruntime's MLAS does.
+LiteRT's wheel (ai-edge-litert 2.3) uses both: its reference FULLY_CONNECTED rounds once, every other op
+here twice; the importer sets each node's `rounding` to match, the ops default to gemmlowp's "double".
+Either way the result is round(acc M) but for those ties, not round-half-even in float as onnxruntime's
+MLAS does.
 
     Quantize          q = clamp(round_half_away(x / scale) + zp)                       (AffineQuantize)
     Conv2D            y = clamp(MBQM(sum (x - x_zp) w + bias, M[c]) + y_zp, act_min, act_max)   per channel c
     FullyConnected    the same over (x - x_zp)(w - w_zp), per tensor or per channel
-    Add               both inputs (q - zp) 2^20 rescaled by s_i / (2 max s), summed, rescaled by
-                      2 max s / (2^20 s_out), + y_zp (TFLite's int8 Add, left_shift 20)
+    Add / Sub         both inputs (q - zp) 2^20 rescaled by s_i / (2 max s), summed (subtracted), rescaled by
+                      2 max s / (2^20 s_out), + y_zp (TFLite's int8 Add / Sub, left_shift 20)
+    Mul               y = clamp(MBQM((a - a_zp)(b - b_zp), s_a s_b / s_y) + y_zp)
+    ReluX LeakyRelu PRelu   MBQM of x - x_zp by one multiplier or another, by the sign of x - x_zp
+    Pool2D Mean       max / rounded average of the codes; MBQM of the sum with 1 / count folded into M
+    LookupTable       LOGISTIC, TANH: table[q], the table filled in float32 (`lookup_table`)
+    HardSwish         int16 fixed point; Softmax: gemmlowp's fixed-point exp and reciprocal
+    ResizeBilinear    the codes weighted in 1/1024ths of a pixel, the sum rounded from 2^20ths
 
 Inputs are int8 / int32 NumPy arrays; accumulators are int64 holding int32 values (the kernels' int32).
 """
@@ -239,7 +245,8 @@ def _pool_taps(x, kernel, strides, pads, out_size):
     padded[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x
     inside[pads[0]:pads[0] + h, pads[1]:pads[1] + w] = True
     taps = [(padded[:, ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw],
-             inside[ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw]) for ky in range(kh) for kx in range(kw)]
+             inside[ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw])
+            for ky in range(kh) for kx in range(kw)]
     return np.stack([t for t, _ in taps], axis=-1), np.stack([m for _, m in taps], axis=-1)[None, :, :, None, :]
 
 
