@@ -256,3 +256,36 @@ def test_a_mobile_block_float_in_float_out_bit_for_bit():
     m.op("SOFTMAX", [logits], [s], "SoftmaxOptions", beta=1.0)
     m.op("DEQUANTIZE", [s], [y])
     check_exact(m.finish([x], [y]), [rng.uniform(-2, 2, (1, 8, 8, 3)).astype(np.float32)])
+
+
+def test_an_int8_softmax_whose_output_is_not_scale_1_256_is_refused_by_name():
+    m = Writer()
+    x, y = q8(m, [1, 4], 0.1, 0, "x"), q8(m, [1, 4], 0.01, 0, "y")
+    m.op("SOFTMAX", [x], [y], "SoftmaxOptions", beta=1.0)
+    with pytest.raises(UnsupportedOperatorError, match="SOFTMAX.*scale 1/256 and zero point -128"):
+        tflite.load(m.finish([x], [y], infer_shapes=False))
+
+
+def test_the_new_int8_nodes_save_and_load_bit_for_bit(tmp_path):
+    """Tables, multipliers and shifts are plain attributes: minicompress.save / load round-trips them."""
+    import minicompress as mc
+    m = Writer()
+    x, h = q8(m, [1, 4, 4, 3], 0.05, 3, "x"), q8(m, [1, 4, 4, 3], 0.04, -20, "h")
+    t, y = q8(m, [1, 4, 4, 3], 1 / 128, 0, "t"), q8(m, [1, 4, 4, 3], 1 / 256, -128, "y")
+    m.op("HARD_SWISH", [x], [h])
+    m.op("TANH", [h], [t])
+    m.op("SOFTMAX", [t], [y], "SoftmaxOptions", beta=1.0)
+    graph = tflite.load(m.finish([x], [y]))
+    inputs = ints((1, 4, 4, 3), 21)
+    mc.save(graph, tmp_path / "int8.npz")
+    with mc.no_grad():
+        np.testing.assert_array_equal(mc.load(tmp_path / "int8.npz")(inputs).numpy(), graph(inputs).numpy())
+
+
+def test_a_uint8_quantized_operator_is_refused_rather_than_run_as_float():
+    m = Writer()
+    x = m.tensor([1, 3, 3, 2], np.uint8, name="x", quantization=([0.1], [128], 0))
+    y = m.tensor([1, 5, 5, 2], np.uint8, name="y", quantization=([0.1], [128], 0))
+    m.op("PAD", [x, m.const(np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32))], [y])
+    with pytest.raises(UnsupportedOperatorError, match="PAD.*quantized uint8"):
+        tflite.load(m.finish([x], [y], infer_shapes=False))

@@ -522,7 +522,13 @@ def _integer_or(name, convert):
     integer_convert = integer.CONVERTERS[name]
 
     def dispatch(b, op):
-        return (integer_convert if b.dtype(op.inputs[0]) == np.int8 else convert)(b, op)
+        dtype = b.dtype(op.inputs[0])
+        if dtype == np.int8:
+            return integer_convert(b, op)
+        if np.issubdtype(dtype, np.integer) and b.tensors[op.inputs[0]]["quantization"] is not None:
+            raise registry.UnsupportedOperatorError(f"{op.label}: quantized {np.dtype(dtype).name} tensors (int8 "
+                                                    "is implemented)")
+        return convert(b, op)
     dispatch.__doc__ = f"int8: {integer_convert.__doc__}\nelse: {convert.__doc__}"
     return dispatch
 
