@@ -93,6 +93,13 @@ def _requantize(acc, q, shift, zero_point, low, high, dtype, rounding):
     return np.clip(multiply_by_quantized_multiplier(acc, q, shift, rounding) + zero_point, low, high).astype(dtype)
 
 
+def per_code(x, function):
+    """function(x) for an elementwise function of int8 / uint8 codes, evaluated once on the type's 256 codes
+    and looked up: the same values, without the fixed-point steps on every element."""
+    info = np.iinfo(x.dtype)
+    return function(np.arange(info.min, info.max + 1).astype(x.dtype))[x.astype(np.int64) - info.min]
+
+
 @register("Quantize", 1, domain=DOMAIN)
 class Quantize(Op):
     """q = clamp(round_half_away(x / scale) + zero_point) in the output type (x / scale in float32)."""
@@ -202,8 +209,9 @@ class ReluX(Op):
 
     def run(self, x, *, input_zero_point, multiplier, shift, output_zero_point, activation_min, activation_max,
             rounding="double"):
-        return _requantize(x.astype(np.int64) - input_zero_point, multiplier, shift, output_zero_point,
-                           activation_min, activation_max, x.dtype, rounding)
+        return per_code(x, lambda c: _requantize(c.astype(np.int64) - input_zero_point, multiplier, shift,
+                                                 output_zero_point, activation_min, activation_max, c.dtype,
+                                                 rounding))
 
 
 @register("LeakyRelu", 1, domain=DOMAIN)
@@ -212,6 +220,11 @@ class LeakyRelu(Op):
     (a negative alpha as the negated product of its magnitude), + y_zp, clamped to the type."""
 
     def run(self, x, *, input_zero_point, multipliers, shifts, output_zero_point, rounding="double"):
+        return per_code(x, lambda c: self.formula(c, input_zero_point, multipliers, shifts, output_zero_point,
+                                                  rounding))
+
+    @staticmethod
+    def formula(x, input_zero_point, multipliers, shifts, output_zero_point, rounding):
         v = x.astype(np.int64) - input_zero_point
         (q_identity, q_alpha), (s_identity, s_alpha) = multipliers, shifts
         alpha = multiply_by_quantized_multiplier(v, abs(q_alpha), s_alpha, rounding) * (-1 if q_alpha < 0 else 1)
@@ -351,6 +364,12 @@ class HardSwish(Op):
 
     def run(self, x, *, input_zero_point, output_zero_point, output_multiplier, output_exponent, relu_multiplier,
             relu_exponent):
+        return per_code(x, lambda c: self.formula(c, input_zero_point, output_zero_point, output_multiplier,
+                                                  output_exponent, relu_multiplier, relu_exponent))
+
+    @staticmethod
+    def formula(x, input_zero_point, output_zero_point, output_multiplier, output_exponent, relu_multiplier,
+                relu_exponent):
         v = (x.astype(np.int64) - input_zero_point) * (1 << 7)
         pre = saturating_rounding_doubling_high_mul(v, output_multiplier, bits=16)
         relu = _saturating_left_shift16(v, relu_exponent - 1) if relu_exponent > 0 else v
