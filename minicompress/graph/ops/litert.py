@@ -248,19 +248,19 @@ class PRelu(Op):
 
 
 def _pool_taps(x, kernel, strides, pads, out_size):
-    """The pooling window of every output as a last axis (N, OH, OW, C, KH KW), and which taps lie inside the
-    input (TFLite's loops skip the others: the padding is neither a value nor counted)."""
+    """Each tap of the pooling window over every output, (N, OH, OW, C), with where it lies inside the input
+    (OH, OW, 1): TFLite's loops skip the taps outside, so the padding is neither a value nor counted."""
     n, h, w, c = x.shape
     (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_size
     need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
-    padded = np.zeros((n, max(need_h, h + pads[0]), max(need_w, w + pads[1]), c), np.int64)
-    inside = np.zeros(padded.shape[1:3], bool)
+    padded = np.zeros((n, max(need_h, h + pads[0]), max(need_w, w + pads[1]), c), x.dtype)
+    inside = np.zeros(padded.shape[1:3] + (1,), bool)
     padded[:, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x
     inside[pads[0]:pads[0] + h, pads[1]:pads[1] + w] = True
-    taps = [(padded[:, ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw],
-             inside[ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw])
-            for ky in range(kh) for kx in range(kw)]
-    return np.stack([t for t, _ in taps], axis=-1), np.stack([m for _, m in taps], axis=-1)[None, :, :, None, :]
+    for ky in range(kh):
+        for kx in range(kw):
+            rows, cols = slice(ky, ky + (oh - 1) * sh + 1, sh), slice(kx, kx + (ow - 1) * sw + 1, sw)
+            yield padded[:, rows, cols], inside[rows, cols]
 
 
 @register("Pool2D", 1, domain=DOMAIN)
@@ -271,12 +271,16 @@ class Pool2D(Op):
     activation's clamp [act_min, act_max]."""
 
     def run(self, x, *, mode, kernel, strides, pads, out_size, activation_min, activation_max):
-        taps, inside = _pool_taps(x.astype(np.int64), kernel, strides, pads, out_size)
+        n, c = x.shape[0], x.shape[3]
         if mode == "max":
-            y = np.where(inside, taps, np.iinfo(x.dtype).min).max(axis=-1)
+            y = np.full((n, *out_size, c), np.iinfo(x.dtype).min, x.dtype)
+            for tap, inside in _pool_taps(x, kernel, strides, pads, out_size):
+                y = np.where(inside, np.maximum(y, tap), y)
         else:
-            total = np.where(inside, taps, 0).sum(axis=-1)
-            count = inside.sum(axis=-1)
+            total, count = np.zeros((n, *out_size, c), np.int64), np.zeros((*out_size, 1), np.int64)
+            for tap, inside in _pool_taps(x, kernel, strides, pads, out_size):
+                total += np.where(inside, tap, 0)
+                count += inside
             y = _trunc_div(total + np.where(total > 0, count // 2, -(count // 2)), count)
         return np.clip(y, activation_min, activation_max).astype(x.dtype)
 
