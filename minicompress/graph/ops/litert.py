@@ -416,14 +416,13 @@ class ResizeBilinear(Op):
         y0, y1, wy0, wy1 = resize_bilinear_taps(x.shape[1], size[0], align_corners, half_pixel_centers)
         x0, x1, wx0, wx1 = resize_bilinear_taps(x.shape[2], size[1], align_corners, half_pixel_centers)
         v = x.astype(np.int64)
-        wy0, wy1 = wy0[None, :, None, None], wy1[None, :, None, None]
-        wx0, wx1 = wx0[None, None, :, None], wx1[None, None, :, None]
-        rows0, rows1 = v[:, y0], v[:, y1]
-        total = (rows0[:, :, x0] * wy0 * wx0 + rows1[:, :, x0] * wy1 * wx0 + rows0[:, :, x1] * wy0 * wx1
-                 + rows1[:, :, x1] * wy1 * wx1)
+        # the four weighted taps summed as wy0 (wx0 a + wx1 b) + wy1 (wx0 c + wx1 d): the same integer, one axis
+        # at a time
+        across = v[:, :, x0] * wx0[None, None, :, None] + v[:, :, x1] * wx1[None, None, :, None]
+        total = across[:, y0] * wy0[None, :, None, None] + across[:, y1] * wy1[None, :, None, None]
         if rounding == "single":
             return ((total + (1 << 19)) >> 20).astype(x.dtype)
-        return _trunc_div(total + np.where(total > 0, 1 << 19, -(1 << 19)), 1 << 20).astype(x.dtype)
+        return (np.sign(total) * ((np.abs(total) + (1 << 19)) >> 20)).astype(x.dtype)   # (t +- 2^19) / 2^20 in C
 
 
 # ----- gemmlowp's fixed-point exp and reciprocal (fixedpoint.h), as int8 SOFTMAX uses them ----------------
