@@ -201,15 +201,16 @@ def test_a_loaded_int8_graph_saves_and_loads_bit_for_bit(tmp_path):
 
 
 def test_integer_tensors_in_an_operator_without_integer_arithmetic_are_refused():
-    """An int8 LOGISTIC (a lookup table in TFLite) must not run the float formula on the codes."""
+    """An int8 DIV (a reciprocal in fixed point in TFLite) must not run the float formula on the codes."""
     import pytest
     from minicompress.graph.registry import UnsupportedOperatorError
     m = Writer()
     x = _int8_tensor(m, [2, 3], [0.05], [0], "x")
-    y = _int8_tensor(m, [2, 3], [1 / 256], [-128], "y")
-    m.op("LOGISTIC", [x], [y])
-    with pytest.raises(UnsupportedOperatorError, match="LOGISTIC .*quantized tensor 'x' \\(INT8\\)"):
-        tflite.load(m.finish([x], [y], infer_shapes=False))
+    d = _int8_tensor(m, [2, 3], [0.05], [0], "d")
+    y = _int8_tensor(m, [2, 3], [0.1], [0], "y")
+    m.op("DIV", [x, d], [y], "DivOptions")
+    with pytest.raises(UnsupportedOperatorError, match="DIV .*quantized tensor 'x' \\(INT8\\)"):
+        tflite.load(m.finish([x, d], [y], infer_shapes=False))
 
 
 def test_int8_codes_pass_through_the_movement_ops():

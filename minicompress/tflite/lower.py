@@ -496,9 +496,10 @@ def densify_op(b, op):
 
 # Operators that read or write quantized integer tensors correctly: the integer arithmetic of integer.py, and
 # the movement ops, which move int8 codes unchanged (TFLite requires their input and output to share scale and
-# zero point). MAX_POOL_2D keeps the codes too, but only without a fused activation.
+# zero point).
 INTEGER_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "QUANTIZE", "DEQUANTIZE", "RESHAPE",
-               "TRANSPOSE", "SPLIT", "SPLIT_V", "STRIDED_SLICE", "DEPTH_TO_SPACE", "MAX_POOL_2D"}
+               "TRANSPOSE", "SPLIT", "SPLIT_V", "STRIDED_SLICE", "DEPTH_TO_SPACE", "RESIZE_NEAREST_NEIGHBOR"} \
+    | set(integer.CONVERTERS)
 _INTEGER_TYPES = (3, 7, 9)       # UINT8, INT16, INT8
 
 
@@ -509,12 +510,27 @@ def check_integer_support(b, op):
                  and b.arrays.get(i) is None]
     if not quantized:
         return
-    if op.name not in INTEGER_OPS or (op.name == "MAX_POOL_2D" and op.options["fused_activation_function"]):
+    if op.name not in INTEGER_OPS:
         t = b.tensors[quantized[0]]
         raise registry.UnsupportedOperatorError(
             f"{op.label}: reads or writes the quantized tensor {t['name']!r} "
             f"({schema.TENSOR_TYPE_NAMES[t['type']]}); integer arithmetic is implemented for "
-            f"{', '.join(sorted(INTEGER_OPS))} (MAX_POOL_2D without a fused activation)")
+            f"{', '.join(sorted(INTEGER_OPS))}")
+
+
+def _integer_or(name, convert):
+    integer_convert = integer.CONVERTERS[name]
+
+    def dispatch(b, op):
+        dtype = b.dtype(op.inputs[0])
+        if dtype == np.int8:
+            return integer_convert(b, op)
+        if np.issubdtype(dtype, np.integer) and b.tensors[op.inputs[0]]["quantization"] is not None:
+            raise registry.UnsupportedOperatorError(f"{op.label}: quantized {np.dtype(dtype).name} tensors (int8 "
+                                                    "is implemented)")
+        return convert(b, op)
+    dispatch.__doc__ = f"int8: {integer_convert.__doc__}\nelse: {convert.__doc__}"
+    return dispatch
 
 
 CONVERTERS = {
@@ -532,4 +548,5 @@ CONVERTERS = {
     "HARD_SWISH": _unary("HardSwish"), "PRELU": prelu, "SOFTMAX": softmax,
     "DEQUANTIZE": dequantize, "DENSIFY": densify_op, "QUANTIZE": integer.quantize,
 }
+CONVERTERS.update({name: _integer_or(name, CONVERTERS[name]) for name in integer.CONVERTERS})
 assert all(name in schema.BUILTIN_OPERATORS for name in CONVERTERS)
