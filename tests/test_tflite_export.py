@@ -14,9 +14,8 @@ reference kernels and 3 two steps (none off LiteRT's default kernels, which requ
 one step on 99.5% of the elements, two anywhere. The round trip is exact: tflite.load runs TFLite's own
 integer arithmetic.
 
-The int8 models that are loaded back use CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, TRANSPOSE,
-RESHAPE, QUANTIZE and DEQUANTIZE only: those are the int8 operators tflite.load reads (PAD, MEAN and the
-pools are exported, run by LiteRT and checked against minicompress's int8 model, but not loaded back).
+Every int8 file is loaded back, the digits classifier's included (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
+ADD, PAD, MAX_POOL_2D, AVERAGE_POOL_2D, MEAN, TRANSPOSE, RESHAPE, QUANTIZE, DEQUANTIZE).
 """
 import os
 
@@ -176,7 +175,7 @@ def test_digits_classifier_float_and_int8(tmp_path):
     check_float(model, x, tmp_path)
     batches = [b[0] for _, b in zip(range(4), train_loader)]
     int8 = quant.quantize_static(model, batches, quant.get_default_qconfig("tflite"))
-    check_int8(int8, x, tmp_path, round_trip=False)
+    check_int8(int8, x, tmp_path)
 
 
 def assert_steps(steps, what):
@@ -270,15 +269,15 @@ class _Int8Pools(nn.Module):
 @given(seed=st.integers(0, 2 ** 16))
 @settings(max_examples=5, deadline=None)
 def test_int8_pad_pools_and_relu6_match_litert(seed, tmp_path_factory):
-    """PAD, a fused RELU6, MAX_POOL_2D and AVERAGE_POOL_2D in int8 against LiteRT's reference kernels (not
-    loaded back: tflite.load does not read these int8 operators). The average pool is the output here:
+    """PAD, a fused RELU6, MAX_POOL_2D and AVERAGE_POOL_2D in int8 against LiteRT's reference kernels, and
+    loaded back by tflite.load, bit for bit with them. The average pool is the output here:
     minicompress's quantized AvgPool2d rounds a tie (a sum of 4 codes ending in .5 after the division) to
     even, TFLite's away from zero, so the pool itself is one step off at ties, and a layer after it could
     carry that step further; the digits classifier's MEAN -> FULLY_CONNECTED is checked above."""
     mc.manual_seed(seed)
     calibration = [images((4, 2, 8, 8), seed + k) for k in range(2)]
     int8 = quant.quantize_static(_Int8Pools().eval(), calibration, quant.get_default_qconfig("tflite"))
-    check_int8(int8, images((2, 2, 8, 8), seed + 9), tmp_path_factory.mktemp("pools"), round_trip=False)
+    check_int8(int8, images((2, 2, 8, 8), seed + 9), tmp_path_factory.mktemp("pools"))
 
 
 def test_tflite_qconfig_follows_the_spec():
