@@ -155,7 +155,8 @@ def output_agreement(ours, theirs):
 
 
 def bench_tflite(args, threads):
-    """Print minicompress's and LiteRT's median latency per call on the file's input shapes, and the ratio."""
+    """Print minicompress's (the compiled plan, `minicompress.compile`) and LiteRT's median latency per call on
+    the file's input shapes, and the ratio."""
     import minicompress as mc
 
     from ..kernels.threads import thread_count
@@ -175,9 +176,14 @@ def bench_tflite(args, threads):
     except (RuntimeError, ValueError) as exc:
         raise CommandError(f"{args.model}: LiteRT cannot run it ({exc})")
 
+    try:
+        plan = mc.compile(model, inputs)          # the runtime path: one compiled plan for the stored shapes
+    except Exception as exc:       # a crafted file can hold a model that loads but cannot run
+        raise CommandError(f"the model in {args.model} failed on its inputs ({type(exc).__name__}: {exc})")
+
     def ours():
         with mc.no_grad():
-            return model(*inputs)
+            return plan(*inputs)
     print(f"threads: {threads} each (minicompress: Numba, OpenBLAS 1; LiteRT: Interpreter(num_threads={threads}), "
           "its default kernels (XNNPACK))")
     print(f"inputs: {shapes} (float N(0, 1), integer codes uniform)")
