@@ -116,11 +116,26 @@ def _one_error_line(capsys, *needles):
 @pytest.mark.parametrize("option, value", [
     ("--seed", "-1"), ("--teacher-epochs", "-1"), ("--epochs", "0"), ("--epochs", "-3"),
     ("--prune", "1"), ("--prune", "-0.1"), ("--prune", "nan"), ("--prune", "inf"),
+    ("--max-drop", "-1"), ("--max-drop", "nan"), ("--max-drop", "inf"),
+    ("--max-bytes", "0"), ("--max-bytes", "-5"),
 ])
 def test_bad_numeric_option_names_itself_and_creates_nothing(option, value, tmp_path, capsys, no_training):
     out = tmp_path / "never-created"
     assert cli.main(["optimize", "--out", str(out), option, value]) == 2
     _one_error_line(capsys, option)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--max-drop", "1", "--max-bytes", "9000"], ("--max-drop", "--max-bytes")),
+    (["--task", "detect", "--max-drop", "1"], ("--max-drop", "--task detect")),
+    (["--task", "embed", "--model", ".", "--max-bytes", "9000"], ("--max-bytes", "--task embed")),
+])
+def test_mixed_precision_targets_are_refused_together_or_outside_the_digits_job(args, needles, tmp_path, capsys,
+                                                                                no_training):
+    out = tmp_path / "never-created"
+    assert cli.main(["optimize", "--out", str(out), *args]) == 2
+    _one_error_line(capsys, *needles)
     assert not out.exists()
 
 
