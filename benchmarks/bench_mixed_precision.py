@@ -5,13 +5,15 @@ model and the same test data.
     python benchmarks/bench_mixed_precision.py [--epochs 10] [--max-drop 1] [--max-bytes N] [--rounds 30]
 
 The classifier is trained here (`fit`, Adam 1e-2, seed 0, the digits split of `training.digits_loaders`);
-every candidate is that model with its weights changed: all float32, all int8 (per channel, weight-only),
+its batch norms are folded into the convs (as the job's mixed stage does; the unfolded model is listed
+too), and every candidate is that model with its weights changed: all float32, all int8 (per channel, weight-only),
 all int4 (groups of 32, weight-only), static int8 (`quantize_static`, activations int8 too), and the
 mixed models for --max-drop (accuracy points) and --max-bytes (default: the all-int8 model's bytes). The
 search evaluates on the test split, which is also what the table reports. Latency: ms per image at batch
 1 and 64, the candidates interleaved round by round, the median over --rounds.
 """
 import argparse
+import copy
 import statistics
 import time
 
@@ -22,7 +24,7 @@ import numpy as np
 import minicompress as mc
 from minicompress import nn
 from minicompress.quant import mixed_precision as mp
-from minicompress.quant import model_size_bytes
+from minicompress.quant import fold_all_batch_norms, model_size_bytes
 from minicompress.quant.static import quantize_static
 from minicompress.training import accuracy, digits_loaders, fit
 
@@ -41,6 +43,8 @@ def main():
     model = nn.create_mobile_classifier()
     fit(model, train_loader, epochs=args.epochs, lr=1e-2, log=None)
     model.eval()
+    unfolded = copy.deepcopy(model)
+    fold_all_batch_norms(model, mc.tensor(np.zeros((1, 1, 8, 8), np.float32)))   # as the job's mixed stage
 
     def evaluate(m):
         return accuracy(m, test_loader)
@@ -51,8 +55,9 @@ def main():
     print(sensitivity)
     print(f"sensitivity: {len(sensitivity)} layers x 2 precisions in {seconds:.1f} s\n")
     layers = list(sensitivity)
-    candidates = {f"all {p}": mp.apply_precisions(model, {n: p for n in layers}) for p in mp.PRECISIONS}
-    candidates["static int8 (quantize_static)"] = quantize_static(model, list(train_loader)[:8])
+    candidates = {"float32, batch norms not folded": unfolded}
+    candidates.update({f"all {p}": mp.apply_precisions(model, {n: p for n in layers}) for p in mp.PRECISIONS})
+    candidates["static int8 (quantize_static)"] = quantize_static(unfolded, list(train_loader)[:8])
     max_bytes = args.max_bytes or model_size_bytes(candidates["all int8"])
     searches = {f"mixed, max drop {args.max_drop} points": {"max_drop": args.max_drop / 100},
                 f"mixed, max bytes {max_bytes:,}": {"max_bytes": max_bytes}}

@@ -12,9 +12,9 @@ Stages (one report row each):
                 fine-tuned with the masks in place, masks made permanent
     int8        pruned, then quantized: 'static' (fuse, calibrate, convert), 'dynamic' (Linear
                 layers only) or 'qat' (fake-quant fine-tuning, then convert)
-    mixed       with max_drop (accuracy points) or max_bytes: pruned, each layer's weights float32, int8
-                or int4 as `quant.mixed_precision.search_precisions` chooses to meet the target, the drop
-                measured against the pruned model; the report also holds the Pareto table of the
+    mixed       with max_drop (accuracy points) or max_bytes: pruned, batch norms folded into the convs,
+                each layer's weights float32, int8 or int4 as `quant.mixed_precision.search_precisions`
+                chooses to meet the target, the drop measured against the folded pruned model; the report also holds the Pareto table of the
                 candidates (`report.pareto`, `stages.mixed_precision_stage`). The search evaluates on
                 the test data, so the chosen model's test accuracy is the one the search saw.
 

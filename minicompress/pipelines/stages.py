@@ -120,9 +120,15 @@ def _choice_summary(choice):
     return " / ".join(f"{n} {p}" for p, n in counts.items() if n)
 
 
-def mixed_precision_stage(model, evaluate, sample_shape, max_drop=None, max_bytes=None, latency_repeat=20, log=None):
+def mixed_precision_stage(model, evaluate, sample_shape, max_drop=None, max_bytes=None, latency_repeat=20, log=None,
+                          fold_batch_norms=True):
     """Per-layer float32 / int8 / int4 weights of float `model` meeting `max_drop` (in `evaluate`'s units)
     or `max_bytes` (`quant.mixed_precision.search_precisions`), and the candidates of its Pareto table.
+
+    With `fold_batch_norms` (the default) the search runs on a copy with every conv -> batch norm folded
+    into the conv (`quant.fold_all_batch_norms`, as static int8 does): the same function up to float32
+    rounding, without the float batch-norm arrays, which on the digits classifier weigh more than its
+    int4 weights. The "all float32" candidate is then that folded model.
 
     Returns (MixedPrecisionResult, candidates): one dict per candidate (all float32, all int8, all int4, up
     to FRONTIER_POINTS points spread along the predicted frontier, the chosen one), each measured: name,
@@ -132,6 +138,11 @@ def mixed_precision_stage(model, evaluate, sample_shape, max_drop=None, max_byte
     from ..quant import mixed_precision as mp
     from ..quant import model_size_bytes
 
+    if fold_batch_norms:
+        from ..quant import fold_all_batch_norms
+        from ..tensor import Tensor
+        model = copy.deepcopy(model).eval()
+        fold_all_batch_norms(model, Tensor(np.zeros((1,) + tuple(sample_shape), np.float32)))
     result = mp.search_precisions(model, evaluate, max_drop=max_drop, max_bytes=max_bytes, log=log)
     layers = list(result.sensitivity)
     named = [(f"all {p}", {n: p for n in layers}) for p in mp.PRECISIONS]
