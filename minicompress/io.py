@@ -589,16 +589,26 @@ def _check_sizes(module, where):
 
 
 def _check_int4(module, where):
-    """An int4 layer's packed weight, scales, zero points and bias against its sizes: the kernel reads
-    them without bounds checks."""
+    """A weight-only layer's stored weight, scales, zero points and bias against its sizes: the int4
+    kernel reads them without bounds checks, and a convolution's must still match its shape."""
     from .quant.int4 import check_packed
-    from .quant.weight_only import Int4Linear
-    if not isinstance(module, Int4Linear):
+    from .quant.weight_only import Int4Conv2d, Int4Linear, _Int8WeightOnly
+    if isinstance(module, _Int8WeightOnly):
+        return _check_int8_weight_only(module, where)
+    if not isinstance(module, (Int4Linear, Int4Conv2d)):
         return
     d, buffers = module.__dict__, module._buffers
-    for key, kind in (("in_features", int), ("out_features", int), ("group_size", int), ("symmetric", bool)):
+    if isinstance(module, Int4Conv2d) and not (
+            isinstance(d.get("groups"), int) and d["groups"] > 0 and isinstance(d.get("in_channels"), int)
+            and isinstance(d.get("kernel_size"), tuple)
+            and d.get("in_features") == d["in_channels"] // d["groups"] * int(np.prod(d["kernel_size"]))):
+        raise ModelFileError(f"{where}: an Int4Conv2d entry whose in_features does not match in_channels / groups "
+                             f"* kernel size")
+    outputs = "out_channels" if isinstance(module, Int4Conv2d) else "out_features"
+    for key, kind in (("in_features", int), (outputs, int), ("group_size", int), ("symmetric", bool)):
         if not isinstance(d.get(key), kind) or (kind is int and (isinstance(d[key], bool) or d[key] < 1)):
-            raise ModelFileError(f"{where}: an Int4Linear entry needs {key} as a positive {kind.__name__}")
+            raise ModelFileError(f"{where}: an {type(module).__name__} entry needs {key} as a positive "
+                                 f"{kind.__name__}")
     data = {k: None if buffers.get(k) is None else buffers[k].data
             for k in ("weight_packed", "weight_scales", "weight_zero_points", "bias")}
     if (data["weight_zero_points"] is None) != d["symmetric"]:
@@ -608,13 +618,31 @@ def _check_int4(module, where):
         from .quant.int4 import check_group_size
         check_group_size(d["group_size"])
         check_packed(data["weight_packed"], data["weight_scales"], data["weight_zero_points"], d["in_features"],
-                     d["out_features"], d["group_size"], where)
+                     d[outputs], d["group_size"], where)
     except ValueError as exc:
         raise ModelFileError(str(exc)) from None
     bias = data["bias"]
-    if bias is not None and (bias.dtype != np.float32 or bias.shape != (d["out_features"],)):
-        raise ModelFileError(f"{where}: bias must be float32 of shape ({d['out_features']},), got {bias.dtype} "
+    if bias is not None and (bias.dtype != np.float32 or bias.shape != (d[outputs],)):
+        raise ModelFileError(f"{where}: bias must be float32 of shape ({d[outputs]},), got {bias.dtype} "
                              f"{bias.shape}")
+
+
+def _check_int8_weight_only(module, where):
+    d, buffers = module.__dict__, module._buffers
+    try:
+        shape = (int(d["out_features"]), int(d["in_features"])) if "in_features" in d else \
+            (int(d["out_channels"]), int(d["in_channels"]) // int(d["groups"])) + tuple(map(int, d["kernel_size"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        raise ModelFileError(f"{where}: a {type(module).__name__} entry without its sizes") from None
+    expected = {"weight_int8": (shape, np.int8), "weight_scales": (shape[:1], np.float32),
+                "bias": (shape[:1], np.float32)}
+    for key, (want, dtype) in expected.items():
+        value = buffers.get(key)
+        if key == "bias" and value is None:
+            continue
+        if value is None or value.data.dtype != dtype or tuple(value.data.shape) != want:
+            raise ModelFileError(f"{where}: {key} must be {np.dtype(dtype).name} of shape {want}, got "
+                                 f"{None if value is None else (value.data.dtype, value.data.shape)}")
 
 
 def load(path) -> Module:

@@ -190,10 +190,20 @@ def int4_weights():
     return model, x
 
 
+def mixed_precision():
+    """The classifier with float32, int8 and int4 weights side by side (`quant.mixed_precision`): int4
+    on the stem and the classifier (a Linear), int8 on a depthwise and a pointwise conv."""
+    from minicompress.quant.mixed_precision import apply_precisions
+    choice = {"stem.0": "int4", "blocks.0.conv.depthwise": "int8", "blocks.0.conv.pointwise": "int4",
+              "blocks.1.conv.pointwise": "int8", "classifier": "int4"}
+    return apply_precisions(_classifier(), choice), _images()
+
+
 KINDS = {f.__name__: f for f in (float_model, masked, sparse, static_int8, folded_qdq, observed_histogram,
                                  observed_minmax, qat_prepared, dynamic_linear, dynamic_lstm, dynamic_gru,
                                  dynamic_lstm_cell, dynamic_gru_cell, traced_graph, graph_observed, graph_int8,
-                                 detector_channel_pruned, detector_int8, int4_weights)}
+                                 detector_channel_pruned, detector_int8, int4_weights,
+                                 mixed_precision)}
 
 
 def outputs(model, x):

@@ -92,6 +92,33 @@ def test_charts_are_written_as_png_where_matplotlib_is_installed(tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _report_with_pareto():
+    from minicompress.pipelines.classify import Report, StageResult
+    candidate = {"name": "all int4", "precisions": "10 int4", "bytes": 9632, "metric": 0.92, "predicted_drop": 0.064,
+                 "drop": 0.025, "latency_b1_ms": 1.0, "latency_b64_ms": 0.14, "pareto": True, "chosen": False}
+    chosen = dict(candidate, name="chosen", precisions="6 int8 / 4 int4", bytes=9964, metric=0.95, chosen=True)
+    return Report(rows=[StageResult("student", 0.98, 10474, 44712, 0.9, 0.1)], pareto=[candidate, chosen])
+
+
+def test_the_mixed_precision_candidates_are_a_second_table_and_a_json_list():
+    report = _report_with_pareto()
+    text = report.to_markdown()
+    assert "| all int4 | 10 int4 | 9,632 | 0.9200 | 6.40 | 2.50 |" in text
+    assert "| chosen | 6 int8 / 4 int4 | 9,964 | 0.9500 |" in text and text.rstrip().endswith("| * |")
+    assert report.to_dict()["pareto"] == report.pareto
+    assert "pareto" not in type(report)().to_dict()
+
+
+def test_the_pareto_chart_is_written_where_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib")
+    from minicompress.pipelines.report import write_charts
+
+    paths = write_charts(_report_with_pareto(), str(tmp_path))
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["accuracy_vs_size.png", "latency.png", "pareto.png"]
+    with open(paths[-1], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 # ----- optimize: every option is checked before any work starts ---------------------------------
 
 @pytest.fixture
@@ -116,11 +143,26 @@ def _one_error_line(capsys, *needles):
 @pytest.mark.parametrize("option, value", [
     ("--seed", "-1"), ("--teacher-epochs", "-1"), ("--epochs", "0"), ("--epochs", "-3"),
     ("--prune", "1"), ("--prune", "-0.1"), ("--prune", "nan"), ("--prune", "inf"),
+    ("--max-drop", "-1"), ("--max-drop", "nan"), ("--max-drop", "inf"),
+    ("--max-bytes", "0"), ("--max-bytes", "-5"),
 ])
 def test_bad_numeric_option_names_itself_and_creates_nothing(option, value, tmp_path, capsys, no_training):
     out = tmp_path / "never-created"
     assert cli.main(["optimize", "--out", str(out), option, value]) == 2
     _one_error_line(capsys, option)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--max-drop", "1", "--max-bytes", "9000"], ("--max-drop", "--max-bytes")),
+    (["--task", "detect", "--max-drop", "1"], ("--max-drop", "--task detect")),
+    (["--task", "embed", "--model", ".", "--max-bytes", "9000"], ("--max-bytes", "--task embed")),
+])
+def test_mixed_precision_targets_are_refused_together_or_outside_the_digits_job(args, needles, tmp_path, capsys,
+                                                                                no_training):
+    out = tmp_path / "never-created"
+    assert cli.main(["optimize", "--out", str(out), *args]) == 2
+    _one_error_line(capsys, *needles)
     assert not out.exists()
 
 

@@ -1,6 +1,7 @@
 """`minicompress optimize`: the jobs, each writing its report and model into one output folder at once.
 
     minicompress optimize [--out DIR] [--prune 0.3] [--unstructured] [--quantize static] [--epochs 15] [--seed 0]
+                          [--max-drop POINTS | --max-bytes N]       (mixed float32 / int8 / int4 weights)
     minicompress optimize --task detect [...]             (`cli/detect.py`)
     minicompress optimize --task embed --model DIR [--prune-heads 6]      (`cli/embed.py`)
 
@@ -32,6 +33,13 @@ def add_parsers(sub):
                      help="teacher epochs, 0 for none (default: --epochs)")
     opt.add_argument("--seed", type=int, default=0,
                      help="non-negative seed of the initialisation, data split and shuffling (default 0)")
+    opt.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                     help="add a mixed-precision model: float32 / int8 / int4 weights per layer of the pruned "
+                          "model, the fewest bytes losing at most POINTS test-accuracy points (measured); the "
+                          "report gets a Pareto table and pareto.png, and model.npz is that model")
+    opt.add_argument("--max-bytes", type=int, default=None, metavar="N",
+                     help="as --max-drop, but the most accurate mixed model of at most N bytes (the whole model, "
+                          "as the report's bytes column counts); not with --max-drop")
     opt.add_argument("--no-progress", action="store_true", help="no progress bars")
     opt.add_argument("--task", choices=["classify", "detect", "embed"], default="classify",
                      help="classify: the digits job (default); detect: the detector on digit scenes; "
@@ -59,6 +67,13 @@ def _check_optimize_options(args):
         raise CommandError(f"--teacher-epochs must be a non-negative integer, got {args.teacher_epochs}")
     if args.seed < 0:
         raise CommandError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.task != "classify" and (args.max_drop is not None or args.max_bytes is not None):
+        raise CommandError(f"--max-drop / --max-bytes are for the digits job (--task classify), not --task {args.task}")
+    from minicompress.pipelines.classify import check_mixed_target
+    try:
+        check_mixed_target(args.max_drop, args.max_bytes, names=("--max-drop", "--max-bytes"))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if args.task == "detect" and args.quantize not in ("static", "none"):
         raise CommandError(f"--quantize {args.quantize} is not available for a detector; use static or none")
 
@@ -113,7 +128,8 @@ def optimize_classify(args, folder):
     teacher = create_teacher_classifier(num_classes=10, in_channels=1)
     report = optimize(student, teacher, train_loader, test_loader, prune=args.prune,
                       structured=not args.unstructured, quantize=args.quantize, epochs=args.epochs,
-                      teacher_epochs=args.teacher_epochs, progress=not args.no_progress, log=print)
+                      teacher_epochs=args.teacher_epochs, progress=not args.no_progress, log=print,
+                      max_drop=args.max_drop, max_bytes=args.max_bytes)
     final = report.models[report.rows[-1].stage]
     final.input_shape = (1, 8, 8)
     io.save(final, folder.path("model.npz"), metadata={"input": input_preprocessing()})

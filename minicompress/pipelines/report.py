@@ -1,6 +1,7 @@
 """The one report every job prints and writes: a table of stages, each a row of measurements, as
 markdown (printed and `report.md`), JSON (`report.json`) and, where matplotlib is installed (the `[plot]`
-extra), two PNG charts; and the output folder they are written into, all at once or not at all.
+extra), two PNG charts (three with a mixed-precision table); and the output folder they are written
+into, all at once or not at all.
 
 A job's row is a dataclass (`StageResult` for the digits job, `DetectionStageResult`, `EmbedStage`); its
 report is a `Report` subclass that names the columns of its table, the row field that says how good a
@@ -33,6 +34,9 @@ class Report:
     rows: list = field(default_factory=list)
     models: dict = field(default_factory=dict, repr=False)
     settings: dict = field(default_factory=dict)
+    # The mixed-precision candidates (`stages.mixed_precision_stage`), one dict each; empty when the job
+    # searched none. Written as a second table, a "pareto" list in report.json and pareto.png.
+    pareto: list = field(default_factory=list)
 
     # (header, row field, format string or function of the value) per column; set by each job's report.
     COLUMNS = ()
@@ -47,14 +51,18 @@ class Report:
         return next(r for r in self.rows if r.stage == stage)
 
     def to_dict(self):
-        return {"settings": self.settings, "stages": [asdict(r) for r in self.rows]}
+        out = {"settings": self.settings, "stages": [asdict(r) for r in self.rows]}
+        if self.pareto:
+            out["pareto"] = self.pareto
+        return out
 
     def to_markdown(self):
-        lines = ["| " + " | ".join(header for header, _, _ in self.COLUMNS) + " |",
-                 "|" + "---|" * len(self.COLUMNS)]
-        for r in self.rows:
-            lines.append("| " + " | ".join(fmt(getattr(r, name)) if callable(fmt) else fmt.format(getattr(r, name))
-                                           for _, name, fmt in self.COLUMNS) + " |")
+        lines = _table(self.COLUMNS, [lambda name, r=r: getattr(r, name) for r in self.rows])
+        if self.pareto:
+            lines += ["", ("Mixed precision (weights float32 / int8 / int4 per layer): the candidates measured, "
+                           "by bytes; * = the chosen model, pareto = no other candidate is as small and as accurate"),
+                      ""]
+            lines += _table(PARETO_COLUMNS, [row.get for row in self.pareto])
         return "\n".join(lines)
 
     def __str__(self):
@@ -79,6 +87,48 @@ class Report:
             f.write(self.to_markdown() + "\n")
         root = os.path.dirname(target("report.md"))
         return ["report.json", "report.md"] + [os.path.basename(p) for p in write_charts(self, root)]
+
+
+def _table(columns, getters):
+    """Markdown lines of a table: (header, field, format) columns, one getter(field) per row."""
+    lines = ["| " + " | ".join(header for header, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for get in getters:
+        lines.append("| " + " | ".join(fmt(get(name)) if callable(fmt) else fmt.format(get(name))
+                                       for _, name, fmt in columns) + " |")
+    return lines
+
+
+# The columns of the mixed-precision table (the dicts of `stages.mixed_precision_stage`).
+PARETO_COLUMNS = (("candidate", "name", "{}"), ("precisions", "precisions", "{}"), ("bytes", "bytes", "{:,}"),
+                  ("test accuracy", "metric", "{:.4f}"), ("predicted drop (points)", "predicted_drop",
+                                                          lambda v: f"{100 * v:.2f}"),
+                  ("measured drop (points)", "drop", lambda v: f"{100 * v:.2f}"),
+                  ("ms/image (batch 1)", "latency_b1_ms", "{:.3f}"), ("ms/image (batch 64)", "latency_b64_ms", "{:.4f}"),
+                  ("pareto", "pareto", lambda v: "yes" if v else ""), ("chosen", "chosen", lambda v: "*" if v else ""))
+
+
+def write_pareto_chart(report, out, plt):
+    """pareto.png: accuracy against bytes of the mixed-precision candidates, the measured frontier joined."""
+    rows = report.pareto
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r["bytes"] / 1024 for r in rows], [100 * r["metric"] for r in rows], color="tab:blue")
+    front = [r for r in rows if r["pareto"]]
+    ax.plot([r["bytes"] / 1024 for r in front], [100 * r["metric"] for r in front], color="tab:blue", alpha=0.5,
+            label="measured frontier")
+    for r in rows:
+        if r["chosen"]:
+            ax.scatter([r["bytes"] / 1024], [100 * r["metric"]], s=120, facecolors="none", edgecolors="tab:red",
+                       label="chosen")
+        if r["name"].startswith("all"):
+            ax.annotate(r["name"].split(",")[0], (r["bytes"] / 1024, 100 * r["metric"]), textcoords="offset points",
+                        xytext=(4, 4))
+    ax.set(xlabel="model size (KiB)", ylabel="test accuracy (%)", title="mixed precision: accuracy vs size")
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out, "pareto.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def write_charts(report, out):
@@ -119,6 +169,8 @@ def write_charts(report, out):
         paths.append(os.path.join(out, "latency.png"))
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
+    if report.pareto:
+        paths.append(write_pareto_chart(report, out, plt))
     return paths
 
 

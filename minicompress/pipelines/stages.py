@@ -2,6 +2,7 @@
 
     model = prune_model(model, 0.3, structured=True, train_loader=loader, finetune_epochs=5, lr=1e-3)
     int8 = quantize_model(model, "static", loader)
+    result, candidates = mixed_precision_stage(model, evaluate, (1, 8, 8), max_drop=0.01)
 
 Latency is measured by `training.latency_per_image`; each job's report (`pipelines/report.py`) holds the rows.
 """
@@ -107,3 +108,67 @@ def stage_costs(model, sample_shape, latency_repeat):
     from ..quant import model_size_bytes
     latency = latency_per_image(model, sample_shape, repeat=latency_repeat)
     return parameter_count(model), model_size_bytes(model), latency[1] * 1e3, latency[64] * 1e3
+
+
+# How many points of the predicted Pareto frontier the mixed-precision stage measures, besides the
+# uniform precisions and the chosen point.
+FRONTIER_POINTS = 6
+
+
+def _choice_summary(choice):
+    counts = {p: sum(v == p for v in choice.values()) for p in ("float32", "int8", "int4")}
+    return " / ".join(f"{n} {p}" for p, n in counts.items() if n)
+
+
+def mixed_precision_stage(model, evaluate, sample_shape, max_drop=None, max_bytes=None, latency_repeat=20, log=None,
+                          fold_batch_norms=True):
+    """Per-layer float32 / int8 / int4 weights of float `model` meeting `max_drop` (in `evaluate`'s units)
+    or `max_bytes` (`quant.mixed_precision.search_precisions`), and the candidates of its Pareto table.
+
+    With `fold_batch_norms` (the default) the search runs on a copy with every conv -> batch norm folded
+    into the conv (`quant.fold_all_batch_norms`, as static int8 does): the same function up to float32
+    rounding, without the float batch-norm arrays, which on the digits classifier weigh more than its
+    int4 weights. The "all float32" candidate is then that folded model.
+
+    Returns (MixedPrecisionResult, candidates): one dict per candidate (all float32, all int8, all int4, up
+    to FRONTIER_POINTS points spread along the predicted frontier, the chosen one), each measured: name,
+    precisions, bytes, metric, predicted and measured drop, latency at batch 1 and 64 (ms per image), and
+    whether it is on the measured frontier (no other candidate is as small and as good, and smaller or better).
+    """
+    from ..quant import mixed_precision as mp
+    from ..quant import model_size_bytes
+
+    if fold_batch_norms:
+        from ..quant import fold_all_batch_norms
+        from ..tensor import Tensor
+        model = copy.deepcopy(model).eval()
+        fold_all_batch_norms(model, Tensor(np.zeros((1,) + tuple(sample_shape), np.float32)))
+    result = mp.search_precisions(model, evaluate, max_drop=max_drop, max_bytes=max_bytes, log=log)
+    layers = list(result.sensitivity)
+    named = [(f"all {p}", {n: p for n in layers}) for p in mp.PRECISIONS]
+    frontier = result.frontier
+    picks = sorted({round(i * (len(frontier) - 1) / max(1, FRONTIER_POINTS - 1)) for i in range(FRONTIER_POINTS)})
+    named += [(f"frontier {i}", frontier[i].choice) for i in picks]
+    named.append(("chosen", result.choice))
+    predicted = {tuple(p.choice.items()): p.predicted_drop for p in frontier}
+    candidates, seen = [], {}
+    for name, choice in named:
+        key = tuple(choice.items())
+        if key in seen:                    # a uniform precision that is also a frontier point, or the chosen one
+            seen[key]["name"] += f", {name}"
+            continue
+        candidate = result.model if choice == result.choice else mp.apply_precisions(model, choice)
+        metric = result.metric if choice == result.choice else float(evaluate(candidate))
+        latency = latency_per_image(candidate, sample_shape, repeat=latency_repeat)
+        row = {"name": name, "precisions": _choice_summary(choice), "bytes": model_size_bytes(candidate),
+               "metric": metric, "drop": result.baseline - metric,
+               "predicted_drop": predicted.get(key, sum(result.sensitivity[n][p] for n, p in choice.items())),
+               "latency_b1_ms": latency[1] * 1e3, "latency_b64_ms": latency[64] * 1e3,
+               "chosen": choice == result.choice, "pareto": False}
+        seen[key] = row
+        candidates.append(row)
+    for row in candidates:
+        row["pareto"] = not any(o["bytes"] <= row["bytes"] and o["metric"] >= row["metric"]
+                                and (o["bytes"] < row["bytes"] or o["metric"] > row["metric"]) for o in candidates)
+    candidates.sort(key=lambda r: r["bytes"])
+    return result, candidates

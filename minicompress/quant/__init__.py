@@ -22,7 +22,10 @@ training (fuse_modules_qat -> prepare_qat -> train -> convert) and dynamic quant
                                           module: `from minicompress.quant.adaround import round_layer`)
     int4, gptq, weight_only               weight-only int4 in groups (onnxruntime's MatMulNBits layout),
                                           GPTQ rounding (Frantar et al. 2022), Int4Linear and
-                                          quantize_int4_weights
+                                          quantize_int4_weights; Int4Conv2d and the int8 weight-only layers
+    mixed_precision                       per-layer float32 / int8 / int4 weights from measured sensitivity,
+                                          meeting a drop or bytes target (`from minicompress.quant import
+                                          mixed_precision`)
 """
 from . import dtypes, qparams
 from .adaround import adaround
@@ -47,7 +50,8 @@ from ..qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_te
 from .smoothquant import get_act_scales, smooth_lm, smooth_ln_fcs, smooth_quant
 from .size import compare_quantization_methods, evaluate_quantization_impact, model_size_bytes
 from .static import calibrate, quantize_static
-from .weight_only import Int4Linear, quantize_int4_weights
+from .weight_only import (Int4Conv2d, Int4Linear, Int8WeightOnlyConv2d, Int8WeightOnlyLinear,
+                          quantize_int4_weights)
 from ..nn.stubs import DeQuantStub, QuantStub
 
 

@@ -10,21 +10,37 @@ torch computes from the dequantized weight, up to float32 summation order. The a
 by `minicompress.io` as they are, counted by `quant.model_size_bytes`): `weight_packed` (N, n_groups,
 group_size / 2) uint8, `weight_scales` (N, n_groups) float32, `weight_zero_points` (N, ceil(n_groups / 2))
 uint8 (absent for symmetric weights: zero point 8), and the float32 `bias`.
+
+The per-layer precisions of `quant.mixed_precision` need the same for convolutions and at 8 bits:
+
+    Int4Conv2d             a Conv2d weight (O, C / groups, kh, kw) seen as the (O, C / groups * kh * kw)
+                           matrix a convolution multiplies by (im2col's), in int4 groups along that input
+                           dimension exactly as Int4Linear's; dequantized, then a float convolution
+    Int8WeightOnlyLinear,  the weight per output channel symmetric int8, with torch's default per-channel
+    Int8WeightOnlyConv2d   weight observer's qparams (`quant.qconfig.default_per_channel_weight_observer`:
+                           s = max|w| / 127.5 over the channel, zero point 0, levels -128..127); stored as
+                           int8 levels `weight_int8` and float32 `weight_scales` (O,), dequantized as
+                           torch's `.dequantize()` does, then a float linear / convolution
+
+Activations stay float32 in all of them: only the bytes of the weights change.
 """
 import copy
 import warnings
 
 import numpy as np
 
+from .. import functional as F
 from ..autograd import no_grad
 from ..kernels.int4 import int4_linear
 from ..kernels.threads import threads_for
 from ..nn import layers as nn_layers
 from ..nn.module import Module
 from ..tensor import Tensor
+from . import affine
 from .gptq import gptq_quantize
 from .gptq import hessian as gptq_hessian
 from .int4 import check_group_size, check_packed, dequantize_int4, n_groups, quantize_int4, unpack_zero_points
+from .qconfig import default_per_channel_weight_observer
 
 METHODS = ("rtn", "gptq")
 
@@ -106,6 +122,137 @@ class Int4Linear(Module):
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"group_size={self.group_size}, symmetric={self.symmetric}")
+
+
+CONV_ATTRIBUTES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+
+
+def _check_float_layer(layer, kinds, name):
+    if type(layer) not in kinds:
+        raise TypeError(f"{name} must be one of {[k.__name__ for k in kinds]}, got {type(layer).__name__}")
+    if layer.weight is None or not np.isfinite(layer.weight.data).all():
+        raise ValueError(f"{name}: the weight must be finite: NaN or infinite values have no integer level")
+
+
+def _float_bias(layer):
+    return None if layer.bias is None else Tensor(np.array(layer.bias.data, np.float32))
+
+
+class Int4Conv2d(Module):
+    """A float Conv2d whose weight is stored in int4 groups along its input dimension C / groups * kh * kw
+    (the module docstring). Build with `from_float`; `dequantized_weight()` is the (O, C / groups, kh, kw)
+    float32 weight the convolution runs with."""
+
+    def __init__(self, conv, group_size=64, symmetric=True):
+        """Empty (all-zero) int4 weights in the shape of float Conv2d `conv`."""
+        super().__init__()
+        for key in CONV_ATTRIBUTES:
+            setattr(self, key, getattr(conv, key))
+        self.group_size = check_group_size(group_size)
+        self.symmetric = bool(symmetric)
+        self.in_features = int(np.prod(conv.weight.shape[1:]))
+        groups = n_groups(self.in_features, group_size)
+        self.register_buffer("weight_packed", Tensor(np.full((self.out_channels, groups, group_size // 2), 0x88,
+                                                             np.uint8)))
+        self.register_buffer("weight_scales", Tensor(np.zeros((self.out_channels, groups), np.float32)))
+        self.register_buffer("weight_zero_points", None if symmetric else
+                             Tensor(np.full((self.out_channels, (groups + 1) // 2), 0x88, np.uint8)))
+        self.register_buffer("bias", _float_bias(conv))
+
+    @classmethod
+    def from_float(cls, conv, group_size=64, symmetric=True):
+        """An Int4Conv2d computing what float `conv` does, its weight rounded to nearest (`quantize_int4`
+        of the weight reshaped to (O, C / groups * kh * kw))."""
+        _check_float_layer(conv, (nn_layers.Conv2d,), "conv")
+        module = cls(conv, group_size, symmetric)
+        weight = np.asarray(conv.weight.data, np.float32).reshape(conv.out_channels, -1)
+        packed, scales, zero_points = quantize_int4(weight, module.group_size, symmetric)
+        module.weight_packed.data, module.weight_scales.data = packed, scales
+        if zero_points is not None:
+            module.weight_zero_points.data = zero_points
+        return module
+
+    def dequantized_weight(self):
+        """float32 (O, C / groups, kh, kw): (q - z) * s, reshaped back to the convolution's weight."""
+        packed = None if self.weight_zero_points is None else self.weight_zero_points.data
+        w = dequantize_int4(self.weight_packed.data, self.weight_scales.data, packed, self.in_features)
+        return w.reshape((self.out_channels, self.in_channels // self.groups) + tuple(self.kernel_size))
+
+    def forward(self, x):
+        return F.conv2d(x, Tensor(self.dequantized_weight()), self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}, group_size={self.group_size}, symmetric={self.symmetric}")
+
+
+def _int8_per_channel(weight):
+    """(int8 levels, float32 scales (O,)) of a float32 weight with output channels along axis 0:
+    torch's default per-channel weight observer's qparams, then `quantize_per_channel` (zero points 0)."""
+    observer = default_per_channel_weight_observer()
+    observer(Tensor(weight))
+    scales, zero_points = observer.calculate_qparams()
+    levels = affine.quantize_per_channel(weight, scales, zero_points, 0, observer.dtype)
+    return levels.astype(np.int8), np.asarray(scales, np.float32)
+
+
+class _Int8WeightOnly(Module):
+    """The int8 weight of an Int8WeightOnlyLinear / Int8WeightOnlyConv2d and its dequantization."""
+
+    def _store(self, layer):
+        levels, scales = _int8_per_channel(np.asarray(layer.weight.data, np.float32))
+        self.register_buffer("weight_int8", Tensor(levels))
+        self.register_buffer("weight_scales", Tensor(scales))
+        self.register_buffer("bias", _float_bias(layer))
+
+    def dequantized_weight(self):
+        """float32 scales[o] * levels[o, ...], as torch's `.dequantize()` of the per-channel weight."""
+        levels = self.weight_int8.data
+        return affine.dequantize_per_channel(levels, self.weight_scales.data, np.zeros(levels.shape[0], np.int64), 0)
+
+
+class Int8WeightOnlyLinear(_Int8WeightOnly):
+    """y = x dequantize(W)^T + b with W per output channel symmetric int8 (the module docstring)."""
+
+    def __init__(self, linear):
+        super().__init__()
+        _check_float_layer(linear, (nn_layers.Linear,), "linear")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._store(linear)
+
+    @classmethod
+    def from_float(cls, linear):
+        return cls(linear)
+
+    def forward(self, x):
+        return F.linear(x, Tensor(self.dequantized_weight()), self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8WeightOnlyConv2d(_Int8WeightOnly):
+    """A float convolution with dequantize(W), W per output channel symmetric int8 (the module docstring)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        _check_float_layer(conv, (nn_layers.Conv2d,), "conv")
+        for key in CONV_ATTRIBUTES:
+            setattr(self, key, getattr(conv, key))
+        self._store(conv)
+
+    @classmethod
+    def from_float(cls, conv):
+        return cls(conv)
+
+    def forward(self, x):
+        return F.conv2d(x, Tensor(self.dequantized_weight()), self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}")
 
 
 def _linears(model):
