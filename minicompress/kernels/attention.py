@@ -48,6 +48,9 @@ vectorises (`exp_nonpositive_float32`), and, when no backward follows, scores co
 a time in one reused buffer, instead of a fresh (B, L, S) array whose page faults cost as much as a matmul.
 Linear attention's matmuls are small (E x Ev) and stay as plain loops (`matmul_into`, `matmul_tn_into`)
 inside its kernels.
+
+float32 inference (no dropout, no backward) does not come here: `flash_attention.py` computes it in blocks
+without the (L, S) scores, in register tiles, and is faster than these BLAS calls at every shape measured.
 """
 import math
 
