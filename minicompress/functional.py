@@ -440,22 +440,26 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     L, S = query.shape[-2], key.shape[-2]
+    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     bias = None
-    if is_causal:
-        if attn_mask is not None:
-            raise ValueError("attn_mask and is_causal=True cannot both be given")
-        bias = np.where(np.tril(np.ones((L, S), dtype=bool)), 0.0, -np.inf).astype(query.dtype)
-    elif attn_mask is not None:
+    if is_causal and attn_mask is not None:
+        raise ValueError("attn_mask and is_causal=True cannot both be given")
+    if attn_mask is not None:
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+        try:
+            np.broadcast_shapes(mask.shape, batch + (L, S))
+        except ValueError:
+            raise ValueError(f"attn_mask of shape {mask.shape} does not broadcast to the scores' shape "
+                             f"{batch + (L, S)}") from None
+        # kept in the mask's own shape: the op broadcasts it only where it has to
         bias = np.where(mask, 0.0, -np.inf).astype(query.dtype) if mask.dtype == bool else mask.astype(query.dtype)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     keep = None
     if dropout_p > 0.0:
         keep = _keep_mask(query.shape[:-1] + (S,), dropout_p, query.dtype)
-    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     q, k, v = (t.expand(batch + t.shape[-2:]) if t.shape[:-2] != batch else t for t in (query, key, value))
     return ScaledDotProductAttention.apply(_contiguous(q), _contiguous(k), _contiguous(v), bias,
-                                           scale=scale, keep=keep)
+                                           scale=scale, keep=keep, is_causal=bool(is_causal))
 
 
 def linear_attention(q, k, v):

@@ -48,6 +48,9 @@ vectorises (`exp_nonpositive_float32`), and, when no backward follows, scores co
 a time in one reused buffer, instead of a fresh (B, L, S) array whose page faults cost as much as a matmul.
 Linear attention's matmuls are small (E x Ev) and stay as plain loops (`matmul_into`, `matmul_tn_into`)
 inside its kernels.
+
+float32 inference (no dropout, no backward) does not come here: `flash_attention.py` computes it in blocks
+without the (L, S) scores, in register tiles, and is faster than these BLAS calls at every shape measured.
 """
 import math
 
@@ -55,6 +58,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .simd import float32_from_bits
 
 # --------------------------------------------------------------------------------------------------
 # Matmuls on 2-D C-contiguous blocks
@@ -95,37 +99,41 @@ matmul_tn_into = njit(cache=True)(_matmul_tn_into)
 
 
 # float32 exp as plain arithmetic (Cephes' expf): libm's expf is one call per element, which LLVM cannot
-# vectorise; these loops it can, and the softmax at N = 1024 runs about 3x faster for it.
+# vectorise; a loop over `exp_nonpositive` it can (2^n is built from its bits, n rounded by adding and
+# subtracting 1.5 * 2^23, no call anywhere).
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 = hi + lo, hi exact in 9 bits
 _EXP_UNDERFLOW = np.float32(-87.0)  # below it exp(x) < 1.7e-38, near float32's smallest normal number
+_ROUNDING = np.float32(12582912.0)  # 1.5 * 2^23: x + it - it rounds x to an integer (|x| < 2^22)
 
 
-def _exp_nonpositive_float32(row, exponents):
-    """In place on a float32 row of entries <= 0 (-inf included): row[j] -> exp(row[j]), within one ulp.
+def _exp_nonpositive(x):
+    """exp(x) for one float32 x <= 0 (-inf included), within one ulp; NaN gives NaN.
 
     exp(x) = 2^n exp(r) with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2]; exp(r) is Cephes'
-    degree-7 polynomial, and 2^n is added into the float's exponent bits (an int32 view of the row), via
-    the int32 scratch `exponents` (same length). Entries below -87 give 0: torch gives a subnormal there,
-    less than 1.7e-38, and 0 for -inf."""
+    degree-7 polynomial and 2^n the float32 with exponent bits n + 127. Entries below -87 give 0: torch
+    gives a subnormal there, less than 1.7e-38, and 0 for -inf."""
+    clamped = max(x, _EXP_UNDERFLOW)
+    n = (clamped * _LOG2E + _ROUNDING) - _ROUNDING
+    r = clamped - n * _LN2_HI - n * _LN2_LO
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    p = p * float32_from_bits((np.int32(n) + np.int32(127)) << 23)
+    return np.float32(0.0) if x < _EXP_UNDERFLOW else (p if x == x else x)
+
+
+exp_nonpositive = njit(cache=True, inline="always")(_exp_nonpositive)
+
+
+def _exp_nonpositive_float32(row):
+    """In place on a float32 row of entries <= 0: row[j] -> exp(row[j]) (`exp_nonpositive`)."""
     for j in range(row.shape[0]):
-        x = row[j]
-        clamped = max(x, _EXP_UNDERFLOW)
-        n = np.floor(clamped * _LOG2E + np.float32(0.5))
-        r = clamped - n * _LN2_HI - n * _LN2_LO
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        p = p * r * r + r + np.float32(1.0)
-        underflow = x < _EXP_UNDERFLOW
-        row[j] = np.float32(0.0) if underflow else p
-        exponents[j] = 0 if underflow else np.int32(n)
-    bits = row.view(np.int32)
-    for j in range(row.shape[0]):
-        bits[j] += exponents[j] << 23
+        row[j] = exp_nonpositive(row[j])
 
 
 exp_nonpositive_float32 = njit(cache=True)(_exp_nonpositive_float32)
@@ -142,11 +150,11 @@ def _sum_float32(row):
 sum_float32 = njit(cache=True, fastmath={"reassoc", "nsz"})(_sum_float32)
 
 
-def _softmax_row(row, bias, b, i, scale, exponents):
+def _softmax_row(row, bias, b, i, scale, single):
     """In place on row (S,) = q[b, i] k[b]^T: row -> softmax(row * scale + bias[b, i]) (no bias if None); a
     row that is all -inf -> zeros, as torch._safe_softmax. The row maximum is subtracted before exp so
-    nothing overflows. float64 (exponents None): libm's exp, the row sum in float64. float32: exponents is
-    int32 scratch (S,) for `exp_nonpositive_float32`, the row sum in float32."""
+    nothing overflows. float64 (single False): libm's exp, the row sum in float64. float32 (single True):
+    `exp_nonpositive_float32`, the row sum in float32."""
     for j in range(row.shape[0]):
         x = row[j] * scale
         if bias is not None:
@@ -156,7 +164,7 @@ def _softmax_row(row, bias, b, i, scale, exponents):
     if top == -np.inf:
         row[:] = 0
         return
-    if exponents is None:
+    if not single:
         total = 0.0
         for j in range(row.shape[0]):
             row[j] = math.exp(row[j] - top)
@@ -164,7 +172,7 @@ def _softmax_row(row, bias, b, i, scale, exponents):
     else:
         for j in range(row.shape[0]):
             row[j] -= top
-        exp_nonpositive_float32(row, exponents)
+        exp_nonpositive_float32(row)
         total = sum_float32(row)
     inv = 1.0 / total
     for j in range(row.shape[0]):
@@ -174,28 +182,24 @@ def _softmax_row(row, bias, b, i, scale, exponents):
 softmax_row = njit(cache=True)(_softmax_row)
 
 
-def _softmax_batched(scores, bias, scale, exponents, n_tasks):
+def _softmax_batched(scores, bias, scale, single, n_tasks):
     """In place on scores (B, L, S): every row through `softmax_row`. The B * L rows are cut into n_tasks
     runs of consecutive rows that run in parallel (so a single batch entry still uses every thread);
-    exponents is None for float64, and for float32 int32 scratch (n_tasks, S), a row per task."""
+    single is True for float32 scores."""
     n_rows, length = scores.shape[0] * scores.shape[1], scores.shape[1]
     for task in prange(n_tasks):
         for r in range(task * n_rows // n_tasks, (task + 1) * n_rows // n_tasks):
             b, i = r // length, r % length
-            if exponents is None:
-                softmax_row(scores[b, i], bias, b, i, scale, None)
-            else:
-                softmax_row(scores[b, i], bias, b, i, scale, exponents[task])
+            softmax_row(scores[b, i], bias, b, i, scale, single)
 
 
 softmax_batched = njit(cache=True, parallel=True)(_softmax_batched)
 
 
 def softmax_in_place(scores, bias, scale):
-    """Runs `softmax_batched` on scores (B, L, S) with its scratch: a few tasks per thread."""
+    """Runs `softmax_batched` on scores (B, L, S): a few tasks per thread."""
     n_tasks = max(1, min(scores.shape[0] * scores.shape[1], 4 * numba.get_num_threads()))
-    exponents = np.empty((n_tasks, scores.shape[2]), np.int32) if scores.dtype == np.float32 else None
-    softmax_batched(scores, bias, scale, exponents, n_tasks)
+    softmax_batched(scores, bias, scale, scores.dtype == np.float32, n_tasks)
 
 
 def _safe_softmax_reference(scores):

@@ -1,5 +1,6 @@
-"""Batch normalization kernels beside their NumPy twins: evaluation mode in one pass, and training mode
-(batch statistics, forward and backward) with one task per channel.
+"""Normalization kernels beside their NumPy twins: batch norm in evaluation mode in one pass and in training
+mode (batch statistics, forward and backward) with one task per channel; layer norm for inference, one
+task per row (at the end of the file).
 
 Evaluation.
 
@@ -40,8 +41,9 @@ pairwise order): kernel and twin differ only by the order of the float64 sums, s
 place of x's dtype where a statistic rounds the other way.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
+from .attention import sum_float32
 from .threads import ParallelKernel, threads_for
 
 
@@ -175,3 +177,58 @@ def batch_norm_training_backward_reference(g, x_hat, inv_std, weight):
     mean_g_hat, mean_g_hat_x_hat = (w * (a / count).reshape(shape) for a in (dbias, dweight))
     dx = inv_std.reshape(shape) * (g * w - mean_g_hat - x_hat * mean_g_hat_x_hat)
     return dx.astype(g.dtype), dweight.astype(g.dtype), dbias.astype(g.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Layer normalization (inference)
+#
+# torch.nn.functional.layer_norm over the last D values of each row, in float32 throughout (torch's CPU
+# kernel accumulates float32 in float32 too, with a Welford cascade):
+#
+#     mean = sum(x) / D     var = sum((x - mean)^2) / D  (two passes, no E[x^2] - E[x]^2 cancellation)
+#     out  = (x - mean) * rstd * weight + bias            rstd = 1 / sqrt(var + eps)
+#
+# The sums are reassociated (`sum_float32`, `_sum_squared_deviation`) so LLVM vectorises them; kernel and
+# twin (NumPy's pairwise float32 sums) then differ by the order of float32 additions only. Rows run in
+# parallel above the work cutoff, each writing its own row.
+
+
+def _sum_squared_deviation(row, centre):
+    total = np.float32(0.0)
+    for k in range(row.shape[0]):
+        d = row[k] - centre
+        total += d * d
+    return total
+
+
+sum_squared_deviation = njit(cache=True, fastmath={"reassoc", "nsz"})(_sum_squared_deviation)
+
+
+def _layer_norm_inference(x, weight, bias, eps, out):
+    n_rows, size = x.shape
+    inv_size = np.float32(1.0) / np.float32(size)
+    for r in prange(n_rows):
+        row_in, row_out = x[r], out[r]
+        centre = sum_float32(row_in) * inv_size
+        spread = sum_squared_deviation(row_in, centre) * inv_size
+        rstd = np.float32(1.0) / np.sqrt(spread + eps)
+        for k in range(size):
+            row_out[k] = (row_in[k] - centre) * rstd * weight[k] + bias[k]
+
+
+layer_norm_inference_kernel = ParallelKernel(_layer_norm_inference, error_model="numpy")
+
+
+def layer_norm_inference(x, weight, bias, eps, out=None):
+    """x (..., D) float32 C-contiguous, weight and bias (D,) float32. Returns out (new unless given)."""
+    out = np.empty_like(x) if out is None else out
+    size = x.shape[-1]
+    with threads_for(x.size):
+        layer_norm_inference_kernel(x.reshape(-1, size), weight, bias, np.float32(eps), out.reshape(-1, size))
+    return out
+
+
+def layer_norm_inference_reference(x, weight, bias, eps):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) * (1 / np.sqrt(var + x.dtype.type(eps))) * weight + bias

@@ -229,3 +229,92 @@ def fma_float32(a, b, c):
         needs_odd = (error != 0) & np.isfinite(total) & ((total.view(np.int64) & 1) == 0)
         total = np.where(needs_odd, np.nextafter(total, np.where(error > 0, np.inf, -np.inf)), total)
         return total.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# float32 vectors (generic LLVM: legal on any CPU)
+#
+# An `F32x16` is an LLVM `<16 x float>`. Nothing below names an x86 instruction: LLVM lowers a 16-lane
+# vector to one zmm register with AVX-512, two ymm with AVX2, four xmm with SSE, so these compile and run
+# everywhere. They let a kernel keep a register tile of accumulators (`kernels/flash_attention.py`), which
+# the loop vectoriser never builds from a plain loop over arrays (it reloads and stores the tile at every
+# step, not knowing that the arrays do not alias).
+
+
+class _F32x16Type(types.Type):
+    def __init__(self):
+        super().__init__(name="f32x16")
+
+
+_VF16 = ir.VectorType(ir.FloatType(), 16)
+
+
+@register_model(_F32x16Type)
+class _F32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VF16)
+
+
+F32x16 = _F32x16Type()
+
+
+def _float_pointer(context, builder, array_type, array, index):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), _VF16.as_pointer())
+
+
+@intrinsic
+def fzeros16(typingctx):
+    """16 float32 zeros."""
+    return F32x16(), lambda context, builder, sig, args: ir.Constant(_VF16, [0.0] * 16)
+
+
+@intrinsic
+def fload16(typingctx, array, index):
+    """array[index:index + 16] of a flat float32 array (no bounds check)."""
+    def codegen(context, builder, sig, args):
+        return builder.load(_float_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+    return F32x16(array, index), codegen
+
+
+@intrinsic
+def fstore16(typingctx, array, index, vector):
+    """array[index:index + 16] = vector, for a flat float32 array (no bounds check)."""
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _float_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+        return context.get_dummy_value()
+    return types.none(array, index, F32x16), codegen
+
+
+@intrinsic
+def fsplat16(typingctx, value):
+    """One float32 in all 16 lanes."""
+    def codegen(context, builder, sig, args):
+        one = builder.insert_element(ir.Constant(_VF16, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, ir.Constant(_VF16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+    return F32x16(types.float32), codegen
+
+
+@intrinsic
+def fmuladd16(typingctx, a, b, c):
+    """a * b + c per lane (llvm.fmuladd: one FMA where the CPU has it, a multiply and an add elsewhere, so
+    the last bit may differ between CPUs)."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.fmuladd.v16f32", _VF16, [_VF16] * 3, args)
+    return F32x16(F32x16, F32x16, F32x16), codegen
+
+
+@intrinsic
+def fmul16(typingctx, a, b):
+    """a * b per lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+    return F32x16(F32x16, F32x16), codegen
+
+
+@intrinsic
+def float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bits are the int32 `bits` (a bit cast, as NumPy's `.view(np.float32)`)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen

@@ -87,12 +87,13 @@ def _twin(py_func, suffix):
 
 class ParallelKernel:
     """`py_func` compiled with `parallel=True` (`.parallel`) and without (`.serial`); calling it runs the
-    one `threads_for` chose (the parallel one outside any `threads_for` block)."""
+    one `threads_for` chose (the parallel one outside any `threads_for` block). `options` go to both
+    `njit` calls (`error_model="numpy"` lets a float division vectorise: no zero check per element)."""
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, **options):
         self.py_func = py_func
-        self.parallel = njit(cache=True, parallel=True)(py_func)
-        self.serial = njit(cache=True)(_twin(py_func, "_serial"))
+        self.parallel = njit(cache=True, parallel=True, **options)(py_func)
+        self.serial = njit(cache=True, **options)(_twin(py_func, "_serial"))
         self.__doc__ = py_func.__doc__
 
     def __call__(self, *args):

@@ -88,11 +88,9 @@ def _as_array(x, name):
 
 
 def attention_bias_mask(attention_mask):
-    """(B, L) padding mask (1 / True = attend) -> boolean (B, 1, L, L) mask for scaled_dot_product_attention:
-    every query may look at every real key."""
-    keep = attention_mask.astype(bool)
-    B, L = keep.shape
-    return np.broadcast_to(keep[:, None, None, :], (B, 1, L, L))
+    """(B, L) padding mask (1 / True = attend) -> boolean (B, 1, 1, L) mask for scaled_dot_product_attention,
+    which broadcasts it over heads and queries: every query may look at every real key."""
+    return attention_mask.astype(bool)[:, None, None, :]
 
 
 class BertEmbeddings(Module):

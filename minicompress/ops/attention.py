@@ -8,21 +8,45 @@ import numpy as np
 
 from ..autograd import Function
 from ..kernels import attention as kernels
+from ..kernels.flash_attention import flash_attention
 
 
 def _flatten_batch(a):
     return np.ascontiguousarray(a.reshape((-1,) + a.shape[-2:]))
 
 
+def _bias_by_entry(bias, lead, length, size):
+    """An additive mask broadcastable to lead + (L, S) -> (bias (nb, 1 or L, S) float32, index (B,)): the
+    mask's distinct entries and, for each flattened batch entry, which of them it uses. A key-padding mask
+    (B, 1, 1, S) stays (B, 1, S) instead of growing to (B, H, L, S)."""
+    bias = bias.reshape((1,) * (len(lead) + 2 - bias.ndim) + bias.shape)
+    rows = length if bias.shape[-2] != 1 else 1
+    bias = np.broadcast_to(bias, bias.shape[:-2] + (rows, size))
+    entries = bias.shape[:-2]
+    index = np.broadcast_to(np.arange(int(np.prod(entries)), dtype=np.int64).reshape(entries), lead).ravel()
+    return np.ascontiguousarray(bias.reshape((-1, rows, size)), np.float32), index
+
+
 class ScaledDotProductAttention(Function):
-    """Inputs (..., L, E), (..., S, E), (..., S, Ev); `bias` is (..., L, S) additive (-inf masks)
-    or None; `keep` is the dropout keep-mask already divided by (1 - p), or None."""
+    """Inputs (..., L, E), (..., S, E), (..., S, Ev); `bias` is an additive mask broadcastable to
+    (..., L, S) (-inf masks) or None; `keep` is the dropout keep-mask already divided by (1 - p), or None;
+    is_causal keeps key j for query i when j <= i.
+
+    float32 inference (no dropout, no backward) runs the blocked kernel of `kernels/flash_attention.py`,
+    which never forms the (L, S) scores; everything else the kernels of `kernels/attention.py`, which keep
+    the softmax for the backward."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias=None, scale=1.0, keep=None):
-        lead = q.shape[:-2]
+    def forward(ctx, q, k, v, bias=None, scale=1.0, keep=None, is_causal=False):
+        lead, length, size = q.shape[:-2], q.shape[-2], k.shape[-2]
         q3, k3, v3 = _flatten_batch(q), _flatten_batch(k), _flatten_batch(v)
-        b3 = None if bias is None else _flatten_batch(np.broadcast_to(bias, lead + bias.shape[-2:]).astype(q.dtype))
+        if keep is None and not any(ctx.needs_input_grad) and q.dtype == np.float32:
+            bias3, index = (None, None) if bias is None else _bias_by_entry(bias, lead, length, size)
+            out = flash_attention(q3, k3, v3, bias3, index, scale, is_causal)
+            return out.reshape(lead + out.shape[-2:])
+        if is_causal:
+            bias = np.where(np.tril(np.ones((length, size), dtype=bool)), 0.0, -np.inf).astype(q.dtype)
+        b3 = None if bias is None else _flatten_batch(np.broadcast_to(bias, lead + (length, size)).astype(q.dtype))
         if keep is None and not any(ctx.needs_input_grad):  # no backward follows: no probs to keep
             out, _ = kernels.sdpa_forward(q3, k3, v3, b3, scale, need_probs=False)
             return out.reshape(lead + out.shape[-2:])

@@ -6,13 +6,18 @@ With N the number of values each statistic covers, the input gradient is
     dx = (1 / sqrt(var + eps)) * (dxhat - mean(dxhat) - x_hat * mean(dxhat * x_hat)),  dxhat = g * w.
 
 BatchNorm runs the kernels of kernels/norm.py where they apply (`_kernels_apply`): one pass in evaluation
-without grad, one task per channel for the batch statistics and the backward in training. The NumPy
-expressions here are the path for every other input, and LayerNorm's.
+without grad, one task per channel for the batch statistics and the backward in training; LayerNorm runs
+its float32 kernel without grad. The NumPy expressions here are the path for every other input.
 """
 import numpy as np
 
 from ..autograd import Function
-from ..kernels.norm import batch_norm_inference, batch_norm_training, batch_norm_training_backward
+from ..kernels.norm import (
+    batch_norm_inference,
+    batch_norm_training,
+    batch_norm_training_backward,
+    layer_norm_inference,
+)
 
 
 def _normalized_backward(g_hat, x_hat, inv_std, axes):
@@ -127,6 +132,12 @@ class LayerNorm(Function):
     @staticmethod
     def forward(ctx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
         axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+        if not any(ctx.needs_input_grad) and x.dtype == np.float32 and _kernels_apply(x, weight, bias):
+            # Nothing to save for a backward: one task per row in float32 (kernels/norm.py).
+            size = int(np.prod(normalized_shape))
+            w = np.ones(size, x.dtype) if weight is None else np.ascontiguousarray(weight).reshape(-1)
+            b = np.zeros(size, x.dtype) if bias is None else np.ascontiguousarray(bias).reshape(-1)
+            return layer_norm_inference(x.reshape(-1, size), w, b, eps).reshape(x.shape)
         mean = x.mean(axis=axes, keepdims=True)
         var = x.var(axis=axes, keepdims=True)
         inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
