@@ -207,6 +207,22 @@ def test_bad_arguments_are_named():
         Int4Linear.from_float(nn.Linear(8, 2), 16, method="awq")
 
 
+def test_quantize_int4_weights_defaults_are_the_measured_best():
+    """Asymmetric, clipped, act_order with static groups, damp 0.1: the same bytes as the layer built with them."""
+    import minicompress as mc
+    from minicompress import quant as Q
+
+    x = np.random.default_rng(0).standard_normal((60, 48)).astype(np.float32)
+    mc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(48, 8))
+    quantized = Q.quantize_int4_weights(model, 16, method="gptq", calibrate=lambda m: m(mc.tensor(x)))
+    layer = Int4Linear.from_float(model[0], 16, False, method="gptq", inputs=x, mse=True, act_order=True,
+                                  static_groups=True, damp=0.1)
+    assert not quantized[0].symmetric
+    for name in ("weight_packed", "weight_scales", "weight_zero_points"):
+        assert getattr(quantized[0], name).data.tobytes() == getattr(layer, name).data.tobytes()
+
+
 def test_quantize_int4_weights_calibrates_each_layer_after_the_ones_before():
     """The second layer's Hessian is that of its inputs in the model whose first layer is already int4;
     a layer calibration never reaches is rounded to nearest, with a warning naming it."""
@@ -220,7 +236,8 @@ def test_quantize_int4_weights_calibrates_each_layer_after_the_ones_before():
     unused = nn.Linear(16, 4)
     model.unused = unused
     with pytest.warns(UserWarning, match="'unused' received no inputs"):
-        quantized = Q.quantize_int4_weights(model, 16, method="gptq", calibrate=lambda m: m[2](m[1](m[0](mc.tensor(x)))))
+        quantized = Q.quantize_int4_weights(model, 16, True, method="gptq", mse=False, act_order=False, static_groups=False,
+                                            damp=0.01, calibrate=lambda m: m[2](m[1](m[0](mc.tensor(x)))))
     first = Int4Linear.from_float(model[0], 16, method="gptq", inputs=x)
     assert quantized[0].weight_packed.data.tobytes() == first.weight_packed.data.tobytes()
     hidden = np.maximum(first(mc.tensor(x)).data, 0)

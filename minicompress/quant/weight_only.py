@@ -121,10 +121,15 @@ def _replace(model, name, new):
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
 
 
-def quantize_int4_weights(model, group_size=64, symmetric=True, method="rtn", calibrate=None, inplace=False, *,
-                          mse=False, act_order=False, static_groups=False, damp=0.01, sequential=True):
+def quantize_int4_weights(model, group_size=64, symmetric=False, method="rtn", calibrate=None, inplace=False, *,
+                          mse=True, act_order=True, static_groups=True, damp=0.1, sequential=True):
     """`model` with every nn.Linear replaced by an Int4Linear (weights rounded by `method`; `mse`,
     `act_order`, `static_groups`, `damp` as `Int4Linear.from_float` and `quant.gptq.gptq_quantize` take them).
+
+    The defaults are what measured best on all-MiniLM-L6-v2 (benchmarks/RESULTS.md, bench_int4.py): a zero
+    point per group (onnxruntime's `MatMulNBitsQuantizer` default too), each group's range clipped where its
+    rounding error is least, and for GPTQ act_order with static groups and damp 0.1. The layer-level
+    functions keep the paper's reference defaults (no act_order, damp 0.01) and onnxruntime's rounding.
 
     method="gptq" needs `calibrate`, a function that runs calibration data through the model it is given
     (e.g. `lambda m: m.encode(sentences)`). With `sequential` (the default) the layers are quantized one at
