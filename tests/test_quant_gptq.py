@@ -4,7 +4,7 @@ torch); its layer output error against round-to-nearest's; and H = I, where it i
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from minicompress import nn
 from minicompress.quant.gptq import gptq_quantize, hessian
@@ -38,13 +38,35 @@ def mlas_quantize(w, params):
     return ((q - zero) * scale).double()
 
 
-def reference_gptq(W, H, groupsize, symmetric, blocksize=128, percdamp=0.01):
-    """`GPTQ.fasterquant` of the paper's gptq.py (act_order=False, static_groups=False), float64."""
+def mlas_mse_params(wg, symmetric, norm=2.4, grid=100, maxshrink=0.8):
+    """GPTQ's `Quantizer.find_params(mse=True)`: the shrink p of the range with the least |x - q|^norm."""
+    wg = wg.float()
+    best = torch.full((wg.shape[0],), float("inf"), dtype=torch.float64)
+    scale, zero = mlas_params(wg, symmetric)
+    for i in range(int(maxshrink * grid)):
+        p = torch.tensor(1 - i / grid, dtype=torch.float32)
+        scale1, zero1 = mlas_params(wg * p, symmetric)
+        err = (mlas_quantize(wg, (scale1[:, None], zero1[:, None])) - wg.double()).abs().pow(norm).sum(1)
+        better = err < best
+        best, scale, zero = torch.where(better, err, best), torch.where(better, scale1, scale), torch.where(better, zero1, zero)
+    return scale, zero
+
+
+def reference_gptq(W, H, groupsize, symmetric, blocksize=128, percdamp=0.01, actorder=False, static_groups=False,
+                   mse=False):
+    """`GPTQ.fasterquant` of the paper's gptq.py with AutoGPTQ's `actorder` / `static_groups`, float64."""
+    find_params = mlas_mse_params if mse else mlas_params
     W, H = W.clone().double(), H.clone().double()
     columns = W.shape[1]
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
+    if static_groups:
+        groups = [find_params(W[:, i:i + groupsize], symmetric) for i in range(0, columns, groupsize)]
+    if actorder:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        W, H = W[:, perm], H[perm][:, perm]
+        invperm = torch.argsort(perm)
     Q = torch.zeros_like(W)
     diag = torch.arange(columns)
     H[diag, diag] += percdamp * torch.mean(torch.diag(H))
@@ -56,8 +78,10 @@ def reference_gptq(W, H, groupsize, symmetric, blocksize=128, percdamp=0.01):
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             w, d = W1[:, i], Hinv1[i, i]
-            if (i1 + i) % groupsize == 0:
-                params = mlas_params(W[:, (i1 + i):(i1 + i + groupsize)], symmetric)
+            if static_groups:
+                params = groups[int(perm[i1 + i] if actorder else i1 + i) // groupsize]
+            elif (i1 + i) % groupsize == 0:
+                params = find_params(W[:, (i1 + i):(i1 + i + groupsize)], symmetric)
             q = mlas_quantize(w, params)
             Q1[:, i] = q
             err1 = (w - q) / d
@@ -65,7 +89,7 @@ def reference_gptq(W, H, groupsize, symmetric, blocksize=128, percdamp=0.01):
             Err1[:, i] = err1
         Q[:, i1:i2] = Q1
         W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-    return Q
+    return Q[:, invperm] if actorder else Q
 
 
 # ----- problems ---------------------------------------------------------------------------------
@@ -99,6 +123,37 @@ def test_gptq_equals_the_reference(problem, block_size):
     ours = dequantize_int4(*gptq_quantize(w, H, group_size, symmetric, block_size=block_size), w.shape[1])
     expected = reference_gptq(torch.from_numpy(w), torch.from_numpy(H), group_size, symmetric, block_size)
     assert np.array_equal(ours, expected.float().numpy())
+
+
+@settings(max_examples=25, deadline=None)
+@given(problems(max_k=160), st.sampled_from([128, 48]), st.sampled_from([(True, True), (False, True)]), st.booleans())
+def test_act_order_static_groups_and_mse_equal_the_reference(problem, block_size, order_static, mse):
+    """act_order (columns by decreasing H[k, k]) with static groups, static groups alone, and the mse clipping:
+    the weight dequantized from the stored codes, scales and zero points (put back in the input order) is
+    exactly the reference's Q, the weight its GPTQ loop rounded to."""
+    w, x, group_size, symmetric = problem
+    act_order, static_groups = order_static
+    if x.shape[0] % 3 == 0:
+        x[:, ::7] = 0
+    H = hessian(x)
+    arrays = gptq_quantize(w, H, group_size, symmetric, block_size=block_size, act_order=act_order,
+                           static_groups=static_groups, mse=mse)
+    expected = reference_gptq(torch.from_numpy(w), torch.from_numpy(H), group_size, symmetric, block_size,
+                              actorder=act_order, static_groups=static_groups, mse=mse)
+    assert np.array_equal(dequantize_int4(*arrays, w.shape[1]), expected.float().numpy())
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(max_k=200))
+def test_mse_clipping_never_rounds_worse_than_the_full_range(problem):
+    """The search includes p = 1: each group's |x - q|^2.4 is at most round-to-nearest's on the full range."""
+    w, _, group_size, symmetric = problem
+    full = dequantize_int4(*quantize_int4(w, group_size, symmetric), w.shape[1]).astype(np.float64)
+    clipped = dequantize_int4(*quantize_int4(w, group_size, symmetric, mse=True), w.shape[1]).astype(np.float64)
+    pad = -w.shape[1] % group_size
+    per_group = [np.pad(np.abs(q - w) ** 2.4, ((0, 0), (0, pad))).reshape(w.shape[0], -1, group_size).sum(-1)
+                 for q in (clipped, full)]
+    assert np.all(per_group[0] <= per_group[1])
 
 
 @given(problems(min_rows=4, max_rows=16, min_k=32, max_k=160, samples_per_column=(2, 4)))
@@ -144,8 +199,28 @@ def test_bad_arguments_are_named():
         hessian(np.zeros((0, 8)))
     with pytest.raises(ValueError, match="exactly one of inputs"):
         Int4Linear.from_float(nn.Linear(8, 2), 16, method="gptq")
+    with pytest.raises(ValueError, match="act_order=True needs static_groups=True"):
+        gptq_quantize(w, np.eye(8), 16, act_order=True)
+    with pytest.raises(ValueError, match="act_order=True needs static_groups=True"):
+        Int4Linear.from_float(nn.Linear(8, 2), 16, method="gptq", hessian=np.eye(8), act_order=True)
     with pytest.raises(ValueError, match="method must be one of"):
         Int4Linear.from_float(nn.Linear(8, 2), 16, method="awq")
+
+
+def test_quantize_int4_weights_defaults_are_the_measured_best():
+    """Asymmetric, clipped, act_order with static groups, damp 0.1: the same bytes as the layer built with them."""
+    import minicompress as mc
+    from minicompress import quant as Q
+
+    x = np.random.default_rng(0).standard_normal((60, 48)).astype(np.float32)
+    mc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(48, 8))
+    quantized = Q.quantize_int4_weights(model, 16, method="gptq", calibrate=lambda m: m(mc.tensor(x)))
+    layer = Int4Linear.from_float(model[0], 16, False, method="gptq", inputs=x, mse=True, act_order=True,
+                                  static_groups=True, damp=0.1)
+    assert not quantized[0].symmetric
+    for name in ("weight_packed", "weight_scales", "weight_zero_points"):
+        assert getattr(quantized[0], name).data.tobytes() == getattr(layer, name).data.tobytes()
 
 
 def test_quantize_int4_weights_calibrates_each_layer_after_the_ones_before():
@@ -161,7 +236,8 @@ def test_quantize_int4_weights_calibrates_each_layer_after_the_ones_before():
     unused = nn.Linear(16, 4)
     model.unused = unused
     with pytest.warns(UserWarning, match="'unused' received no inputs"):
-        quantized = Q.quantize_int4_weights(model, 16, method="gptq", calibrate=lambda m: m[2](m[1](m[0](mc.tensor(x)))))
+        quantized = Q.quantize_int4_weights(model, 16, True, method="gptq", mse=False, act_order=False, static_groups=False,
+                                            damp=0.01, calibrate=lambda m: m[2](m[1](m[0](mc.tensor(x)))))
     first = Int4Linear.from_float(model[0], 16, method="gptq", inputs=x)
     assert quantized[0].weight_packed.data.tobytes() == first.weight_packed.data.tobytes()
     hidden = np.maximum(first(mc.tensor(x)).data, 0)

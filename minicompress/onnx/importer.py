@@ -196,8 +196,7 @@ def load(source, arithmetic="exact") -> GraphModule:
         if proto.op_type == "Identity" and domain == "" and ins[0] in constants:
             constants[outs[0]] = constants[ins[0]]     # torch's exporter shares equal weights this way
             continue
-        lowered = lower(proto.op_type, cls.since_version, attrs, ins, outs, constant, rank, spatial) \
-            if domain == "" else None
+        lowered = lower(proto.op_type, cls.since_version, attrs, ins, outs, constant, rank, spatial, domain)
         if lowered is not None:
             layer, pre = lowered
             target = unique_name(sanitize(name), modules)

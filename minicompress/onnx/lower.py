@@ -6,6 +6,8 @@
     MatMul (constant 2-D right operand)   -> nn.Linear        weight = B^T, no bias
     BatchNormalization (constant stats)   -> nn.BatchNorm2d / 1d in eval mode, torch momentum = 1 - momentum
     LayerNormalization (constant Scale)   -> nn.LayerNorm     over the trailing Scale.shape dimensions
+    com.microsoft MatMulNBits (constant B, scales, zero points, bias)
+                                          -> quant.Int4Linear  the packed bytes as they are
 
 Everything else (and these when their weights are computed in the graph) runs as an operator node. The
 functions here take plain values (NumPy arrays, Python attributes) and need no onnx import.
@@ -25,12 +27,12 @@ def _float32(*arrays):
     return all(a is None or a.dtype == np.float32 for a in arrays)
 
 
-def lower(op_type, version, attrs, inputs, outputs, constant, rank, spatial):
+def lower(op_type, version, attrs, inputs, outputs, constant, rank, spatial, domain=""):
     """(layer, [pre-op node specs]) for a node that becomes a layer, or None to keep it an operator.
 
     `constant(value)` returns the constant array of a value name or None, `rank(value)` / `spatial(value)`
     what shape inference knows (None when unknown)."""
-    fn = _LOWERINGS.get(op_type)
+    fn = _LOWERINGS.get((domain, op_type))
     return None if fn is None else fn(version, attrs, inputs, outputs, constant, rank, spatial)
 
 
@@ -147,5 +149,22 @@ def _layer_norm(version, attrs, inputs, outputs, constant, rank, spatial):
     return layer, []
 
 
-_LOWERINGS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
-              "BatchNormalization": _batch_norm, "LayerNormalization": _layer_norm}
+def _matmul_nbits(version, attrs, inputs, outputs, constant, rank, spatial):
+    from ..graph.ops.quantized import matmul_nbits_arrays
+    from ..quant.weight_only import Int4Linear
+    given = (inputs + [""] * 6)[1:6]                       # B, scales, zero_points, g_idx, bias
+    values = [constant(v) if v else None for v in given]
+    if any(v and value is None for v, value in zip(given, values)):
+        return None                                        # a weight computed in the graph: the operator runs it
+    b, scales, zero_points, g_idx, bias = values
+    if bias is not None and bias.dtype != np.float32:
+        return None
+    K, N = int(attrs["K"]), int(attrs["N"])
+    arrays = matmul_nbits_arrays(b, scales, zero_points, g_idx, K=K, N=N, bits=int(attrs.get("bits", 4)),
+                                 block_size=int(attrs["block_size"]), node=outputs[0])
+    return Int4Linear.from_packed(*arrays, K, int(attrs["block_size"]), None if bias is None else bias.reshape(N)), []
+
+
+_LOWERINGS = {("", "Conv"): _conv, ("", "ConvTranspose"): _conv_transpose, ("", "Gemm"): _gemm,
+              ("", "MatMul"): _matmul, ("", "BatchNormalization"): _batch_norm,
+              ("", "LayerNormalization"): _layer_norm, ("com.microsoft", "MatMulNBits"): _matmul_nbits}

@@ -87,6 +87,28 @@ def int4_qparams(groups, symmetric=True):
     return scales, np.clip(roundf(zero), 0, MAX_CODE).astype(np.uint8)
 
 
+def clipped_int4_qparams(groups, symmetric=True, norm=2.4, grid=100, max_shrink=0.8):
+    """(scales, zero points) of `int4_qparams` for each group's range shrunk by the factor p that minimises
+    the group's rounding error sum |x - dequantize(quantize(x))|^norm, over p = 1, 1 - 1/grid, ...,
+    1 - (max_shrink * grid - 1) / grid: the `mse=True` search of GPTQ's reference `Quantizer.find_params`
+    (norm 2.4, grid 100, maxshrink 0.8, as the paper's code and AutoGPTQ use it) on MLAS's grid. Clipping a
+    group's few outliers puts its many small weights on a finer grid; p = 1 is always a candidate, so the
+    error is never larger than round-to-nearest's. Ties keep the larger p (the search's order)."""
+    groups = np.asarray(groups, np.float32)
+    best_error = np.full(groups.shape[:-1], np.inf)
+    best_scales, best_zero_points = int4_qparams(groups, symmetric)
+    for i in range(int(max_shrink * grid)):
+        scales, zero_points = int4_qparams(groups * np.float32(1 - i / grid), symmetric)
+        codes = quantize_codes(groups, scales, zero_points)
+        dequantized = (codes.astype(np.int32) - zero_points[..., None]).astype(np.float32) * scales[..., None]
+        error = (np.abs(dequantized.astype(np.float64) - groups) ** norm).sum(axis=-1)
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best_scales = np.where(better, scales, best_scales)
+        best_zero_points = np.where(better, zero_points, best_zero_points)
+    return best_scales, best_zero_points
+
+
 def quantize_codes(groups, scales, zero_points):
     """uint8 codes q = clamp(roundf(x * (1 / s) + z), 0, 15) of float32 `groups` (..., group_size) with
     one (s, z) per group (...,)."""
@@ -124,9 +146,17 @@ def unpack_zero_points(packed_zero_points, groups_per_row, out_features=None):
     return unpack_nibbles(packed_zero_points)[:, :groups_per_row]
 
 
-def quantize_int4(weight, group_size=64, symmetric=True):
+def group_qparams(groups, symmetric=True, mse=False):
+    """Each group's (scales, zero points): its full range (`int4_qparams`), or with `mse` its range clipped
+    where the rounding error is least (`clipped_int4_qparams`)."""
+    return clipped_int4_qparams(groups, symmetric) if mse else int4_qparams(groups, symmetric)
+
+
+def quantize_int4(weight, group_size=64, symmetric=True, mse=False):
     """Round-to-nearest int4 of a float weight (N, K): (packed, scales, packed zero points or None), the
-    arrays MatMulNBits reads (see the module docstring). The rounding GPTQ replaces (`quant.gptq`)."""
+    arrays MatMulNBits reads (see the module docstring). The rounding GPTQ replaces (`quant.gptq`). With
+    `mse` each group's range is clipped where its rounding error is least (`clipped_int4_qparams`); without,
+    the arrays are onnxruntime's bit for bit."""
     group_size = check_group_size(group_size)
     weight = np.asarray(weight)
     if weight.ndim != 2 or weight.dtype.kind != "f":
@@ -135,7 +165,7 @@ def quantize_int4(weight, group_size=64, symmetric=True):
     if not np.isfinite(weight).all():
         raise ValueError("weight must be finite: NaN or infinite values have no int4 code")
     groups = group(weight, group_size)
-    scales, zero_points = int4_qparams(groups, symmetric)
+    scales, zero_points = group_qparams(groups, symmetric, mse)
     packed = pack_nibbles(quantize_codes(groups, scales, zero_points))
     return packed, scales, None if symmetric else pack_zero_points(zero_points)
 

@@ -63,10 +63,13 @@ class Int4Linear(Module):
         self.register_buffer("bias", Tensor(np.zeros(out_features, np.float32)) if bias else None)
 
     @classmethod
-    def from_float(cls, linear, group_size=64, symmetric=True, method="rtn", inputs=None, hessian=None):
+    def from_float(cls, linear, group_size=64, symmetric=True, method="rtn", inputs=None, hessian=None, *,
+                   mse=False, **gptq_options):
         """An Int4Linear computing what float `linear` does, its weight rounded by `method`: "rtn" (round
         to nearest) or "gptq" with the layer's calibration `inputs` (*, in_features) or their `hessian`
-        (`quant.gptq.hessian`, (in_features, in_features))."""
+        (`quant.gptq.hessian`, (in_features, in_features)). `mse` clips each group's range where its
+        rounding error is least (either method); `gptq_options` (act_order, static_groups, damp,
+        block_size) go to `quant.gptq.gptq_quantize`."""
         if not isinstance(linear, nn_layers.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         if method not in METHODS:
@@ -75,9 +78,10 @@ class Int4Linear(Module):
         if method == "gptq":
             if (inputs is None) == (hessian is None):
                 raise ValueError("method='gptq' needs exactly one of inputs (calibration rows) and hessian")
-            arrays = gptq_quantize(weight, gptq_hessian(inputs) if hessian is None else hessian, group_size, symmetric)
+            arrays = gptq_quantize(weight, gptq_hessian(inputs) if hessian is None else hessian, group_size, symmetric,
+                                   mse=mse, **gptq_options)
         else:
-            arrays = quantize_int4(weight, group_size, symmetric)
+            arrays = quantize_int4(weight, group_size, symmetric, mse)
         bias = None if linear.bias is None else np.asarray(linear.bias.data, np.float32)
         return cls.from_packed(*arrays, linear.in_features, group_size, bias)
 
@@ -264,16 +268,24 @@ def _replace(model, name, new):
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
 
 
-def quantize_int4_weights(model, group_size=64, symmetric=True, method="rtn", calibrate=None, inplace=False):
-    """`model` with every nn.Linear replaced by an Int4Linear (weights rounded by `method`).
+def quantize_int4_weights(model, group_size=64, symmetric=False, method="rtn", calibrate=None, inplace=False, *,
+                          mse=True, act_order=True, static_groups=True, damp=0.1, sequential=True):
+    """`model` with every nn.Linear replaced by an Int4Linear (weights rounded by `method`; `mse`,
+    `act_order`, `static_groups`, `damp` as `Int4Linear.from_float` and `quant.gptq.gptq_quantize` take them).
+
+    The defaults are what measured best on all-MiniLM-L6-v2 (benchmarks/RESULTS.md, bench_int4.py): a zero
+    point per group (onnxruntime's `MatMulNBitsQuantizer` default too), each group's range clipped where its
+    rounding error is least, and for GPTQ act_order with static groups and damp 0.1. The layer-level
+    functions keep the paper's reference defaults (no act_order, damp 0.01) and onnxruntime's rounding.
 
     method="gptq" needs `calibrate`, a function that runs calibration data through the model it is given
-    (e.g. `lambda m: m.encode(sentences)`). The layers are quantized one at a time in the order the model
-    lists them; each one's Hessian comes from its inputs in the model where the layers before it are
-    already int4 (as the reference quantizes a transformer block after the ones before it), so each
-    layer's rounding also absorbs what the earlier layers' rounding changed. A Linear that calibration
-    never reaches (a BERT pooler under mean pooling) has no Hessian: it is rounded to nearest, with a
-    warning naming it.
+    (e.g. `lambda m: m.encode(sentences)`). With `sequential` (the default) the layers are quantized one at
+    a time in the order the model lists them; each one's Hessian comes from its inputs in the model where
+    the layers before it are already int4 (as the reference quantizes a transformer block after the ones
+    before it, its `true_sequential` taken to single layers), so each layer's rounding also absorbs what the
+    earlier layers' rounding changed: one calibration pass per layer. Without it, every Hessian comes from
+    one pass of the float model. A Linear that calibration never reaches (a BERT pooler under mean
+    pooling) has no Hessian: it is rounded to nearest, with a warning naming it.
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a Module, got {type(model).__name__}")
@@ -282,35 +294,44 @@ def quantize_int4_weights(model, group_size=64, symmetric=True, method="rtn", ca
     check_group_size(group_size)
     if method == "gptq" and not callable(calibrate):
         raise ValueError("method='gptq' needs calibrate, a function running calibration data through the model")
+    if act_order and not static_groups:
+        raise ValueError("act_order=True needs static_groups=True (groups of the permuted order need g_idx)")
+    gptq_options = {"act_order": act_order, "static_groups": static_groups, "damp": damp} if method == "gptq" else {}
     model = model if inplace else copy.deepcopy(model)
     model.eval()
-    for name, linear in _linears(model):
-        H = _accumulate_hessian(model, linear, calibrate) if method == "gptq" else None
+    linears = _linears(model)
+    hessians = [None] * len(linears)
+    if method == "gptq" and not sequential:
+        hessians = _accumulate_hessians(model, [linear for _, linear in linears], calibrate)
+    for index, (name, linear) in enumerate(linears):
+        H = hessians[index]
+        if method == "gptq" and sequential:
+            H = _accumulate_hessians(model, [linear], calibrate)[0]
         if method == "gptq" and H is None:
             warnings.warn(f"quantize_int4_weights: layer {name!r} received no inputs while calibrate ran; "
                           f"it is rounded to nearest")
         _replace(model, name, Int4Linear.from_float(linear, group_size, symmetric, "rtn" if H is None else method,
-                                                    hessian=H))
+                                                    hessian=H, mse=mse, **(gptq_options if H is not None else {})))
     return model
 
 
-def _accumulate_hessian(model, linear, calibrate):
-    """H = 2 / n X^T X of the rows `linear` receives while `calibrate(model)` runs (float64, summed as it
-    goes, so no inputs are kept); None when it received none."""
-    k = linear.in_features
-    state = {"xtx": np.zeros((k, k)), "rows": 0}
+def _accumulate_hessians(model, linears, calibrate):
+    """[H = 2 / n X^T X] of the rows each of `linears` receives while `calibrate(model)` runs (float64,
+    summed as it goes, so no inputs are kept); None for a layer that received none."""
+    states = [{"xtx": np.zeros((m.in_features, m.in_features)), "rows": 0} for m in linears]
 
-    def record(module, args, output):
-        x = np.asarray(args[0].data if isinstance(args[0], Tensor) else args[0], np.float64).reshape(-1, k)
-        state["xtx"] += x.T @ x
-        state["rows"] += x.shape[0]
+    def recorder(state, k):
+        def record(module, args, output):
+            x = np.asarray(args[0].data if isinstance(args[0], Tensor) else args[0], np.float64).reshape(-1, k)
+            state["xtx"] += x.T @ x
+            state["rows"] += x.shape[0]
+        return record
 
-    handle = linear.register_forward_hook(record)
+    handles = [m.register_forward_hook(recorder(state, m.in_features)) for m, state in zip(linears, states)]
     try:
         with no_grad():
             calibrate(model)
     finally:
-        handle.remove()
-    if state["rows"] == 0:
-        return None
-    return 2.0 / state["rows"] * state["xtx"]
+        for handle in handles:
+            handle.remove()
+    return [None if state["rows"] == 0 else 2.0 / state["rows"] * state["xtx"] for state in states]

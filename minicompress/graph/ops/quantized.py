@@ -490,3 +490,74 @@ class QLinearSoftmax(Op):
         from .nn import Softmax_1, Softmax_13
         op = (lambda r: Softmax_13().run(r, axis=axis)) if opset >= 13 else (lambda r: Softmax_1().run(r, axis=axis))
         return _requantize_float(op, x, x_scale, x_zero_point, y_scale, y_zero_point)
+
+
+def matmul_nbits_arrays(b, scales, zero_points, g_idx, *, K, N, bits, block_size, node="MatMulNBits"):
+    """MatMulNBits' constant inputs as the project's int4 arrays (`quant.int4`): packed uint8 (N, n_blocks,
+    block_size / 2), scales float32 (N, n_blocks), packed zero points uint8 (N, ceil(n_blocks / 2)) or None.
+
+    onnxruntime writes B as (N, n_blocks, blob), scales and zero points either (N, ...) or flat; the bytes
+    are read in that order whatever the shape. 4-bit only; zero points as uint8 nibbles (a float zero point
+    per block, which onnxruntime also accepts, is refused, as is a g_idx other than k // block_size: groups
+    that are not runs of consecutive inputs have no place in the int4 layout here; and a g_idx beside zero
+    points, which onnxruntime 1.32 does not read as it reads the same zero points without one: measured, its
+    output differs by whole steps, so neither reading could be called MatMulNBits').
+
+    Raises:
+        UnsupportedOperatorError: bits other than 4, float zero points, a g_idx that reorders the groups.
+        ValueError: an attribute or array whose value or shape MatMulNBits does not allow.
+    """
+    from ...quant.int4 import check_group_size, check_packed, n_groups
+    from ..registry import UnsupportedOperatorError
+    if bits != 4:
+        raise UnsupportedOperatorError(f"MatMulNBits (node {node!r}): bits={bits}; minicompress reads bits=4 only")
+    block_size = check_group_size(block_size, f"MatMulNBits (node {node!r}) block_size")
+    if K < 1 or N < 1:
+        raise ValueError(f"MatMulNBits (node {node!r}): K and N must be positive, got K={K}, N={N}")
+    blocks = n_groups(K, block_size)
+
+    def shaped(value, name, dtype, shape):
+        value = np.asarray(value)
+        if value.dtype != dtype or value.size != int(np.prod(shape)):
+            raise ValueError(f"MatMulNBits (node {node!r}): {name} must hold {int(np.prod(shape))} {np.dtype(dtype).name} "
+                             f"values for K={K}, N={N}, block_size={block_size}, got {value.dtype} of shape {value.shape}")
+        return np.ascontiguousarray(value.reshape(shape))
+
+    if zero_points is not None and np.asarray(zero_points).dtype != np.uint8:
+        raise UnsupportedOperatorError(f"MatMulNBits (node {node!r}): zero_points of type {np.asarray(zero_points).dtype}; "
+                                       f"minicompress reads uint8 (packed 4-bit) zero points only")
+    if g_idx is not None:
+        g_idx = np.asarray(g_idx)
+        if g_idx.shape != (K,) or not np.array_equal(g_idx, np.arange(K) // block_size):
+            raise UnsupportedOperatorError(f"MatMulNBits (node {node!r}): g_idx other than k // block_size (a group "
+                                           f"order of act_order without static groups) is not supported")
+        if zero_points is not None:
+            raise UnsupportedOperatorError(f"MatMulNBits (node {node!r}): g_idx with zero_points is not supported "
+                                           f"(onnxruntime reads the zero points otherwise when g_idx is given)")
+    packed = shaped(b, "B", np.uint8, (N, blocks, block_size // 2))
+    scales = shaped(scales, "scales", np.float32, (N, blocks))
+    if zero_points is not None:
+        zero_points = shaped(zero_points, "zero_points", np.uint8, (N, (blocks + 1) // 2))
+    check_packed(packed, scales, zero_points, K, N, block_size, f"MatMulNBits (node {node!r})")
+    return packed, scales, zero_points
+
+
+@register("MatMulNBits", 1, domain=MS)
+class MatMulNBits(Op):
+    """Y = A dequantize(B)^T + bias for float32 A (..., K): B (N, K) in blocks of block_size along K, each
+    W[n, k] = (q - zero_point) * scale (`quant.int4`; zero point 8 when none is given). The importer makes
+    a node with constant B an `Int4Linear` (`onnx/lower.py`); this runs one whose B is computed. Computed in
+    float32 (any accuracy_level: it is the least accuracy onnxruntime allows itself)."""
+
+    def run(self, a, b, scales, zero_points=None, g_idx=None, bias=None, *, K, N, bits=4, block_size,
+            accuracy_level=0):
+        from ...kernels.int4 import int4_linear
+        from ...quant.int4 import unpack_zero_points
+        if a.dtype != np.float32 or a.ndim < 1 or a.shape[-1] != K:
+            raise ValueError(f"MatMulNBits: A must be float32 (..., {K}), got {a.dtype} of shape {a.shape}")
+        packed, scales, zero_points = matmul_nbits_arrays(b, scales, zero_points, g_idx, K=K, N=N, bits=bits,
+                                                          block_size=block_size)
+        bias = np.zeros(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32).reshape(N)
+        rows = np.ascontiguousarray(a.reshape(-1, K))
+        out = int4_linear(rows, packed, scales, unpack_zero_points(zero_points, scales.shape[1], N), bias)
+        return out.reshape(*a.shape[:-1], N)
