@@ -35,7 +35,7 @@ DETECT_BATCH_SIZE = 8
 DETECT_DISTILL = dict(kd_weight=1.0, kd_weighting="confidence", feature_weight=0.0, box_weight=0.0)
 # The channel-pruned student's fine-tune: epochs before and after `shrink`, under the same distillation,
 # at DETECT_LR * lr_factor (benchmarks/RESULTS.md, 'Detection job', bench_detect_int8.py).
-DETECT_CHANNEL_FINETUNE = dict(before=2, after=10, lr_factor=1 / 3)
+DETECT_CHANNEL_FINETUNE = dict(before=2, after=20, lr_factor=1 / 3)
 
 
 def _write_detections_png(model, scenes, path, count=6):

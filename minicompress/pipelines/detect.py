@@ -70,7 +70,7 @@ class ChannelFinetune:
     the job's `prune`."""
 
     before: int = 2
-    after: int = 10
+    after: int = 20
     lr_factor: float = 1 / 3
     amount: float | None = None
 
