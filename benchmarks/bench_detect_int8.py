@@ -8,6 +8,10 @@ distilled float student, one stage at a time from a saved distilled student.
 does (`optimize_detector` with pruning and quantization off: the same seed, draws and epochs) and saves
 the teacher and the distilled student in DIR/seedS/. `run` loads them and, per variant, prunes the
 channels, fine-tunes, quantizes static int8 and prints mAP@0.5 / mAP of the float and int8 models.
+
+rounding 'adaround' (`quant.adaround` before the static int8) does not run on the detector yet: its head
+convs are shared by the two pyramid levels, so a layer's calibration inputs have two spatial sizes
+(12 x 12 and 6 x 6) that `adaround` cannot concatenate (ValueError); no variant uses it.
 """
 import argparse
 import copy
@@ -59,9 +63,7 @@ VARIANTS = {
     "kd 2+6 lr/3": ("kd", 2, 6, 1 / 3, 0.2, "nearest"),
     "kd 4+8": ("kd", 4, 8, 0.1, 0.2, "nearest"),
     "plain 2+6": ("plain", 2, 6, 0.1, 0.2, "nearest"),
-    "kd 2+2 adaround": ("kd", 2, 2, 0.1, 0.2, "adaround"),
     "kd 2+2 qat 2": ("kd", 2, 2, 0.1, 0.2, "qat"),
-    "plain 2+2 adaround": ("plain", 2, 2, 0.1, 0.2, "adaround"),
     "kd 2+6 at 10%": ("kd", 2, 6, 0.1, 0.1, "nearest"),
     "kd 2+10 lr/3": ("kd", 2, 10, 1 / 3, 0.2, "nearest"),
     "kd 2+16 lr/3": ("kd", 2, 16, 1 / 3, 0.2, "nearest"),
