@@ -73,6 +73,7 @@ VARIANTS = {
     "kd 2+10 lr/3 at 10%": ("kd", 2, 10, 1 / 3, 0.1, "nearest"),
     "kd 2+20 lr/3": ("kd", 2, 20, 1 / 3, 0.2, "nearest"),
     "kd 2+20 lr": ("kd", 2, 20, 1.0, 0.2, "nearest"),
+    "kd 2+20 lr/3 at 10%": ("kd", 2, 20, 1 / 3, 0.1, "nearest"),
 }
 
 
