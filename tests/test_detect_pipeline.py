@@ -75,6 +75,7 @@ def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys)
                                                      "int8", "channel-pruned KD int8", "dynamic int8"]
     assert saved["settings"]["final_stage"] == "channel-pruned KD int8" and saved["settings"]["prune"] == 0.2
     assert saved["settings"]["wall_seconds"] > 0
+    assert saved["settings"]["channel_finetune"]["after"] == detect_cli.DETECT_CHANNEL_FINETUNE["after"]
     rows = {s["stage"]: s for s in saved["stages"]}
     assert rows["channel-pruned KD"]["parameters"] < rows["pruned"]["parameters"]   # shrink removed channels
     assert rows["channel-pruned KD int8"]["bytes"] < rows["int8"]["bytes"]

@@ -37,7 +37,7 @@ column's place.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .. import nn
 from ..detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
@@ -163,7 +163,9 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
                                            teacher_epochs=teacher_epochs, finetune_epochs=finetune_epochs, lr=lr,
                                            distill=distill, train_images=len(train_scenes.images),
                                            test_images=len(test_scenes.images), seed=seed,
-                                           resampled=resample is not None))
+                                           resampled=resample is not None,
+                                           channel_finetune=None if channel_finetune is None else
+                                           asdict(channel_finetune)))
 
     def train(model, n_epochs, name, rate=lr):
         fit_detector(model, new_loader(), n_epochs, lr=rate, progress=progress, desc=name)
