@@ -1,5 +1,6 @@
 """A shortened detection job (tiny scenes, one epoch per stage): every stage's row, the int8 model's
 agreement with its float source, model files, and the command line."""
+import copy
 import json
 
 import numpy as np
@@ -70,13 +71,14 @@ def test_command_line_optimize_detect_and_predict(tmp_path, monkeypatch, capsys)
                      "--out", str(out)]) == 0
     assert {"report.json", "report.md", "model.npz"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "report.json").read_text())
-    assert [s["stage"] for s in saved["stages"]] == ["teacher", "student", "distilled", "pruned", "channel-pruned",
-                                                     "int8", "channel-pruned int8", "dynamic int8"]
-    assert saved["settings"]["final_stage"] == "channel-pruned int8" and saved["settings"]["prune"] == 0.2
+    assert [s["stage"] for s in saved["stages"]] == ["teacher", "student", "distilled", "pruned", "channel-pruned KD",
+                                                     "int8", "channel-pruned KD int8", "dynamic int8"]
+    assert saved["settings"]["final_stage"] == "channel-pruned KD int8" and saved["settings"]["prune"] == 0.2
     assert saved["settings"]["wall_seconds"] > 0
+    assert saved["settings"]["channel_finetune"]["after"] == detect_cli.DETECT_CHANNEL_FINETUNE["after"]
     rows = {s["stage"]: s for s in saved["stages"]}
-    assert rows["channel-pruned"]["parameters"] < rows["pruned"]["parameters"]   # shrink removed channels
-    assert rows["channel-pruned int8"]["bytes"] < rows["int8"]["bytes"]
+    assert rows["channel-pruned KD"]["parameters"] < rows["pruned"]["parameters"]   # shrink removed channels
+    assert rows["channel-pruned KD int8"]["bytes"] < rows["int8"]["bytes"]
     assert rows["dynamic int8"]["bytes"] == rows["pruned"]["bytes"]   # torch's default mapping: no conv
     images = load_digit_scenes(10, image_size=32, seed=1)[1].images
     np.save(tmp_path / "x.npy", images)
@@ -106,3 +108,51 @@ def test_the_job_writes_a_png_of_detections_where_matplotlib_is_installed(scenes
     model = Detector(image_size=32)
     assert detect_cli._write_detections_png(model, scenes[1], tmp_path / "d.png", count=3)
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prune_model_fine_tunes_before_and_after_shrink_by_the_pair_it_is_given():
+    from minicompress.pipelines.stages import prune_model
+
+    calls = []
+    model = prune_model(Detector(image_size=32), 0.25, True, None, (0, 3), 0.0,
+                        finetune=lambda m, n: calls.append((n, sum(p.data.size for p in m.parameters()))))
+    # No fine-tune before the shrink (0 epochs); the one after it trains the smaller model.
+    assert [n for n, _ in calls] == [3] and calls[0][1] == sum(p.data.size for p in model.parameters())
+    assert calls[0][1] < sum(p.data.size for p in Detector(image_size=32).parameters())
+    for bad in ((1, 2, 3), (-1, 2), 1.5, (True, 1)):
+        with pytest.raises(ValueError, match="finetune_epochs"):
+            prune_model(Detector(image_size=32), 0.25, True, None, bad, 0.0, finetune=lambda m, n: None)
+
+
+def test_the_distillation_fine_tune_of_a_shrunk_detector_starts_at_the_kd_loss_and_lowers_it(scenes):
+    """The job's channel-pruned KD fine-tune: `train_detector_with_distillation` on the `shrink`-ed student.
+    On one fixed batch the first epoch's loss is the loss of the batch before any step (a reference
+    computed here by `DetectionDistillation` on the same models), and a few small Adam steps lower it."""
+    from minicompress.detect import scene_loader
+    from minicompress.distill.detection import DetectionDistillation, train_detector_with_distillation
+    from minicompress.pipelines.stages import prune_model
+
+    train, _ = scenes
+    mc.manual_seed(0)
+    teacher = Detector(image_size=32, width_mult=2.0).eval()
+    student = prune_model(Detector(image_size=32), 0.25, True, None, 0, 0.0)
+    loader = scene_loader(student, train, batch_size=len(train.images))   # one batch, the same each epoch
+    weights = detect_cli.DETECT_DISTILL
+    x, classes, boxes = next(iter(loader))
+    reference = DetectionDistillation(teacher, copy.deepcopy(student), **weights).train()(x, classes, boxes)
+    history = train_detector_with_distillation(teacher, student, loader, 6, lr=1e-3, **weights)
+    np.testing.assert_allclose(history[0]["total"], reference.total.item(), rtol=1e-6)
+    np.testing.assert_allclose(history[0]["class_kd"], reference.class_kd.item(), rtol=1e-6)
+    assert history[-1]["total"] < history[0]["total"]
+
+
+def test_channel_finetune_rejects_bad_settings_by_name(scenes):
+    from minicompress.pipelines.detect import ChannelFinetune
+
+    for kwargs, name in ((dict(before=-1), "before"), (dict(after=1.5), "after"), (dict(lr_factor=0), "lr_factor"),
+                         (dict(amount=1.0), "amount")):
+        with pytest.raises(ValueError, match=name):
+            ChannelFinetune(**kwargs)
+    with pytest.raises(ValueError, match="channel_finetune"):
+        optimize_detector(Detector(image_size=32), Detector(image_size=32), *scenes, structured=True,
+                          channel_finetune=dict(after=2))

@@ -16,9 +16,12 @@ Stages (one row each):
     channel-pruned  (structured=True) distilled, L2 channel pruning of the same fraction of every
                 conv-bn unit's output channels (convs tied by an addition or by the shared head rank
                 together), fine-tuned, `shrink`-ed to smaller dense layers, fine-tuned again
+    channel-pruned KD  (structured=True with a `ChannelFinetune`) the same pruning, both fine-tunes
+                under the distillation loss instead (the row replaces "channel-pruned")
     int8        pruned, statically quantized: conv-bn-relu fused, observers calibrated on training
                 scenes, converted to integer kernels (nearest upsampling maps int8 levels to levels)
     channel-pruned int8  (structured=True) the channel-pruned model, quantized the same way
+                ("channel-pruned KD int8" after the distillation fine-tune)
     dynamic int8  (dynamic=True) pruned under `quantize_dynamic` with torch's default mapping, which
                 quantizes Linear and recurrent layers only: a conv-only detector stays float, as it
                 does in torch (the row shows that dynamic quantization is no route for this model)
@@ -34,6 +37,7 @@ column's place.
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
 
 from .. import nn
 from ..detect.training import evaluate_detector, fit_detector, resampled_scene_loader, scene_loader
@@ -57,6 +61,32 @@ class DetectionReport(Report):
     LATENCIES = BATCH_LATENCIES
 
 
+@dataclass(frozen=True)
+class ChannelFinetune:
+    """How the job fine-tunes the channel-pruned student: `before` epochs with the channel masks in place,
+    `after` epochs once `shrink` has removed them, both under the distillation loss (the teacher's
+    class-map KD with the job's `distill` weights, as the distillation stage), Adam at `lr_factor` times
+    the job's lr with a cosine decay per fine-tune. `amount`: the fraction of channels pruned, None for
+    the job's `prune`."""
+
+    before: int = 2
+    after: int = 20
+    lr_factor: float = 1 / 3
+    amount: float | None = None
+
+    def __post_init__(self):
+        for name in ("before", "after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"ChannelFinetune {name} must be an int >= 0, got {value!r}")
+        if isinstance(self.lr_factor, bool) or not isinstance(self.lr_factor, (int, float)) or not self.lr_factor > 0:
+            raise ValueError(f"ChannelFinetune lr_factor must be a number > 0, got {self.lr_factor!r}")
+        amount = self.amount
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float))
+                                   or not 0.0 < amount < 1.0):
+            raise ValueError(f"ChannelFinetune amount must be None or a fraction in (0, 1), got {amount!r}")
+
+
 def quantize_detector(model, calibration_images, batch_size=32):
     """Static int8 copy of a `Detector`: fuse every conv-bn(-relu), x86 qconfig, calibrate on
     `calibration_images` (N, 1, S, S), convert (nearest upsampling included)."""
@@ -78,14 +108,17 @@ def quantize_detector(model, calibration_images, batch_size=32):
 def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, structured=False, quantize="static",
                       epochs=10, teacher_epochs=None, finetune_epochs=2, lr=3e-3, batch_size=8,
                       calibration_images=128, distill=None, progress=True, log=print, latency_repeat=10, seed=0,
-                      resample=None, dynamic=False):
+                      resample=None, dynamic=False, channel_finetune=None):
     """Run the detection job on copies of `student` and `teacher`; returns a `DetectionReport`.
 
     `distill` holds `DetectionDistillation`'s keyword arguments (temperature, kd_weight,
     feature_weight, box_weight, kd_weighting); `teacher_epochs` defaults to `epochs`, 0 takes the
     teacher as trained. `resample`: None, or draw(k) -> DigitScenes for fresh training scenes each
     epoch (then `train_scenes` serves calibration only). `structured` adds the channel-pruned row,
-    `dynamic` the dynamic-int8 row. Training batches hold `batch_size` scenes: 8 by default, since at a
+    `dynamic` the dynamic-int8 row. `channel_finetune` (structured only): None fine-tunes the
+    channel-pruned model as the magnitude-pruned one (`finetune_epochs` twice, plain FCOS loss, lr / 10);
+    a `ChannelFinetune` fine-tunes it under the distillation loss instead (the "channel-pruned KD" rows).
+    Training batches hold `batch_size` scenes: 8 by default, since at a
     fixed number of epochs these detectors gain more from more steps than from larger batches.
     """
     if not isinstance(prune, (int, float)) or not 0.0 <= prune < 1.0:
@@ -97,17 +130,19 @@ def optimize_detector(student, teacher, train_scenes, test_scenes, prune=0.2, st
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if resample is not None and not callable(resample):
         raise ValueError(f"resample must be None or a function draw(k) -> DigitScenes, got {resample!r}")
+    if channel_finetune is not None and not isinstance(channel_finetune, ChannelFinetune):
+        raise ValueError(f"channel_finetune must be None or a ChannelFinetune, got {channel_finetune!r}")
     # One OpenBLAS thread: the detector's 1x1 convs are many small GEMMs, which two threads on a shared
     # 2-core machine ran 9-12x slower in CPU time (kernels.threads.blas_threads); Numba's kernels keep theirs.
     with blas_threads(1):
         return _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs,
                         teacher_epochs, finetune_epochs, lr, batch_size, calibration_images, distill, progress, log,
-                        latency_repeat, seed, resample, dynamic)
+                        latency_repeat, seed, resample, dynamic, channel_finetune)
 
 
 def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, quantize, epochs, teacher_epochs,
              finetune_epochs, lr, batch_size, calibration_images, distill, progress, log, latency_repeat, seed,
-             resample, dynamic):
+             resample, dynamic, channel_finetune):
     from ..distill.detection import train_detector_with_distillation
 
     say = log or (lambda *_: None)
@@ -128,7 +163,9 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
                                            teacher_epochs=teacher_epochs, finetune_epochs=finetune_epochs, lr=lr,
                                            distill=distill, train_images=len(train_scenes.images),
                                            test_images=len(test_scenes.images), seed=seed,
-                                           resampled=resample is not None))
+                                           resampled=resample is not None,
+                                           channel_finetune=None if channel_finetune is None else
+                                           asdict(channel_finetune)))
 
     def train(model, n_epochs, name, rate=lr):
         fit_detector(model, new_loader(), n_epochs, lr=rate, progress=progress, desc=name)
@@ -159,17 +196,27 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
     record("distilled", distilled)
 
     current = distilled
+    channel_stage = "channel-pruned" if channel_finetune is None else "channel-pruned KD"
     finetune = lambda m, n: train(m, n, "fine-tune", lr / 10)   # noqa: E731
     if prune > 0:
         say(f"pruning {prune:.0%} (global L1 magnitude) and fine-tuning for {finetune_epochs} epochs")
         current = prune_model(copy.deepcopy(distilled), prune, False, None, finetune_epochs, lr / 10,
                               finetune=finetune)
         record("pruned", current)
-        if structured:
+        if structured and channel_finetune is None:
             say(f"pruning {prune:.0%} of the channels (L2) + shrink, fine-tuning {finetune_epochs} epochs twice")
             channels = prune_model(copy.deepcopy(distilled), prune, True, None, finetune_epochs, lr / 10,
                                    finetune=finetune)
-            record("channel-pruned", channels)
+            record(channel_stage, channels)
+        elif structured:
+            plan = channel_finetune
+            say(f"pruning {plan.amount or prune:.0%} of the channels (L2) + shrink, distillation fine-tune "
+                f"{plan.before} + {plan.after} epochs at lr {lr * plan.lr_factor:g}")
+            distil = lambda m, n: train_detector_with_distillation(   # noqa: E731
+                teacher, m, new_loader(), n, lr=lr * plan.lr_factor, progress=progress, **distill)
+            channels = prune_model(copy.deepcopy(distilled), plan.amount or prune, True, None,
+                                   (plan.before, plan.after), lr, finetune=distil)
+            record(channel_stage, channels)
     float_final = current
     calibration = train_scenes.images[:calibration_images]
     if quantize == "static":
@@ -178,7 +225,7 @@ def _run_job(student, teacher, train_scenes, test_scenes, prune, structured, qua
         record("int8", current)
         if prune > 0 and structured:
             say("quantizing the channel-pruned model to int8 (static)")
-            record("channel-pruned int8", quantize_detector(channels, calibration))
+            record(f"{channel_stage} int8", quantize_detector(channels, calibration))
     if dynamic:
         from .. import quant as Q
         say("quantize_dynamic (torch's default mapping: Linear and recurrent layers)")

@@ -31,7 +31,8 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
     """Prune `model` in place, fine-tune with the masks in place, make the masks permanent, and for
     structured pruning `shrink` to smaller dense layers and fine-tune once more. Returns the model.
 
-    `finetune(model, epochs)` trains in place; by default `fit` on `train_loader` with Adam(lr) and
+    `finetune_epochs` is one count for both fine-tunes or a pair (before the shrink, after it); 0
+    skips a fine-tune. `finetune(model, epochs)` trains in place; by default `fit` on `train_loader` with Adam(lr) and
     cross-entropy (a detector passes its own loop).
 
     Structured: L2 (n=2) channel pruning along dim 0 of every conv-bn unit, one shared ranking for the
@@ -44,6 +45,7 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
     """
     from .. import prune as P
 
+    before, after = _epoch_pair(finetune_epochs)
     if finetune is None:
         def finetune(m, epochs):
             fit(m, train_loader, epochs, lr=lr, log=log)
@@ -69,17 +71,26 @@ def prune_model(model, amount, structured, train_loader, finetune_epochs, lr, lo
     else:
         targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         P.global_unstructured(targets, pruning_method=P.L1Unstructured, amount=amount)
-    if finetune_epochs:
-        finetune(model, finetune_epochs)
+    if before:
+        finetune(model, before)
     P.strip_pruning(model)
     if not structured:
         return model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the depthwise batch-norm constants, absorbed just below
         model = P.shrink(model)
-    if finetune_epochs:
-        finetune(model, finetune_epochs)
+    if after:
+        finetune(model, after)
     return model
+
+
+def _epoch_pair(finetune_epochs):
+    """(before, after) fine-tune epochs from one count or a pair of counts >= 0 (ValueError otherwise)."""
+    pair = tuple(finetune_epochs) if isinstance(finetune_epochs, (tuple, list)) else (finetune_epochs,) * 2
+    if len(pair) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in pair):
+        raise ValueError(f"finetune_epochs must be an int >= 0 or a pair (before shrink, after shrink) of them, "
+                         f"got {finetune_epochs!r}")
+    return pair
 
 
 def quantize_model(model, mode, train_loader, calibration_batches=8, qat_epochs=2, lr=1e-3, log=None):
