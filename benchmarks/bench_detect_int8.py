@@ -154,7 +154,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["prepare", "run"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dir", default="/work/scratch/detect-int8")
+    parser.add_argument("--dir", default="bench-detect-int8")
     parser.add_argument("--variants", nargs="+", default=None)
     args = parser.parse_args()
     folder = os.path.join(args.dir, f"seed{args.seed}")
