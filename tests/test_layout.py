@@ -14,9 +14,10 @@ PACKAGE = pathlib.Path(minicompress.__file__).parent
 # Bottom first. A module's layer is the longest prefix of its dotted name listed here.
 LAYERS = (
     ("kernels",),
-    # The Tensor and its ops, QTensor, and quant's number formats (dtypes, qparams, affine: NumPy only),
-    # which QTensor and the kernels' twins stand on.
-    ("tensor", "autograd", "ops", "random", "qtensor", "quant.dtypes", "quant.qparams", "quant.affine"),
+    # The Tensor and its ops, QTensor, and quant's number formats (dtypes, qparams, affine, int4: NumPy
+    # only), which QTensor, the graph's quantized operators and the kernels' twins stand on.
+    ("tensor", "autograd", "ops", "random", "qtensor", "quant.dtypes", "quant.qparams", "quant.affine",
+     "quant.int4"),
     ("functional",),
     ("nn", "optim", "data", "text", "safetensors"),
     ("training",),
