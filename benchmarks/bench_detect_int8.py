@@ -9,9 +9,12 @@ does (`optimize_detector` with pruning and quantization off: the same seed, draw
 the teacher and the distilled student in DIR/seedS/. `run` loads them and, per variant, prunes the
 channels, fine-tunes, quantizes static int8 and prints mAP@0.5 / mAP of the float and int8 models.
 
-rounding 'adaround' (`quant.adaround` before the static int8) does not run on the detector yet: its head
-convs are shared by the two pyramid levels, so a layer's calibration inputs have two spatial sizes
-(12 x 12 and 6 x 6) that `adaround` cannot concatenate (ValueError); no variant uses it.
+    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N]
+
+`rounding` takes the distilled student itself (no pruning) to 4-bit weights with 8-bit activations, round
+to nearest against AdaRound (`quant.adaround`, per channel and per tensor), beside the job's int8: the
+AdaRound target on the detector. The head's convs are shared by the two pyramid levels, so AdaRound
+learns each of them on the inputs of both (12 x 12 and 6 x 6).
 """
 import argparse
 import copy
@@ -108,6 +111,52 @@ def qat_detector(model, teacher, loader, epochs, lr):
     return Q.convert(prepared.eval(), mapping=mapping, inplace=True)
 
 
+def four_bit_qconfig(per_channel):
+    """4-bit symmetric weights ([-7, 7]) per channel or per tensor, 8-bit activations: bench_dfq.py's."""
+    from minicompress import quant as Q
+    kind = Q.PerChannelMinMaxObserver if per_channel else Q.MinMaxObserver
+    scheme = Q.per_channel_symmetric if per_channel else Q.per_tensor_symmetric
+    return Q.QConfig(activation=Q.HistogramObserver.with_args(reduce_range=False),
+                     weight=kind.with_args(dtype=Q.qint8, qscheme=scheme, quant_min=-7, quant_max=7))
+
+
+def rounding(seed, folder, iterations):
+    """The distilled student at 4-bit weights: round to nearest and AdaRound, per channel and per tensor."""
+    from minicompress import quant as Q
+    from minicompress.detect.training import evaluate_detector
+    from minicompress.pipelines.detect import quantize_detector
+
+    train, test, _ = job_data(seed)
+    distilled = io.load(os.path.join(folder, "distilled.npz"))
+    calibration = train.images[:128]
+    batches = [calibration[i:i + 32] for i in range(0, len(calibration), 32)]
+    results = {"float": evaluate_detector(distilled, test)}
+    models = {"int8 (the job's, x86 qconfig)": lambda: quantize_detector(distilled, calibration)}
+    for scheme, per_channel in (("per channel", True), ("per tensor", False)):
+        qconfig = four_bit_qconfig(per_channel)
+
+        def nearest(qconfig=qconfig):
+            return quantize_detector(distilled, calibration, qconfig=qconfig)
+
+        def learned(qconfig=qconfig):
+            fused = Q.fuse_mobile_classifier(copy.deepcopy(distilled).eval(), inplace=True)
+            Q.adaround(fused, batches, qconfig, iterations=iterations)
+            return quantize_detector(fused, calibration, qconfig=qconfig)
+
+        models[f"4-bit {scheme}, round to nearest"] = nearest
+        models[f"4-bit {scheme}, AdaRound"] = learned
+    print(f"seed {seed} float: {results['float']['map_50']:.4f} / {results['float']['map']:.4f}", flush=True)
+    for name, make in models.items():
+        start = time.process_time()
+        model = make()
+        cpu = time.process_time() - start
+        results[name] = evaluate_detector(model, test) | {"cpu_s": cpu}
+        print(f"seed {seed} {name}: {results[name]['map_50']:.4f} / {results[name]['map']:.4f}  "
+              f"cpu {cpu:.0f} s", flush=True)
+    with open(os.path.join(folder, f"rounding-{int(time.time())}.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
 def run(seed, folder, names):
     from minicompress.detect.training import evaluate_detector, fit_detector, resampled_scene_loader
     from minicompress.distill.detection import train_detector_with_distillation
@@ -152,15 +201,18 @@ def run(seed, folder, names):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["prepare", "run"])
+    parser.add_argument("command", choices=["prepare", "run", "rounding"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", default="bench-detect-int8")
     parser.add_argument("--variants", nargs="+", default=None)
+    parser.add_argument("--iterations", type=int, default=500, help="AdaRound's per layer (rounding)")
     args = parser.parse_args()
     folder = os.path.join(args.dir, f"seed{args.seed}")
     with blas_threads(1):
         if args.command == "prepare":
             prepare(args.seed, folder)
+        elif args.command == "rounding":
+            rounding(args.seed, folder, args.iterations)
         else:
             run(args.seed, folder, args.variants)
 

@@ -117,3 +117,45 @@ def test_adaround_rejects_bad_arguments_before_work():
         quant.adaround(model, [])
     with pytest.raises(ValueError, match="BatchNorm2d"):
         quant.adaround(nn.create_mobile_classifier().eval(), [np.zeros((1, 1, 8, 8), np.float32)])
+
+
+class _SharedHead(nn.Module):
+    """One 3x3 conv applied to two feature-map sizes, as a detector's head is applied to its pyramid levels."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 6, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.head(x).flatten(1).sum(1) + self.head(self.pool(x)).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_layer_called_on_two_input_sizes_is_rounded_on_both(seed):
+    """The shared conv sees 8x8 and 4x4 inputs: AdaRound takes both (it used to refuse to concatenate
+    them), rounds each weight up or down, and its output error summed over both calls (torch's conv) is
+    below round-to-nearest's. The inputs are non-negative (as after a ReLU), so their patches are
+    correlated: on independent zero-mean inputs the output error is just |W~ - W|^2, which
+    round-to-nearest already minimises."""
+    rng = np.random.default_rng(seed)
+    model = _SharedHead().eval()
+    model.head.weight.data = rng.standard_normal(model.head.weight.shape).astype(np.float32)
+    data = [np.abs(rng.standard_normal((64, 3, 8, 8))).astype(np.float32) for _ in range(2)]
+    w, b = torch.from_numpy(model.head.weight.data.copy()), torch.from_numpy(model.head.bias.data.copy())
+    qconfig = quant.QConfig(activation=quant.HistogramObserver.with_args(reduce_range=False),
+                            weight=FOUR_BIT_PER_TENSOR)
+    levels = quant.adaround(model, data, qconfig, iterations=300)["head"]
+    scale, nearest = _torch_grid(w.numpy())
+    ratio = w.numpy().astype(np.float64) / scale
+    assert ((levels == np.floor(ratio)) | (levels == np.ceil(ratio))).all()
+    np.testing.assert_array_equal(model.head.weight.data, (levels * scale).astype(np.float32))
+
+    x = torch.from_numpy(np.concatenate(data))
+    inputs = (x, TF.max_pool2d(x, 2))
+
+    def error(weight):
+        return sum(float(((TF.conv2d(xi, weight, b, padding=1) - TF.conv2d(xi, w, b, padding=1)) ** 2).sum())
+                   for xi in inputs)
+
+    assert error(torch.from_numpy(model.head.weight.data)) < error(nearest)

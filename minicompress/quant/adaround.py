@@ -21,7 +21,10 @@ zero point z, per tensor or per channel, levels [qmin, qmax]):
 x is the layer's input in the float model, x~ its input in the model whose earlier layers already hold their
 rounded weights (the paper's asymmetric reconstruction: each layer also corrects what came before it); f is
 the ReLU fused with the layer (ConvReLU2d, LinearReLU), or nothing. The squared error is summed over channels
-and averaged over samples and positions (as AIMET). f_reg pushes every h(V) to 0 or 1; beta starts at 20
+and averaged over samples and positions (as AIMET). A layer called on inputs of several shapes (a detector's
+head conv, shared by the pyramid levels) keeps one set of samples per shape; each step draws its batch from
+one of them, chosen with probability proportional to its samples x positions, so the steps still average
+over every position of every call. f_reg pushes every h(V) to 0 or 1; beta starts at 20
 (only h far from 0 and 1 are pushed) and decays to 2 on a cosine schedule after a warm-up of
 `warm_start` of the iterations without the regulariser (AIMET's schedule). V starts where h(V) equals the
 fractional part of W / s, so the soft weight starts at W itself. The weights that set the observer's range
@@ -90,12 +93,16 @@ def _layer_forward(layer, x, weight, activation):
 def round_layer(layer, inputs, targets, weight_observer, activation=False, iterations=1000, reg_param=0.01,
                 beta_range=(20.0, 2.0), warm_start=0.2, lr=1e-3, batch_size=64, seed=0):
     """The AdaRound integer levels (float32 array, weight's shape) of one Conv2d / Linear: `inputs` (the
-    layer's x~, N samples) should map to `targets` (f(W x + b)); see the module docstring."""
+    layer's x~, N samples) should map to `targets` (f(W x + b)); see the module docstring. `inputs` and
+    `targets` may also be equal-length lists of such arrays, one per input shape the layer is called on."""
     from ..autograd import no_grad
     from ..nn.module import Parameter
     from ..optim import Adam
     from ..tensor import Tensor
 
+    if isinstance(inputs, np.ndarray):
+        inputs, targets = [inputs], [targets]
+    positions = np.array([t.size / t.shape[1] for t in targets], np.float64)   # samples x positions per shape
     w = layer.weight.data.astype(np.float32)
     scale, zero_point, qmin, qmax, per_channel = _grid(w, weight_observer)
     scaled = w * (np.float32(1) / scale)
@@ -106,11 +113,12 @@ def round_layer(layer, inputs, targets, weight_observer, activation=False, itera
     rng = np.random.default_rng(seed)
     base, scale_t, zp_t = Tensor(floor + zero_point), Tensor(scale), Tensor(zero_point)
     for iteration in range(iterations):
-        pick = rng.choice(inputs.shape[0], size=min(batch_size, inputs.shape[0]), replace=False)
+        g = rng.choice(len(inputs), p=positions / positions.sum()) if len(inputs) > 1 else 0
+        pick = rng.choice(inputs[g].shape[0], size=min(batch_size, inputs[g].shape[0]), replace=False)
         h = rectified_sigmoid(v)
         soft = ((base + h).clamp(float(qmin), float(qmax)) - zp_t) * scale_t
-        out = _layer_forward(layer, Tensor(inputs[pick]), soft, activation)
-        diff = out - Tensor(targets[pick])
+        out = _layer_forward(layer, Tensor(inputs[g][pick]), soft, activation)
+        diff = out - Tensor(targets[g][pick])
         loss = (diff * diff).sum(dim=1).mean()
         beta = annealed_beta(iteration, iterations, warm_start, beta_range)
         if beta is not None:
@@ -127,7 +135,8 @@ def round_layer(layer, inputs, targets, weight_observer, activation=False, itera
 
 
 def _inputs_of(model, name, batches):
-    """The input of submodule `name` on every batch, concatenated (the model run in eval mode)."""
+    """The inputs of submodule `name` on every batch (the model run in eval mode): one array per input
+    shape, each the calls of that shape concatenated along the batch, in the order the shapes first came."""
     from .static import calibrate
     seen = []
     handle = model.get_submodule(name).register_forward_pre_hook(
@@ -136,7 +145,10 @@ def _inputs_of(model, name, batches):
         calibrate(model, batches)
     finally:
         handle.remove()
-    return np.concatenate(seen)
+    by_shape = {}
+    for x in seen:
+        by_shape.setdefault(x.shape[1:], []).append(x)
+    return [np.concatenate(calls) for calls in by_shape.values()]
 
 
 def _forward_order(model, batch):
@@ -199,8 +211,8 @@ def adaround(model, data, qconfig=None, iterations=1000, reg_param=0.01, beta_ra
         activation = isinstance(parent, (ConvReLU2d, LinearReLU)) and parent[0] is layer
         float_layer = reference.get_submodule(name)
         with no_grad():
-            targets = _layer_forward(float_layer, Tensor(_inputs_of(reference, name, batches)),
-                                     float_layer.weight, activation).data
+            targets = [_layer_forward(float_layer, Tensor(x), float_layer.weight, activation).data
+                       for x in _inputs_of(reference, name, batches)]
         inputs = _inputs_of(model, name, batches)
         levels, scale, zero_point = round_layer(layer, inputs, targets, qconfig.weight, activation, iterations,
                                                 reg_param, beta_range, warm_start, lr, batch_size, seed)
