@@ -9,7 +9,7 @@ does (`optimize_detector` with pruning and quantization off: the same seed, draw
 the teacher and the distilled student in DIR/seedS/. `run` loads them and, per variant, prunes the
 channels, fine-tunes, quantizes static int8 and prints mAP@0.5 / mAP of the float and int8 models.
 
-    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N]
+    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N] [--lr LR]
 
 `rounding` takes the distilled student itself (no pruning) to 4-bit weights with 8-bit activations, round
 to nearest against AdaRound (`quant.adaround`, per channel and per tensor), beside the job's int8: the
@@ -120,7 +120,7 @@ def four_bit_qconfig(per_channel):
                      weight=kind.with_args(dtype=Q.qint8, qscheme=scheme, quant_min=-7, quant_max=7))
 
 
-def rounding(seed, folder, iterations):
+def rounding(seed, folder, iterations, lr=1e-3):
     """The distilled student at 4-bit weights: round to nearest and AdaRound, per channel and per tensor."""
     from minicompress import quant as Q
     from minicompress.detect.training import evaluate_detector
@@ -140,12 +140,13 @@ def rounding(seed, folder, iterations):
 
         def learned(qconfig=qconfig):
             fused = Q.fuse_mobile_classifier(copy.deepcopy(distilled).eval(), inplace=True)
-            Q.adaround(fused, batches, qconfig, iterations=iterations)
+            Q.adaround(fused, batches, qconfig, iterations=iterations, lr=lr)
             return quantize_detector(fused, calibration, qconfig=qconfig)
 
         models[f"4-bit {scheme}, round to nearest"] = nearest
         models[f"4-bit {scheme}, AdaRound"] = learned
-    print(f"seed {seed} float: {results['float']['map_50']:.4f} / {results['float']['map']:.4f}", flush=True)
+    print(f"seed {seed} float: {results['float']['map_50']:.4f} / {results['float']['map']:.4f}; AdaRound "
+          f"{iterations} iterations per layer at lr {lr}", flush=True)
     for name, make in models.items():
         start = time.process_time()
         model = make()
@@ -154,7 +155,7 @@ def rounding(seed, folder, iterations):
         print(f"seed {seed} {name}: {results[name]['map_50']:.4f} / {results[name]['map']:.4f}  "
               f"cpu {cpu:.0f} s", flush=True)
     with open(os.path.join(folder, f"rounding-{int(time.time())}.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"iterations": iterations, "lr": lr} | results, f, indent=1)
 
 
 def run(seed, folder, names):
@@ -206,13 +207,14 @@ def main():
     parser.add_argument("--dir", default="bench-detect-int8")
     parser.add_argument("--variants", nargs="+", default=None)
     parser.add_argument("--iterations", type=int, default=500, help="AdaRound's per layer (rounding)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdaRound's Adam learning rate (rounding)")
     args = parser.parse_args()
     folder = os.path.join(args.dir, f"seed{args.seed}")
     with blas_threads(1):
         if args.command == "prepare":
             prepare(args.seed, folder)
         elif args.command == "rounding":
-            rounding(args.seed, folder, args.iterations)
+            rounding(args.seed, folder, args.iterations, args.lr)
         else:
             run(args.seed, folder, args.variants)
 
