@@ -9,7 +9,7 @@ does (`optimize_detector` with pruning and quantization off: the same seed, draw
 the teacher and the distilled student in DIR/seedS/. `run` loads them and, per variant, prunes the
 channels, fine-tunes, quantizes static int8 and prints mAP@0.5 / mAP of the float and int8 models.
 
-    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N] [--lr LR]
+    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N] [--lr LR] [--schemes channel tensor]
 
 `rounding` takes the distilled student itself (no pruning) to 4-bit weights with 8-bit activations, round
 to nearest against AdaRound (`quant.adaround`, per channel and per tensor), beside the job's int8: the
@@ -120,7 +120,7 @@ def four_bit_qconfig(per_channel):
                      weight=kind.with_args(dtype=Q.qint8, qscheme=scheme, quant_min=-7, quant_max=7))
 
 
-def rounding(seed, folder, iterations, lr=1e-3):
+def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor")):
     """The distilled student at 4-bit weights: round to nearest and AdaRound, per channel and per tensor."""
     from minicompress import quant as Q
     from minicompress.detect.training import evaluate_detector
@@ -133,6 +133,8 @@ def rounding(seed, folder, iterations, lr=1e-3):
     results = {"float": evaluate_detector(distilled, test)}
     models = {"int8 (the job's, x86 qconfig)": lambda: quantize_detector(distilled, calibration)}
     for scheme, per_channel in (("per channel", True), ("per tensor", False)):
+        if scheme.split()[1] not in schemes:
+            continue
         qconfig = four_bit_qconfig(per_channel)
 
         def nearest(qconfig=qconfig):
@@ -208,13 +210,15 @@ def main():
     parser.add_argument("--variants", nargs="+", default=None)
     parser.add_argument("--iterations", type=int, default=500, help="AdaRound's per layer (rounding)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdaRound's Adam learning rate (rounding)")
+    parser.add_argument("--schemes", nargs="+", choices=["channel", "tensor"], default=["channel", "tensor"],
+                        help="4-bit weights per channel and / or per tensor (rounding)")
     args = parser.parse_args()
     folder = os.path.join(args.dir, f"seed{args.seed}")
     with blas_threads(1):
         if args.command == "prepare":
             prepare(args.seed, folder)
         elif args.command == "rounding":
-            rounding(args.seed, folder, args.iterations, args.lr)
+            rounding(args.seed, folder, args.iterations, args.lr, args.schemes)
         else:
             run(args.seed, folder, args.variants)
 
