@@ -9,12 +9,15 @@ does (`optimize_detector` with pruning and quantization off: the same seed, draw
 the teacher and the distilled student in DIR/seedS/. `run` loads them and, per variant, prunes the
 channels, fine-tunes, quantizes static int8 and prints mAP@0.5 / mAP of the float and int8 models.
 
-    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N] [--lr LR] [--schemes channel tensor]
+    PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N] [--lr LR]
+                                                     [--schemes channel tensor] [--weight-range minmax|mse]
 
 `rounding` takes the distilled student itself (no pruning) to 4-bit weights with 8-bit activations, round
 to nearest against AdaRound (`quant.adaround`, per channel and per tensor), beside the job's int8: the
 AdaRound target on the detector. The head's convs are shared by the two pyramid levels, so AdaRound
-learns each of them on the inputs of both (12 x 12 and 6 x 6).
+learns each of them on the inputs of both (12 x 12 and 6 x 6). `--weight-range mse` puts the 4-bit grid of
+each channel (or the tensor) where its rounding error is least (`quant.PerChannelMSEObserver` / `MSEObserver`)
+instead of at its min / max.
 """
 import argparse
 import copy
@@ -111,16 +114,19 @@ def qat_detector(model, teacher, loader, epochs, lr):
     return Q.convert(prepared.eval(), mapping=mapping, inplace=True)
 
 
-def four_bit_qconfig(per_channel):
-    """4-bit symmetric weights ([-7, 7]) per channel or per tensor, 8-bit activations: bench_dfq.py's."""
+def four_bit_qconfig(per_channel, weight_range="minmax"):
+    """4-bit symmetric weights ([-7, 7]) per channel or per tensor, 8-bit activations: bench_dfq.py's; the
+    weight range each channel's (tensor's) min / max, or with "mse" shrunk where the rounding error is least."""
     from minicompress import quant as Q
-    kind = Q.PerChannelMinMaxObserver if per_channel else Q.MinMaxObserver
+    kinds = {("minmax", True): Q.PerChannelMinMaxObserver, ("minmax", False): Q.MinMaxObserver,
+             ("mse", True): Q.PerChannelMSEObserver, ("mse", False): Q.MSEObserver}
+    kind = kinds[weight_range, per_channel]
     scheme = Q.per_channel_symmetric if per_channel else Q.per_tensor_symmetric
     return Q.QConfig(activation=Q.HistogramObserver.with_args(reduce_range=False),
                      weight=kind.with_args(dtype=Q.qint8, qscheme=scheme, quant_min=-7, quant_max=7))
 
 
-def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor")):
+def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor"), weight_range="minmax"):
     """The distilled student at 4-bit weights: round to nearest and AdaRound, per channel and per tensor."""
     from minicompress import quant as Q
     from minicompress.detect.training import evaluate_detector
@@ -135,7 +141,7 @@ def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor")):
     for scheme, per_channel in (("per channel", True), ("per tensor", False)):
         if scheme.split()[1] not in schemes:
             continue
-        qconfig = four_bit_qconfig(per_channel)
+        qconfig = four_bit_qconfig(per_channel, weight_range)
 
         def nearest(qconfig=qconfig):
             return quantize_detector(distilled, calibration, qconfig=qconfig)
@@ -148,7 +154,7 @@ def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor")):
         models[f"4-bit {scheme}, round to nearest"] = nearest
         models[f"4-bit {scheme}, AdaRound"] = learned
     print(f"seed {seed} float: {results['float']['map_50']:.4f} / {results['float']['map']:.4f}; AdaRound "
-          f"{iterations} iterations per layer at lr {lr}", flush=True)
+          f"{iterations} iterations per layer at lr {lr}, {weight_range} weight ranges", flush=True)
     for name, make in models.items():
         start = time.process_time()
         model = make()
@@ -157,7 +163,7 @@ def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor")):
         print(f"seed {seed} {name}: {results[name]['map_50']:.4f} / {results[name]['map']:.4f}  "
               f"cpu {cpu:.0f} s", flush=True)
     with open(os.path.join(folder, f"rounding-{int(time.time())}.json"), "w") as f:
-        json.dump({"iterations": iterations, "lr": lr} | results, f, indent=1)
+        json.dump({"iterations": iterations, "lr": lr, "weight_range": weight_range} | results, f, indent=1)
 
 
 def run(seed, folder, names):
@@ -212,13 +218,15 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3, help="AdaRound's Adam learning rate (rounding)")
     parser.add_argument("--schemes", nargs="+", choices=["channel", "tensor"], default=["channel", "tensor"],
                         help="4-bit weights per channel and / or per tensor (rounding)")
+    parser.add_argument("--weight-range", choices=["minmax", "mse"], default="minmax",
+                        help="4-bit weight grid: min / max, or shrunk to the least rounding error (rounding)")
     args = parser.parse_args()
     folder = os.path.join(args.dir, f"seed{args.seed}")
     with blas_threads(1):
         if args.command == "prepare":
             prepare(args.seed, folder)
         elif args.command == "rounding":
-            rounding(args.seed, folder, args.iterations, args.lr, args.schemes)
+            rounding(args.seed, folder, args.iterations, args.lr, args.schemes, args.weight_range)
         else:
             run(args.seed, folder, args.variants)
 

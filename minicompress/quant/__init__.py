@@ -39,7 +39,8 @@ from .fake_quantize import (FakeQuantize, default_fake_quant, default_per_channe
 from ..nn.fused import ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU, fuse_conv_bn_eval, fuse_conv_bn_weights
 from .fuse import find_fusable_patterns, fuse_mobile_classifier, fuse_modules, fuse_modules_qat
 from .observer import (HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
-                       MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver, PlaceholderObserver)
+                       MovingAveragePerChannelMinMaxObserver, MSEObserver, PerChannelMinMaxObserver,
+                       PerChannelMSEObserver, PlaceholderObserver)
 from .prepare import (DEFAULT_QAT_MODULE_MAPPINGS, DEFAULT_STATIC_QUANT_MODULE_MAPPINGS, convert, prepare,
                       prepare_qat, propagate_qconfig_)
 from .qat import freeze_bn_stats, update_bn_stats
