@@ -11,6 +11,7 @@ channels, fine-tunes, quantizes static int8 and prints mAP@0.5 / mAP of the floa
 
     PYTHONPATH=. python benchmarks/bench_detect_int8.py rounding --seed S --dir DIR [--iterations N] [--lr LR]
                                                      [--schemes channel tensor] [--weight-range minmax|mse]
+                                                     [--calibration IMAGES]
 
 `rounding` takes the distilled student itself (no pruning) to 4-bit weights with 8-bit activations, round
 to nearest against AdaRound (`quant.adaround`, per channel and per tensor), beside the job's int8: the
@@ -126,7 +127,8 @@ def four_bit_qconfig(per_channel, weight_range="minmax"):
                      weight=kind.with_args(dtype=Q.qint8, qscheme=scheme, quant_min=-7, quant_max=7))
 
 
-def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor"), weight_range="minmax"):
+def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor"), weight_range="minmax",
+             calibration_images=128):
     """The distilled student at 4-bit weights: round to nearest and AdaRound, per channel and per tensor."""
     from minicompress import quant as Q
     from minicompress.detect.training import evaluate_detector
@@ -134,7 +136,7 @@ def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor"), w
 
     train, test, _ = job_data(seed)
     distilled = io.load(os.path.join(folder, "distilled.npz"))
-    calibration = train.images[:128]
+    calibration = train.images[:calibration_images]
     batches = [calibration[i:i + 32] for i in range(0, len(calibration), 32)]
     results = {"float": evaluate_detector(distilled, test)}
     models = {"int8 (the job's, x86 qconfig)": lambda: quantize_detector(distilled, calibration)}
@@ -154,7 +156,8 @@ def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor"), w
         models[f"4-bit {scheme}, round to nearest"] = nearest
         models[f"4-bit {scheme}, AdaRound"] = learned
     print(f"seed {seed} float: {results['float']['map_50']:.4f} / {results['float']['map']:.4f}; AdaRound "
-          f"{iterations} iterations per layer at lr {lr}, {weight_range} weight ranges", flush=True)
+          f"{iterations} iterations per layer at lr {lr}, {weight_range} weight ranges, {len(calibration)} "
+          f"calibration images", flush=True)
     for name, make in models.items():
         start = time.process_time()
         model = make()
@@ -163,7 +166,8 @@ def rounding(seed, folder, iterations, lr=1e-3, schemes=("channel", "tensor"), w
         print(f"seed {seed} {name}: {results[name]['map_50']:.4f} / {results[name]['map']:.4f}  "
               f"cpu {cpu:.0f} s", flush=True)
     with open(os.path.join(folder, f"rounding-{int(time.time())}.json"), "w") as f:
-        json.dump({"iterations": iterations, "lr": lr, "weight_range": weight_range} | results, f, indent=1)
+        json.dump({"iterations": iterations, "lr": lr, "weight_range": weight_range,
+                   "calibration_images": len(calibration)} | results, f, indent=1)
 
 
 def run(seed, folder, names):
@@ -220,13 +224,16 @@ def main():
                         help="4-bit weights per channel and / or per tensor (rounding)")
     parser.add_argument("--weight-range", choices=["minmax", "mse"], default="minmax",
                         help="4-bit weight grid: min / max, or shrunk to the least rounding error (rounding)")
+    parser.add_argument("--calibration", type=int, default=128,
+                        help="training images that calibrate the activations and AdaRound (rounding)")
     args = parser.parse_args()
     folder = os.path.join(args.dir, f"seed{args.seed}")
     with blas_threads(1):
         if args.command == "prepare":
             prepare(args.seed, folder)
         elif args.command == "rounding":
-            rounding(args.seed, folder, args.iterations, args.lr, args.schemes, args.weight_range)
+            rounding(args.seed, folder, args.iterations, args.lr, args.schemes, args.weight_range,
+                     args.calibration)
         else:
             run(args.seed, folder, args.variants)
 

@@ -165,6 +165,49 @@ def test_traced_module_of_drawn_shapes_compiled_equals_the_module(batch, channel
     assert [step.label for step in only_plan(compiled).steps][:1] == ["Conv+BatchNormalization+Clip"]
 
 
+def upsampling_head_file(batch, c_in, kernel, size, seed):
+    """x -> ConvTranspose (kernel == stride, bias; an nn.ConvTranspose2d once imported) -> ConvTranspose
+    with output_shape (kernel 2, stride 2, no bias; stays an operator) -> Resize nearest by scales (1, 1, 2,
+    3) -> Resize nearest to odd sizes (half-pixel, round_prefer_floor): DBNet's upsampling, both copies."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    h2, w2 = h * kernel[0] * 2, w * kernel[1] * 2
+    final = (batch, 2, 2 * h2 + 1, 3 * w2 - 1)
+    inits = [helper.make_tensor("w1", TensorProto.FLOAT, [c_in, 3, *kernel], rng.standard_normal((c_in, 3, *kernel)).ravel()),
+             helper.make_tensor("b1", TensorProto.FLOAT, [3], rng.standard_normal(3)),
+             helper.make_tensor("w2", TensorProto.FLOAT, [3, 2, 2, 2], rng.standard_normal((3, 2, 2, 2)).ravel()),
+             helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 3]),
+             helper.make_tensor("sizes", TensorProto.INT64, [4], list(final))]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w1", "b1"], ["t"], kernel_shape=list(kernel), strides=list(kernel)),
+             helper.make_node("ConvTranspose", ["t", "w2"], ["u"], kernel_shape=[2, 2], strides=[2, 2],
+                              output_shape=[h2, w2]),
+             helper.make_node("Resize", ["u", "", "scales"], ["r"], mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+             helper.make_node("Resize", ["r", "", "", "sizes"], ["y"], mode="nearest")]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c_in, h, w])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(final))], inits)
+    buffer = io.BytesIO()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), buffer)
+    return buffer.getvalue()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 4), st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       st.tuples(st.integers(1, 5), st.integers(1, 5)), st.integers(0, 2**16))
+def test_upsampling_head_lowered_equals_interpreted_and_onnxruntime(batch, c_in, kernel, size, seed):
+    """Both ConvTransposes and both Resizes are lowered (none interpreted), equal to the interpreter bit for
+    bit and to onnxruntime to float32 rounding (sums of at most 4 products)."""
+    import onnxruntime as ort
+    data = upsampling_head_file(batch, c_in, kernel, size, seed)
+    model = mco.load(data).eval()
+    x = np.random.default_rng(seed + 1).standard_normal((batch, c_in, *size)).astype(np.float32)
+    plan = only_plan(assert_same_as_interpreter(model, x))
+    assert [step.label for step in plan.steps] == ["ConvTranspose", "ConvTranspose", "Resize", "Resize"]
+    assert not any(step.interpreted for step in plan.steps)
+    expected = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(mc.compile(model, (x,)).run(x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
 # ----- an int8 QDQ model: what the plan does not lower runs interpreted -----------------------------
 
 def test_int8_qdq_classifier_compiled_equals_interpreted(tmp_path):

@@ -328,3 +328,42 @@ def test_epilogue_keeps_nan_and_the_plain_conv_bits(kind, dtype):
     clean = np.nan_to_num(x, nan=0.0)
     assert_close(K.conv2d_forward(clean, weight, *args, epilogue), torch_epilogue(clean, weight, epilogue, norm[4], *args),
                  "fused, no NaN")
+
+
+@st.composite
+def patch_problems(draw):
+    """A transposed convolution whose kernel equals its stride: (batch, c_in, c_out, kernel, size, seed)."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    size = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    return draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5)), kernel, size, \
+        draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(patch_problems(), st.booleans(), DTYPES)
+def test_patch_conv_transpose_kernel_equals_twin_and_torch(problem, with_bias, dtype):
+    """kernel == stride: the patch path (`patch_conv2d_backward_input`, what `conv2d_backward_input` runs
+    then) against torch's conv_transpose2d; its scatter bit for bit against the NumPy twin."""
+    batch, c_in, c_out, kernel, size, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c_in, *size)).astype(dtype)
+    weight = rng.standard_normal((c_in, c_out, *kernel)).astype(dtype)
+    bias = rng.standard_normal(c_out).astype(dtype) if with_bias else None
+    shape = (batch, c_out, size[0] * kernel[0], size[1] * kernel[1])
+    expected = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(weight),
+                                  None if bias is None else torch.from_numpy(bias), stride=kernel).numpy()
+    got = K.patch_conv2d_backward_input(x, weight, shape, bias)
+    assert_close(got, expected, "patch transposed convolution")
+    dispatched = K.conv2d_backward_input(x, weight, shape, kernel, (0, 0), (1, 1), 1)
+    assert_close(dispatched + (0 if bias is None else bias.reshape(1, -1, 1, 1)), expected, "conv2d_backward_input")
+    cols = np.matmul(weight.reshape(c_in, -1).T, x.reshape(batch, c_in, -1))
+    empty = np.zeros(0, dtype)
+    twin_bias = empty if bias is None else bias
+    np.testing.assert_array_equal(K.scatter_patches(cols, twin_bias, *kernel, np.empty(shape, dtype)),
+                                  K.scatter_patches_reference(cols, twin_bias, *kernel, shape))
+
+
+def test_patch_conv_transpose_refuses_an_untiled_shape():
+    x, weight = np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 4, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="not tiled"):
+        K.patch_conv2d_backward_input(x, weight, (1, 4, 7, 6))

@@ -11,6 +11,12 @@ interpreter's bits; it only writes into a buffer it is given instead of a new ar
     HardSigmoid, HardSwish                    alpha x + beta, clip to [0, 1] (then x * that)
     nn.Conv2d (plain float, 4-D input)        the convolution kernel with its bias in the epilogue (`ConvKernel`)
     nn.Linear (float)                         x W^T into the buffer, then the bias added in place
+    ConvTranspose, kernel == stride, no pads  the patch kernel the interpreter's ConvTranspose runs
+                                              (`kernels.conv.patch_conv2d_backward_input`), bias in its pass
+    Resize / Upsample, nearest                a copy: every output element is one input element, found
+                                              when compiling by running the operator once on a probe whose
+                                              values are their own indices; integer factors on the last two
+                                              axes are one broadcasting copy, anything else one np.take
 """
 from __future__ import annotations
 
@@ -46,9 +52,18 @@ def lower_node(graph_module, node, values, constants):
             return conv_step(graph_module, [node], layer, None, None, values)
         if type(layer) is nn.Linear and not layer._forward_hooks and not layer._forward_pre_hooks:
             return _linear_step(node, layer, values)
+        if type(layer) is nn.ConvTranspose2d and not layer._forward_hooks and not layer._forward_pre_hooks \
+                and not layer.training and tuple(layer.padding) == (0, 0):
+            return _patch_transpose_call(node, values, layer.weight.data,
+                                         None if layer.bias is None else layer.bias.data, layer.stride,
+                                         layer.dilation, layer.groups, (0, 0))
         return None
     if node.get("domain", "") != "":
         return None
+    if node["op_type"] == "ConvTranspose":
+        return conv_transpose_step(node, values, constants)
+    if node["op_type"] in ("Resize", "Upsample"):
+        return nearest_resize_step(node, values, constants)
     calls = elementwise_calls(graph_module, node, values, constants)
     if calls is None:
         return None
@@ -178,3 +193,103 @@ def _linear_step(node, linear, values):
     if x.ndim == 0 or x.dtype != linear.weight.data.dtype or (linear.bias is not None and linear.bias.data.dtype != x.dtype):
         return None
     return Call("Gemm", [node["name"]], LinearKernel(linear), [node["inputs"][0]], node["outputs"], writes_out=True)
+
+
+class PatchConvTransposeKernel:
+    """A transposed convolution whose kernel equals its stride (no pads, one group, no dilation) into
+    `out`: one GEMM per sample and the patches written with the bias, as the interpreter computes it."""
+
+    def __init__(self, weight, bias):
+        self.weight = np.ascontiguousarray(weight)
+        self.bias = None if bias is None else np.ascontiguousarray(bias)
+
+    def __call__(self, x, out=None):
+        n, _, h, w = x.shape
+        kh, kw = self.weight.shape[2:]
+        shape = (n, self.weight.shape[1], h * kh, w * kw)
+        return conv_kernels.patch_conv2d_backward_input(np.ascontiguousarray(x), self.weight, shape, self.bias, out)
+
+
+def conv_transpose_step(node, values, constants):
+    """The patch kernel's `Call` for a ConvTranspose node with constant weight and bias (see
+    `_patch_transpose_call`), or None."""
+    from .ops.nn import transpose_window
+    x = _array(values, node["inputs"][0])
+    inputs = node["inputs"] + [""] * (3 - len(node["inputs"]))
+    weight, bias = constants.get(inputs[1]), constants.get(inputs[2]) if inputs[2] else None
+    if x is None or x.ndim != 4 or weight is None or weight.ndim != 4 or (inputs[2] and bias is None):
+        return None
+    attrs = node.get("attrs", {})
+    kernel = list(weight.shape[2:])
+    strides, dilations = list(attrs.get("strides") or [1, 1]), list(attrs.get("dilations") or [1, 1])
+    begin, _ = transpose_window(x.shape[2:], kernel, strides, dilations, attrs.get("pads"),
+                                attrs.get("auto_pad", "NOTSET"), attrs.get("output_padding"), attrs.get("output_shape"))
+    return _patch_transpose_call(node, values, weight, bias, strides, dilations, attrs.get("group", 1), begin)
+
+
+def _patch_transpose_call(node, values, weight, bias, strides, dilations, groups, begin):
+    """The `Call` of a 2-D transposed convolution whose windows tile its output (kernel == stride,
+    dilation 1, one group, the output the tiled size from the origin), or None."""
+    x, out = _array(values, node["inputs"][0]), _array(values, node["outputs"][0])
+    if x is None or out is None or x.ndim != 4 or x.dtype.kind != "f" or weight.dtype != x.dtype \
+            or (bias is not None and bias.dtype != x.dtype):
+        return None
+    kernel = tuple(weight.shape[2:])
+    if groups != 1 or tuple(strides) != kernel or tuple(dilations) != (1, 1) or tuple(begin) != (0, 0) \
+            or out.shape != (x.shape[0], weight.shape[1], x.shape[2] * kernel[0], x.shape[3] * kernel[1]):
+        return None
+    return Call("ConvTranspose", [node["name"]], PatchConvTransposeKernel(weight, bias), [node["inputs"][0]],
+                node["outputs"], writes_out=True)
+
+
+class RepeatKernel:
+    """out[..., i, j] = x[..., i // fh, j // fw] into `out`: nearest upsampling by integer factors."""
+
+    def __init__(self, factors):
+        self.fh, self.fw = factors
+
+    def __call__(self, x, out=None):
+        *lead, h, w = x.shape
+        if out is None:
+            out = np.empty((*lead, h * self.fh, w * self.fw), x.dtype)
+        out.reshape(*lead, h, self.fh, w, self.fw)[...] = x[..., :, None, :, None]
+        return out
+
+
+class GatherKernel:
+    """out.flat[k] = x.flat[index.flat[k]] into `out`: any nearest resize, its indices found when compiling."""
+
+    def __init__(self, index):
+        self.shape, self.flat_index = index.shape, np.ascontiguousarray(index.reshape(-1))
+
+    def __call__(self, x, out=None):
+        if out is None:
+            out = np.empty(self.shape, x.dtype)
+        np.take(x.reshape(-1), self.flat_index, out=out.reshape(-1))
+        return out
+
+
+def nearest_resize_step(node, values, constants):
+    """The copy a nearest Resize / Upsample makes (module docstring), with every input but x constant;
+    None for another mode."""
+    from .steps import InterpretedOp
+    x, out = _array(values, node["inputs"][0]), _array(values, node["outputs"][0])
+    if x is None or out is None or x.dtype != out.dtype or x.size == 0 or x.size >= 2**53:
+        return None
+    if node.get("attrs", {}).get("mode", "nearest") != "nearest":
+        return None
+    rest = node["inputs"][1:]
+    if any(v and v not in constants for v in rest):
+        return None
+    probe = np.arange(x.size, dtype=np.float64).reshape(x.shape)
+    index = InterpretedOp(node, 1, False)(probe, *[constants[v] if v else None for v in rest])
+    if not isinstance(index, np.ndarray) or index.shape != out.shape:
+        return None
+    index = index.astype(np.int64)
+    if out.ndim >= 2 and out.shape[:-2] == x.shape[:-2] and out.shape[-2] % x.shape[-2] == 0 \
+            and out.shape[-1] % x.shape[-1] == 0:
+        factors = (out.shape[-2] // x.shape[-2], out.shape[-1] // x.shape[-1])
+        if np.array_equal(index, RepeatKernel(factors)(probe.astype(np.int64))):
+            return Call("Resize", [node["name"]], RepeatKernel(factors), [node["inputs"][0]], node["outputs"],
+                        writes_out=True)
+    return Call("Resize", [node["name"]], GatherKernel(index), [node["inputs"][0]], node["outputs"], writes_out=True)

@@ -485,6 +485,68 @@ def pointwise_conv2d_backward_weight(grad_out, x, weight_shape):
     return np.matmul(g, x_t).sum(axis=0).reshape(weight_shape)
 
 
+# --------------------------------------------------------------------------------------------------
+# Patch convolution's input gradient (kernel == stride, no padding, one group): the windows tile the image
+# without overlapping, so col2im adds nothing to anything; every column of W.T @ g[n] is one patch of
+# grad_x, put in place. This is the transposed convolution of upsampling heads (DBNet's 2x2 stride 2):
+#     grad_x[n, c, i * kh + a, j * kw + b] = sum_o W[o, c, a, b] g[n, o, i, j]   (+ bias[c] when given)
+# one GEMM per sample, then one pass that writes each output row whole.
+
+
+def is_patchwise(weight_shape, stride, padding, groups):
+    """True when the kernel equals the stride, with no padding and one group (dilation is then irrelevant
+    only for 1x1, so it is required to be 1 by the callers that pass it)."""
+    return tuple(weight_shape[2:]) == tuple(stride) and tuple(padding) == (0, 0) and groups == 1
+
+
+def _scatter_patches(cols, bias, kh, kw, out):
+    """out[n, c, i * kh + a, j * kw + b] = cols[n, (c * kh + a) * kw + b, i * Wo + j] (+ bias[c] if bias
+    has elements), each output row written in one pass."""
+    n_batch, channels, height, width = out.shape
+    out_w = width // kw
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(height // kh):
+                for a in range(kh):
+                    row = out[n, c, i * kh + a]
+                    for b in range(kw):
+                        src = cols[n, (c * kh + a) * kw + b, i * out_w:(i + 1) * out_w]
+                        if bias.size:
+                            for j in range(out_w):
+                                row[j * kw + b] = src[j] + bias[c]
+                        else:
+                            for j in range(out_w):
+                                row[j * kw + b] = src[j]
+    return out
+
+
+scatter_patches = njit(cache=True)(_scatter_patches)
+
+
+def scatter_patches_reference(cols, bias, kh, kw, out_shape):
+    """The twin of `scatter_patches`: the columns reshaped into their patches (then the bias added)."""
+    n_batch, channels, height, width = out_shape
+    patches = cols.reshape(n_batch, channels, kh, kw, height // kh, width // kw).transpose(0, 1, 4, 2, 5, 3)
+    out = np.ascontiguousarray(patches).reshape(out_shape)
+    return out + bias.reshape(1, -1, 1, 1) if bias.size else out
+
+
+def patch_conv2d_backward_input(grad_out, weight, input_shape, bias=None, out=None):
+    """grad_x (N, C, Ho * kh, Wo * kw) of a patch convolution (`is_patchwise`): W.T @ g[n] per sample, its
+    columns scattered into their patches, `bias` (C,) added in that pass; into `out` when given."""
+    n_batch, out_channels, out_h, out_w = grad_out.shape
+    _, channels, kh, kw = weight.shape
+    if tuple(input_shape) != (n_batch, channels, out_h * kh, out_w * kw):
+        raise ValueError(f"input_shape {tuple(input_shape)} is not tiled by {kh}x{kw} patches of "
+                         f"{grad_out.shape}")
+    w_t = weight.reshape(out_channels, channels * kh * kw).T
+    cols = np.matmul(w_t, grad_out.reshape(n_batch, out_channels, out_h * out_w))
+    if out is None:
+        out = np.empty(input_shape, dtype=cols.dtype)
+    bias = np.zeros(0, cols.dtype) if bias is None else np.ascontiguousarray(bias, dtype=cols.dtype)
+    return scatter_patches(cols, bias, kh, kw, out)
+
+
 def conv2d_forward_reference(x, weight, stride, padding, dilation, groups):
     """The grouped convolution as one einsum over the windows; covers every case, depthwise included."""
     n_batch, channels = x.shape[:2]
@@ -1064,6 +1126,9 @@ def conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilati
     input_shape = tuple(int(s) for s in input_shape)
     if is_pointwise(weight.shape, stride, padding, groups):
         return pointwise_conv2d_backward_input(grad_out, weight, input_shape)
+    if is_patchwise(weight.shape, stride, padding, groups) and dilation == (1, 1) \
+            and input_shape[2:] == (grad_out.shape[2] * stride[0], grad_out.shape[3] * stride[1]):
+        return patch_conv2d_backward_input(np.ascontiguousarray(grad_out), weight, input_shape)
     if is_depthwise(input_shape[1], weight.shape, groups):
         return depthwise_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation)
     return grouped_conv2d_backward_input(grad_out, weight, input_shape, stride, padding, dilation, int(groups))
