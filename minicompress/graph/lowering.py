@@ -13,6 +13,9 @@ interpreter's bits; it only writes into a buffer it is given instead of a new ar
     nn.Linear (float)                         x W^T into the buffer, then the bias added in place
     ConvTranspose, kernel == stride, no pads  the patch kernel the interpreter's ConvTranspose runs
                                               (`kernels.conv.patch_conv2d_backward_input`), bias in its pass
+    nn.BatchNorm2d (eval)                     the one-pass kernel the layer runs (`kernels.norm`), into the buffer
+    GlobalAveragePool                         the mean in float64, rounded into the buffer
+    Concat                                    np.concatenate into the buffer
     Resize / Upsample, nearest                a copy: every output element is one input element, found
                                               when compiling by running the operator once on a probe whose
                                               values are their own indices; integer factors on the last two
@@ -52,6 +55,9 @@ def lower_node(graph_module, node, values, constants):
             return conv_step(graph_module, [node], layer, None, None, values)
         if type(layer) is nn.Linear and not layer._forward_hooks and not layer._forward_pre_hooks:
             return _linear_step(node, layer, values)
+        if type(layer) is nn.BatchNorm2d and not layer._forward_hooks and not layer._forward_pre_hooks \
+                and not layer.training:
+            return _batch_norm_step(node, layer, values)
         if type(layer) is nn.ConvTranspose2d and not layer._forward_hooks and not layer._forward_pre_hooks \
                 and not layer.training and tuple(layer.padding) == (0, 0):
             return _patch_transpose_call(node, values, layer.weight.data,
@@ -64,6 +70,14 @@ def lower_node(graph_module, node, values, constants):
         return conv_transpose_step(node, values, constants)
     if node["op_type"] in ("Resize", "Upsample"):
         return nearest_resize_step(node, values, constants)
+    if node["op_type"] == "GlobalAveragePool" and x_float(ins):
+        return Call("GlobalAveragePool", [node["name"]], global_average_pool, [node["inputs"][0]], node["outputs"],
+                    writes_out=True)
+    if node["op_type"] == "Concat" and all(a.dtype == out.dtype for a in ins) and node["version"] >= 4:
+        axis = node.get("attrs", {}).get("axis")
+        if axis is None:
+            return None
+        return Call("Concat", [node["name"]], Concatenate(axis), list(node["inputs"]), node["outputs"], writes_out=True)
     calls = elementwise_calls(graph_module, node, values, constants)
     if calls is None:
         return None
@@ -293,3 +307,52 @@ def nearest_resize_step(node, values, constants):
             return Call("Resize", [node["name"]], RepeatKernel(factors), [node["inputs"][0]], node["outputs"],
                         writes_out=True)
     return Call("Resize", [node["name"]], GatherKernel(index), [node["inputs"][0]], node["outputs"], writes_out=True)
+
+
+def x_float(ins):
+    return len(ins) == 1 and ins[0].dtype.kind == "f" and ins[0].ndim >= 3
+
+
+def global_average_pool(x, out=None):
+    """The mean over every axis after the first two, summed in float64 (as the interpreter's operator),
+    rounded into `out`."""
+    mean = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float64)
+    if out is None:
+        return mean.astype(x.dtype)
+    out[...] = mean
+    return out
+
+
+class Concatenate:
+    """np.concatenate(xs, axis) into `out`."""
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def __call__(self, *xs, out=None):
+        return np.concatenate(xs, axis=self.axis, out=out)
+
+
+class BatchNormKernel:
+    """An eval BatchNorm2d into `out`: the one-pass kernel with the operands the layer computes."""
+
+    def __init__(self, bn, dtype):
+        from ..ops.norm import eval_affine
+        self.arrays = eval_affine(bn.running_mean.data, bn.running_var.data,
+                                  None if bn.weight is None else bn.weight.data,
+                                  None if bn.bias is None else bn.bias.data, bn.eps, dtype)
+
+    def __call__(self, x, out=None):
+        from ..kernels.norm import batch_norm_inference
+        return batch_norm_inference(np.ascontiguousarray(x), *self.arrays, relu=False, out=out)
+
+
+def _batch_norm_step(node, bn, values):
+    """The `Call` of an eval BatchNorm2d that runs the one-pass kernel in the interpreter too (float input
+    and statistics of its dtype, running statistics present), or None."""
+    x = _array(values, node["inputs"][0])
+    if x is None or x.ndim != 4 or bn.running_mean is None or bn.running_var is None \
+            or batch_norm_affine(bn, x.dtype) is None or bn.running_mean.data.dtype != x.dtype:
+        return None
+    return Call("BatchNormalization", [node["name"]], BatchNormKernel(bn, x.dtype), [node["inputs"][0]],
+                node["outputs"], writes_out=True)
