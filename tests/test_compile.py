@@ -83,6 +83,7 @@ def test_ppocr_detector_compiled_equals_interpreted():
     assert len(plan.steps) < plan.n_nodes / 2            # chains fused: 330 nodes run as about 130 steps
     one_pass = [s for s in plan.steps if getattr(s, "calls", [(None,)])[0][0] is hard_swish]
     assert len(one_pass) >= 10                            # the Add, Clip, Mul, Div hard-swishes as one pass
+    assert not any(step.interpreted for step in plan.steps)   # SE pools, Resize, ConvTranspose, Concat lowered too
 
 
 def test_ppocr_recognizer_compiled_equals_interpreted_and_folds_its_shape_arithmetic():
