@@ -27,11 +27,16 @@ MLAS does.
     ResizeBilinear    the codes weighted in 1/1024ths of a pixel, the sum rounded from 2^20ths
 
 Inputs are int8 / int32 NumPy arrays; accumulators are int64 holding int32 values (the kernels' int32).
+
+These formulas are the definition; int8 CONV_2D (one group), DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD and SUB
+run them compiled (`kernels/tflite_int8.py`: the int8 GEMM's exact sums, the same fixed-point steps), each
+op's `reference` staying the twin the tests hold the kernels to.
 """
 import math
 
 import numpy as np
 
+from ...kernels import tflite_int8 as kernels
 from ..registry import Op, register
 
 DOMAIN = "tflite"
@@ -120,12 +125,35 @@ class Conv2D(Op):
 
     def run(self, x, w, bias=None, *, strides, dilations, pads, out_size, input_zero_point, multipliers, shifts,
             output_zero_point, activation_min, activation_max, depthwise=0, rounding="double"):
+        depth = w.shape[1] * w.shape[2] * (1 if depthwise else w.shape[3])
+        if _compiled_applies(x, w, bias, depth) and (depthwise or x.shape[3] == w.shape[3]):
+            geometry = (strides, dilations, pads, out_size)
+            acc = (kernels.depthwise_accumulators if depthwise else kernels.conv2d_accumulators)(
+                x, input_zero_point, w, bias, *geometry)
+            return kernels.requantize(acc, multipliers, shifts, output_zero_point, activation_min, activation_max,
+                                      rounding, x.dtype)
+        return self.reference(x, w, bias, strides=strides, dilations=dilations, pads=pads, out_size=out_size,
+                              input_zero_point=input_zero_point, multipliers=multipliers, shifts=shifts,
+                              output_zero_point=output_zero_point, activation_min=activation_min,
+                              activation_max=activation_max, depthwise=depthwise, rounding=rounding)
+
+    @staticmethod
+    def reference(x, w, bias=None, *, strides, dilations, pads, out_size, input_zero_point, multipliers, shifts,
+                  output_zero_point, activation_min, activation_max, depthwise=0, rounding="double"):
         acc = _conv_acc(x.astype(np.int64) - input_zero_point, w.astype(np.int64), strides, dilations, pads, out_size,
                         bool(depthwise))
         if bias is not None:
             acc = acc + bias.astype(np.int64)
         return _requantize(acc, np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64), output_zero_point,
                            activation_min, activation_max, x.dtype, rounding)
+
+
+def _compiled_applies(x, w, bias, depth):
+    """Whether the compiled kernels compute this op's sums: int8 codes, an int32 bias, and sums that fit
+    the GEMM's exact int32 range (`qelementwise.check_accumulator_range`)."""
+    largest_bias = 0 if bias is None or bias.size == 0 else int(np.abs(bias.astype(np.int64)).max())
+    return (x.dtype == np.int8 and w.dtype == np.int8 and (bias is None or bias.dtype == np.int32)
+            and depth * 255 * 255 + largest_bias <= 2**31 - 1)
 
 
 def _conv_acc(x, w, strides, dilations, pads, out_size, depthwise):
@@ -156,6 +184,17 @@ class FullyConnected(Op):
 
     def run(self, x, w, bias=None, *, input_zero_point, weight_zero_point=0, multipliers, shifts, output_zero_point,
             activation_min, activation_max, rounding="double"):
+        if x.ndim == 2 and _compiled_applies(x, w, bias, w.shape[1]) and -128 <= weight_zero_point <= 127:
+            acc = kernels.fully_connected_accumulators(x, input_zero_point, w, weight_zero_point, bias)
+            return kernels.requantize(acc, multipliers, shifts, output_zero_point, activation_min, activation_max,
+                                      rounding, x.dtype)
+        return self.reference(x, w, bias, input_zero_point=input_zero_point, weight_zero_point=weight_zero_point,
+                              multipliers=multipliers, shifts=shifts, output_zero_point=output_zero_point,
+                              activation_min=activation_min, activation_max=activation_max, rounding=rounding)
+
+    @staticmethod
+    def reference(x, w, bias=None, *, input_zero_point, weight_zero_point=0, multipliers, shifts, output_zero_point,
+                  activation_min, activation_max, rounding="double"):
         acc = (x.astype(np.int64) - input_zero_point) @ (w.astype(np.int64) - weight_zero_point).T
         if bias is not None:
             acc = acc + bias.astype(np.int64)
@@ -165,6 +204,16 @@ class FullyConnected(Op):
 
 def _rescaled_sum(a, b, sign, zero_points, multipliers, shifts, output_zero_point, activation_min, activation_max,
                   left_shift, rounding):
+    if a.dtype == b.dtype == np.int8 and np.ndim(multipliers[2]) == 0:
+        return kernels.rescaled_sum(a, b, sign, zero_points, multipliers, shifts, output_zero_point, activation_min,
+                                    activation_max, left_shift, rounding)
+    return rescaled_sum_reference(a, b, sign, zero_points, multipliers, shifts, output_zero_point, activation_min,
+                                  activation_max, left_shift, rounding)
+
+
+def rescaled_sum_reference(a, b, sign, zero_points, multipliers, shifts, output_zero_point, activation_min,
+                           activation_max, left_shift, rounding):
+    """ADD / SUB's formula (module docstring): the twin of `kernels.tflite_int8.rescaled_sum`."""
     scaled = [multiply_by_quantized_multiplier((v.astype(np.int64) - zp) << left_shift, q, s, rounding)
               for v, zp, q, s in zip((a, b), zero_points, multipliers[:2], shifts[:2])]
     return _requantize(scaled[0] + sign * scaled[1], multipliers[2], shifts[2], output_zero_point, activation_min,
