@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minicompress.kernels.fused_elementwise import hard_swish, hard_swish_reference
+from minicompress.kernels.fused_elementwise import hard_swish, hard_swish_reference, prelu, prelu_reference
 
 FLOATS = st.floats(width=32, allow_nan=True, allow_infinity=True)
 ARRAYS = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=4, max_side=7), elements=FLOATS)
@@ -32,3 +32,20 @@ def test_hard_swish_pass_is_torchs_hardswish(x):
     expected = torch.nn.functional.hardswish(torch.from_numpy(x)).numpy()
     # torch multiplies by 1/6 where the ONNX graph divides by 6: one float32 rounding apart
     np.testing.assert_allclose(hard_swish(x, three, zero, six, six), expected, rtol=2e-7, atol=1e-7)
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=4, max_side=7), elements=FLOATS),
+       st.integers(0, 2**32 - 1))
+def test_prelu_pass_equals_the_node_and_torch(x, seed):
+    """Bit for bit the ONNX node's np.where (NaN and infinities in); torch's prelu (one slope per channel) to
+    the bit as well on finite inputs: both compute x * slope once where x < 0."""
+    slope = np.random.default_rng(seed).uniform(-2, 2, x.shape[1]).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = prelu_reference(x, slope)
+        got = prelu(x, slope)
+    np.testing.assert_array_equal(got, expected)
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+    finite = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+    np.testing.assert_array_equal(prelu(finite, slope),
+                                  torch.nn.functional.prelu(torch.from_numpy(finite), torch.from_numpy(slope)).numpy())

@@ -372,6 +372,24 @@ def test_published_models_match_litert(name):
     check(data, inputs, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite",
+                                  "face_landmark.tflite"])
+def test_published_models_compiled_equal_interpreted(name):
+    """The compiled plan (what `bench`, `check` and `predict` run) gives the interpreter's bits, with PRELU
+    and the explicit PADs lowered (no interpreted step of theirs left)."""
+    model = tflite.load(_published(name))
+    details = litert_inputs(_published(name).read_bytes())
+    inputs = [floats(shape, 3, dtype) for shape, dtype in details]
+    compiled = mc.compile(model, tuple(inputs))
+    with mc.no_grad():
+        expected = model(*[mc.tensor(x) for x in inputs])
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for got, want in zip(compiled.run(*inputs), expected):
+        np.testing.assert_array_equal(got, want.numpy())
+    plan = next(iter(compiled.plans.values()))
+    assert not [step.label for step in plan.steps if step.interpreted and step.label in ("PRelu", "Pad")]
+
+
 def litert_inputs(data):
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_content=data)

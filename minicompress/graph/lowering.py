@@ -16,6 +16,8 @@ interpreter's bits; it only writes into a buffer it is given instead of a new ar
     nn.BatchNorm2d (eval)                     the one-pass kernel the layer runs (`kernels.norm`), into the buffer
     GlobalAveragePool                         the mean in float64, rounded into the buffer
     Concat                                    np.concatenate into the buffer
+    PRelu (a slope per channel, or one)       x where x >= 0, else x * slope (`kernels.fused_elementwise.prelu`)
+    Pad, constant, pads >= 0                  the buffer filled with the value, x copied inside
     Resize / Upsample, nearest                a copy: every output element is one input element, found
                                               when compiling by running the operator once on a probe whose
                                               values are their own indices; integer factors on the last two
@@ -70,6 +72,10 @@ def lower_node(graph_module, node, values, constants):
         return conv_transpose_step(node, values, constants)
     if node["op_type"] in ("Resize", "Upsample"):
         return nearest_resize_step(node, values, constants)
+    if node["op_type"] == "PRelu" and node["version"] >= 7:
+        return prelu_step(node, values, constants)
+    if node["op_type"] == "Pad":
+        return pad_step(node, values, constants)
     if node["op_type"] == "GlobalAveragePool" and x_float(ins):
         return Call("GlobalAveragePool", [node["name"]], global_average_pool, [node["inputs"][0]], node["outputs"],
                     writes_out=True)
@@ -356,3 +362,67 @@ def _batch_norm_step(node, bn, values):
         return None
     return Call("BatchNormalization", [node["name"]], BatchNormKernel(bn, x.dtype), [node["inputs"][0]],
                 node["outputs"], writes_out=True)
+
+
+class PReluKernel:
+    """x where x >= 0, else x * slope[c], into `out` (N, C, ...): the kernel of `fused_elementwise.prelu`."""
+
+    def __init__(self, slope):
+        self.slope = np.ascontiguousarray(slope)
+
+    def __call__(self, x, out=None):
+        from ..kernels.fused_elementwise import prelu
+        return prelu(x, self.slope, out)
+
+
+def prelu_step(node, values, constants):
+    """The `Call` of a PRelu whose slope is a constant of x's dtype with one value per channel (axis 1) or
+    one in all, or None."""
+    x, out = _array(values, node["inputs"][0]), _array(values, node["outputs"][0])
+    slope = constants.get(node["inputs"][1])
+    if x is None or out is None or slope is None or x.dtype.kind != "f" or slope.dtype != x.dtype or x.ndim < 2 \
+            or out.shape != x.shape:
+        return None
+    if slope.size == 1:
+        per_channel = np.full(x.shape[1], slope.reshape(-1)[0], x.dtype)
+    elif slope.ndim >= x.ndim - 1 and slope.size == x.shape[1] and slope.shape[-(x.ndim - 1)] == x.shape[1]:
+        per_channel = slope.reshape(-1)
+    else:
+        return None
+    return Call("PRelu", [node["name"]], PReluKernel(per_channel), [node["inputs"][0]], node["outputs"],
+                writes_out=True)
+
+
+class ConstantPad:
+    """x inside a border of `value` into `out`: `out` filled, then x copied to its place."""
+
+    def __init__(self, inside, value):
+        self.inside, self.value = inside, value
+
+    def __call__(self, x, out=None):
+        if out is None:
+            raise ValueError("ConstantPad writes into a given buffer")
+        out.fill(self.value)
+        out[self.inside] = x
+        return out
+
+
+def pad_step(node, values, constants):
+    """The `Call` of a constant-mode Pad with non-negative constant pads over every axis, or None."""
+    x, out = _array(values, node["inputs"][0]), _array(values, node["outputs"][0])
+    attrs = node.get("attrs", {})
+    if x is None or out is None or attrs.get("mode", "constant") != "constant" or out.dtype != x.dtype:
+        return None
+    if node["version"] < 11:
+        pads, value = attrs.get("pads"), attrs.get("value", 0.0)
+    else:
+        inputs = node["inputs"] + ["", "", ""]
+        if inputs[3] or inputs[1] not in constants or (inputs[2] and inputs[2] not in constants):
+            return None
+        pads = constants[inputs[1]].astype(np.int64).tolist()
+        value = constants[inputs[2]].reshape(-1)[0] if inputs[2] and constants[inputs[2]].size else 0
+    if pads is None or len(pads) != 2 * x.ndim or min(pads) < 0:
+        return None
+    inside = tuple(slice(b, b + size) for b, size in zip(pads[:x.ndim], x.shape))
+    return Call("Pad", [node["name"]], ConstantPad(inside, x.dtype.type(value)), [node["inputs"][0]], node["outputs"],
+                writes_out=True)

@@ -3,6 +3,7 @@ node by node (`graph/rewrite.py` finds them), each beside the NumPy twin that ru
 at a time.
 
     hard-swish (ONNX Add, Clip, Mul, Div)    out = x * min(max(x + a, lo), hi) / d
+    PRelu, a slope per channel (axis 1)       out = x if x >= 0 else x * slope[c]   (NaN: NaN * slope)
 
 Each operation is the node's own, in float32 (or the input's dtype) and in the nodes' order, with no fused
 multiply-add, so the kernel has the twin's bits: max(t, lo) keeps t when it is NaN or equal to lo (as
@@ -38,3 +39,31 @@ def hard_swish(x, a, lo, hi, d, out=None):
 def hard_swish_reference(x, a, lo, hi, d):
     """The ONNX nodes one by one: Add, Clip (max then min), Mul, Div."""
     return np.divide(np.multiply(x, np.minimum(np.maximum(np.add(x, a), lo), hi)), d)
+
+
+def _prelu_planes(x, slope, out):
+    """x, out (N, C, L): out[n, c, k] = x if x >= 0 else x * slope[c] (one rounding, as the ONNX node)."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            s, src, dst = slope[c], x[n, c], out[n, c]
+            for k in range(src.shape[0]):
+                v = src[k]
+                dst[k] = v if v >= 0 else v * s
+
+
+prelu_planes = njit(cache=True)(_prelu_planes)
+
+
+def prelu(x, slope, out=None):
+    """PRelu of x (N, C, ...) with slope (C,) of x's dtype into `out` (new when None), one pass."""
+    x = np.ascontiguousarray(x)
+    if out is None:
+        out = np.empty_like(x)
+    shape3 = (x.shape[0], x.shape[1], -1)
+    prelu_planes(x.reshape(shape3), np.ascontiguousarray(slope), out.reshape(shape3))
+    return out
+
+
+def prelu_reference(x, slope):
+    """The ONNX node: np.where(x >= 0, x, x * slope) with slope along axis 1."""
+    return np.where(x >= 0, x, x * slope.reshape((1, -1) + (1,) * (x.ndim - 2)))
