@@ -209,6 +209,33 @@ def test_upsampling_head_lowered_equals_interpreted_and_onnxruntime(batch, c_in,
     np.testing.assert_allclose(mc.compile(model, (x,)).run(x)[0], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("opset", [10, 11])
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_a_pad_that_is_the_graphs_output_is_lowered(opset, dtype):
+    """Constant Pad (attribute pads through opset 10, inputs from 11) lowered, its result the graph's output (a
+    buffer the caller keeps, not one from the arena), equal to the interpreter."""
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.INT8
+    pads = [0, 1, 2, 0, 0, 3, 0, 1]
+    if opset == 10:
+        nodes, inits = [helper.make_node("Pad", ["x"], ["y"], pads=pads, value=2.0)], []
+    else:
+        nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["y"])]
+        inits = [helper.make_tensor("pads", TensorProto.INT64, [8], pads),
+                 helper.make_tensor("value", elem, [], [2])]
+    graph = helper.make_graph(nodes, "pad", [helper.make_tensor_value_info("x", elem, [1, 2, 3, 4])],
+                              [helper.make_tensor_value_info("y", elem, [1, 5, 3, 5])], inits)
+    buffer = io.BytesIO()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), buffer)
+    model = mco.load(buffer.getvalue()).eval()
+    x = (np.arange(24).reshape(1, 2, 3, 4) - 12).astype(dtype)
+    compiled = mc.compile(model, (x,))
+    plan = only_plan(compiled)
+    assert [(step.label, step.interpreted) for step in plan.steps] == [("Pad", False)]
+    first, second = compiled.run(x)[0], compiled.run(x + 1)[0]
+    np.testing.assert_array_equal(first, np.pad(x, [(0, 0), (1, 3), (2, 0), (0, 1)], constant_values=2))
+    np.testing.assert_array_equal(second, np.pad(x + 1, [(0, 0), (1, 3), (2, 0), (0, 1)], constant_values=2))
+
+
 # ----- an int8 QDQ model: what the plan does not lower runs interpreted -----------------------------
 
 def test_int8_qdq_classifier_compiled_equals_interpreted(tmp_path):

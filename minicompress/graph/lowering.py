@@ -394,14 +394,14 @@ def prelu_step(node, values, constants):
 
 
 class ConstantPad:
-    """x inside a border of `value` into `out`: `out` filled, then x copied to its place."""
+    """x inside a border of `value` into `out` (of `shape`; new when None): filled, then x copied to its place."""
 
-    def __init__(self, inside, value):
-        self.inside, self.value = inside, value
+    def __init__(self, inside, value, shape):
+        self.inside, self.value, self.shape = inside, value, shape
 
     def __call__(self, x, out=None):
         if out is None:
-            raise ValueError("ConstantPad writes into a given buffer")
+            out = np.empty(self.shape, x.dtype)
         out.fill(self.value)
         out[self.inside] = x
         return out
@@ -424,5 +424,5 @@ def pad_step(node, values, constants):
     if pads is None or len(pads) != 2 * x.ndim or min(pads) < 0:
         return None
     inside = tuple(slice(b, b + size) for b, size in zip(pads[:x.ndim], x.shape))
-    return Call("Pad", [node["name"]], ConstantPad(inside, x.dtype.type(value)), [node["inputs"][0]], node["outputs"],
+    return Call("Pad", [node["name"]], ConstantPad(inside, x.dtype.type(value), out.shape), [node["inputs"][0]], node["outputs"],
                 writes_out=True)
