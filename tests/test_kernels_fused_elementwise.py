@@ -1,12 +1,14 @@
 """The one-pass elementwise kernels equal their NumPy twins (the ONNX nodes one ufunc at a time) bit for
-bit, NaN, infinities and signed zeros included, and torch's hardswish to float32 rounding."""
+bit, NaN, infinities and signed zeros included, and torch's hardswish to float32 rounding, its prelu and its
+nearest interpolation to the bit."""
 import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minicompress.kernels.fused_elementwise import hard_swish, hard_swish_reference, prelu, prelu_reference
+from minicompress.kernels.fused_elementwise import (hard_swish, hard_swish_reference, prelu, prelu_reference,
+                                                    repeat_upsample, repeat_upsample_reference)
 
 FLOATS = st.floats(width=32, allow_nan=True, allow_infinity=True)
 ARRAYS = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=4, max_side=7), elements=FLOATS)
@@ -49,3 +51,14 @@ def test_prelu_pass_equals_the_node_and_torch(x, seed):
     finite = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
     np.testing.assert_array_equal(prelu(finite, slope),
                                   torch.nn.functional.prelu(torch.from_numpy(finite), torch.from_numpy(slope)).numpy())
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=4, max_side=6), elements=FLOATS),
+       st.integers(1, 4), st.integers(1, 4))
+def test_repeat_upsample_equals_np_repeat_and_torchs_nearest(x, fh, fw):
+    got = repeat_upsample(x, fh, fw)
+    np.testing.assert_array_equal(got, repeat_upsample_reference(x, fh, fw))
+    if x.ndim == 4:
+        expected = torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=(fh, fw), mode="nearest")
+        np.testing.assert_array_equal(got, expected.numpy())

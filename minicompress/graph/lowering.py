@@ -21,7 +21,7 @@ interpreter's bits; it only writes into a buffer it is given instead of a new ar
     Resize / Upsample, nearest                a copy: every output element is one input element, found
                                               when compiling by running the operator once on a probe whose
                                               values are their own indices; integer factors on the last two
-                                              axes are one broadcasting copy, anything else one np.take
+                                              axes are one pass (`kernels.fused_elementwise.repeat_upsample`), anything else one np.take
 """
 from __future__ import annotations
 
@@ -269,11 +269,8 @@ class RepeatKernel:
         self.fh, self.fw = factors
 
     def __call__(self, x, out=None):
-        *lead, h, w = x.shape
-        if out is None:
-            out = np.empty((*lead, h * self.fh, w * self.fw), x.dtype)
-        out.reshape(*lead, h, self.fh, w, self.fw)[...] = x[..., :, None, :, None]
-        return out
+        from ..kernels.fused_elementwise import repeat_upsample
+        return repeat_upsample(x, self.fh, self.fw, out)
 
 
 class GatherKernel:
@@ -292,6 +289,7 @@ class GatherKernel:
 def nearest_resize_step(node, values, constants):
     """The copy a nearest Resize / Upsample makes (module docstring), with every input but x constant;
     None for another mode."""
+    from ..kernels.fused_elementwise import repeat_upsample_reference
     from .steps import InterpretedOp
     x, out = _array(values, node["inputs"][0]), _array(values, node["outputs"][0])
     if x is None or out is None or x.dtype != out.dtype or x.size == 0 or x.size >= 2**53:
@@ -309,7 +307,7 @@ def nearest_resize_step(node, values, constants):
     if out.ndim >= 2 and out.shape[:-2] == x.shape[:-2] and out.shape[-2] % x.shape[-2] == 0 \
             and out.shape[-1] % x.shape[-1] == 0:
         factors = (out.shape[-2] // x.shape[-2], out.shape[-1] // x.shape[-1])
-        if np.array_equal(index, RepeatKernel(factors)(probe.astype(np.int64))):
+        if np.array_equal(index, repeat_upsample_reference(probe.astype(np.int64), *factors)):
             return Call("Resize", [node["name"]], RepeatKernel(factors), [node["inputs"][0]], node["outputs"],
                         writes_out=True)
     return Call("Resize", [node["name"]], GatherKernel(index), [node["inputs"][0]], node["outputs"], writes_out=True)

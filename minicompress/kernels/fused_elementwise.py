@@ -4,6 +4,7 @@ at a time.
 
     hard-swish (ONNX Add, Clip, Mul, Div)    out = x * min(max(x + a, lo), hi) / d
     PRelu, a slope per channel (axis 1)       out = x if x >= 0 else x * slope[c]   (NaN: NaN * slope)
+    nearest upsampling by integer factors     out[..., i, j] = x[..., i // fh, j // fw]   (a copy)
 
 Each operation is the node's own, in float32 (or the input's dtype) and in the nodes' order, with no fused
 multiply-add, so the kernel has the twin's bits: max(t, lo) keeps t when it is NaN or equal to lo (as
@@ -67,3 +68,38 @@ def prelu(x, slope, out=None):
 def prelu_reference(x, slope):
     """The ONNX node: np.where(x >= 0, x, x * slope) with slope along axis 1."""
     return np.where(x >= 0, x, x * slope.reshape((1, -1) + (1,) * (x.ndim - 2)))
+
+
+def _repeat_planes(x, fh, fw, out):
+    """x (P, H, W) -> out (P, H fh, W fw): each output row built once from its input row, then copied to the
+    fh - 1 rows below it."""
+    planes, height, width = x.shape
+    for p in range(planes):
+        for i in range(height):
+            src, first = x[p, i], out[p, i * fh]
+            for j in range(width):
+                v = src[j]
+                for b in range(fw):
+                    first[j * fw + b] = v
+            for a in range(1, fh):
+                row = out[p, i * fh + a]
+                for k in range(first.shape[0]):
+                    row[k] = first[k]
+
+
+repeat_planes = njit(cache=True)(_repeat_planes)
+
+
+def repeat_upsample(x, fh, fw, out=None):
+    """Nearest upsampling of the last two axes of x by integer factors (fh, fw) into `out` (new when None)."""
+    x = np.ascontiguousarray(x)
+    *lead, h, w = x.shape
+    if out is None:
+        out = np.empty((*lead, h * fh, w * fw), x.dtype)
+    repeat_planes(x.reshape(-1, h, w), fh, fw, out.reshape(-1, h * fh, w * fw))
+    return out
+
+
+def repeat_upsample_reference(x, fh, fw):
+    """The twin: np.repeat along each of the two axes."""
+    return np.repeat(np.repeat(x, fh, axis=-2), fw, axis=-1)
