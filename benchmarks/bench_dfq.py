@@ -53,6 +53,19 @@ def digits_model(seed, epochs):
     return model, calibration, lambda m: accuracy(m, test_loader), EXAMPLE
 
 
+def random_batch_norms(model, rng):
+    """`model` with every BatchNorm2d's affine and running statistics drawn (an untrained model whose
+    activations still differ per channel, as a trained one's do)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.weight.data = rng.uniform(0.5, 1.5, c).astype(np.float32)
+            module.bias.data = rng.normal(0, 0.2, c).astype(np.float32)
+            module.running_mean.data = rng.normal(0, 0.1, c).astype(np.float32)
+            module.running_var.data = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    return model
+
+
 def mobile224_model(seed, decades=3.0):
     """The untrained 224x224 classifier with the depthwise imbalance of trained MobileNets, 8 calibration
     inputs, and its measure: the relative logit error to the float model on 16 held-out inputs.
@@ -64,14 +77,7 @@ def mobile224_model(seed, decades=3.0):
     from minicompress.autograd import no_grad
     mc.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = nn.create_mobile_classifier(num_classes=1000, in_channels=3).eval()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.weight.data = rng.uniform(0.5, 1.5, c).astype(np.float32)
-            module.bias.data = rng.normal(0, 0.2, c).astype(np.float32)
-            module.running_mean.data = rng.normal(0, 0.1, c).astype(np.float32)
-            module.running_var.data = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    model = random_batch_norms(nn.create_mobile_classifier(num_classes=1000, in_channels=3).eval(), rng)
     for block in model.blocks:
         conv = block.conv
         s = (10.0 ** rng.uniform(-decades / 2, decades / 2, conv.bn1.num_features)).astype(np.float32)

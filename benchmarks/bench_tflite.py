@@ -31,6 +31,7 @@ MODELS = ("face_detection_short_range", "face_detection_full_range_sparse", "fac
 def int8_files():
     """[(name, bytes of a fully-integer file)]: the two classifiers of the module docstring."""
     import minicompress as mc
+    from bench_dfq import random_batch_norms
     from minicompress import nn, quant, tflite
     files = []
     for name, make, shape in (("digits classifier int8", lambda: nn.create_mobile_classifier(), (1, 1, 8, 8)),
@@ -38,13 +39,7 @@ def int8_files():
                                lambda: nn.create_mobile_classifier(num_classes=1000, in_channels=3), (1, 3, 224, 224))):
         mc.manual_seed(0)
         rng = np.random.default_rng(0)
-        model = make().eval()
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                c = module.num_features
-                module.weight.data = rng.uniform(0.5, 1.5, c).astype(np.float32)
-                module.bias.data = rng.normal(0, 0.2, c).astype(np.float32)
-                module.running_var.data = rng.uniform(0.5, 2.0, c).astype(np.float32)
+        model = random_batch_norms(make().eval(), rng)
         calibration = [mc.tensor(rng.uniform(-1, 1, shape).astype(np.float32)) for _ in range(8)]
         int8 = quant.quantize_static(model, calibration, quant.get_default_qconfig("tflite"))
         files.append((name, tflite.export(int8, calibration[0].numpy())))
