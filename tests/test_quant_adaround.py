@@ -159,3 +159,12 @@ def test_a_layer_called_on_two_input_sizes_is_rounded_on_both(seed):
                    for xi in inputs)
 
     assert error(torch.from_numpy(model.head.weight.data)) < error(nearest)
+
+
+def test_round_layer_refuses_inputs_and_targets_that_do_not_pair_up():
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    x, t = np.zeros((4, 2, 5, 5), np.float32), np.zeros((4, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="same length"):
+        round_layer(conv, [x, x], [t], FOUR_BIT_PER_TENSOR, iterations=1)
+    with pytest.raises(ValueError, match=r"inputs\[0\] has 4 samples but targets\[0\] has 3"):
+        round_layer(conv, x, t[:3], FOUR_BIT_PER_TENSOR, iterations=1)

@@ -102,6 +102,13 @@ def round_layer(layer, inputs, targets, weight_observer, activation=False, itera
 
     if isinstance(inputs, np.ndarray):
         inputs, targets = [inputs], [targets]
+    if not isinstance(targets, (list, tuple)) or len(inputs) != len(targets) or not inputs:
+        raise ValueError(f"inputs and targets must be two arrays, or two lists of the same length (one array per "
+                         f"input shape), got {len(inputs)} inputs and "
+                         f"{len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__} targets")
+    for k, (x, t) in enumerate(zip(inputs, targets)):
+        if x.shape[0] != t.shape[0]:
+            raise ValueError(f"inputs[{k}] has {x.shape[0]} samples but targets[{k}] has {t.shape[0]}")
     positions = np.array([t.size / t.shape[1] for t in targets], np.float64)   # samples x positions per shape
     w = layer.weight.data.astype(np.float32)
     scale, zero_point, qmin, qmax, per_channel = _grid(w, weight_observer)
