@@ -29,15 +29,16 @@ from .threads import ParallelKernel
 _PACKED = {}
 
 
-def packed_weight(w2d, zero_points):
-    """`qgemm.pack_weight(w2d, zero_points)`, packed on first use and kept while `w2d` (the caller's
-    array, not a copy) lives."""
-    key = (id(w2d), w2d.shape, w2d.ctypes.data)
+def packed_weight(w, zero_points):
+    """`qgemm.pack_weight` of w (O, ...) int8 as (O, K) with per-row `zero_points`, packed on first use and
+    kept while the caller's array `w` (not a view of it) lives (a weight changed in place afterwards is
+    not packed again: TFLite constants are not)."""
+    key = (id(w), w.shape, w.ctypes.data)
     hit = _PACKED.get(key)
-    if hit is not None and hit[0]() is w2d:
+    if hit is not None and hit[0]() is w:
         return hit[1]
-    packed = qgemm.pack_weight(np.ascontiguousarray(w2d, np.int8), zero_points)
-    _PACKED[key] = (weakref.ref(w2d, lambda _, key=key: _PACKED.pop(key, None)), packed)
+    packed = qgemm.pack_weight(np.ascontiguousarray(w.reshape(w.shape[0], -1), np.int8), zero_points)
+    _PACKED[key] = (weakref.ref(w, lambda _, key=key, cache=_PACKED: cache.pop(key, None)), packed)
     return packed
 
 
@@ -108,7 +109,7 @@ def conv2d_accumulators(x, input_zero_point, w, bias, strides, dilations, pads, 
     else:
         rows = im2row(xu, zp, (kh, kw), tuple(strides), tuple(pads), tuple(dilations), (oh, ow), 0, n * oh, 0, c,
                       kh * kw * c)
-    packed = packed_weight(w.reshape(o, -1), np.zeros(o, np.int64))
+    packed = packed_weight(w, np.zeros(o, np.int64))
     bias = None if bias is None else np.ascontiguousarray(bias, np.int32)
     return qgemm.qgemm_packed(rows, zp, packed, bias).reshape(n, oh, ow, o)
 
