@@ -14,6 +14,7 @@ Both builds run the same loop body, and each iteration writes its own outputs, s
 same either way.
 """
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -106,8 +107,10 @@ _BLAS_THREAD_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_ge
                         ("openblas_set_num_threads", "openblas_get_num_threads"))
 
 
+@functools.lru_cache(maxsize=1)
 def _openblas_thread_functions():
-    """(set, get) ctypes functions of the OpenBLAS NumPy uses, or None (another BLAS, or not found)."""
+    """(set, get) ctypes functions of the OpenBLAS NumPy uses, or None (another BLAS, or not found); looked
+    up once (a glob and a dlopen cost ~50 us, more than a small model's whole plan)."""
     import glob
 
     import numpy as np
@@ -142,6 +145,9 @@ def blas_threads(count):
         return
     setter, getter = functions
     previous = getter()
+    if previous == int(count):
+        yield
+        return
     setter(int(count))
     try:
         yield
@@ -167,9 +173,12 @@ def thread_count(count):
         return
     import numba
     previous = numba.get_num_threads()
-    numba.set_num_threads(min(int(count), numba.config.NUMBA_NUM_THREADS))
+    wanted = min(int(count), numba.config.NUMBA_NUM_THREADS)
+    if wanted != previous:
+        numba.set_num_threads(wanted)
     try:
         with blas_threads(1):
             yield
     finally:
-        numba.set_num_threads(previous)
+        if wanted != previous:
+            numba.set_num_threads(previous)
