@@ -76,7 +76,7 @@ def lower_node(graph_module, node, values, constants):
         return prelu_step(node, values, constants)
     if node["op_type"] == "Pad":
         return pad_step(node, values, constants)
-    if node["op_type"] == "GlobalAveragePool" and x_float(ins):
+    if node["op_type"] == "GlobalAveragePool" and _one_float_input(ins):
         return Call("GlobalAveragePool", [node["name"]], global_average_pool, [node["inputs"][0]], node["outputs"],
                     writes_out=True)
     if node["op_type"] == "Concat" and all(a.dtype == out.dtype for a in ins) and node["version"] >= 4:
@@ -294,14 +294,16 @@ def nearest_resize_step(node, values, constants):
     x, out = _array(values, node["inputs"][0]), _array(values, node["outputs"][0])
     if x is None or out is None or x.dtype != out.dtype or x.size == 0 or x.size >= 2**53:
         return None
-    if node.get("attrs", {}).get("mode", "nearest") != "nearest":
-        return None
+    attrs = node.get("attrs", {})
+    if attrs.get("mode", "nearest") != "nearest" or attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        return None                       # (crop-and-resize writes extrapolation_value, which is no index)
     rest = node["inputs"][1:]
     if any(v and v not in constants for v in rest):
         return None
     probe = np.arange(x.size, dtype=np.float64).reshape(x.shape)
     index = InterpretedOp(node, 1, False)(probe, *[constants[v] if v else None for v in rest])
-    if not isinstance(index, np.ndarray) or index.shape != out.shape:
+    if not isinstance(index, np.ndarray) or index.shape != out.shape or index.size == 0 \
+            or index.min() < 0 or index.max() >= x.size or not np.array_equal(index, np.floor(index)):
         return None
     index = index.astype(np.int64)
     if out.ndim >= 2 and out.shape[:-2] == x.shape[:-2] and out.shape[-2] % x.shape[-2] == 0 \
@@ -313,7 +315,8 @@ def nearest_resize_step(node, values, constants):
     return Call("Resize", [node["name"]], GatherKernel(index), [node["inputs"][0]], node["outputs"], writes_out=True)
 
 
-def x_float(ins):
+def _one_float_input(ins):
+    """One float input of rank 3 or more (a pooling's)."""
     return len(ins) == 1 and ins[0].dtype.kind == "f" and ins[0].ndim >= 3
 
 
