@@ -3,7 +3,7 @@ linear_before_reset; and torch's exported nn.LSTM / nn.GRU."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from onnx_harness import assert_matches, host_arithmetic
@@ -58,17 +58,23 @@ def test_torch_recurrent_layers_match_onnxruntime(kind):
 
 
 # ----- com.microsoft DynamicQuantizeLSTM (onnxruntime.quantization.quantize_dynamic's LSTM) --------------
-# Both runtimes quantize the same float inputs to the same codes and sum them in the same integer arithmetic
-# (exact, or on AVX2 CPUs without VNNI onnxruntime's saturating int16 byte pairs, loaded here as
-# arithmetic=host_arithmetic()); what is left is float32 rounding of the gate activations (MLAS's logistic /
-# tanh against NumPy's): 1e-5, where 2.4e-7 was seen.
+# At the first step both runtimes quantize the same float inputs (x, the initial h) to the same codes and sum
+# them in the same integer arithmetic (exact, or on AVX2 CPUs without VNNI onnxruntime's saturating int16
+# byte pairs, loaded here as arithmetic=host_arithmetic()); what is left is float32 rounding of the gate
+# activations (MLAS's logistic / tanh against NumPy's): 1e-5, where 2.4e-7 was seen (QTOL, a one-step
+# sequence). Every later step quantizes the h the step before computed, whose last bits differ between the
+# two: where one lies on a rounding boundary its code differs by one, and the outputs after it by ~1e-4
+# (1.0e-4 seen, rel 1.4e-3, on a CI draw). Whole sequences are held to 1e-3 (QTOL_SEQUENCE): a few such
+# flips, while a wrong gate order, peephole, mask or direction moves outputs by 1e-1.
 QTOL = dict(rtol=1e-5, atol=1e-5)
+QTOL_SEQUENCE = dict(rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @SETTINGS
 @given(seq=st.integers(1, 4), batch=st.integers(1, 3), inp=st.integers(1, 4), hidden=st.integers(1, 4),
        per_channel=st.booleans(), extras=st.booleans(), lens=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@example(seq=3, batch=3, inp=4, hidden=2, per_channel=False, extras=True, lens=True, seed=97)   # an h code flips
 def test_dynamic_quantize_lstm(direction, seq, batch, inp, hidden, per_channel, extras, lens, seed):
     rng = np.random.default_rng(seed)
     dirs = 2 if direction == "bidirectional" else 1
@@ -87,9 +93,15 @@ def test_dynamic_quantize_lstm(direction, seq, batch, inp, hidden, per_channel, 
               ("p", arr(dirs, 3 * hidden) if extras else None),
               ("ws", rng.uniform(0.001, 0.01, scales).astype(np.float32)), ("wz", np.zeros(scales, np.int8)),
               ("rs", rng.uniform(0.001, 0.01, scales).astype(np.float32)), ("rz", np.zeros(scales, np.int8))]
-    assert_matches("DynamicQuantizeLSTM", inputs, {"hidden_size": hidden, "direction": direction}, n_outputs=3,
-                   constants=("w", "r", "ws", "wz", "rs", "rz"), domain="com.microsoft", arithmetic=host_arithmetic(),
-                   **QTOL)
+    options = dict(n_outputs=3, constants=("w", "r", "ws", "wz", "rs", "rz"), domain="com.microsoft",
+                   arithmetic=host_arithmetic())
+    attrs = {"hidden_size": hidden, "direction": direction}
+    assert_matches("DynamicQuantizeLSTM", inputs, attrs, **options, **QTOL_SEQUENCE)
+    first = dict(inputs)
+    first["x"] = first["x"][:1]
+    if first["l"] is not None:
+        first["l"] = np.ones_like(first["l"])
+    assert_matches("DynamicQuantizeLSTM", list(first.items()), attrs, **options, **QTOL)
 
 
 def test_quantize_dynamic_lstm_model_matches_onnxruntime(tmp_path):

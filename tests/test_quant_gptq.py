@@ -95,13 +95,13 @@ def reference_gptq(W, H, groupsize, symmetric, blocksize=128, percdamp=0.01, act
 # ----- problems ---------------------------------------------------------------------------------
 
 @st.composite
-def problems(draw, min_rows=1, max_rows=8, min_k=1, max_k=300, samples_per_column=None):
+def problems(draw, min_rows=1, max_rows=8, min_k=1, max_k=300, samples_per_column=None, mixes=(0.0, 0.1, 0.5)):
     """(W float32 (N, K), X float32 (n, K), group_size, symmetric): correlated calibration inputs
-    X = Z (I + c M), Z and M standard normal."""
+    X = Z (I + c M), Z and M standard normal, c drawn from `mixes`."""
     rows, k = draw(st.integers(min_rows, max_rows)), draw(st.integers(min_k, max_k))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n = k * draw(st.integers(*samples_per_column)) if samples_per_column else draw(st.integers(1, 300))
-    mix = np.eye(k) + rng.standard_normal((k, k)) * draw(st.sampled_from([0.0, 0.1, 0.5]))
+    mix = np.eye(k) + rng.standard_normal((k, k)) * draw(st.sampled_from(list(mixes)))
     x = (rng.standard_normal((n, k)) @ mix).astype(np.float32)
     w = rng.standard_normal((rows, k)).astype(np.float32)
     return w, x, draw(st.sampled_from([16, 32, 64, 128])), draw(st.booleans())
@@ -156,12 +156,15 @@ def test_mse_clipping_never_rounds_worse_than_the_full_range(problem):
     assert np.all(per_group[0] <= per_group[1])
 
 
-@given(problems(min_rows=4, max_rows=16, min_k=32, max_k=160, samples_per_column=(2, 4)))
+@given(problems(min_rows=4, max_rows=16, min_k=32, max_k=160, samples_per_column=(2, 4), mixes=(0.5,)))
 def test_gptq_output_error_is_never_larger_than_round_to_nearest(problem):
-    """Asserted on every drawn layer (4-16 rows, 32-160 inputs, 2-4 calibration rows per input): over 400
-    seeds of this family GPTQ's error was 0.49x RTN's in the median and 0.91x at worst. It is not a
-    theorem: GPTQ rounds greedily (each column given the earlier ones) and a group's grid comes from the
-    updated weights, so on a tiny layer (a few columns, one row, rank-deficient H) it can lose to RTN."""
+    """Asserted on every drawn layer (4-16 rows, 32-160 inputs, 2-4 calibration rows per input) whose inputs
+    are correlated (c = 0.5), where GPTQ's error compensation has something to work with: over 2000 seeds of
+    this family its error was 0.47x RTN's in the median and 0.83x at worst. It is not a theorem: GPTQ
+    rounds greedily (each column given the earlier ones) and a group's grid comes from the updated weights.
+    With uncorrelated inputs (c = 0) H is nearly diagonal, GPTQ is nearly round to nearest (0.84x in the
+    median, 0.98x at worst over 2000 seeds) and a CI draw of the wider family lost to it (1.07x): that case
+    is `test_with_identity_hessian_gptq_is_round_to_nearest`'s."""
     w, x, group_size, symmetric = problem
     H = hessian(x)
     gptq = dequantize_int4(*gptq_quantize(w, H, group_size, symmetric), w.shape[1])
