@@ -64,3 +64,27 @@ def test_conv_transpose2d_rejects_bad_arguments():
         F.conv_transpose2d(x, w, stride=2, output_padding=2)
     with pytest.raises(ValueError, match="bias"):
         F.conv_transpose2d(x, w, mc.zeros(3))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4),
+       st.integers(1, 5), st.integers(1, 5), st.integers(1, 2), st.booleans(), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**31 - 1))
+def test_kernel_equal_to_stride_matches_torch_forward_and_gradients(kh, kw, c_in, c_out, batch, h, w, output_padding,
+                                                                    with_bias, dtype, seed):
+    """kernel == stride, the path `conv2d_backward_input` takes for tiling windows (kernels.conv.
+    patch_conv2d_backward_input): conv_transpose2d forward and gradients (its forward is that path), and a
+    patchify conv2d whose input gradient is that path, against torch. output_padding (< stride) adds rows the
+    patches do not cover. float32: sums of at most 5 products, the project default tolerance."""
+    rng = np.random.default_rng(seed)
+    op = (min(output_padding - 1, kh - 1), min(output_padding - 1, kw - 1))
+    x = rng.standard_normal((batch, c_in, h, w)).astype(dtype)
+    weight = rng.standard_normal((c_in, c_out, kh, kw)).astype(dtype)
+    inputs = [x, weight] + ([rng.standard_normal(c_out).astype(dtype)] if with_bias else [])
+    check_op(lambda *t: F.conv_transpose2d(t[0], t[1], t[2] if with_bias else None, (kh, kw), 0, op),
+             lambda *t: torch.nn.functional.conv_transpose2d(t[0], t[1], t[2] if with_bias else None, (kh, kw), 0, op),
+             inputs)
+    image = rng.standard_normal((batch, c_in, h * kh, w * kw)).astype(dtype)
+    conv_weight = rng.standard_normal((c_out, c_in, kh, kw)).astype(dtype)
+    check_op(lambda a, b: F.conv2d(a, b, None, (kh, kw)), lambda a, b: torch.nn.functional.conv2d(a, b, None, (kh, kw)),
+             [image, conv_weight])

@@ -14,6 +14,11 @@ reference kernels and 3 two steps (none off LiteRT's default kernels, which requ
 one step on 99.5% of the elements, two anywhere. The round trip is exact: tflite.load runs TFLite's own
 integer arithmetic.
 
+On a CPU without VNNI the reference-kernel bounds are the same: those kernels are portable C++, and
+minicompress's int8 model sums exactly on every `kernels.qgemm` route. The default (XNNPACK) kernels pick
+their instructions per CPU; the bound for them assumes exact int32 sums there as well (what XNNPACK's QS8
+kernels compute), and has been seen to hold on AVX-512 VNNI (Zen 4) only.
+
 Every int8 file is loaded back, the digits classifier's included (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
 ADD, PAD, MAX_POOL_2D, AVERAGE_POOL_2D, MEAN, TRANSPOSE, RESHAPE, QUANTIZE, DEQUANTIZE).
 """

@@ -1,7 +1,11 @@
 """TFLite's int8 arithmetic (graph/ops/litert.py, tflite/integer.py) bit for bit against LiteRT's reference
 kernels: per-channel int8 CONV_2D and DEPTHWISE_CONV_2D, FULLY_CONNECTED (per tensor and per channel), ADD
 with broadcasting, QUANTIZE from float (ties round away from zero), on hypothesis-drawn shapes, scales and
-zero points. Every comparison is exact: the integer kernels have one right answer."""
+zero points. Every comparison is exact: the integer kernels have one right answer.
+
+On a CPU without VNNI (or without AVX2) the expected codes are the same: LiteRT's reference kernels are
+portable C++ with no CPU-specific path, and minicompress's int32 sums are exact on every int8 GEMM route
+(`kernels.qgemm`; the maddubs route gives way to int16 where a pair could saturate)."""
 from fractions import Fraction
 
 import numpy as np

@@ -2,7 +2,11 @@
 for bit against LiteRT's reference kernels (BUILTIN_REF), on hypothesis-drawn shapes, scales and zero points:
 MUL and SUB with broadcasting, RELU / RELU6 / RELU_N1_TO_1 and fused activations, LEAKY_RELU, PRELU,
 MAX_POOL_2D and AVERAGE_POOL_2D, MEAN, PAD / PADV2, CONCATENATION, DEQUANTIZE, RESIZE_NEAREST_NEIGHBOR.
-Every comparison is exact: the integer kernels have one right answer."""
+Every comparison is exact: the integer kernels have one right answer.
+
+On a CPU without VNNI (or without AVX2) the expected codes are the same: LiteRT's reference kernels are
+portable C++ with no CPU-specific path, and minicompress's int32 sums are exact on every int8 GEMM route
+(`kernels.qgemm`; the maddubs route gives way to int16 where a pair could saturate)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings

@@ -1,7 +1,11 @@
 """The compiled TFLite int8 kernels (kernels/tflite_int8.py) against their twins, the reference formulas of
 graph/ops/litert.py, bit for bit on drawn shapes, geometries and codes. The twins are held to LiteRT's
 reference kernels by test_tflite_int8_ops.py and test_tflite_export.py (which now run the compiled kernels
-too); here every element of every drawn case must be equal, with gemmlowp's two roundings and the single one."""
+too); here every element of every drawn case must be equal, with gemmlowp's two roundings and the single one.
+
+On a CPU without VNNI (or without AVX2) the expected codes are the same: LiteRT's reference kernels are
+portable C++ with no CPU-specific path, and minicompress's int32 sums are exact on every int8 GEMM route
+(`kernels.qgemm`; the maddubs route gives way to int16 where a pair could saturate)."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
